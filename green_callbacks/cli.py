@@ -1,0 +1,165 @@
+"""The ``green-callbacks`` command.
+
+- ``green-callbacks measure [options] -- CMD ARGS...``: measure any command, print a summary, write a run record,
+  exit with the command's own exit code.
+- ``green-callbacks demo``: train a small model with the Lightning callback and print the report.
+- ``green-callbacks report PATH...``: summarise run records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import warnings
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _add_location_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("carbon")
+    group.add_argument("--country", help="ISO 3166 code of the grid, e.g. FR or DEU")
+    group.add_argument("--region", help="cloud region, e.g. gcp:europe-west1")
+    group.add_argument("--carbon-intensity", type=float, help="explicit grid intensity in gCO2e/kWh")
+    group.add_argument("--pue", type=float, default=1.0, help="data-centre PUE (default 1.0: IT energy only)")
+    parser.add_argument("--output-dir", default="green_runs", help="folder for the run record (default ./green_runs)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="green-callbacks", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    measure = sub.add_parser("measure", help="measure the energy and emissions of any command")
+    _add_location_options(measure)
+    measure.add_argument("--interval", type=float, default=60.0,
+                         help="seconds between record rows (each row is written to disk; default 60)")
+    measure.add_argument("--gpus", help="comma-separated NVML indices of the GPUs to measure (default: all)")
+    measure.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command and its arguments")
+
+    report = sub.add_parser("report", help="summarise run records (files or folders)")
+    report.add_argument("paths", nargs="+")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "measure":
+        return _measure(args)
+    if args.command == "report":
+        return _report(args)
+    raise AssertionError(args.command)
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from green_callbacks.core.config import GreenConfig
+    from green_callbacks.core.distributed import DistInfo, identity_reducer
+    from green_callbacks.core.record import read_record
+    from green_callbacks.core.session import Session
+    from green_callbacks.report.summary import format_epoch_table, format_run_summary
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        print("green-callbacks measure: give the command after --, e.g. "
+              "green-callbacks measure -- python train.py", file=sys.stderr)
+        return 2
+    if not args.interval > 0:
+        print(f"green-callbacks measure: --interval must be > 0 seconds, got {args.interval}", file=sys.stderr)
+        return 2
+    try:
+        gpus = None if args.gpus is None else [int(g) for g in args.gpus.split(",") if g.strip()]
+        config = GreenConfig(country=args.country, region=args.region, carbon_intensity=args.carbon_intensity,
+                             pue=args.pue, output_dir=args.output_dir, gpus=gpus)
+        session = Session(config, framework="measure", dist=DistInfo(), reducer=identity_reducer)
+    except ValueError as err:
+        print(f"green-callbacks measure: {err}", file=sys.stderr)
+        return 2
+
+    session.start(hyperparameters={"command": cmd}, device_indices=None, handle_signals=False)
+    try:
+        child = subprocess.Popen(cmd)
+    except OSError as err:
+        session.finish("failed", err)
+        print(f"green-callbacks measure: cannot run {cmd[0]!r}: {err}", file=sys.stderr)
+        return 127
+
+    def forward(signum: int, _frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+        raise _Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    status, code = "completed", 0
+    try:
+        session.epoch_start()
+        while True:
+            try:
+                code = child.wait(timeout=args.interval)
+                break
+            except subprocess.TimeoutExpired:
+                session.epoch_end()
+                session.epoch_start()
+        session.epoch_end()
+        status = "completed" if code == 0 else "failed"
+    except (KeyboardInterrupt, _Interrupted) as err:
+        status = "interrupted"
+        code = _wait_after_signal(child)
+        session.error = f"{type(err).__name__}" if isinstance(err, KeyboardInterrupt) else "SIGTERM"
+        if session.in_epoch:
+            session.epoch_end()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        path = session.finish(status, None if code == 0 or status != "failed" else f"exit code {code}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        record = read_record(path) if path else session.to_record()
+    print(format_epoch_table(record), file=sys.stderr)
+    print(format_run_summary(record), file=sys.stderr)
+    return code if code >= 0 else 128 - code
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _wait_after_signal(child: subprocess.Popen[bytes]) -> int:
+    try:
+        return child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        return child.wait()
+
+
+def _report(args: argparse.Namespace) -> int:
+    from green_callbacks.core.record import RecordError, find_records, read_record
+    from green_callbacks.report.summary import format_epoch_table, format_run_summary
+
+    found = 0
+    try:
+        paths = list(find_records(args.paths))
+    except FileNotFoundError as err:
+        print(f"green-callbacks report: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
+        try:
+            record = read_record(path)
+        except RecordError as err:
+            print(f"skipped: {err}", file=sys.stderr)
+            continue
+        found += 1
+        print(format_epoch_table(record))
+        print(format_run_summary(record))
+        print()
+    if not found:
+        print("green-callbacks report: no readable run record (green-run-*.json) found", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

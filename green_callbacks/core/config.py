@@ -1,0 +1,112 @@
+"""The one constructor of all three adapters, validated at construction time.
+
+``GreenConfig`` holds what the user passed to ``GreenCallback(...)``; every adapter builds one in its
+``__init__`` so that bad input fails there, with a message that says what was received, what is allowed and what
+to do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["GreenConfig"]
+
+
+def _finite_positive(name: str, value: Any, *, allow_zero: bool = False) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        allowed = "a finite number >= 0" if allow_zero else "a finite number > 0"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class GreenConfig:
+    """Validated settings shared by the Lightning, Keras and transformers adapters.
+
+    Attributes:
+        country: ISO 3166 alpha-2 or alpha-3 code of the grid the machine draws from (``"FR"``, ``"deu"``).
+        region: a cloud region with a published intensity, e.g. ``"gcp:europe-west1"``.
+        carbon_intensity: an explicit grid intensity in gCO2e/kWh (wins over country and region).
+        pue: data-centre power usage effectiveness multiplying IT energy (1.0 = IT energy only).
+        monitor, mode, target: the metric that defines convergence, ``"min"``/``"max"``, an optional target.
+        budget_kwh, budget_gco2e: energy and emissions budgets for the whole run.
+        gpus: NVML indices of the GPUs to measure (default: those the framework trains on).
+        output_dir: where run records are written (default: the framework's log/output folder).
+        cpu_watts_per_core, ram_watts_per_gb: constants of the CPU and RAM estimates where RAPL is missing.
+        live_intensity: an opt-in live intensity provider (``green_callbacks.core.live``).
+        budget_action: ``"stop"`` (stop the training at the end of the epoch) or ``"warn"``.
+    """
+
+    country: str | None = None
+    region: str | None = None
+    carbon_intensity: float | None = None
+    pue: float = 1.0
+    monitor: str | None = None
+    mode: str | None = None
+    target: float | None = None
+    budget_kwh: float | None = None
+    budget_gco2e: float | None = None
+    gpus: tuple[int, ...] | None = None
+    output_dir: str | None = None
+    cpu_watts_per_core: float | None = None
+    ram_watts_per_gb: float | None = None
+    live_intensity: Any = None
+    budget_action: str = "stop"
+
+    def __post_init__(self) -> None:
+        for name in ("country", "region", "monitor"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be a non-empty string or None, got {value!r}")
+        if self.mode is not None and self.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min', 'max' or None (inferred from the monitor's name), got {self.mode!r}")
+        if self.mode is not None and self.monitor is None:
+            raise ValueError(f"mode={self.mode!r} was given without monitor=; name the metric, e.g. monitor='val_loss'")
+        if self.target is not None:
+            if self.monitor is None:
+                raise ValueError("target= needs monitor= (the metric that should reach the target)")
+            if isinstance(self.target, bool) or not isinstance(self.target, (int, float)) or not math.isfinite(
+                float(self.target)
+            ):
+                raise ValueError(f"target must be a finite number, got {self.target!r}")
+        if isinstance(self.pue, bool) or not isinstance(self.pue, (int, float)) or not math.isfinite(float(self.pue)):
+            raise ValueError(f"pue must be a finite number >= 1.0, got {self.pue!r}")
+        if float(self.pue) < 1.0:
+            raise ValueError(
+                f"pue must be >= 1.0 (a data centre cannot use less energy than its IT load), got {self.pue!r}; "
+                "use 1.0 for IT energy only, or e.g. 1.58 (Uptime Institute 2023 average)"
+            )
+        object.__setattr__(self, "pue", float(self.pue))
+        object.__setattr__(self, "carbon_intensity",
+                           _finite_positive("carbon_intensity", self.carbon_intensity, allow_zero=True))
+        object.__setattr__(self, "budget_kwh", _finite_positive("budget_kwh", self.budget_kwh))
+        object.__setattr__(self, "budget_gco2e", _finite_positive("budget_gco2e", self.budget_gco2e))
+        object.__setattr__(self, "cpu_watts_per_core", _finite_positive("cpu_watts_per_core", self.cpu_watts_per_core))
+        object.__setattr__(self, "ram_watts_per_gb", _finite_positive("ram_watts_per_gb", self.ram_watts_per_gb))
+        if self.budget_action not in ("stop", "warn"):
+            raise ValueError(f"budget_action must be 'stop' or 'warn', got {self.budget_action!r}")
+        if self.gpus is not None:
+            gpus = self.gpus
+            if isinstance(gpus, int) and not isinstance(gpus, bool):
+                gpus = (gpus,)
+            if not isinstance(gpus, Sequence) or isinstance(gpus, str) or not all(
+                isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus
+            ):
+                raise ValueError(
+                    f"gpus must be a list of non-negative NVML device indices such as [0, 1], got {self.gpus!r}"
+                )
+            object.__setattr__(self, "gpus", tuple(int(g) for g in gpus))
+        if self.output_dir is not None:
+            if not isinstance(self.output_dir, (str, os.PathLike)):
+                raise ValueError(f"output_dir must be a path, got {self.output_dir!r}")
+            object.__setattr__(self, "output_dir", str(Path(self.output_dir).expanduser()))

@@ -1,0 +1,115 @@
+"""Best/target tracking of a monitored metric, and the cost of the run up to that point.
+
+"To convergence" means: the run's totals at the end of the *earliest* epoch that reached the best value of the
+monitored metric so far (ties keep the earlier epoch: a later equal value did not improve anything). "To target"
+means: the totals at the end of the first epoch whose value reached ``target`` (``<=`` in min mode, ``>=`` in max
+mode). Both are updated every epoch, so they are also the numbers of an interrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+__all__ = ["ConvergencePoint", "ConvergenceTracker", "Totals", "infer_mode"]
+
+Mode = Literal["min", "max"]
+
+# Like Keras' MonitorCallback: names that mean "higher is better".
+_MAX_HINTS = ("acc", "auc", "precision", "recall", "f1", "fmeasure", "bleu", "rouge", "map", "iou", "dice",
+              "r2", "score", "top_k", "top1", "top5", "mcc", "matthews", "spearman", "pearson", "exact_match")
+_MIN_HINTS = ("loss", "error", "err", "mse", "mae", "rmse", "mape", "perplexity", "ppl", "wer", "cer",
+              "energy", "emissions", "flops", "time")
+
+
+def infer_mode(monitor: str) -> Mode:
+    """``"min"`` or ``"max"`` from the metric's name, like Keras does; a clear error when the name says neither."""
+    name = monitor.lower().rsplit("/", 1)[-1]
+    if any(hint in name for hint in _MIN_HINTS):
+        return "min"
+    if any(hint in name for hint in _MAX_HINTS):
+        return "max"
+    raise ValueError(
+        f"cannot tell whether {monitor!r} should be minimised or maximised from its name; "
+        "pass mode='min' or mode='max' to GreenCallback(...)."
+    )
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Cumulative numbers of the run at the end of an epoch (energy before PUE, emissions after)."""
+
+    epochs: int = 0
+    time_s: float = 0.0
+    train_flops: float = 0.0
+    eval_flops: float = 0.0
+    energy_j: float | None = 0.0
+    emissions_gco2e: float | None = 0.0
+
+
+@dataclass(frozen=True)
+class ConvergencePoint:
+    """Where the monitored metric reached its best (or the target): the epoch and the run's totals then."""
+
+    epoch: int
+    value: float
+    totals: Totals
+
+    def to_record(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "value": self.value, **asdict(self.totals)}
+
+    @staticmethod
+    def from_record(data: dict[str, Any]) -> ConvergencePoint:
+        fields = {k: data[k] for k in Totals.__dataclass_fields__ if k in data}
+        return ConvergencePoint(int(data["epoch"]), float(data["value"]), Totals(**fields))
+
+
+class ConvergenceTracker:
+    """Follows one metric over epochs; :attr:`best` and :attr:`at_target` hold the convergence points."""
+
+    def __init__(self, monitor: str, mode: str | None = None, target: float | None = None) -> None:
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"monitor must be a metric name such as 'val_loss', got {monitor!r}")
+        if mode is None:
+            mode = infer_mode(monitor)
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if target is not None and (isinstance(target, bool) or not math.isfinite(float(target))):
+            raise ValueError(f"target must be a finite number or None, got {target!r}")
+        self.monitor = monitor
+        self.mode: Mode = mode  # type: ignore[assignment]
+        self.target = None if target is None else float(target)
+        self.best: ConvergencePoint | None = None
+        self.at_target: ConvergencePoint | None = None
+
+    def _better(self, value: float, than: float) -> bool:
+        return value < than if self.mode == "min" else value > than
+
+    def _reaches_target(self, value: float) -> bool:
+        assert self.target is not None
+        return value <= self.target if self.mode == "min" else value >= self.target
+
+    def update(self, epoch: int, value: float | None, totals: Totals) -> None:
+        """Take the monitored value of ``epoch`` (``None``/NaN when it was not logged that epoch)."""
+        if value is None or not math.isfinite(float(value)):
+            return
+        value = float(value)
+        if self.best is None or self._better(value, self.best.value):
+            self.best = ConvergencePoint(epoch, value, totals)
+        if self.target is not None and self.at_target is None and self._reaches_target(value):
+            self.at_target = ConvergencePoint(epoch, value, totals)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "target": self.target,
+            "best": None if self.best is None else self.best.to_record(),
+            "at_target": None if self.at_target is None else self.at_target.to_record(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        best, at_target = state.get("best"), state.get("at_target")
+        self.best = None if best is None else ConvergencePoint.from_record(best)
+        self.at_target = None if at_target is None else ConvergencePoint.from_record(at_target)

@@ -1,0 +1,65 @@
+"""What machine and software a run used, for the run record (read cheaply, nothing imported)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["hardware_info", "software_info"]
+
+
+def hardware_info(sensors: dict[str, Any]) -> dict[str, Any]:
+    """CPU model and count, RAM, and what each sensor reports of its hardware."""
+    import platform
+
+    info: dict[str, Any] = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "sensors": sensors,
+    }
+    try:
+        import psutil
+
+        info["ram_total_gb"] = psutil.virtual_memory().total / 1e9
+    except Exception:
+        info["ram_total_gb"] = None
+    return info
+
+
+def _cpu_model() -> str | None:
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+_PACKAGES = ("torch", "lightning", "pytorch-lightning", "keras", "tensorflow", "jax", "transformers",
+             "accelerate", "nvidia-ml-py", "psutil")
+
+
+def software_info() -> dict[str, Any]:
+    """Versions of Python, this package and the ML packages installed (read from metadata, nothing imported)."""
+    import platform
+    from importlib import metadata
+
+    from green_callbacks import __version__
+
+    versions: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "green_callbacks": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+    }

@@ -1,0 +1,98 @@
+"""The sensor protocol every energy source implements, and the null sensor used when hardware is missing.
+
+A sensor measures one *component* (``"gpu"``, ``"cpu"`` or ``"ram"``) and reports the energy consumed since
+``start()`` as a cumulative :class:`Reading`. Windows (epochs, evaluations) are differences of two readings,
+taken by :class:`green_callbacks.core.meter.Meter`.
+
+The *scope* of a sensor says what it covers, and therefore how readings combine across the processes of a
+distributed run:
+
+- ``"device"``: the accelerators this process trains on (summed over ranks);
+- ``"process"``: this process only, e.g. an estimate from its CPU time (summed over ranks);
+- ``"node"``: the whole machine, e.g. a RAPL package counter (counted once per node, by the node leader).
+
+A sensor never raises from ``read()`` for a hardware problem: it returns a reading whose ``energy_j`` is
+``None`` and whose ``method`` is ``"unavailable"``, with a ``note`` that says why and what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+__all__ = [
+    "COMPONENTS",
+    "UNAVAILABLE",
+    "Component",
+    "NullSensor",
+    "Reading",
+    "Scope",
+    "Sensor",
+]
+
+Component = Literal["gpu", "cpu", "ram"]
+Scope = Literal["device", "process", "node"]
+COMPONENTS: tuple[Component, ...] = ("gpu", "cpu", "ram")
+UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Cumulative energy of one component since its sensor started.
+
+    Attributes:
+        energy_j: joules since ``start()``; ``None`` when the component could not be measured.
+        method: how the number was produced (``"nvml-energy-counter"``, ``"nvml-power"``, ``"rapl"``,
+            ``"estimate-cpu-time"``, ``"estimate-rss"``, ``"unavailable"``, ...).
+        note: a human sentence when something is degraded (a GPU lost, a permission missing), else ``""``.
+    """
+
+    energy_j: float | None
+    method: str
+    note: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.energy_j is not None
+
+
+@runtime_checkable
+class Sensor(Protocol):
+    """One energy source for one component."""
+
+    component: Component
+    scope: Scope
+
+    def start(self) -> None:
+        """Begin measuring; the cumulative energy is zero at this point."""
+
+    def read(self) -> Reading:
+        """Cumulative energy since ``start()``. Cheap: no subprocess, no device synchronisation."""
+
+    def close(self) -> None:
+        """Stop background work and release handles. Safe to call twice."""
+
+    def info(self) -> dict[str, Any]:
+        """A JSON-ready description of the hardware and method, for the run record."""
+
+
+@dataclass
+class NullSensor:
+    """A component that cannot be measured here: always ``unavailable``, never zero."""
+
+    component: Component
+    reason: str
+    scope: Scope = "node"
+    _info: dict[str, Any] = field(default_factory=dict)
+
+    def start(self) -> None:
+        pass
+
+    def read(self) -> Reading:
+        return Reading(None, UNAVAILABLE, self.reason)
+
+    def close(self) -> None:
+        pass
+
+    def info(self) -> dict[str, Any]:
+        return {"method": UNAVAILABLE, "reason": self.reason, **self._info}

@@ -1,0 +1,196 @@
+"""The session engine with fake sensors and a fake clock: every number checked against a hand computation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from green_callbacks.core.config import GreenConfig
+from green_callbacks.core.distributed import DistInfo
+from green_callbacks.core.record import read_record
+from green_callbacks.core.sensors.fake import ConstantPowerSensor
+from green_callbacks.core.session import METRIC_KEYS, Session
+
+
+def sensors(gpu_fail_after_s: float | None = None):
+    return [
+        ConstantPowerSensor("gpu", 100.0, scope="device", fail_after_s=gpu_fail_after_s),
+        ConstantPowerSensor("cpu", 20.0, scope="node"),
+        ConstantPowerSensor("ram", 5.0, scope="process"),
+    ]
+
+
+def make_session(tmp_path, **config):
+    config.setdefault("carbon_intensity", 400.0)
+    config.setdefault("pue", 1.5)
+    return Session(GreenConfig(output_dir=str(tmp_path), **config), framework="test", sensors=sensors(),
+                   dist=DistInfo(), reducer=lambda v: [float(x) for x in v])
+
+
+def run_epoch(session, clock, *, train_s=10.0, eval_s=2.0, train_flops=1e12, eval_flops=1e11, metrics=None):
+    session.epoch_start()
+    clock.advance(train_s)
+    session.add_flops(train=train_flops)
+    session.eval_start()
+    clock.advance(eval_s)
+    session.add_flops(eval=eval_flops)
+    session.eval_end()
+    return session.epoch_end(metrics or {})
+
+
+def test_epoch_metrics_equal_hand_computation(tmp_path, fake_clock):
+    session = make_session(tmp_path)
+    session.start()
+    out = run_epoch(session, fake_clock)
+    assert set(out) == set(METRIC_KEYS)
+    assert all(type(v) is float for v in out.values())
+    # 100 W + 20 W + 5 W for 12 s = 1500 J; evaluation 2 s of 125 W = 250 J
+    assert out["green/epoch_energy_kwh"] == pytest.approx(1500 / 3.6e6, rel=1e-12)
+    assert out["green/epoch_gpu_energy_kwh"] == pytest.approx(1200 / 3.6e6, rel=1e-12)
+    assert out["green/epoch_cpu_energy_kwh"] == pytest.approx(240 / 3.6e6, rel=1e-12)
+    assert out["green/epoch_ram_energy_kwh"] == pytest.approx(60 / 3.6e6, rel=1e-12)
+    assert out["green/epoch_eval_energy_kwh"] == pytest.approx(250 / 3.6e6, rel=1e-12)
+    # kWh × PUE × intensity = 1500/3.6e6 × 1.5 × 400 = 0.25 g
+    assert out["green/epoch_emissions_gco2e"] == pytest.approx(0.25, rel=1e-12)
+    assert out["green/epoch_time_s"] == pytest.approx(12.0)
+    assert out["green/epoch_train_flops"] == 1e12
+    assert out["green/epoch_eval_flops"] == 1e11
+    # training FLOPs per joule of training energy: 1e12 / (1500 - 250)
+    assert out["green/train_flops_per_joule"] == pytest.approx(1e12 / 1250, rel=1e-12)
+    # no monitor: convergence is unknown, not zero
+    assert math.isnan(out["green/flops_to_convergence"])
+    session.finish()
+
+
+def test_totals_and_convergence_to_best(tmp_path, fake_clock):
+    session = make_session(tmp_path, monitor="val_loss")
+    session.start()
+    losses = [0.9, 0.5, 0.5, 0.7]  # best first reached at epoch 1; the tie at epoch 2 does not move it
+    outs = [run_epoch(session, fake_clock, metrics={"val_loss": v}) for v in losses]
+    last = outs[-1]
+    assert last["green/total_energy_kwh"] == pytest.approx(4 * 1500 / 3.6e6, rel=1e-12)
+    assert last["green/total_emissions_gco2e"] == pytest.approx(4 * 0.25, rel=1e-12)
+    assert last["green/total_train_flops"] == 4e12
+    assert last["green/epochs_to_convergence"] == 2.0
+    assert last["green/flops_to_convergence"] == 2e12
+    assert last["green/energy_to_convergence_kwh"] == pytest.approx(2 * 1500 / 3.6e6, rel=1e-12)
+    assert last["green/emissions_to_convergence_gco2e"] == pytest.approx(0.5, rel=1e-12)
+    assert outs[0]["green/epochs_to_convergence"] == 1.0
+    session.finish()
+
+
+def test_record_written_every_epoch_and_final_status(tmp_path, fake_clock):
+    session = make_session(tmp_path, monitor="val_acc")
+    session.start(hyperparameters={"lr": 0.1})
+    first = read_record(session.record_path)
+    assert first["status"] == "running" and first["epochs"] == []
+    run_epoch(session, fake_clock, metrics={"val_acc": 0.8})
+    mid = read_record(session.record_path)
+    assert len(mid["epochs"]) == 1 and mid["status"] == "running"
+    session.finish("completed")
+    record = read_record(session.record_path)
+    assert record["schema"] == "green-callbacks/run/1"
+    assert record["status"] == "completed"
+    assert record["hyperparameters"] == {"lr": 0.1}
+    assert record["carbon"]["intensity_gco2e_per_kwh"] == 400.0 and record["carbon"]["pue"] == 1.5
+    assert record["convergence"]["mode"] == "max"
+    assert record["methods"]["gpu"] == ["fake-constant-power"]
+    assert record["totals"]["energy_j"] == pytest.approx(1500.0)
+    assert record["epochs"][0]["component_energy_j"]["cpu"] == pytest.approx(240.0)
+    assert session.record_path.name.startswith("green-run-")
+    json.loads(session.record_path.read_text())  # plain JSON
+
+
+def test_lost_gpu_is_unavailable_not_zero(tmp_path, fake_clock):
+    session = Session(GreenConfig(output_dir=str(tmp_path), carbon_intensity=100.0), framework="test",
+                      sensors=sensors(gpu_fail_after_s=15.0), dist=DistInfo(), reducer=lambda v: list(v))
+    session.start()
+    first = run_epoch(session, fake_clock)  # ends at 12 s: GPU still there
+    second = run_epoch(session, fake_clock)  # ends at 24 s: GPU gone
+    assert first["green/epoch_gpu_energy_kwh"] == pytest.approx(1200 / 3.6e6)
+    assert math.isnan(second["green/epoch_gpu_energy_kwh"])
+    # the other components are still measured: (20 + 5) W × 12 s = 300 J
+    assert second["green/epoch_energy_kwh"] == pytest.approx(300 / 3.6e6)
+    session.finish()
+    record = read_record(session.record_path)
+    assert record["methods"]["gpu"] == ["fake-constant-power", "unavailable"]
+    assert record["epochs"][1]["component_energy_j"]["gpu"] is None
+
+
+def test_distributed_sum_and_node_level_counted_once(tmp_path, fake_clock):
+    """Two ranks on one node: rank 1 is not the node leader, so its node-level CPU counts 0 before the sum."""
+    seen: list[list[float]] = []
+
+    def reducer(values):  # stands for an all-reduce over two identical ranks, recording rank 1's contribution
+        seen.append(list(values))
+        return [2 * float(v) for v in values]
+
+    session = Session(GreenConfig(output_dir=str(tmp_path), carbon_intensity=100.0), framework="test",
+                      sensors=sensors(), dist=DistInfo(rank=1, local_rank=1, world_size=2), reducer=reducer)
+    session.start()
+    out = run_epoch(session, fake_clock)
+    # rank 1 contributes gpu 1200 J, cpu 0 J (the leader counts it), ram 60 J; doubled by the fake all-reduce
+    assert seen[0][:3] == [1200.0, 0.0, 60.0]
+    assert out["green/epoch_gpu_energy_kwh"] == pytest.approx(2400 / 3.6e6)
+    assert out["green/epoch_cpu_energy_kwh"] == 0.0
+    assert out["green/epoch_train_flops"] == 2e12
+    session.finish()
+    assert not session.record_path.exists()  # only global rank zero writes
+
+
+def test_resume_continues_totals(tmp_path, fake_clock):
+    first = make_session(tmp_path, monitor="val_loss")
+    first.start()
+    run_epoch(first, fake_clock, metrics={"val_loss": 1.0})
+    state = first.state_dict()
+    first.finish("interrupted")
+
+    resumed = make_session(tmp_path, monitor="val_loss")
+    resumed.load_state_dict(state)
+    resumed.start()
+    out = run_epoch(resumed, fake_clock, metrics={"val_loss": 2.0})
+    assert out["green/total_energy_kwh"] == pytest.approx(2 * 1500 / 3.6e6)
+    assert out["green/epochs_to_convergence"] == 1.0  # epoch 0 stays the best
+    resumed.finish()
+    record = read_record(resumed.record_path)
+    assert resumed.record_path == first.record_path
+    assert [row["epoch"] for row in record["epochs"]] == [0, 1]
+    assert record["resumed_from"]["epochs"] == 1
+
+
+def test_failure_keeps_partial_epoch(tmp_path, fake_clock):
+    session = make_session(tmp_path)
+    session.start()
+    run_epoch(session, fake_clock)
+    session.epoch_start()
+    fake_clock.advance(4.0)
+    session.finish("failed", RuntimeError("boom"))
+    record = read_record(session.record_path)
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: boom"
+    assert len(record["epochs"]) == 1
+    assert record["partial_epoch"]["energy_j"] == pytest.approx(125.0 * 4.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"pue": 0.9}, "pue must be >= 1.0"),
+        ({"pue": float("nan")}, "pue must be a finite number"),
+        ({"carbon_intensity": -1.0}, "carbon_intensity must be a finite number >= 0"),
+        ({"carbon_intensity": float("nan")}, "carbon_intensity must be"),
+        ({"gpus": [-1]}, "gpus must be a list of non-negative"),
+        ({"mode": "up", "monitor": "x"}, "mode must be 'min', 'max'"),
+        ({"target": 0.5}, "target= needs monitor="),
+        ({"budget_kwh": 0}, "budget_kwh must be a finite number > 0"),
+    ],
+)
+def test_bad_config_is_a_clear_value_error(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace("[", r"\[")):
+        GreenConfig(**kwargs)
+
+
+def test_monitor_without_inferable_mode_explains(tmp_path):
+    with pytest.raises(ValueError, match="pass mode='min' or mode='max'"):
+        make_session(tmp_path, monitor="val_wobble")
