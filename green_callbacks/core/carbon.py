@@ -1,0 +1,484 @@
+"""Grid carbon intensity: packaged tables, selection, validation.
+
+Offline by default: the numbers come from two packaged tables (``data/countries.csv``, Ember/OWID lifecycle
+values per country, and ``data/gcp_regions.csv``, Google Cloud's published per-region grid values), from an
+explicit value, or from environment variables. No function here makes a network connection; the opt-in live
+provider lives in :mod:`green_callbacks.core.live` and is only used when passed as ``live=``.
+
+Precedence in :func:`resolve_carbon`: ``carbon_intensity`` > ``region`` > ``country`` (at most one of the three)
+> environment variables (same rule) > the world average, with one warning per process saying how to set it.
+
+Emissions arithmetic is :func:`green_callbacks.core.units.emissions_gco2e`; this module only supplies the
+intensity and validates the PUE.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import math
+import numbers
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib import resources
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "COUNTRY_BASIS",
+    "DEFAULT_PUE",
+    "ENV_CARBON_INTENSITY",
+    "ENV_COUNTRY",
+    "ENV_REGION",
+    "GCP_BASIS",
+    "MAX_INTENSITY_GCO2E_PER_KWH",
+    "PUE_PRESETS",
+    "CarbonIntensity",
+    "CountryRow",
+    "LiveIntensitySource",
+    "RegionRow",
+    "country_table",
+    "gcp_region_table",
+    "lookup_country",
+    "lookup_region",
+    "resolve_carbon",
+    "validate_intensity",
+    "validate_pue",
+    "world_average",
+]
+
+ENV_COUNTRY = "GREEN_CALLBACKS_COUNTRY"
+ENV_REGION = "GREEN_CALLBACKS_REGION"
+ENV_CARBON_INTENSITY = "GREEN_CALLBACKS_CARBON_INTENSITY"
+
+COUNTRY_BASIS = "lifecycle, annual average, production-based"
+GCP_BASIS = "operational grid average (location-based), annual average"
+EXPLICIT_BASIS = "user-supplied value"
+
+#: Upper bound for an accepted intensity. Coal, the dirtiest common fuel, is about 1000 gCO2e/kWh on a lifecycle
+#: basis (995 g in CodeCarbon's per-source table), so anything above 2000 is almost surely a unit mistake.
+MAX_INTENSITY_GCO2E_PER_KWH = 2000.0
+
+DEFAULT_PUE = 1.0
+#: Named PUE values, each with its year. Sources are in docs/carbon.md.
+PUE_PRESETS: Mapping[str, float] = MappingProxyType(
+    {
+        "none": 1.0,  # IT energy only (CodeCarbon's default too)
+        "uptime-2023": 1.58,  # Uptime Institute industry average, 2023 (Uptime Intelligence update 221)
+        "google-2023": 1.10,  # Google fleet annual average, 2023 (Google 2024 Environmental Report)
+    }
+)
+
+_PROVIDERS_WITHOUT_TABLE = ("aws", "azure")
+_COUNTRY_ALIASES = {"UK": "GB"}  # ISO 3166-1 "exceptionally reserved" code for the United Kingdom
+_WORLD_KEYS = frozenset({"WORLD", "WLD"})
+
+_world_warned = False  # the world-average warning is given once per process
+
+
+@dataclass(frozen=True)
+class CarbonIntensity:
+    """One grid carbon intensity and where it came from.
+
+    ``kind`` is ``"table"`` (packaged table), ``"explicit"`` (a value the user gave), ``"live"`` (a live API) or
+    ``"default"`` (the world average used because nothing was set).
+    """
+
+    intensity_gco2e_per_kwh: float
+    source: str
+    year: int | None
+    location: str
+    basis: str
+    kind: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "intensity_gco2e_per_kwh", validate_intensity(self.intensity_gco2e_per_kwh)
+        )
+        if self.kind not in {"table", "explicit", "live", "default"}:
+            raise ValueError(
+                f"CarbonIntensity.kind must be 'table', 'explicit', 'live' or 'default', got {self.kind!r}."
+            )
+
+    def to_record(self) -> dict[str, Any]:
+        """Plain JSON-ready dict with the same field names."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CountryRow:
+    """One row of ``countries.csv``; ``iso2``/``iso3`` are empty for the world row."""
+
+    iso2: str
+    iso3: str
+    name: str
+    intensity_gco2e_per_kwh: float
+    year: int
+    source: str
+
+
+@dataclass(frozen=True)
+class RegionRow:
+    """One row of ``gcp_regions.csv``; ``region`` is Google's name without the ``gcp:`` prefix."""
+
+    region: str
+    location: str
+    intensity_gco2e_per_kwh: float
+    year: int
+    cfe_percent: float | None
+    source: str
+
+
+@runtime_checkable
+class LiveIntensitySource(Protocol):
+    """What ``resolve_carbon(live=...)`` needs: a fetch that never raises and falls back to ``fallback``."""
+
+    def fetch(self, fallback: CarbonIntensity | None = None) -> CarbonIntensity: ...
+
+
+# --- validation ---------------------------------------------------------------------------------------------
+
+
+def _as_real(value: object, what: str, allowed: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what} must be a number ({allowed}), got {value!r} ({type(value).__name__}).")
+    number = float(value)
+    if math.isnan(number) or math.isinf(number):
+        raise ValueError(f"{what} must be a finite number ({allowed}), got {number!r}.")
+    return number
+
+
+def validate_intensity(value: object, what: str = "carbon_intensity") -> float:
+    """A carbon intensity in gCO2e/kWh as a float, or a ``ValueError`` saying what is allowed.
+
+    Allowed: a finite number from 0 to 2000. Zero is accepted on purpose (for example a market-based claim for a
+    100 % renewable supply contract); the record then says ``kind="explicit"``. Negative, NaN, infinite and
+    implausibly large values (more than twice coal's ~1000 g/kWh, usually a unit mistake) are rejected.
+    """
+    allowed = f"gCO2e/kWh, 0 to {MAX_INTENSITY_GCO2E_PER_KWH:g}"
+    number = _as_real(value, what, allowed)
+    if number < 0:
+        raise ValueError(f"{what} must not be negative ({allowed}), got {number!r}.")
+    if number > MAX_INTENSITY_GCO2E_PER_KWH:
+        raise ValueError(
+            f"{what}={number!r} gCO2e/kWh is implausible: coal, the dirtiest common fuel, is about 1000 "
+            f"gCO2e/kWh, so the allowed range is {allowed}. If your value is in lb/MWh multiply it by 0.453592; "
+            "grid intensities are usually 20-900 gCO2e/kWh."
+        )
+    return number
+
+
+def validate_pue(pue: object = DEFAULT_PUE) -> float:
+    """A power usage effectiveness (facility energy / IT energy) as a float, or a ``ValueError``.
+
+    Allowed: a finite number >= 1.0, or a preset name from :data:`PUE_PRESETS` (``"uptime-2023"`` = 1.58,
+    ``"google-2023"`` = 1.10, ``"none"`` = 1.0). A PUE below 1.0 is physically impossible (the facility would use
+    less energy than the IT equipment inside it). The default 1.0 counts IT energy only.
+    """
+    presets = ", ".join(f"{name!r} ({value:g})" for name, value in PUE_PRESETS.items())
+    if isinstance(pue, str):
+        key = pue.strip().lower()
+        if key in PUE_PRESETS:
+            return PUE_PRESETS[key]
+        raise ValueError(f"Unknown PUE preset {pue!r}; use a number >= 1.0 or one of {presets}.")
+    number = _as_real(pue, "pue", f"a number >= 1.0 or one of {presets}")
+    if number < 1.0:
+        raise ValueError(
+            f"pue={number!r} is physically impossible: PUE = facility energy / IT energy is at least 1.0. "
+            f"Use 1.0 to count IT energy only, 1.58 (Uptime Institute industry average, 2023) for a typical data "
+            f"centre, or your provider's published value."
+        )
+    return number
+
+
+# --- tables -------------------------------------------------------------------------------------------------
+
+
+def _read_csv(name: str) -> list[dict[str, str]]:
+    text = (resources.files("green_callbacks.core") / "data" / name).read_text(encoding="utf-8")
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@lru_cache(maxsize=1)
+def _country_rows() -> tuple[CountryRow, ...]:
+    return tuple(
+        CountryRow(
+            iso2=row["iso2"].strip().upper(),
+            iso3=row["iso3"].strip().upper(),
+            name=row["name"].strip(),
+            intensity_gco2e_per_kwh=float(row["gco2e_per_kwh"]),
+            year=int(row["year"]),
+            source=row["source"].strip(),
+        )
+        for row in _read_csv("countries.csv")
+    )
+
+
+@lru_cache(maxsize=1)
+def _country_index() -> Mapping[str, CountryRow]:
+    index: dict[str, CountryRow] = {}
+    for row in _country_rows():
+        if row.iso2:
+            index[row.iso2] = row
+            index[row.iso3] = row
+    return MappingProxyType(index)
+
+
+def country_table() -> tuple[CountryRow, ...]:
+    """Every row of the packaged country table (the world row included), in file order."""
+    return _country_rows()
+
+
+@lru_cache(maxsize=1)
+def gcp_region_table() -> Mapping[str, RegionRow]:
+    """The packaged Google Cloud table, keyed by region name without prefix (``"europe-west1"``)."""
+    table: dict[str, RegionRow] = {}
+    for row in _read_csv("gcp_regions.csv"):
+        cfe = row.get("cfe_percent", "").strip()
+        region = row["region"].strip().lower()
+        table[region] = RegionRow(
+            region=region,
+            location=row["location"].strip(),
+            intensity_gco2e_per_kwh=float(row["gco2e_per_kwh"]),
+            year=int(row["year"]),
+            cfe_percent=float(cfe) if cfe else None,
+            source=row["source"].strip(),
+        )
+    return MappingProxyType(table)
+
+
+def _world_row() -> CountryRow:
+    for row in _country_rows():
+        if not row.iso2:
+            return row
+    raise RuntimeError("countries.csv has no world row (a row with empty iso2); the package data is damaged.")
+
+
+def world_average(kind: str = "table") -> CarbonIntensity:
+    """The packaged world average (Ember 2023) as a :class:`CarbonIntensity` of the given ``kind``."""
+    row = _world_row()
+    return CarbonIntensity(
+        intensity_gco2e_per_kwh=row.intensity_gco2e_per_kwh,
+        source=row.source,
+        year=row.year,
+        location="world",
+        basis=COUNTRY_BASIS,
+        kind=kind,
+    )
+
+
+# --- look-ups -----------------------------------------------------------------------------------------------
+
+
+def _country_suggestions(code: str) -> list[str]:
+    labels: dict[str, str] = {}
+    for row in _country_rows():
+        if row.iso2:
+            label = f"{row.iso2}/{row.iso3} ({row.name})"
+            for key in (row.iso2, row.iso3, row.name.upper()):
+                labels[key] = label
+    hits = difflib.get_close_matches(code.upper(), list(labels), n=8, cutoff=0.6)
+    seen: list[str] = []
+    for hit in hits:
+        if labels[hit] not in seen:
+            seen.append(labels[hit])
+    return seen[:5]
+
+
+def lookup_country(code: str) -> CarbonIntensity:
+    """Table value for an ISO 3166 alpha-2 or alpha-3 code (any case), or ``"world"`` for the world average."""
+    if not isinstance(code, str) or not code.strip():
+        raise ValueError(
+            f"country must be an ISO 3166 alpha-2 or alpha-3 code such as 'FR' or 'FRA', got {code!r}."
+        )
+    key = code.strip().upper()
+    key = _COUNTRY_ALIASES.get(key, key)
+    if key in _WORLD_KEYS:
+        return world_average(kind="table")
+    row = _country_index().get(key)
+    if row is None:
+        close = _country_suggestions(key)
+        hint = f" Close matches: {', '.join(close)}." if close else ""
+        covered = len(_country_index()) // 2
+        raise ValueError(
+            f"No packaged carbon intensity for country={code!r}.{hint} The table covers {covered} countries "
+            f"(ISO 3166 alpha-2 or alpha-3 codes, e.g. 'FR' or 'FRA') plus country='world'; see "
+            f"green_callbacks/core/data/countries.csv. For a grid not in it, pass carbon_intensity=<gCO2e/kWh> "
+            f"(for example from Ember or Our World in Data)."
+        )
+    return CarbonIntensity(
+        intensity_gco2e_per_kwh=row.intensity_gco2e_per_kwh,
+        source=row.source,
+        year=row.year,
+        location=row.iso2,
+        basis=COUNTRY_BASIS,
+        kind="table",
+    )
+
+
+def lookup_region(region: str) -> CarbonIntensity:
+    """Table value for a cloud region written ``"<provider>:<region>"``; only ``gcp:`` regions are tabled."""
+    if not isinstance(region, str) or not region.strip():
+        raise ValueError(f"region must be a string such as 'gcp:europe-west1', got {region!r}.")
+    text = region.strip().lower()
+    table = gcp_region_table()
+    provider, sep, name = text.partition(":")
+    if not sep:
+        hint = f" Did you mean region='gcp:{text}'?" if text in table else ""
+        raise ValueError(
+            f"region={region!r} has no provider prefix; write it as '<provider>:<region>', e.g. "
+            f"'gcp:europe-west1'.{hint}"
+        )
+    if provider in _PROVIDERS_WITHOUT_TABLE:
+        raise ValueError(
+            f"region={region!r}: only Google Cloud ('gcp:') regions have a packaged table, because AWS and Azure "
+            f"publish no per-region grid carbon intensity. Pass country=<ISO code of the grid the region runs on> "
+            f"(e.g. region eu-west-1 is in Ireland: country='IE') or carbon_intensity=<gCO2e/kWh>."
+        )
+    if provider != "gcp":
+        raise ValueError(
+            f"region={region!r}: unknown provider {provider!r}. Only 'gcp:' regions are tabled "
+            f"(e.g. 'gcp:europe-west1'); otherwise pass country=<ISO code> or carbon_intensity=<gCO2e/kWh>."
+        )
+    row = table.get(name)
+    if row is None:
+        close = difflib.get_close_matches(name, list(table), n=5, cutoff=0.6)
+        hint = f" Close matches: {', '.join('gcp:' + c for c in close)}." if close else ""
+        raise ValueError(
+            f"Unknown Google Cloud region {region!r}.{hint} Known regions are listed in "
+            f"green_callbacks/core/data/gcp_regions.csv; for another region pass country=<ISO code> or "
+            f"carbon_intensity=<gCO2e/kWh>."
+        )
+    return CarbonIntensity(
+        intensity_gco2e_per_kwh=row.intensity_gco2e_per_kwh,
+        source=row.source,
+        year=row.year,
+        location=f"gcp:{row.region}",
+        basis=GCP_BASIS,
+        kind="table",
+    )
+
+
+def _explicit(value: object, what: str, source: str) -> CarbonIntensity:
+    number = validate_intensity(value, what)
+    if 0 < number < 1:
+        warnings.warn(
+            f"{what}={number!r} is read as gCO2e/kWh (grams). If you meant kg/kWh, multiply by 1000.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return CarbonIntensity(
+        intensity_gco2e_per_kwh=number,
+        source=source,
+        year=None,
+        location="user",
+        basis=EXPLICIT_BASIS,
+        kind="explicit",
+    )
+
+
+def _parse_env_number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"{ENV_CARBON_INTENSITY}={text!r} is not a number; set it to a value in gCO2e/kWh, e.g. "
+            f"{ENV_CARBON_INTENSITY}=250, or unset it."
+        ) from None
+
+
+def _only_one(given: dict[str, object], where: str) -> None:
+    set_ = {name: value for name, value in given.items() if value is not None}
+    if len(set_) > 1:
+        shown = ", ".join(f"{name}={value!r}" for name, value in set_.items())
+        raise ValueError(
+            f"Got {shown} {where}; give only one of {', '.join(given)}. Use carbon_intensity for a known value, "
+            f"region for a Google Cloud region, country for anything else."
+        )
+
+
+def _static(
+    country: str | None, region: str | None, carbon_intensity: object, environ: Mapping[str, str]
+) -> CarbonIntensity | None:
+    """Arguments first, then environment variables; ``None`` when nothing is set."""
+    _only_one(
+        {"country": country, "region": region, "carbon_intensity": carbon_intensity}, "as arguments"
+    )
+    if carbon_intensity is not None:
+        return _explicit(carbon_intensity, "carbon_intensity", "user (carbon_intensity argument)")
+    if region is not None:
+        return lookup_region(region)
+    if country is not None:
+        return lookup_country(country)
+
+    env = {name: (environ.get(name) or "").strip() or None for name in (ENV_COUNTRY, ENV_REGION, ENV_CARBON_INTENSITY)}
+    _only_one(env, "in the environment")
+    if env[ENV_CARBON_INTENSITY] is not None:
+        value = _parse_env_number(env[ENV_CARBON_INTENSITY])
+        return _explicit(value, ENV_CARBON_INTENSITY, f"user (environment variable {ENV_CARBON_INTENSITY})")
+    if env[ENV_REGION] is not None:
+        return lookup_region(env[ENV_REGION])
+    if env[ENV_COUNTRY] is not None:
+        return lookup_country(env[ENV_COUNTRY])
+    return None
+
+
+def _world_default() -> CarbonIntensity:
+    global _world_warned
+    value = world_average(kind="default")
+    if not _world_warned:
+        _world_warned = True
+        warnings.warn(
+            f"green_callbacks: no country, region or carbon_intensity was given, so emissions use the world "
+            f"average grid intensity, {value.intensity_gco2e_per_kwh:g} gCO2e/kWh ({value.year}). Set your grid "
+            f"with country='FR' (ISO code), region='gcp:europe-west1', or carbon_intensity=<gCO2e/kWh>; for "
+            f"scripts you cannot edit, set the environment variable {ENV_COUNTRY}, {ENV_REGION} or "
+            f"{ENV_CARBON_INTENSITY}. Pass country='world' to keep the world average without this warning.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return value
+
+
+def resolve_carbon(
+    *,
+    country: str | None = None,
+    region: str | None = None,
+    carbon_intensity: float | None = None,
+    live: LiveIntensitySource | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> CarbonIntensity:
+    """Choose the grid carbon intensity for a run.
+
+    Args:
+        country: ISO 3166 alpha-2 or alpha-3 code, any case (``"FR"``, ``"fra"``), or ``"world"``.
+        region: a cloud region with provider prefix, ``"gcp:europe-west1"`` (only Google Cloud is tabled).
+        carbon_intensity: an explicit value in gCO2e/kWh (0 to 2000).
+        live: an opt-in live provider (e.g. :class:`green_callbacks.core.live.ElectricityMapsProvider`). Its
+            value is used; on any error it falls back to ``country``/``region`` (or the environment) if set,
+            else to the table value for its own zone. Cannot be combined with ``carbon_intensity``.
+        environ: where the ``GREEN_CALLBACKS_*`` variables are read (``os.environ``); arguments win over it.
+
+    At most one of ``country``, ``region``, ``carbon_intensity`` may be given (likewise for the environment
+    variables); two at once is a ``ValueError``. With nothing set, the world average is returned with
+    ``kind="default"`` and a single ``UserWarning`` per process. Without ``live`` nothing here touches the network.
+    """
+    if live is not None:
+        if carbon_intensity is not None:
+            raise ValueError(
+                f"Got both live={live!r} and carbon_intensity={carbon_intensity!r}; a live provider replaces "
+                f"a fixed value. Pass one of them (country= or region= may accompany live= as its fallback)."
+            )
+        if not callable(getattr(live, "fetch", None)):
+            raise ValueError(
+                f"live must be a live provider with a fetch() method, such as "
+                f"green_callbacks.core.live.ElectricityMapsProvider(zone='DE'); got {type(live).__name__}."
+            )
+        fallback = _static(country, region, None, environ)
+        return live.fetch(fallback=fallback)
+    chosen = _static(country, region, carbon_intensity, environ)
+    return chosen if chosen is not None else _world_default()

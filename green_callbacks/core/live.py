@@ -1,0 +1,200 @@
+"""Opt-in live grid carbon intensity from Electricity Maps.
+
+Nothing here runs unless a provider is constructed and passed explicitly, e.g.
+``resolve_carbon(live=ElectricityMapsProvider(zone="DE"))``. Standard library only (``urllib``).
+
+The API token is a secret: it is sent only in the ``auth-token`` request header, and it never appears in
+``repr()``, in warnings, in error messages or in the returned :class:`CarbonIntensity` record.
+
+Any failure (network error, timeout, HTTP error status, malformed or implausible response) falls back to a
+packaged table value with one warning per provider; it is an expected outside condition, not a bug, so it does
+not re-raise in strict mode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from green_callbacks.core.carbon import CarbonIntensity, lookup_country, validate_intensity, world_average
+
+__all__ = ["ELECTRICITYMAPS_TOKEN_ENV", "ElectricityMapsProvider"]
+
+ELECTRICITYMAPS_TOKEN_ENV = "ELECTRICITYMAPS_API_TOKEN"
+SOURCE = "Electricity Maps (live)"
+_ZONE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_FACTOR_TYPES = ("lifecycle", "direct")
+
+
+class _LiveError(Exception):
+    """A failed fetch; its message is built here and never contains the token."""
+
+
+class ElectricityMapsProvider:
+    """Latest carbon intensity of one Electricity Maps zone (``GET <base_url>/carbon-intensity/latest``).
+
+    Args:
+        zone: an Electricity Maps zone id, e.g. ``"DE"``, ``"FR"``, ``"US-CAL-CISO"``, ``"SE-SE3"``.
+        token: the API token; if ``None``, read from the environment variable ``ELECTRICITYMAPS_API_TOKEN``.
+        base_url: API root (``https://api.electricitymaps.com/v3``); ``http``/``https`` only.
+        timeout_s: seconds allowed for connecting and for each read.
+        emission_factor_type: ``"lifecycle"`` (the default, same basis as the packaged country table),
+            ``"direct"``, or ``None`` to let the API choose; sent as ``emissionFactorType``.
+        environ: where the token variable is read (``os.environ``).
+
+    Electricity Maps values are consumption-based (imports traced) hourly values, whereas the packaged country
+    table is production-based annual averages; the record's ``basis`` says which one was used.
+    """
+
+    def __init__(
+        self,
+        zone: str,
+        token: str | None = None,
+        base_url: str = "https://api.electricitymaps.com/v3",
+        timeout_s: float = 5,
+        *,
+        emission_factor_type: str | None = "lifecycle",
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        if not isinstance(zone, str) or not _ZONE_RE.match(zone.strip()):
+            raise ValueError(
+                f"zone must be an Electricity Maps zone id such as 'DE', 'FR' or 'US-CAL-CISO' "
+                f"(letters, digits, '-' and '_'), got {zone!r}."
+            )
+        if token is None:
+            token = (environ.get(ELECTRICITYMAPS_TOKEN_ENV) or "").strip() or None
+        if not token or not isinstance(token, str):
+            raise ValueError(
+                f"ElectricityMapsProvider needs an API token: pass token=... or set the environment variable "
+                f"{ELECTRICITYMAPS_TOKEN_ENV}. Without one, use country=/region= (packaged tables) instead."
+            )
+        if not isinstance(base_url, str) or urllib.parse.urlsplit(base_url).scheme not in {"http", "https"}:
+            raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}.")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not (
+            math.isfinite(timeout_s) and timeout_s > 0
+        ):
+            raise ValueError(f"timeout_s must be a positive finite number of seconds, got {timeout_s!r}.")
+        if emission_factor_type is not None and emission_factor_type not in _FACTOR_TYPES:
+            raise ValueError(
+                f"emission_factor_type must be 'lifecycle', 'direct' or None, got {emission_factor_type!r}."
+            )
+        self.zone = zone.strip()
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = float(timeout_s)
+        self.emission_factor_type = emission_factor_type
+        self.__token = token  # name-mangled and kept out of repr()
+        self._warned = False
+        self.last_error: str | None = None  # text of the last failure (token-free), None after a success
+
+    def __repr__(self) -> str:
+        return (
+            f"ElectricityMapsProvider(zone={self.zone!r}, token=<hidden>, base_url={self.base_url!r}, "
+            f"timeout_s={self.timeout_s!r})"
+        )
+
+    @property
+    def url(self) -> str:
+        """The request URL (the token is not part of it)."""
+        query = {"zone": self.zone}
+        if self.emission_factor_type is not None:
+            query["emissionFactorType"] = self.emission_factor_type
+        return f"{self.base_url}/carbon-intensity/latest?{urllib.parse.urlencode(query)}"
+
+    def fetch(self, fallback: CarbonIntensity | None = None) -> CarbonIntensity:
+        """The live value, or ``fallback`` (default: the table value for this zone) with one warning."""
+        try:
+            value = self._fetch_live()
+        except _LiveError as err:
+            message = self._scrub(str(err))
+        except Exception as err:  # anything unexpected from urllib/json: still never break the training
+            message = self._scrub(f"{type(err).__name__}: {err}")
+        else:
+            self.last_error = None
+            return value
+        self.last_error = message
+        chosen = fallback if fallback is not None else self.table_fallback()
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"green_callbacks: live carbon intensity from Electricity Maps for zone {self.zone!r} failed "
+                f"({message}); using {chosen.intensity_gco2e_per_kwh:g} gCO2e/kWh from {chosen.source} "
+                f"({chosen.location}, {chosen.year}) instead. Further failures of this provider are not warned.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return chosen
+
+    def table_fallback(self) -> CarbonIntensity:
+        """Packaged value for the zone's country (the part before the first ``-``), else the world average."""
+        country = self.zone.split("-", 1)[0]
+        if len(country) == 2:
+            try:
+                return lookup_country(country)
+            except ValueError:
+                pass
+        return world_average(kind="default")
+
+    # --- internals ------------------------------------------------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self.__token, "<hidden>")
+
+    def _fetch_live(self) -> CarbonIntensity:
+        request = urllib.request.Request(
+            self.url, headers={"auth-token": self.__token, "Accept": "application/json"}, method="GET"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                body = response.read(1_000_000)
+        except urllib.error.HTTPError as err:
+            reason = err.reason if isinstance(err.reason, str) else ""
+            hint = " (check the token and the zone your plan covers)" if err.code in (401, 403) else ""
+            raise _LiveError(f"HTTP {err.code} {reason}".rstrip() + hint) from None
+        except urllib.error.URLError as err:
+            raise _LiveError(f"cannot reach {self.base_url}: {err.reason}") from None
+        except TimeoutError:
+            raise _LiveError(f"no answer within timeout_s={self.timeout_s:g}") from None
+        return self._parse(body)
+
+    def _parse(self, body: bytes) -> CarbonIntensity:
+        try:
+            data: Any = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise _LiveError("malformed JSON in the response") from None
+        if not isinstance(data, dict) or "carbonIntensity" not in data:
+            raise _LiveError("response has no 'carbonIntensity' field")
+        try:
+            value = validate_intensity(data["carbonIntensity"], "carbonIntensity")
+        except ValueError as err:
+            raise _LiveError(f"implausible value in the response: {err}") from None
+        return CarbonIntensity(
+            intensity_gco2e_per_kwh=value,
+            source=SOURCE,
+            year=_year_of(data.get("datetime")),
+            location=str(data.get("zone") or self.zone),
+            basis=_basis_of(data, self.emission_factor_type),
+            kind="live",
+        )
+
+
+def _year_of(stamp: object) -> int | None:
+    if isinstance(stamp, str) and len(stamp) >= 4 and stamp[:4].isdigit():
+        return int(stamp[:4])
+    return None
+
+
+def _basis_of(data: Mapping[str, Any], requested: str | None) -> str:
+    factor = data.get("emissionFactorType") or requested or "factor type not stated"
+    basis = f"{factor}, latest hourly value, consumption-based"
+    if data.get("isEstimated") is True:
+        method = data.get("estimationMethod")
+        basis += f", estimated by Electricity Maps ({method})" if method else ", estimated by Electricity Maps"
+    return basis
