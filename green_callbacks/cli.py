@@ -128,11 +128,15 @@ class _Interrupted(Exception):
 
 
 def _wait_after_signal(child: subprocess.Popen[bytes]) -> int:
-    try:
-        return child.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        return child.wait()
+    """Let the command end on the signal it got too (a terminal's Ctrl-C reaches both); make sure it ends."""
+    for action, grace_s in ((None, 1.0), (signal.SIGINT, 30.0), (signal.SIGKILL, None)):
+        if action is not None and child.poll() is None:
+            child.send_signal(action)
+        try:
+            return child.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            continue
+    return child.wait()
 
 
 def _report(args: argparse.Namespace) -> int:

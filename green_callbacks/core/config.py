@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from green_callbacks.core.carbon import validate_intensity, validate_pue
+
 __all__ = ["GreenConfig"]
 
 
@@ -37,7 +39,8 @@ class GreenConfig:
         country: ISO 3166 alpha-2 or alpha-3 code of the grid the machine draws from (``"FR"``, ``"deu"``).
         region: a cloud region with a published intensity, e.g. ``"gcp:europe-west1"``.
         carbon_intensity: an explicit grid intensity in gCO2e/kWh (wins over country and region).
-        pue: data-centre power usage effectiveness multiplying IT energy (1.0 = IT energy only).
+        pue: data-centre power usage effectiveness multiplying IT energy (1.0 = IT energy only), or a preset name
+            such as ``"uptime-2023"`` (1.58).
         monitor, mode, target: the metric that defines convergence, ``"min"``/``"max"``, an optional target.
         budget_kwh, budget_gco2e: energy and emissions budgets for the whole run.
         gpus: NVML indices of the GPUs to measure (default: those the framework trains on).
@@ -50,7 +53,7 @@ class GreenConfig:
     country: str | None = None
     region: str | None = None
     carbon_intensity: float | None = None
-    pue: float = 1.0
+    pue: float | str = 1.0
     monitor: str | None = None
     mode: str | None = None
     target: float | None = None
@@ -79,16 +82,9 @@ class GreenConfig:
                 float(self.target)
             ):
                 raise ValueError(f"target must be a finite number, got {self.target!r}")
-        if isinstance(self.pue, bool) or not isinstance(self.pue, (int, float)) or not math.isfinite(float(self.pue)):
-            raise ValueError(f"pue must be a finite number >= 1.0, got {self.pue!r}")
-        if float(self.pue) < 1.0:
-            raise ValueError(
-                f"pue must be >= 1.0 (a data centre cannot use less energy than its IT load), got {self.pue!r}; "
-                "use 1.0 for IT energy only, or e.g. 1.58 (Uptime Institute 2023 average)"
-            )
-        object.__setattr__(self, "pue", float(self.pue))
-        object.__setattr__(self, "carbon_intensity",
-                           _finite_positive("carbon_intensity", self.carbon_intensity, allow_zero=True))
+        object.__setattr__(self, "pue", validate_pue(self.pue))
+        if self.carbon_intensity is not None:
+            object.__setattr__(self, "carbon_intensity", validate_intensity(self.carbon_intensity))
         object.__setattr__(self, "budget_kwh", _finite_positive("budget_kwh", self.budget_kwh))
         object.__setattr__(self, "budget_gco2e", _finite_positive("budget_gco2e", self.budget_gco2e))
         object.__setattr__(self, "cpu_watts_per_core", _finite_positive("cpu_watts_per_core", self.cpu_watts_per_core))
