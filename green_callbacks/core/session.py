@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from green_callbacks.core import clock
+from green_callbacks.core.budget import Projection, decide, project
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.convergence import ConvergenceTracker, Totals
 from green_callbacks.core.distributed import DistInfo, Reducer, default_reducer, dist_info, sum_with_missing
@@ -53,6 +54,8 @@ METRIC_KEYS: tuple[str, ...] = (
     "green/emissions_to_convergence_gco2e",
     "green/epochs_to_convergence",
     "green/train_flops_per_joule",
+    "green/projected_total_energy_kwh",
+    "green/projected_total_emissions_gco2e",
 )
 """Every key :meth:`Session.epoch_end` returns, from the first epoch on (NaN where a value is unavailable)."""
 
@@ -141,6 +144,9 @@ class Session:
         self.hyperparameters: dict[str, Any] = {}
         self.info: dict[str, Any] = {}
         self.stop_reason: str | None = None
+        self.should_stop = False
+        self.planned_epochs: float | None = None
+        self.projection: tuple[Projection, Projection] | None = None
         self.resumed_from: dict[str, Any] | None = None
         self._epoch: int | None = None
         self._epoch_index = 0
@@ -190,7 +196,7 @@ class Session:
         device_indices: Sequence[int] | None = None,
         monitor: str | None = None,
         mode: str | None = None,
-        planned_epochs: int | None = None,
+        planned_epochs: float | None = None,
         extra: Mapping[str, Any] | None = None,
         handle_signals: bool = True,
     ) -> None:
@@ -198,6 +204,7 @@ class Session:
 
         ``monitor``/``mode`` are the framework's own early-stopping or best-model metric, used when the user gave
         no ``monitor=``. ``device_indices`` are the CUDA devices this process trains on (``[]`` for CPU).
+        ``planned_epochs`` (may be fractional) lets the session project the run's total and apply budgets.
         """
         with self._lock:
             if self.status == "running":
@@ -286,10 +293,31 @@ class Session:
             eval_m = _sum_measurements("eval", self._eval, epoch_m.components)
             row = self._close_epoch(epoch_m, eval_m, dict(metrics or {}))
             self.rows.append(row)
+            self._check_budget()
             self._epoch_index += 1
             self._epoch = None
             self.write_record()
             return self.metrics(row)
+
+    def _check_budget(self) -> None:
+        energy = project([r.energy_j for r in self.rows], self.planned_epochs)
+        emissions = project([r.emissions_gco2e for r in self.rows], self.planned_epochs)
+        self.projection = (energy, emissions)
+        if self.stop_reason is not None:
+            return
+        decision = decide(energy, emissions, budget_kwh=self.config.budget_kwh, budget_gco2e=self.config.budget_gco2e)
+        if not decision.exceeded:
+            return
+        stop = self.config.budget_action == "stop"
+        self.stop_reason = f"budget: {decision.reason}" + ("" if stop else " (budget_action='warn': not stopped)")
+        self.should_stop = stop
+        if self.dist.is_global_zero:
+            then = "the training stops at the end of this epoch." if stop else "training goes on (budget_action='warn')."
+            warnings.warn(
+                f"green_callbacks: {decision.reason}; {then}",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _local_component_j(self, m: Measurement, name: str) -> float | None:
         """This rank's share: node-level sensors count on the node leader only."""
@@ -374,7 +402,12 @@ class Session:
             "green/emissions_to_convergence_gco2e": NAN if best is None else _nan(best.totals.emissions_gco2e),
             "green/epochs_to_convergence": NAN if best is None else float(best.totals.epochs),
             "green/train_flops_per_joule": per_joule,
+            "green/projected_total_energy_kwh": _kwh(self._projected(0)),
+            "green/projected_total_emissions_gco2e": _nan(self._projected(1)),
         }
+
+    def _projected(self, which: int) -> float | None:
+        return None if self.projection is None else self.projection[which].projected
 
     # ------------------------------------------------------------------ end
     def finish(self, status: str = "completed", error: BaseException | str | None = None) -> Path | None:
@@ -422,6 +455,15 @@ class Session:
             "hyperparameters": self.hyperparameters,
             "lost": dict(self.guard.lost),
             "resumed_from": self.resumed_from,
+            "budget": {
+                "budget_kwh": self.config.budget_kwh,
+                "budget_gco2e": self.config.budget_gco2e,
+                "action": self.config.budget_action,
+                "planned_epochs": self.planned_epochs,
+                "projection": None if self.projection is None else {
+                    name: asdict(p) for name, p in zip(("energy_j", "emissions_gco2e"), self.projection, strict=True)
+                },
+            },
             "totals": asdict(self.totals),
             "epochs": [row.to_record() for row in self.rows],
             "partial_epoch": self.partial_epoch,

@@ -1,0 +1,76 @@
+"""Projection of a run's total energy and emissions, and the decision to stop at a budget.
+
+After each epoch the total of the whole run is projected from the epochs so far and the planned number of epochs:
+
+    projected = total so far + rate × epochs remaining
+
+where *rate* is the mean energy (or emissions) per epoch, leaving out the first epoch once there are two or more
+(it carries warm-up: compilation, caches, data loader start). The uncertainty band is
+``projected ± std × epochs remaining`` with *std* the epoch-to-epoch standard deviation of the same epochs — a
+deliberately wide band, since successive epochs are not independent draws.
+
+The budget is exceeded when the projection, or the actual total, is above it; the decision is taken on numbers
+already summed over ranks, so every rank of a distributed run takes the same one.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["BudgetDecision", "Projection", "decide", "project"]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The projected total of one quantity (J or gCO2e) with its band; ``None`` fields when it cannot be projected."""
+
+    total: float
+    projected: float | None
+    low: float | None
+    high: float | None
+
+
+def project(per_epoch: Sequence[float | None], planned_epochs: float | None, *, warmup_epochs: int = 1) -> Projection:
+    """Project the run's total from the per-epoch values so far (``None`` = unavailable)."""
+    if any(v is None for v in per_epoch) or not per_epoch:
+        return Projection(math.nan, None, None, None)
+    values = [float(v) for v in per_epoch]  # type: ignore[arg-type]
+    total = math.fsum(values)
+    if planned_epochs is None or not math.isfinite(planned_epochs):
+        return Projection(total, None, None, None)
+    remaining = max(float(planned_epochs) - len(values), 0.0)
+    steady = values[warmup_epochs:] if len(values) > warmup_epochs else values
+    rate = statistics.fmean(steady)
+    spread = statistics.stdev(steady) if len(steady) >= 2 else 0.0
+    projected = total + rate * remaining
+    return Projection(total, projected, max(projected - spread * remaining, total), projected + spread * remaining)
+
+
+@dataclass(frozen=True)
+class BudgetDecision:
+    """Whether to stop at the end of this epoch, and why (a sentence for the user and the record)."""
+
+    exceeded: bool
+    reason: str | None = None
+
+
+def decide(
+    energy: Projection, emissions: Projection, *, budget_kwh: float | None, budget_gco2e: float | None
+) -> BudgetDecision:
+    """Compare the actual and projected totals with the budgets (energy in J against ``budget_kwh``)."""
+    checks = []
+    if budget_kwh is not None:
+        checks.append(("energy", energy, budget_kwh * 3.6e6, 1 / 3.6e6, "kWh", budget_kwh))
+    if budget_gco2e is not None:
+        checks.append(("emissions", emissions, budget_gco2e, 1.0, "gCO2e", budget_gco2e))
+    for name, proj, limit, scale, unit, given in checks:
+        if math.isfinite(proj.total) and proj.total > limit:
+            return BudgetDecision(True, f"{name} so far, {proj.total * scale:.4g} {unit}, exceeds the budget of "
+                                        f"{given:g} {unit}")
+        if proj.projected is not None and proj.projected > limit:
+            return BudgetDecision(True, f"{name} projected for the whole run, {proj.projected * scale:.4g} {unit}, "
+                                        f"exceeds the budget of {given:g} {unit}")
+    return BudgetDecision(False)
