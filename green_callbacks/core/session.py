@@ -312,7 +312,7 @@ class Session:
         self.stop_reason = f"budget: {decision.reason}" + ("" if stop else " (budget_action='warn': not stopped)")
         self.should_stop = stop
         if self.dist.is_global_zero:
-            then = "the training stops at the end of this epoch." if stop else "training goes on (budget_action='warn')."
+            then = "the training stops at the end of this epoch" if stop else "training goes on (budget_action='warn')"
             warnings.warn(
                 f"green_callbacks: {decision.reason}; {then}",
                 UserWarning,
