@@ -1,0 +1,444 @@
+"""GPU energy from NVML: the board's energy counter where it exists, integrated power where it does not.
+
+- ``nvml-energy-counter``: ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since the driver loaded; Volta and newer),
+  read at ``start()`` and at every ``read()``; energy = difference. No thread.
+- ``nvml-power``: where the counter is not supported, a daemon thread samples ``nvmlDeviceGetPowerUsage`` (mW)
+  every ``sample_period_s`` and integrates with the trapezoid rule; every ``read()`` also takes a sample, so the
+  integral runs exactly to the moment of the read.
+
+Readings are summed over the selected GPUs (see :mod:`green_callbacks.core.sensors.gpu_map`). If any selected GPU
+fails (lost, reset, counter gone backwards), the reading becomes ``unavailable`` from then on, with a note naming
+the GPU: a sum over the remaining GPUs would be silently low. Windows that ended earlier keep their values.
+
+NVML is initialised once per process (:func:`nvml_library`), never shut down by us, and never reached through
+``nvidia-smi`` or any subprocess. ``pynvml`` is imported lazily, through :func:`_load_pynvml`, which tests patch
+with a fake module.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from green_callbacks.core import clock
+from green_callbacks.core.guard import strict_mode
+from green_callbacks.core.sensors.base import UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
+from green_callbacks.core.sensors.gpu_map import GpuId, check_gpu_indices, select_gpus
+
+__all__ = [
+    "DEFAULT_SAMPLE_PERIOD_S",
+    "METHOD_COUNTER",
+    "METHOD_POWER",
+    "NvmlGpuSensor",
+    "NvmlUnavailableError",
+    "build_gpu_sensor",
+    "check_gpu_indices",
+    "nvml_library",
+    "select_gpus",
+    "trapezoid_j",
+]
+
+METHOD_COUNTER = "nvml-energy-counter"
+METHOD_POWER = "nvml-power"
+DEFAULT_SAMPLE_PERIOD_S = 0.1
+CPU_TRAINING_REASON = "training on CPU: this run uses no GPU, so GPU energy is not part of it"
+
+
+class NvmlUnavailableError(RuntimeError):
+    """NVML cannot be used here; the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------------------------- library, init once
+
+_INIT_LOCK = threading.Lock()
+_init_lib: Any = None  # the module nvmlInit succeeded or failed on
+_init_error: NvmlUnavailableError | None = None
+
+
+def _load_pynvml() -> Any:
+    """Import and return the ``pynvml`` module (from ``nvidia-ml-py``). Tests patch this function."""
+    import pynvml
+
+    return pynvml
+
+
+def nvml_library() -> Any:
+    """The ``pynvml`` module, with ``nvmlInit`` called once per process (thread-safe, result remembered).
+
+    Raises:
+        NvmlUnavailableError: the package is missing, or NVML could not start (no driver, no GPU access); the
+            message tells the user what to do.
+    """
+    global _init_lib, _init_error
+    try:
+        lib = _load_pynvml()
+    except ImportError as err:
+        raise NvmlUnavailableError(
+            f"the NVML bindings are not installed ({err}); GPU energy is not measured. "
+            "Install them with `pip install nvidia-ml-py`."
+        ) from err
+    with _INIT_LOCK:
+        if _init_lib is not lib:
+            _init_lib, _init_error = lib, None
+            try:
+                lib.nvmlInit()
+            except lib.NVMLError as err:
+                _init_error = NvmlUnavailableError(_init_failure_reason(lib, err))
+        if _init_error is not None:
+            raise _init_error
+    return lib
+
+
+def _init_failure_reason(lib: Any, err: BaseException) -> str:
+    name = type(err).__name__
+    if isinstance(err, getattr(lib, "NVMLError_LibraryNotFound", ())):
+        return (
+            f"NVML could not start ({name}: {err}): no NVIDIA driver library (libnvidia-ml.so.1) here, so GPU "
+            "energy is not measured. On a machine with NVIDIA GPUs, install the driver; in a container, start it "
+            "with GPU access (`docker run --gpus all`, NVIDIA Container Toolkit)."
+        )
+    if isinstance(err, getattr(lib, "NVMLError_DriverNotLoaded", ())):
+        return (
+            f"NVML could not start ({name}: {err}): the NVIDIA driver is not loaded, so GPU energy is not "
+            "measured. Check `nvidia-smi` in a shell and load or reinstall the driver."
+        )
+    return f"NVML could not start ({name}: {err}), so GPU energy is not measured. Check that `nvidia-smi` works."
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --------------------------------------------------------------------------------------------- pure arithmetic
+
+
+def trapezoid_j(t0_s: float, p0_w: float, t1_s: float, p1_w: float) -> float:
+    """Energy in joules between two power samples, by the trapezoid rule: ``(p0 + p1) / 2 · (t1 - t0)``."""
+    return 0.5 * (p0_w + p1_w) * (t1_s - t0_s)
+
+
+# --------------------------------------------------------------------------------------------- the sensor
+
+
+@dataclass
+class _Device:
+    """Mutable per-GPU state, guarded by the sensor's lock."""
+
+    gpu: GpuId
+    handle: Any
+    method: str
+    baseline_mj: int = 0  # counter at start()
+    last_t_s: float | None = None  # last power sample
+    last_p_w: float = 0.0
+    energy_j: float = 0.0  # integrated power since start()
+
+
+class NvmlGpuSensor:
+    """Energy of the selected GPUs since ``start()``, summed; ``component="gpu"``, ``scope="device"``.
+
+    Args:
+        gpus: physical GPUs to measure (from :func:`select_gpus`); at least one.
+        sample_period_s: power-sampling period for GPUs without an energy counter.
+        lib: the NVML module (default: :func:`nvml_library`).
+
+    Raises:
+        ValueError: no GPU, or a bad ``sample_period_s``.
+        NvmlUnavailableError: a GPU has neither an energy counter nor a power reading.
+    """
+
+    component: Component = "gpu"
+    scope: Scope = "device"
+
+    def __init__(
+        self, gpus: Sequence[GpuId], *, sample_period_s: float = DEFAULT_SAMPLE_PERIOD_S, lib: Any = None
+    ) -> None:
+        if not gpus:
+            raise ValueError("NvmlGpuSensor needs at least one GPU; use NullSensor('gpu', reason) for none.")
+        if not (isinstance(sample_period_s, (int, float)) and math.isfinite(sample_period_s) and sample_period_s > 0):
+            raise ValueError(
+                f"sample_period_s={sample_period_s!r}; it must be a positive number of seconds, e.g. 0.1."
+            )
+        self._lib = lib if lib is not None else nvml_library()
+        self._period_s = float(sample_period_s)
+        self._lock = threading.Lock()
+        self._devices = [self._open(gpu) for gpu in _one_per_physical_gpu(gpus)]
+        self._started = False
+        self._start_s = 0.0
+        self._lost_note: str | None = None
+        self._sampler_error: BaseException | None = None
+        self._final: Reading | None = None  # set by close()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._static_info = self._describe()
+
+    # -- construction helpers
+
+    def _open(self, gpu: GpuId) -> _Device:
+        lib = self._lib
+        try:
+            handle = lib.nvmlDeviceGetHandleByUUID(gpu.uuid)
+        except lib.NVMLError as err:
+            raise NvmlUnavailableError(f"{gpu.label()}: NVML gives no handle ({type(err).__name__}: {err})") from err
+        try:
+            lib.nvmlDeviceGetTotalEnergyConsumption(handle)
+            return _Device(gpu, handle, METHOD_COUNTER)
+        except (lib.NVMLError_NotSupported, lib.NVMLError_FunctionNotFound):
+            pass  # pre-Volta GPU, vGPU, old driver: integrate power instead
+        except lib.NVMLError as err:
+            raise NvmlUnavailableError(
+                f"{gpu.label()}: the energy counter cannot be read ({type(err).__name__}: {err})"
+            ) from err
+        try:
+            lib.nvmlDeviceGetPowerUsage(handle)
+        except lib.NVMLError as err:
+            raise NvmlUnavailableError(
+                f"{gpu.label()}: NVML gives neither an energy counter nor a power reading "
+                f"({type(err).__name__}: {err}), so its energy cannot be measured"
+            ) from err
+        return _Device(gpu, handle, METHOD_POWER)
+
+    def _describe(self) -> dict[str, Any]:
+        lib = self._lib
+
+        def optional(name: str) -> str | None:
+            try:
+                return _text(getattr(lib, name)())
+            except (AttributeError, lib.NVMLError):
+                return None
+
+        return {
+            "driver_version": optional("nvmlSystemGetDriverVersion"),
+            "nvml_version": optional("nvmlSystemGetNVMLVersion"),
+            "devices": [
+                {
+                    "nvml_index": d.gpu.nvml_index,
+                    "cuda_index": d.gpu.cuda_index,
+                    "name": d.gpu.name,
+                    "uuid": d.gpu.uuid,
+                    "mig_enabled": d.gpu.mig_enabled,
+                    "mig_uuid": d.gpu.mig_uuid,
+                    "method": d.method,
+                }
+                for d in self._devices
+            ],
+        }
+
+    # -- the Sensor protocol
+
+    @property
+    def method(self) -> str:
+        """``nvml-energy-counter``, ``nvml-power``, or both joined by ``+`` when the GPUs differ."""
+        methods = {d.method for d in self._devices}
+        return "+".join(m for m in (METHOD_COUNTER, METHOD_POWER) if m in methods)
+
+    @property
+    def sampling(self) -> bool:
+        """Whether the background power sampler is running."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Zero the energy now (again, if called twice) and start the power sampler if any GPU needs it."""
+        with self._lock:
+            if self._final is not None:
+                return  # closed: a closed sensor stays closed
+            self._started = True
+            self._start_s = clock.now_s()
+            self._lost_note = None
+            for device in self._devices:
+                device.energy_j, device.last_t_s = 0.0, None
+                try:
+                    if device.method == METHOD_COUNTER:
+                        device.baseline_mj = int(self._lib.nvmlDeviceGetTotalEnergyConsumption(device.handle))
+                    else:
+                        self._sample_device(device, self._start_s)
+                except self._lib.NVMLError as err:
+                    self._mark_lost(device, err)
+            if self._thread is None and any(d.method == METHOD_POWER for d in self._devices):
+                self._thread = threading.Thread(
+                    target=_sampler_loop,
+                    args=(weakref.ref(self), self._stop, self._period_s),
+                    name="green-callbacks-nvml-power",
+                    daemon=True,
+                )
+                weakref.finalize(self, self._stop.set)
+                self._thread.start()
+
+    def read(self) -> Reading:
+        """Joules since ``start()`` over all selected GPUs; ``unavailable`` (never raises) once a GPU failed."""
+        if not self._started:
+            self.start()
+        with self._lock:
+            return self._read_locked()
+
+    def sample_once(self) -> None:
+        """Take one power sample of every GPU on the power path (the sampler thread calls this on a timer)."""
+        with self._lock:
+            if not self._started or self._final is not None or self._lost_note is not None:
+                return
+            now_s = clock.now_s()
+            for device in self._devices:
+                if device.method != METHOD_POWER:
+                    continue
+                try:
+                    self._sample_device(device, now_s)
+                except self._lib.NVMLError as err:
+                    self._mark_lost(device, err)
+                    return
+
+    def close(self) -> None:
+        """Stop the sampler (joined) and freeze the reading; later reads return the frozen one. Idempotent."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=max(5.0, 10 * self._period_s))
+        with self._lock:
+            if self._final is None:
+                never = Reading(None, UNAVAILABLE, "the GPU sensor was closed before it started")
+                self._final = self._read_locked(raise_bugs=False) if self._started else never
+
+    def info(self) -> dict[str, Any]:
+        """JSON-ready: method, per-GPU names/UUIDs/methods/MIG, driver and NVML versions, lost note."""
+        details: dict[str, Any] = {"method": self.method, **self._static_info}
+        details["mig"] = any(d["mig_enabled"] or d["mig_uuid"] for d in details["devices"])
+        if any(d.method == METHOD_POWER for d in self._devices):
+            details["sample_period_s"] = self._period_s
+        if self._mig_note():
+            details["attribution"] = self._mig_note()
+        if self._lost_note:
+            details["lost"] = self._lost_note
+        return details
+
+    # -- internals (call with the lock held)
+
+    def _read_locked(self, raise_bugs: bool = True) -> Reading:
+        if self._final is not None:
+            return self._final
+        if self._sampler_error is not None:
+            if raise_bugs and strict_mode():
+                raise self._sampler_error
+            return Reading(None, UNAVAILABLE, f"the GPU power sampler failed: {self._sampler_error!r}")
+        if self._lost_note is not None:
+            return Reading(None, UNAVAILABLE, self._lost_note)
+        now_s = clock.now_s()
+        total_mj = 0
+        total_j = 0.0
+        for device in self._devices:
+            try:
+                if device.method == METHOD_COUNTER:
+                    counter_mj = int(self._lib.nvmlDeviceGetTotalEnergyConsumption(device.handle))
+                    if counter_mj < device.baseline_mj:
+                        self._mark_lost(device, None, f"its energy counter went back from {device.baseline_mj} "
+                                        f"to {counter_mj} mJ (driver reloaded or GPU reset)")
+                        return Reading(None, UNAVAILABLE, self._lost_note or "")
+                    total_mj += counter_mj - device.baseline_mj
+                else:
+                    self._sample_device(device, now_s)
+                    total_j += device.energy_j
+            except self._lib.NVMLError as err:
+                self._mark_lost(device, err)
+                return Reading(None, UNAVAILABLE, self._lost_note or "")
+        return Reading(total_mj / 1000.0 + total_j, self.method, self._mig_note())
+
+    def _sample_device(self, device: _Device, now_s: float) -> None:
+        power_w = float(self._lib.nvmlDeviceGetPowerUsage(device.handle)) / 1000.0
+        if device.last_t_s is not None and now_s > device.last_t_s:
+            device.energy_j += trapezoid_j(device.last_t_s, device.last_p_w, now_s, power_w)
+        device.last_t_s, device.last_p_w = now_s, power_w
+
+    def _mark_lost(self, device: _Device, err: BaseException | None, why: str = "") -> None:
+        if self._lost_note is not None:
+            return
+        if not why and err is not None:
+            why = f"{type(err).__name__}: {err}"
+        elapsed_s = clock.now_s() - self._start_s
+        others = " the other GPUs' energy is not reported alone, because a partial sum would be silently low;"
+        self._lost_note = (
+            f"{device.gpu.label()} lost {elapsed_s:.1f} s after the start ({why}); GPU energy is unavailable "
+            f"from then on;{others if len(self._devices) > 1 else ''} windows that ended earlier keep their values."
+        )
+
+    def _mig_note(self) -> str:
+        migs = [d.gpu for d in self._devices if d.gpu.mig_uuid or d.gpu.mig_enabled]
+        if not migs:
+            return ""
+        return (
+            "MIG: NVML measures only whole physical GPUs, so this is the energy of "
+            + ", ".join(g.label() for g in migs)
+            + ", including every other MIG instance on it."
+        )
+
+
+def _one_per_physical_gpu(gpus: Sequence[GpuId]) -> list[GpuId]:
+    seen: dict[str, GpuId] = {}
+    for gpu in gpus:
+        seen.setdefault(gpu.uuid, gpu)
+    return list(seen.values())
+
+
+def _sampler_loop(sensor_ref: weakref.ref[NvmlGpuSensor], stop: threading.Event, period_s: float) -> None:
+    """Call ``sample_once`` every ``period_s`` until stopped or the sensor is garbage-collected."""
+    while not stop.wait(period_s):
+        sensor = sensor_ref()
+        if sensor is None:
+            return
+        try:
+            sensor.sample_once()
+        except Exception as err:  # a bug, not a hardware problem: surface it at the next read
+            sensor._sampler_error = err
+            return
+        finally:
+            del sensor
+
+
+# --------------------------------------------------------------------------------------------- factory
+
+
+def build_gpu_sensor(
+    gpus: Sequence[int] | None = None,
+    device_indices: Sequence[int] | None = None,
+    *,
+    device_uuids: Sequence[str] | None = None,
+    sample_period_s: float = DEFAULT_SAMPLE_PERIOD_S,
+) -> Sensor:
+    """The GPU sensor for this process: :class:`NvmlGpuSensor`, or a ``NullSensor`` that says why not.
+
+    Args:
+        gpus: NVML indices chosen by the user (wins); validated, ``ValueError`` if unknown.
+        device_indices: CUDA ordinals the framework trains on; ``[]`` means training on CPU.
+        device_uuids: UUIDs of those devices, when the adapter can get them (exact; preferred).
+        sample_period_s: power-sampling period for GPUs without an energy counter.
+
+    Returns a ``NullSensor("gpu", reason, scope="device")`` (method ``unavailable``, never 0) when training on CPU,
+    when ``nvidia-ml-py`` or the NVIDIA driver is missing, when no GPU is visible, or when the framework's devices
+    cannot be mapped to NVML; the reason tells the user what to do.
+    """
+    check_gpu_indices(gpus)
+    if gpus is None and device_uuids is None and device_indices is not None and len(device_indices) == 0:
+        return NullSensor("gpu", CPU_TRAINING_REASON, scope="device")
+    try:
+        lib = nvml_library()
+    except NvmlUnavailableError as err:
+        return NullSensor("gpu", str(err), scope="device")
+    check_gpu_indices(gpus, int(lib.nvmlDeviceGetCount()))  # the user's mistake: raise
+    try:
+        chosen = select_gpus(device_indices, gpus, device_uuids=device_uuids, lib=lib)
+    except ValueError as err:  # the framework's devices do not match what NVML sees
+        warnings.warn(f"GPU energy is not measured: {err}", UserWarning, stacklevel=2)
+        return NullSensor("gpu", f"GPU energy is not measured: {err}", scope="device")
+    if not chosen:
+        return NullSensor(
+            "gpu",
+            f"no GPU is visible to this process (NVML sees {int(lib.nvmlDeviceGetCount())}; "
+            "CUDA_VISIBLE_DEVICES may hide them), so GPU energy is not measured. If this run uses a GPU, "
+            "check CUDA_VISIBLE_DEVICES or pass gpus=[...] (NVML indices).",
+            scope="device",
+        )
+    try:
+        return NvmlGpuSensor(chosen, sample_period_s=sample_period_s, lib=lib)
+    except NvmlUnavailableError as err:
+        return NullSensor("gpu", f"GPU energy is not measured: {err}", scope="device")
