@@ -176,13 +176,13 @@ class Session:
     def monitor(self) -> str | None:
         return None if self.convergence is None else self.convergence.monitor
 
-    def _build_sensors(self, device_indices: Sequence[int] | None) -> list[Sensor]:
+    def _build_sensors(self, device_indices: Sequence[int] | None, device_uuids: Sequence[str] | None) -> list[Sensor]:
         if self._custom_sensors is not None:
             return self._custom_sensors
         from green_callbacks.core.sensors.host import build_host_sensors
         from green_callbacks.core.sensors.nvml import build_gpu_sensor
 
-        gpu = build_gpu_sensor(gpus=self.config.gpus, device_indices=device_indices)
+        gpu = build_gpu_sensor(gpus=self.config.gpus, device_indices=device_indices, device_uuids=device_uuids)
         cpu, ram = build_host_sensors(
             cpu_watts_per_core=self.config.cpu_watts_per_core, ram_watts_per_gb=self.config.ram_watts_per_gb
         )
@@ -194,6 +194,7 @@ class Session:
         output_dir: str | os.PathLike[str] | None = None,
         hyperparameters: Mapping[str, Any] | None = None,
         device_indices: Sequence[int] | None = None,
+        device_uuids: Sequence[str] | None = None,
         monitor: str | None = None,
         mode: str | None = None,
         planned_epochs: float | None = None,
@@ -203,7 +204,8 @@ class Session:
         """Begin the run: build and start the sensors, open the ``run`` window, write the first record.
 
         ``monitor``/``mode`` are the framework's own early-stopping or best-model metric, used when the user gave
-        no ``monitor=``. ``device_indices`` are the CUDA devices this process trains on (``[]`` for CPU).
+        no ``monitor=``. ``device_indices`` are the CUDA devices this process trains on (``[]`` for CPU);
+        ``device_uuids`` their UUIDs where the framework knows them (exact whatever the environment says).
         ``planned_epochs`` (may be fractional) lets the session project the run's total and apply budgets.
         """
         with self._lock:
@@ -213,7 +215,7 @@ class Session:
                 self.convergence = ConvergenceTracker(monitor, mode, None)
             self.hyperparameters = dict(hyperparameters or {})
             self.planned_epochs = planned_epochs
-            self.meter = Meter(self._build_sensors(device_indices))
+            self.meter = Meter(self._build_sensors(device_indices, device_uuids))
             self.meter.start()
             self.meter.begin("run")
             self._started_at = clock.wall_time_s()
