@@ -1,0 +1,67 @@
+"""The CPU and RAM sensors of this machine: RAPL where it can be read, labelled estimates where it cannot."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from green_callbacks.core.sensors.base import Sensor
+from green_callbacks.core.sensors.estimate import CpuTimeEstimateSensor, RssEstimateSensor, validate_watts
+from green_callbacks.core.sensors.rapl import (
+    RaplCpuSensor,
+    RaplRamSensor,
+    RaplReader,
+    permission_fix_hint,
+    resolve_root,
+)
+
+__all__ = ["build_host_sensors"]
+
+
+def build_host_sensors(
+    rapl_root: str | os.PathLike[str] | None = None,
+    cpu_watts_per_core: float | None = None,
+    ram_watts_per_gb: float | None = None,
+) -> tuple[Sensor, Sensor]:
+    """``(cpu_sensor, ram_sensor)`` for this machine.
+
+    - CPU: RAPL package zones if every one can be read, else :class:`CpuTimeEstimateSensor`.
+    - RAM: RAPL ``dram`` zones if present and readable, else :class:`RssEstimateSensor`.
+
+    The powercap root is ``rapl_root``, else ``$GREEN_CALLBACKS_RAPL_ROOT``, else ``/sys/class/powercap``. The
+    watt constants are used by the estimates only (RAPL measures). When a counter exists but may not be read,
+    one ``RuntimeWarning`` names the fixes.
+
+    Raises:
+        ValueError: a watt constant that is not a finite number ≥ 0.
+    """
+    cpu_w = None if cpu_watts_per_core is None else validate_watts(cpu_watts_per_core, "cpu_watts_per_core")
+    ram_w = None if ram_watts_per_gb is None else validate_watts(ram_watts_per_gb, "ram_watts_per_gb")
+    root = resolve_root(rapl_root)
+    reader = RaplReader(root)
+
+    if reader.permission_denied:
+        warnings.warn(
+            f"green_callbacks: the RAPL energy counters under {root} cannot be read by this user "
+            f"({reader.reason('package') or reader.reason('dram')}). {permission_fix_hint(root)}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    cpu: Sensor
+    ram: Sensor
+    if reader.available("package"):
+        cpu = RaplCpuSensor(reader)
+    else:
+        cpu = CpuTimeEstimateSensor(cpu_w, reason=_why(reader, "package", root))
+    if reader.available("dram"):
+        ram = RaplRamSensor(reader)
+    else:
+        ram = RssEstimateSensor(ram_w, reason=_why(reader, "dram", root))
+    return cpu, ram
+
+
+def _why(reader: RaplReader, kind: str, root: str) -> str:
+    if not os.path.isdir(root):
+        return f"no powercap directory at {root}"
+    return reader.reason(kind)
