@@ -14,7 +14,7 @@ def format_energy(energy_j: float | None) -> str:
     """``'unavailable'`` for an unmeasured value, else joules with the kWh beside them."""
     if energy_j is None:
         return "unavailable"
-    return f"{energy_j:,.1f} J ({energy_j / JOULES_PER_KWH:.3g} kWh)"
+    return f"{energy_j:.4g} J ({energy_j / JOULES_PER_KWH:.3g} kWh)"
 
 
 def _grams(value: float | None) -> str:
@@ -42,9 +42,9 @@ def format_epoch_table(record: Mapping[str, Any]) -> str:
     for row in record.get("epochs", []):
         energy = row.get("component_energy_j", {})
         cells = [str(row["epoch"]), f"{row['time_s']:.2f}"]
-        cells += ["n/a" if energy.get(c) is None else f"{energy[c]:.1f}" for c in components]
+        cells += ["n/a" if energy.get(c) is None else f"{energy[c]:.4g}" for c in components]
         cells += [
-            "n/a" if row.get("energy_j") is None else f"{row['energy_j']:.1f}",
+            "n/a" if row.get("energy_j") is None else f"{row['energy_j']:.4g}",
             "n/a" if row.get("emissions_gco2e") is None else f"{row['emissions_gco2e']:.4g}",
             _flops(row.get("train_flops")),
             _flops(row.get("eval_flops")),
