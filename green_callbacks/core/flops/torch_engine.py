@@ -1,0 +1,522 @@
+"""Count the FLOPs of a PyTorch training or evaluation step, once per input signature.
+
+The engine knows nothing of Lightning, HF or Keras: it takes an ``nn.Module``, a batch and a callable
+``forward(model, batch)`` that runs one step's forward pass and returns the loss (a tensor, a mapping with a
+``"loss"`` key, an object with a ``.loss`` attribute, or a tuple whose first element is the loss).
+
+How a step is counted
+    1. **meta** (default): a meta-device copy of the model (parameters and buffers are never copied, only their
+       shapes) runs ``forward`` (and, for training, ``backward``) under ``torch.utils.flop_counter
+       .FlopCounterMode``. Floating-point batch tensors become meta tensors; integer and boolean ones (token
+       ids, masks, labels) keep their values, so data-dependent checks on them (``mask.all()``) still run: an
+       op that mixes real and meta tensors runs on meta. No arithmetic touches the model's weights.
+    2. **real-step** fallback, when the meta run fails (``.item()`` or ``nonzero`` on activations, a model that
+       cannot be deep-copied): one real step on the real model, inside the counter, with no optimizer step;
+       afterwards every parameter's ``.grad``, every buffer and the torch RNG state are restored, so training
+       is unchanged. Warned once per counter.
+
+Each result is cached by signature: step kind, batch structure (shapes, dtypes, requires-grad of tensors),
+the model's parameter shapes/dtypes, its modules' train/eval flags and, for training, which parameters
+require grad. A partial last batch or a new padded length is a new signature and is counted exactly (never
+scaled). See docs/flops.md for the convention.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import itertools
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Hashable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from green_callbacks.core.flops.formulas import COMPUTE_OPS_WITHOUT_FORMULA, NO_COMPUTE_OPS, custom_flop_mapping
+from green_callbacks.core.flops.result import FlopCountingError, FlopCountWarning, Kind, StepFlops
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["CounterStats", "TorchFlopCounter", "count_eval_step", "count_train_step"]
+
+Forward = Callable[[Any, Any], Any]
+
+_SMALL_TENSOR_NUMEL = 1024
+"""Plain tensor attributes of modules (not parameters or buffers) up to this size keep their values."""
+
+_KEEP_REAL_NUMEL = 1 << 22
+"""A real tensor up to this size moved explicitly to the meta device during a meta run keeps its values."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CounterStats:
+    """How often a counter answered from its cache, and what the counts it ran cost."""
+
+    calls: int
+    cache_hits: int
+    meta_counts: int
+    real_step_counts: int
+    counting_time_s: float
+
+    @property
+    def counts(self) -> int:
+        """Steps actually counted (cache misses)."""
+        return self.meta_counts + self.real_step_counts
+
+
+class TorchFlopCounter:
+    """Counts training and evaluation steps of torch models; one instance per training run keeps the cache.
+
+    Args:
+        method: ``"meta"`` (default: count on a meta-device copy, fall back to a real step if that fails) or
+            ``"real-step"`` (always count one real step; no meta copy is made).
+        fallback_to_real_step: with ``method="meta"``, whether a failing meta run may be replaced by a real
+            step. When False, such a step raises :class:`FlopCountingError`.
+        max_cache_entries: signatures kept (oldest dropped first).
+    """
+
+    def __init__(
+        self,
+        *,
+        method: Literal["meta", "real-step"] = "meta",
+        fallback_to_real_step: bool = True,
+        max_cache_entries: int = 4096,
+    ) -> None:
+        if method not in ("meta", "real-step"):
+            raise ValueError(f"method={method!r} is not supported; use 'meta' (default) or 'real-step'.")
+        if max_cache_entries < 1:
+            raise ValueError(f"max_cache_entries={max_cache_entries!r} must be a positive integer.")
+        self.method = method
+        self.fallback_to_real_step = bool(fallback_to_real_step)
+        self.max_cache_entries = int(max_cache_entries)
+        self._cache: dict[Hashable, StepFlops] = {}
+        # Per live model: a serial number for cache keys (ids can be reused), its meta copy, meta failures.
+        self._tokens: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._serial = itertools.count()
+        self._meta_copies: weakref.WeakKeyDictionary[Any, tuple[Any, Hashable]] = weakref.WeakKeyDictionary()
+        self._meta_broken: weakref.WeakSet[Any] = weakref.WeakSet()  # meta failed: go straight to a real step
+        self._warned: set[str] = set()
+        self._uncounted: dict[str, None] = {}
+        self._calls = self._hits = self._meta_counts = self._real_counts = 0
+        self._counting_time_s = 0.0
+
+    # -- public -----------------------------------------------------------------------------------------------
+
+    def count_train_step(self, model: Any, forward: Forward, batch: Any) -> StepFlops:
+        """FLOPs of ``forward(model, batch)`` plus the backward from its loss (summed if not a scalar)."""
+        return self._count("train", model, forward, batch)
+
+    def count_eval_step(self, model: Any, forward: Forward, batch: Any) -> StepFlops:
+        """FLOPs of ``forward(model, batch)`` alone, run without autograd (works inside ``inference_mode``)."""
+        return self._count("eval", model, forward, batch)
+
+    @property
+    def stats(self) -> CounterStats:
+        return CounterStats(self._calls, self._hits, self._meta_counts, self._real_counts, self._counting_time_s)
+
+    @property
+    def uncounted_ops(self) -> tuple[str, ...]:
+        """Every op seen so far that carries (or may carry) compute but has no formula, in order of discovery."""
+        return tuple(self._uncounted)
+
+    def clear_cache(self) -> None:
+        """Forget all cached counts and meta copies (e.g. after the model's architecture changed in place)."""
+        self._cache.clear()
+        self._meta_copies.clear()
+        self._meta_broken.clear()
+
+    # -- internals --------------------------------------------------------------------------------------------
+
+    def _count(self, kind: Kind, model: Any, forward: Forward, batch: Any) -> StepFlops:
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}; pass the module "
+                             "that forward(model, batch) expects.")
+        if not callable(forward):
+            raise ValueError(f"forward must be callable as forward(model, batch), got {type(forward).__name__}.")
+        model = _unwrap_compiled(model)
+        self._calls += 1
+        params = tuple(model.parameters())
+        structure = tuple((p.shape, p.dtype) for p in params)
+        token = self._tokens.get(model)
+        if token is None:
+            token = self._tokens[model] = next(self._serial)
+        key = (
+            kind,
+            token,
+            structure,
+            tuple(m.training for m in model.modules()),
+            tuple(p.requires_grad for p in params) if kind == "train" else None,
+            _signature(batch),
+        )
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._hits += 1
+            return cached
+
+        start = time.perf_counter()
+        try:
+            result = self._count_uncached(kind, model, forward, batch, structure)
+        finally:
+            self._counting_time_s += time.perf_counter() - start
+        if len(self._cache) >= self.max_cache_entries:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = result
+        return result
+
+    def _count_uncached(self, kind: Kind, model: Any, forward: Forward, batch: Any, structure: Hashable) -> StepFlops:
+        if self.method == "meta" and model not in self._meta_broken:
+            try:
+                result = self._count_meta(kind, model, forward, batch, structure)
+            except _ForwardContractError:
+                raise
+            except Exception as exc:
+                if not self.fallback_to_real_step:
+                    raise FlopCountingError(
+                        f"counting a {kind} step on a meta-device copy failed ({type(exc).__name__}: {exc}) "
+                        "and fallback_to_real_step=False; allow the fallback or use method='real-step'."
+                    ) from exc
+                self._meta_broken.add(model)
+                self._warn_once(
+                    "fallback",
+                    f"FLOPs: counting on a meta-device copy of {type(model).__name__} failed "
+                    f"({type(exc).__name__}: {str(exc)[:200]}); counting one real step per input signature instead "
+                    "(no optimizer step; gradients, buffers and RNG state are restored).",
+                )
+            else:
+                self._meta_counts += 1
+                return result
+        result = self._count_real(kind, model, forward, batch)
+        self._real_counts += 1
+        return result
+
+    def _meta_copy(self, model: Any, structure: Hashable) -> Any:
+        entry = self._meta_copies.get(model)
+        if entry is not None and entry[1] == structure:
+            return entry[0]
+        meta = _make_meta_copy(model)
+        self._meta_copies[model] = (meta, structure)
+        return meta
+
+    def _count_meta(self, kind: Kind, model: Any, forward: Forward, batch: Any, structure: Hashable) -> StepFlops:
+        import torch
+
+        with torch.inference_mode(False):
+            meta = self._meta_copy(model, structure)
+            for real_p, meta_p in zip(model.parameters(), meta.parameters(), strict=True):
+                meta_p.requires_grad_(real_p.requires_grad)
+            for real_m, meta_m in zip(model.modules(), meta.modules(), strict=True):
+                meta_m.training = real_m.training
+            shadow = _shadow_batch(batch)
+            counter = _make_counter()
+            grad = torch.enable_grad() if kind == "train" else torch.no_grad()
+            with warnings.catch_warnings(), grad:
+                warnings.simplefilter("ignore")  # the real step shows the user's own warnings
+                with counter, _meta_bridge():
+                    output = forward(meta, shadow)
+                    if kind == "train":
+                        _loss_of(output).backward()
+            return self._result(kind, "meta", counter)
+
+    def _count_real(self, kind: Kind, model: Any, forward: Forward, batch: Any) -> StepFlops:
+        import torch
+
+        with torch.inference_mode(False):
+            params = list(model.parameters())
+            saved_grads = [p.grad for p in params]
+            buffers = list(model.buffers())
+            with torch.no_grad():
+                saved_buffers = [b.detach().clone() for b in buffers]
+            rng = _rng_state()
+            counter = _make_counter()
+            try:
+                for p in params:
+                    p.grad = None
+                real_batch = _cloned_batch(batch)
+                grad = torch.enable_grad() if kind == "train" else torch.no_grad()
+                with grad, counter:
+                    output = forward(model, real_batch)
+                    if kind == "train":
+                        _loss_of(output).backward()
+            finally:
+                for p, g in zip(params, saved_grads, strict=True):
+                    p.grad = g
+                with torch.no_grad():
+                    for b, saved in zip(buffers, saved_buffers, strict=True):
+                        b.copy_(saved)
+                _restore_rng(rng)
+            return self._result(kind, "real-step", counter)
+
+    def _result(self, kind: Kind, method: Literal["meta", "real-step"], counter: Any) -> StepFlops:
+        counts = counter.get_flop_counts().get("Global", {})
+        by_op = {str(op): int(n) for op, n in counts.items() if n}
+        uncounted = sorted({str(op) for op in counter.no_formula if _reportable(op)})
+        for name in uncounted:
+            self._uncounted.setdefault(name, None)
+            what = ("carries compute but has no FLOP formula" if name in COMPUTE_OPS_WITHOUT_FORMULA
+                    else "is not a known compute-free op and has no FLOP formula")
+            self._warn_once(
+                "op:" + name,
+                f"FLOPs: {name} ran in a {kind} step and {what}; its FLOPs are not in the total, which is a lower "
+                "bound (StepFlops.uncounted_ops lists such ops).",
+            )
+        if not counter.detects_uncounted:
+            self._warn_once("no-detection", "FLOPs: this torch version cannot report ops without a formula; "
+                                            "counts may silently miss such ops.")
+        return StepFlops(sum(by_op.values()), kind, method, by_op, tuple(uncounted))
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, FlopCountWarning, stacklevel=4)
+
+
+def count_train_step(model: Any, forward: Forward, batch: Any, **counter_options: Any) -> StepFlops:
+    """One-off :meth:`TorchFlopCounter.count_train_step` (no cache kept; keep a counter to count many steps)."""
+    return TorchFlopCounter(**counter_options).count_train_step(model, forward, batch)
+
+
+def count_eval_step(model: Any, forward: Forward, batch: Any, **counter_options: Any) -> StepFlops:
+    """One-off :meth:`TorchFlopCounter.count_eval_step` (no cache kept; keep a counter to count many steps)."""
+    return TorchFlopCounter(**counter_options).count_eval_step(model, forward, batch)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _ForwardContractError(ValueError):
+    """forward(model, batch) returned something that is not a loss: a caller error, not a meta failure."""
+
+
+def _unwrap_compiled(model: Any) -> Any:
+    """The original module behind ``torch.compile(model)`` (counting it eagerly avoids a recompilation)."""
+    inner = getattr(model, "_orig_mod", None)
+    return inner if type(model).__name__ == "OptimizedModule" and inner is not None else model
+
+
+def _signature(obj: Any) -> Hashable:
+    """A hashable description of a batch: tensor shapes/dtypes, container structure, config-like scalars.
+
+    Integers, booleans, strings and None are part of it by value (they can steer shapes or code paths); floats
+    and other objects by type only (values such as loss weights must not defeat the cache).
+    """
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return ("T", tuple(obj.shape), obj.dtype, obj.requires_grad, getattr(obj, "is_nested", False))
+    if isinstance(obj, Mapping):
+        return ("M", type(obj).__name__, tuple((k, _signature(v)) for k, v in obj.items()))
+    if isinstance(obj, (list, tuple)):
+        return ("S", type(obj).__name__, tuple(_signature(v) for v in obj))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return ("D", type(obj).__name__,
+                tuple((f.name, _signature(getattr(obj, f.name))) for f in dataclasses.fields(obj)))
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return ("V", type(obj).__name__, obj)
+    return ("O", type(obj).__name__)
+
+
+def _map_batch(obj: Any, leaf: Callable[[Any], Any]) -> Any:
+    """Rebuild a batch's containers (dicts and mappings, (named) tuples, lists, dataclasses) around new leaves."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return leaf(obj)
+    if isinstance(obj, Mapping):
+        items = {k: _map_batch(v, leaf) for k, v in obj.items()}
+        try:
+            return type(obj)(items)
+        except Exception:
+            return items
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(_map_batch(v, leaf) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_batch(v, leaf) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        new = copy.copy(obj)
+        for f in dataclasses.fields(obj):
+            object.__setattr__(new, f.name, _map_batch(getattr(obj, f.name), leaf))
+        return new
+    return obj
+
+
+def _shadow_batch(batch: Any) -> Any:
+    """The batch for a meta run: floating tensors become meta; integer/bool tensors keep their values (cloned)."""
+    import torch
+
+    def leaf(t: torch.Tensor) -> torch.Tensor:
+        if t.is_floating_point() or t.is_complex() or t.requires_grad or t.is_meta:
+            return torch.empty_like(t, device="meta").requires_grad_(t.requires_grad)
+        return t.detach().clone()
+
+    return _map_batch(batch, leaf)
+
+
+def _cloned_batch(batch: Any) -> Any:
+    """The batch for a real counted step: cloned (the step must not mutate the user's batch) and not inference."""
+    return _map_batch(batch, lambda t: t.detach().clone().requires_grad_(t.requires_grad))
+
+
+def _loss_of(output: Any) -> torch.Tensor:
+    import torch
+
+    loss = output
+    if isinstance(loss, Mapping):
+        if "loss" not in loss:
+            raise _ForwardContractError(
+                f"forward returned a mapping without a 'loss' key (keys: {list(loss)}); return the loss tensor.")
+        loss = loss["loss"]
+    elif not isinstance(loss, torch.Tensor) and getattr(loss, "loss", None) is not None:
+        loss = loss.loss
+    elif isinstance(loss, (tuple, list)) and loss and isinstance(loss[0], torch.Tensor):
+        loss = loss[0]
+    if not isinstance(loss, torch.Tensor):
+        raise _ForwardContractError(
+            f"forward returned {type(output).__name__}, not a loss; a training count needs a tensor (or a mapping "
+            "with 'loss', an object with .loss, a tuple starting with the loss) to call backward() on.")
+    if not loss.requires_grad:
+        raise _ForwardContractError("forward returned a loss that does not require grad (no parameter requires "
+                                    "grad, or the step ran under no_grad): there is no backward to count.")
+    return loss if loss.dim() == 0 else loss.sum()
+
+
+def _make_meta_copy(model: Any) -> Any:
+    """A deep copy of ``model`` whose parameters, buffers and large tensor attributes are meta tensors.
+
+    The real tensors are never copied: the deepcopy memo maps each of them to its meta twin up front, which also
+    keeps tied weights tied. Small plain tensor attributes (constants) keep their values.
+    """
+    import torch
+
+    memo: dict[int, Any] = {}
+    with torch.no_grad():
+        for p in model.parameters():
+            memo[id(p)] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+        for b in model.buffers():
+            memo[id(b)] = torch.empty_like(b, device="meta")
+        for m in model.modules():
+            for value in vars(m).values():
+                if isinstance(value, torch.Tensor) and id(value) not in memo and value.numel() > _SMALL_TENSOR_NUMEL:
+                    memo[id(value)] = torch.empty_like(value, device="meta")
+    return copy.deepcopy(model, memo)
+
+
+def _rng_state() -> tuple[Any, Any]:
+    import torch
+
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
+
+
+def _restore_rng(state: tuple[Any, Any]) -> None:
+    import torch
+
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+
+
+@functools.cache
+def _reportable(packet: Any) -> bool:
+    """Whether an op that ran without a formula must be reported (compute, or not known to be compute-free)."""
+    import torch
+
+    name = str(packet)
+    if name in COMPUTE_OPS_WITHOUT_FORMULA:
+        return True
+    if name in NO_COMPUTE_OPS or name.startswith(("aten._foreach_", "prim.", "profiler.")):
+        return False
+    if not name.startswith("aten."):
+        return True  # custom and third-party ops: unknown
+    for overload_name in packet.overloads():
+        overload = getattr(packet, overload_name)
+        tags = set(getattr(overload, "tags", ()))
+        if tags & {torch.Tag.pointwise, torch.Tag.reduction, torch.Tag.inplace_view}:
+            return False
+        if getattr(overload, "is_view", False):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _counter_class() -> type:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    detects = hasattr(FlopCounterMode, "_count_flops")
+
+    class _Counter(FlopCounterMode):  # type: ignore[misc, valid-type]
+        """FlopCounterMode with our formulas, remembering which executed ops had no formula."""
+
+        detects_uncounted = detects
+
+        def __init__(self) -> None:
+            super().__init__(display=False, custom_mapping=custom_flop_mapping())
+            self.no_formula: set[Any] = set()
+
+        def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
+            if func_packet not in self.flop_registry:
+                self.no_formula.add(func_packet)
+            return super()._count_flops(func_packet, out, args, kwargs)
+
+    return _Counter
+
+
+def _make_counter() -> Any:
+    return _counter_class()()
+
+
+@functools.lru_cache(maxsize=1)
+def _bridge_class() -> type:
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_map_only
+
+    def to_meta(t: torch.Tensor) -> torch.Tensor:
+        return t if t.is_meta else t.to("meta")
+
+    to_copy = torch.ops.aten._to_copy.default
+
+    class _MetaBridge(TorchDispatchMode):
+        """Runs an op on meta when any of its tensor arguments is meta; ops on real tensors only run for real.
+
+        A small real tensor moved to the meta device explicitly (``mask.to(embeds.device)``) keeps its values:
+        it stays real, and the ops that later combine it with meta tensors run on meta.
+        """
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if (func is to_copy and isinstance(args[0], torch.Tensor) and not args[0].is_meta
+                    and str(kwargs.get("device")) == "meta" and args[0].numel() <= _KEEP_REAL_NUMEL):
+                kwargs = {k: v for k, v in kwargs.items() if k != "device"}
+                return func(*args, **kwargs)
+            if _mixes_meta_and_real((*args, *kwargs.values())):
+                args, kwargs = tree_map_only(torch.Tensor, to_meta, (args, kwargs))
+            return func(*args, **kwargs)
+
+    return _MetaBridge
+
+
+def _mixes_meta_and_real(values: tuple[Any, ...]) -> bool:
+    """Whether an op's arguments (tensors, or lists of tensors one level deep) hold both meta and real tensors."""
+    import torch
+
+    meta = real = False
+    for value in values:
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        for item in items:
+            if isinstance(item, torch.Tensor):
+                if item.is_meta:
+                    meta = True
+                else:
+                    real = True
+    return meta and real
+
+
+def _meta_bridge() -> Any:
+    return _bridge_class()()
