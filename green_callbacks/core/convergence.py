@@ -38,12 +38,16 @@ def infer_mode(monitor: str) -> Mode:
 
 @dataclass(frozen=True)
 class Totals:
-    """Cumulative numbers of the run at the end of an epoch (energy before PUE, emissions after)."""
+    """Cumulative numbers of the run at the end of an epoch (energy before PUE, emissions after).
+
+    ``None`` means a part of the sum was not measured (FLOPs not counted in some epoch, all energy unavailable):
+    a total is never silently a partial one reported as complete.
+    """
 
     epochs: int = 0
     time_s: float = 0.0
-    train_flops: float = 0.0
-    eval_flops: float = 0.0
+    train_flops: float | None = 0.0
+    eval_flops: float | None = 0.0
     energy_j: float | None = 0.0
     emissions_gco2e: float | None = 0.0
 

@@ -97,7 +97,10 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise RecordError(f"{source}: schema {schema!r} is not a green-callbacks run record ({SCHEMA!r})")
     major = schema[len(SCHEMA_PREFIX):].split(".", 1)[0]
     if major != SCHEMA[len(SCHEMA_PREFIX):]:
-        raise RecordError(f"{source}: schema {schema!r} is newer than this version reads ({SCHEMA!r}); upgrade")
+        raise RecordError(
+            f"{source}: schema {schema!r} is not the version this green_callbacks reads ({SCHEMA!r}); "
+            "use the green_callbacks version that wrote it (a newer one: upgrade)"
+        )
     for key, kind in (("status", str), ("epochs", list), ("totals", dict)):
         if not isinstance(data.get(key), kind):
             raise RecordError(f"{source}: field {key!r} missing or not a {kind.__name__}")

@@ -64,7 +64,11 @@ NAN = float("nan")
 
 @dataclass(frozen=True)
 class EpochRow:
-    """One epoch of the run, summed over ranks. Energy in joules before PUE; ``None`` = unavailable."""
+    """One epoch of the run, summed over ranks. Energy in joules before PUE; ``None`` = unavailable.
+
+    ``energy_j`` sums the components that were measured; ``missing_components`` names the others (on a CPU-only
+    machine the GPU is always missing; a GPU lost mid-run is missing from that epoch on).
+    """
 
     epoch: int
     time_s: float
@@ -77,12 +81,15 @@ class EpochRow:
     emissions_gco2e: float | None
     totals: Totals
     metrics: Mapping[str, float] = field(default_factory=dict)
+    missing_components: tuple[str, ...] = ()
+    """Components unavailable in this epoch: ``energy_j`` and emissions are the sum of the others."""
 
     def to_record(self) -> dict[str, Any]:
         out = asdict(self)
         out["component_energy_j"] = dict(self.component_energy_j)
         out["component_method"] = dict(self.component_method)
         out["metrics"] = dict(self.metrics)
+        out["missing_components"] = list(self.missing_components)
         return out
 
 
@@ -354,8 +361,8 @@ class Session:
         self.totals = Totals(
             epochs=previous.epochs + 1,
             time_s=previous.time_s + epoch_m.duration_s,
-            train_flops=previous.train_flops + (train_flops or 0.0),
-            eval_flops=previous.eval_flops + (eval_flops or 0.0),
+            train_flops=_add(previous.train_flops, train_flops),
+            eval_flops=_add(previous.eval_flops, eval_flops),
             energy_j=_add(previous.energy_j, energy_j),
             emissions_gco2e=_add(previous.emissions_gco2e, emissions),
         )
@@ -375,6 +382,7 @@ class Session:
             emissions_gco2e=emissions,
             totals=self.totals,
             metrics=numeric,
+            missing_components=tuple(n for n in names if comp_j[n] is None),
         )
 
     def metrics(self, row: EpochRow) -> dict[str, float]:
@@ -398,8 +406,8 @@ class Session:
             "green/epoch_eval_flops": _nan(row.eval_flops),
             "green/total_energy_kwh": _kwh(row.totals.energy_j),
             "green/total_emissions_gco2e": _nan(row.totals.emissions_gco2e),
-            "green/total_train_flops": _nan(row.totals.train_flops if row.train_flops is not None else None),
-            "green/flops_to_convergence": NAN if best is None else float(best.totals.train_flops),
+            "green/total_train_flops": _nan(row.totals.train_flops),
+            "green/flops_to_convergence": NAN if best is None else _nan(best.totals.train_flops),
             "green/energy_to_convergence_kwh": NAN if best is None else _kwh(best.totals.energy_j),
             "green/emissions_to_convergence_gco2e": NAN if best is None else _nan(best.totals.emissions_gco2e),
             "green/epochs_to_convergence": NAN if best is None else float(best.totals.epochs),
@@ -603,6 +611,7 @@ def _methods_so_far(rows: Sequence[EpochRow], components: Mapping[str, Any]) -> 
 def _row_from_record(data: Mapping[str, Any]) -> EpochRow:
     values = dict(data)
     values["totals"] = Totals(**values["totals"])
+    values["missing_components"] = tuple(values.get("missing_components", ()))
     return EpochRow(**values)
 
 
