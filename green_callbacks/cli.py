@@ -2,7 +2,8 @@
 
 - ``green-callbacks measure [options] -- CMD ARGS...``: measure any command, print a summary, write a run record,
   exit with the command's own exit code.
-- ``green-callbacks demo``: train a small model with the Lightning callback and print the report.
+- ``green-callbacks demo [--epochs N] [--country CC]``: train a small model with the Lightning callback on
+  synthetic data and print the report (needs the ``lightning`` extra).
 - ``green-callbacks report PATH...``: summarise run records.
 """
 
@@ -38,17 +39,31 @@ def _parser() -> argparse.ArgumentParser:
     measure.add_argument("--gpus", help="comma-separated NVML indices of the GPUs to measure (default: all)")
     measure.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command and its arguments")
 
-    report = sub.add_parser("report", help="summarise run records (files or folders)")
-    report.add_argument("paths", nargs="+")
+    sub.add_parser("demo", help="train a small model with the Lightning callback and print the report "
+                                "(options: green-callbacks demo --help)", add_help=False)
+
+    from green_callbacks.report.command import add_report_arguments
+
+    add_report_arguments(sub.add_parser("report", help="summarise run records: tables, Markdown/HTML, plots, "
+                                                       "sweeps, badges"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "demo":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "measure":
         return _measure(args)
+    if args.command == "demo":
+        from green_callbacks.demo import main as demo_main
+
+        return demo_main(rest, prog="green-callbacks demo")
     if args.command == "report":
-        return _report(args)
+        from green_callbacks.report.command import run_report
+
+        return run_report(args)
     raise AssertionError(args.command)
 
 
@@ -137,32 +152,6 @@ def _wait_after_signal(child: subprocess.Popen[bytes]) -> int:
         except subprocess.TimeoutExpired:
             continue
     return child.wait()
-
-
-def _report(args: argparse.Namespace) -> int:
-    from green_callbacks.core.record import RecordError, find_records, read_record
-    from green_callbacks.report.summary import format_epoch_table, format_run_summary
-
-    found = 0
-    try:
-        paths = list(find_records(args.paths))
-    except FileNotFoundError as err:
-        print(f"green-callbacks report: {err}", file=sys.stderr)
-        return 2
-    for path in paths:
-        try:
-            record = read_record(path)
-        except RecordError as err:
-            print(f"skipped: {err}", file=sys.stderr)
-            continue
-        found += 1
-        print(format_epoch_table(record))
-        print(format_run_summary(record))
-        print()
-    if not found:
-        print("green-callbacks report: no readable run record (green-run-*.json) found", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":
