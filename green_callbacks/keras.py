@@ -1,0 +1,422 @@
+"""Keras 3 adapter: ``model.fit(..., callbacks=[GreenCallback()])``.
+
+Hooks → session calls → ``logs``. Every epoch the ``green/...`` keys are written into the shared ``logs`` dict from
+epoch 0 on, so ``History``, the progress bar and every logger that runs after this callback see them. At
+``on_train_begin`` the callback moves itself in ``fit``'s callback list just before the first Keras logger or
+monitor that precedes it (``CSVLogger``, ``TensorBoard``, ``EarlyStopping``, ``ModelCheckpoint``, ...), so their
+order in ``callbacks=[...]`` does not matter; other callbacks before it that have an ``on_epoch_end`` are named in a
+warning. See docs/keras.md.
+
+No per-batch hook is overridden (that would switch off Keras' asynchronous batch dispatch). Instead the model's
+``train_function``/``test_function`` are wrapped for the duration of ``fit``: the wrapper notes each batch's shapes
+(no device synchronisation) and, since Keras has no exception hook, closes the run record with status ``failed`` /
+``interrupted`` when a step raises. FLOPs are counted once per batch signature at the end of the epoch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import warnings
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+
+__all__ = ["GreenCallback"]
+
+_INSTALL = 'pip install "green-callbacks[keras]"'
+
+
+def _import_keras() -> Any:
+    try:
+        import keras
+    except ModuleNotFoundError as err:
+        if err.name == "keras":
+            raise ImportError(f"green_callbacks.keras needs Keras 3; install it with {_INSTALL}") from err
+        chosen = os.environ.get("KERAS_BACKEND")
+        backend = f"KERAS_BACKEND={chosen}" if chosen else "its default backend (tensorflow, or ~/.keras/keras.json)"
+        raise ImportError(
+            f"Keras could not load {backend}: {err}. Choose an installed backend before keras is first imported, "
+            "with KERAS_BACKEND=torch|jax|tensorflow (in the shell, or os.environ['KERAS_BACKEND'] = 'torch' at the "
+            f"top of the script), and install it: {_INSTALL} plus torch, jax or tensorflow."
+        ) from err
+    if int(str(keras.__version__).split(".")[0]) < 3:
+        raise ImportError(f"green_callbacks.keras needs Keras 3, found {keras.__version__}; {_INSTALL}")
+    return keras
+
+
+keras = _import_keras()
+NAN = float("nan")
+_END_OF_DATA = ("StopIteration", "OutOfRangeError")  # how Keras' step functions say "no more batches"
+
+
+def _signature(data: Any) -> tuple[Any, ...]:
+    """Shapes and dtypes of a batch's leaves (metadata only: no device synchronisation)."""
+    if isinstance(data, (list, tuple)):
+        return tuple(_signature(d) for d in data)
+    if isinstance(data, dict):
+        return tuple((k, _signature(v)) for k, v in sorted(data.items()))
+    shape = getattr(data, "shape", None)
+    return ("leaf", None if shape is None else tuple(shape), str(getattr(data, "dtype", type(data).__name__)))
+
+
+class _Steps:
+    """How many steps of each batch signature ran (per kind), with one example batch per new signature."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, Any], int] = {}
+        self.examples: dict[tuple[str, Any], Any] = {}
+
+    def add(self, kind: str, batch: Any, n: int = 1) -> None:
+        key = (kind, _signature(batch))
+        if key not in self.counts:
+            self.examples[key] = batch
+            self.counts[key] = 0
+        self.counts[key] += n
+
+    def reset(self) -> None:
+        self.counts = {}
+        self.examples = {}
+
+
+class _PeekingIterator:
+    """Passes the JAX trainer's batch iterator through, noting each batch it yields."""
+
+    def __init__(self, iterator: Any, note: Callable[[Any], None]) -> None:
+        self._iterator = iterator
+        self._note = note
+
+    def __iter__(self) -> _PeekingIterator:
+        return self
+
+    def __next__(self) -> Any:
+        data = next(self._iterator)
+        self._note(data)
+        return data
+
+
+def _find_fit_locals(callback: Any) -> dict[str, Any] | None:
+    """The local variables of the ``fit`` call running this callback: its ``CallbackList`` and epoch iterator."""
+    frame = sys._getframe(1)
+    for _ in range(16):
+        if frame is None:
+            return None
+        local = frame.f_locals
+        cbl = local.get("callbacks")
+        if isinstance(cbl, keras.callbacks.CallbackList) and any(c is callback for c in cbl.callbacks):
+            return dict(local)
+        frame = frame.f_back
+    return None
+
+
+def _reads_logs(cb: Any) -> bool:
+    c = keras.callbacks
+    readers = (c.CSVLogger, c.TensorBoard, c.EarlyStopping, c.ModelCheckpoint, c.ReduceLROnPlateau, c.RemoteMonitor,
+               c.LambdaCallback, c.History, c.ProgbarLogger)
+    return isinstance(cb, readers)
+
+
+def _device_indices(model: Any) -> list[int]:
+    """The CUDA devices this process trains on (``[]`` on CPU)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        weights = model.trainable_weights
+        if not weights or not torch.cuda.is_available():
+            return []
+        device = weights[0].value.device
+        if device.type != "cuda":
+            return []
+        return [device.index if device.index is not None else torch.cuda.current_device()]
+    if backend == "jax":
+        import jax
+
+        return [d.id for d in jax.local_devices() if d.platform == "gpu"]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        strategy = tf.distribute.get_strategy()
+        if not tf.distribute.has_strategy():  # the default strategy places ops on the first visible GPU
+            return [0] if tf.config.list_physical_devices("GPU") else []
+        devices = strategy.extended.worker_devices
+        return sorted({int(d.rsplit(":", 1)[1]) for d in devices if "GPU:" in d.upper()})
+    return []
+
+
+class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
+    """Energy, emissions and FLOPs of a Keras 3 ``fit``, logged every epoch as ``green/...`` keys.
+
+    Takes the keyword-only arguments of :class:`green_callbacks._adapter.GreenCallbackBase`. Convergence follows
+    ``monitor=``, else the ``EarlyStopping`` passed to the same ``fit``. The run record goes to ``output_dir``
+    (default ``./green_runs``).
+    """
+
+    framework = "keras"
+
+    def __init__(self, **kwargs: Any) -> None:
+        keras.callbacks.Callback.__init__(self)
+        GreenCallbackBase.__init__(self, **kwargs)
+        self._steps = _Steps()
+        self._wrapped: list[tuple[Any, str, Any]] = []
+        self._epoch_iterator: Any = None
+        self._flop_counter: Any = None
+        self._flops_info: dict[str, Any] = {}
+        self._warned_order = False
+
+    __init__.__signature__ = inspect.signature(GreenCallbackBase.__init__)  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ fit begin / end
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.session.status == "running":  # the previous fit died where no wrapper could see it
+            self.session.finish("failed", "the previous fit() stopped without reaching on_train_end")
+        if self.session.status != "created":
+            self.session = self._new_session()
+        self._steps.reset()
+        self._flop_counter = None
+        self.session.guard.call("train_begin", self._train_begin, _find_fit_locals(self))
+
+    def _train_begin(self, fit_locals: dict[str, Any] | None) -> None:
+        callbacks = None if fit_locals is None else fit_locals["callbacks"]
+        self._epoch_iterator = None if fit_locals is None else fit_locals.get("epoch_iterator")
+        if callbacks is not None:
+            self._put_before_loggers(callbacks.callbacks)
+        elif not self._warned_order:
+            self._warned_order = True
+            warnings.warn(
+                "green_callbacks: GreenCallback could not find the callback list of this fit(); list it first in "
+                "callbacks=[...] so that CSVLogger, TensorBoard and EarlyStopping see the green/ keys.",
+                UserWarning,
+                stacklevel=3,
+            )
+        stopper = None
+        if callbacks is not None:
+            stopper = next((c for c in callbacks.callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
+        model = self.model
+        backend = keras.backend.backend()
+        optimizer = getattr(model, "optimizer", None)
+        hyper: dict[str, Any] = {
+            "epochs": self.params.get("epochs"),
+            "steps_per_epoch": self.params.get("steps"),
+            "optimizer": None if optimizer is None else type(optimizer).__name__,
+        }
+        rate = getattr(optimizer, "learning_rate", None)
+        try:
+            hyper["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+        except Exception:
+            hyper["learning_rate"] = None
+        self._flops_info = {"backend": backend, **_FLOP_METHODS.get(backend, {"method": "unavailable"})}
+        self.session.start(
+            hyperparameters=hyper,
+            device_indices=self.session.guard.call("devices", _device_indices, model),
+            monitor=None if stopper is None else stopper.monitor,
+            mode=None if stopper is None or stopper.mode not in ("min", "max") else stopper.mode,
+            planned_epochs=self.params.get("epochs"),
+            extra={"keras": {"version": keras.__version__, "backend": backend}, "flops": self._flops_info},
+        )
+        self._wrap(model, "train_function", "train")
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._unwrap()
+        if self.session.status == "running":
+            self.session.guard.call("train_end", self.session.finish, "completed")
+
+    # ------------------------------------------------------------------ epochs
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.session.status == "running":
+            self.session.guard.call("epoch_begin", self.session.epoch_start, epoch)
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.session.status == "running" and self.session.in_epoch:  # validation inside fit
+            self._wrap(self.model, "test_function", "eval")
+            self.session.guard.call("eval", self.session.eval_start)
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.session.status == "running" and self.session.in_epoch:
+            self.session.guard.call("eval", self.session.eval_end)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        metrics = None
+        if self.session.status == "running" and self.session.in_epoch:
+            self.session.guard.call("flops", self._add_flops)
+            metrics = self.session.guard.call("epoch_end", self.session.epoch_end, dict(logs or {}))
+        if metrics is None:  # every key, every epoch: CSVLogger fixes its columns at epoch 0
+            metrics = dict.fromkeys(METRIC_KEYS, NAN)
+        self.last_metrics = metrics
+        if logs is not None:
+            logs.update(metrics)
+        if self.session.should_stop and self.model is not None:
+            self.model.stop_training = True
+
+    # ------------------------------------------------------------------ order of callbacks
+    def _put_before_loggers(self, callbacks: list[Any]) -> None:
+        """Move this callback just before the first Keras logger/monitor that precedes it.
+
+        Called while ``CallbackList.on_train_begin`` iterates ``callbacks``: moving an element from index k to an
+        earlier index leaves every index after k unchanged, so the iteration goes on with the right callback.
+        """
+        index = next(i for i, c in enumerate(callbacks) if c is self)
+        first_reader = next((i for i, c in enumerate(callbacks[:index]) if _reads_logs(c)), None)
+        if first_reader is not None:
+            callbacks.insert(first_reader, callbacks.pop(index))
+            index = first_reader
+        hidden = [type(c).__name__ for c in callbacks[:index] if not getattr(c.on_epoch_end, "_is_default", False)]
+        if hidden and not self._warned_order:
+            self._warned_order = True
+            warnings.warn(
+                f"green_callbacks: {', '.join(hidden)} run(s) before GreenCallback in callbacks=[...] and will not "
+                "see the green/ keys. If it logs or monitors metrics, list GreenCallback before it; if it computes "
+                "a metric you monitor, this order is right.",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    # ------------------------------------------------------------------ step functions: batches and failures
+    def _wrap(self, model: Any, attr: str, kind: str) -> None:
+        original = getattr(model, attr, None)
+        if original is None or getattr(original, "_green_callback", None) is not None:
+            return
+        ref = weakref.ref(self)
+        backend = keras.backend.backend()
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            this = ref()
+            try:
+                if this is not None and this.session.status == "running":
+                    args = this._note_batches(backend, kind, args)
+                return original(*args, **kwargs)
+            except BaseException as err:
+                if this is not None and type(err).__name__ not in _END_OF_DATA:
+                    this._fit_failed(err)
+                raise
+
+        watched._green_callback = ref  # type: ignore[attr-defined]
+        setattr(model, attr, watched)
+        self._wrapped.append((model, attr, original))
+
+    def _note_batches(self, backend: str, kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not self.session.guard.enabled("flops"):
+            return args
+        if backend == "torch":  # train_function(data): data[0] is the batch
+            self._steps.add(kind, args[0][0])
+        elif backend == "jax":  # train_function(state, iterator): the batches come out of the iterator
+            return (args[0], _PeekingIterator(args[1], lambda data: self._steps.add(kind, data)), *args[2:])
+        elif backend == "tensorflow":  # train_function(iterator) runs inside tf.function: note the call only
+            self._steps.add(kind, None, 1)
+        return args
+
+    def _fit_failed(self, err: BaseException) -> None:
+        self._unwrap()
+        status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
+        if self.session.status == "running":
+            self.session.finish(status, err)
+
+    def _unwrap(self) -> None:
+        for model, attr, original in reversed(self._wrapped):
+            if getattr(getattr(model, attr, None), "_green_callback", None) is not None:
+                setattr(model, attr, original)
+        self._wrapped = []
+
+    # ------------------------------------------------------------------ FLOPs
+    def _add_flops(self) -> None:
+        backend = keras.backend.backend()
+        totals = {"train": 0.0, "eval": 0.0}
+        for (kind, signature), count in self._steps.counts.items():
+            example = self._steps.examples.get((kind, signature))
+            for batch, steps in _batches(backend, example, count, kind, self._epoch_iterator, self.model):
+                totals[kind] += steps * self._step_flops(backend, kind, batch)
+        self._steps.reset()
+        self.session.add_flops(train=totals["train"], eval=totals["eval"])
+
+    def _step_flops(self, backend: str, kind: str, batch: Any) -> float:
+        cache = self._flops_info.setdefault("per_step", {})
+        if backend == "torch":
+            from green_callbacks.core.flops import TorchFlopCounter
+
+            if self._flop_counter is None:
+                self._flop_counter = TorchFlopCounter()
+            count = self._flop_counter.count_train_step if kind == "train" else self._flop_counter.count_eval_step
+            step = count(self.model, _keras_forward(kind), batch)
+            cache[f"{kind} {_describe(batch)}"] = {"flops": step.flops, "method": step.method}
+            return float(step.flops)
+        key = f"{kind} {_describe(batch)}"
+        if key not in cache:
+            from green_callbacks.core.flops import keras_backends
+
+            if backend == "jax":
+                result = keras_backends.count_jax_step(self.model, batch, kind)  # type: ignore[arg-type]
+            else:
+                result = keras_backends.count_tf_step(self.model, batch, kind)  # type: ignore[arg-type]
+            cache[key] = {"flops": result.flops, "matmul_flops": result.matmul_flops}
+        return float(cache[key]["flops"])
+
+
+_FLOP_METHODS: dict[str, dict[str, str]] = {
+    "torch": {"method": "torch-flop-counter (green_callbacks.core.flops)", "convention": "matmul-only"},
+    "jax": {"method": "xla-cost-analysis", "convention": "all-ops"},
+    "tensorflow": {"method": "tf-profiler", "convention": "all-ops (ops with a registered FLOP statistic)"},
+}
+
+
+def _keras_forward(kind: str) -> Callable[[Any, Any], Any]:
+    """The forward of one Keras step for the torch engine: ``model(x)`` (its outputs' sum stands in for the loss,
+    which adds no matmul; the loss itself is not counted under the matmul-only convention)."""
+
+    def forward(model: Any, batch: Any) -> Any:
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        return model(x, training=kind == "train")
+
+    return forward
+
+
+def _describe(batch: Any) -> str:
+    def shapes(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [shapes(v) for v in value]
+        if isinstance(value, dict):
+            return {k: shapes(v) for k, v in value.items()}
+        return list(getattr(value, "shape", ()))
+
+    return str(shapes(batch))
+
+
+def _batches(
+    backend: str, example: Any, count: int, kind: str, epoch_iterator: Any, model: Any
+) -> list[tuple[Any, int]]:
+    """(abstract batch, number of steps) pairs for one noted signature, ready for the backend's counter."""
+    if backend == "torch":
+        return [(example, count)]
+    if backend == "jax":
+        import jax
+
+        abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(tuple(a.shape), a.dtype), example)
+        return [(abstract, count)]
+    return _tf_batches(count, kind, epoch_iterator, model)
+
+
+def _tf_batches(calls: int, kind: str, epoch_iterator: Any, model: Any) -> list[tuple[Any, int]]:
+    """TensorFlow runs its steps inside a ``tf.function``: the batch sizes come from the data adapter."""
+    import tensorflow as tf
+
+    iterator = epoch_iterator if kind == "train" else getattr(model, "_eval_epoch_iterator", None)
+    adapter = getattr(iterator, "data_adapter", None)
+    if adapter is None:
+        raise RuntimeError("TensorFlow backend: the data adapter of this fit() is unknown, FLOPs are unavailable")
+    spec = adapter.get_tf_dataset().element_spec
+    steps = min(calls * int(model.steps_per_execution), int(adapter.num_batches or 0) or calls)
+    batch_size = getattr(adapter, "batch_size", None)
+    partial = getattr(adapter, "partial_batch_size", None)
+    if batch_size is None:
+        raise RuntimeError("TensorFlow backend: the batch size of this dataset is unknown, FLOPs are unavailable")
+
+    def with_batch(size: int) -> Any:
+        return tf.nest.map_structure(lambda s: tf.TensorSpec([size, *s.shape[1:]], s.dtype), spec)
+
+    full = steps - (1 if partial and steps == adapter.num_batches else 0)
+    out = [(with_batch(int(batch_size)), full)] if full > 0 else []
+    if full < steps:
+        out.append((with_batch(int(partial)), 1))
+    return out
