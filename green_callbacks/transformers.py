@@ -1,0 +1,452 @@
+"""HuggingFace transformers adapter: ``Trainer(..., callbacks=[GreenCallback()])``.
+
+How the Trainer's events drive the session (see docs/transformers.md for the why):
+
+* ``on_epoch_begin`` opens the session epoch. The Trainer runs its epoch-end log, evaluation and checkpoint *after*
+  ``on_epoch_end``, so the epoch is closed at the last of those that precedes the checkpoint: after the evaluation
+  (``on_evaluate``) when one follows, else after the epoch-end training log (``on_log``), else in ``on_epoch_end``
+  itself. The checkpoint written next therefore already holds this epoch (resume continues the totals).
+* Evaluation gets its own window, opened where ``control.should_evaluate`` is set (``on_step_end``/``on_epoch_end``,
+  right before the Trainer evaluates) and closed in ``on_evaluate``.
+* The ``green/...`` metrics go out through :meth:`transformers.Trainer.log`, the Trainer's own public logging call:
+  they reach every ``report_to`` integration *and* ``state.log_history``, whatever the callback order (a key added
+  to ``logs`` in ``on_log`` would not: the integrations run before user callbacks). ``control.should_log`` is
+  restored around the call so the Trainer's own loss log is never suppressed.
+* No event receives the Trainer, so it is found once on the call stack of ``on_init_end``/``on_train_begin`` (the
+  Trainer is the caller of its callback handler). Its ``train`` is wrapped to learn of exceptions (the Trainer has
+  no exception event): the record then ends ``failed`` or ``interrupted``.
+* FLOPs are counted by the core engine from a forward pre-hook on the model (training forward+backward when the
+  model is in training mode with gradients on, evaluation forward otherwise), once per input signature.
+* The session's state is kept in the checkpoint (``ExportableState``) and read back on resume, with or without
+  ``restore_callback_states_from_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+import uuid
+import warnings
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+
+try:
+    import transformers
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+except ImportError as _err:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "green_callbacks.transformers needs HuggingFace transformers: pip install \"green-callbacks[transformers]\""
+    ) from _err
+
+__all__ = ["HF_TOTAL_FLOS_KEY", "METRIC_KEYS", "GreenCallback"]
+
+HF_TOTAL_FLOS_KEY = "green/hf_total_flos"
+"""The Trainer's own cumulative ``total_flos`` estimate (6 x parameters x input numel), logged beside ours."""
+
+_STATE_ATTRIBUTE = "green_state"
+_LIVE: weakref.WeakValueDictionary[str, GreenCallback] = weakref.WeakValueDictionary()
+_JSON_TYPES = (str, int, float, bool, type(None))
+
+
+def _find_trainer(max_depth: int = 10) -> Any:
+    """The ``transformers.Trainer`` whose callback handler is calling us, found on the call stack (or ``None``)."""
+    frame = sys._getframe(1)
+    for _ in range(max_depth):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, transformers.Trainer):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def _monitor_of(args: Any) -> tuple[str | None, str | None]:
+    """The Trainer's best-model metric (``EarlyStoppingCallback`` requires it too), ``eval_``-prefixed like HF."""
+    name = getattr(args, "metric_for_best_model", None)
+    if not name:
+        return None, None
+    if not name.startswith("eval_"):
+        name = f"eval_{name}"
+    greater = getattr(args, "greater_is_better", None)
+    return name, None if greater is None else ("max" if greater else "min")
+
+
+def _device_indices(args: Any) -> list[int]:
+    """CUDA ordinals this process trains on: ``[]`` on CPU, all visible GPUs under ``nn.DataParallel``."""
+    device = args.device
+    if device.type != "cuda":
+        return []
+    if args.n_gpu > 1:
+        return list(range(args.n_gpu))
+    return [0 if device.index is None else int(device.index)]
+
+
+def _device_uuids(indices: list[int]) -> list[str] | None:
+    """UUIDs of the CUDA devices (torch's, unprefixed: GPU or MIG), exact whatever ``CUDA_VISIBLE_DEVICES`` says."""
+    if not indices:
+        return None
+    import torch
+
+    return [str(torch.cuda.get_device_properties(i).uuid) for i in indices]
+
+
+def _hyperparameters(args: Any, state: Any, model: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "model": type(model).__name__ if model is not None else None,
+        "learning_rate": args.learning_rate,
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "num_train_epochs": args.num_train_epochs,
+        "max_steps": state.max_steps,
+        "world_size": args.world_size,
+        "seed": args.seed,
+    }
+    if model is not None and hasattr(model, "num_parameters"):
+        out["num_parameters"] = int(model.num_parameters())
+    return out
+
+
+def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in logs.items():
+        if isinstance(value, bool) or key.startswith("green/"):
+            continue
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _new_flop_counter() -> Any:
+    from green_callbacks.core.flops import TorchFlopCounter
+
+    return TorchFlopCounter()
+
+
+def _step_loss(model: Any, batch: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
+    """Run the model as the Trainer did; its loss, or (labels popped by the Trainer) its first output summed.
+
+    The backward FLOPs through the model do not depend on which scalar it starts from.
+    """
+    args, kwargs = batch
+    output = model(*args, **kwargs)
+    loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+    if loss is not None:
+        return loss
+    first = next(iter(output.values())) if isinstance(output, Mapping) else output
+    if isinstance(first, (tuple, list)):
+        first = first[0]
+    return first.float().sum()
+
+
+def _count_step_flops(counter: Any, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, train: bool) -> float:
+    """FLOPs of one training step (forward + backward) or evaluation step (forward) of ``model`` on this batch.
+
+    The one place that calls the core FLOP engine; it counts on a meta copy once per input signature (shapes,
+    dtypes, train/eval) and answers repeated signatures from its cache, so dynamic padding is counted exactly.
+    """
+    count = counter.count_train_step if train else counter.count_eval_step
+    return float(count(model, _step_loss, (tuple(args), dict(kwargs))).flops)
+
+
+class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
+    """Measures energy, emissions and FLOPs of a ``transformers.Trainer`` run and logs them every epoch.
+
+    ``Trainer(..., callbacks=[GreenCallback()])`` is all it takes; the arguments are those of
+    :class:`~green_callbacks._adapter.GreenCallbackBase`. Each epoch (the last, fractional one too) the
+    ``green/...`` metrics of :data:`METRIC_KEYS` plus ``green/hf_total_flos`` are logged through
+    ``Trainer.log``: they appear in ``trainer.state.log_history`` and in every ``report_to`` integration
+    (TensorBoard shows them as ``train/green/...``). The run record is written into ``args.output_dir`` unless
+    ``output_dir=`` is given.
+    """
+
+    framework = "transformers"
+
+    def __init__(self, **kwargs: Any) -> None:
+        GreenCallbackBase.__init__(self, **kwargs)
+        # What ExportableState stores so that HF can rebuild us (restore_callback_states_from_checkpoint=True).
+        self._init_kwargs = {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in kwargs.items()
+            if isinstance(v, _JSON_TYPES) or (isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))
+        }
+        self._token = uuid.uuid4().hex
+        _LIVE[self._token] = self
+        self.green_state: dict[str, Any] | None = None  # set by HF when it rebuilds us from a checkpoint
+        self._adopted_by: GreenCallback | None = None
+        self._trainer_ref: weakref.ReferenceType[Any] | None = None
+        self._hook: Any = None
+        self._pending: str | None = None  # "evaluate" | "log": what the open epoch still waits for
+        self._epoch_metrics: dict[str, float] = {}
+        self._logging = False
+        self._counting = False
+        self._flop_counter: Any = None
+        self._warned_no_trainer = False
+
+    # ------------------------------------------------------------------ binding to the Trainer
+    @property
+    def trainer(self) -> Any:
+        """The Trainer this callback logs through (``None`` until found)."""
+        return None if self._trainer_ref is None else self._trainer_ref()
+
+    def attach(self, trainer: Any) -> None:
+        """Bind to ``trainer`` explicitly (only needed if the automatic look-up failed; it warns when it does)."""
+        self._trainer_ref = weakref.ref(trainer)
+        self._wrap_train(trainer)
+
+    def _wrap_train(self, trainer: Any) -> None:
+        """Learn of exceptions escaping ``trainer.train`` (the Trainer has no exception event)."""
+        original = trainer.train
+        if getattr(original, "_green_callbacks_wrapper", False):
+            return
+        owner = weakref.ref(self)
+
+        @functools.wraps(original)
+        def train(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return original(*args, **kwargs)
+            except BaseException as err:
+                callback = owner()
+                if callback is not None:
+                    callback._on_train_error(err)
+                raise
+
+        train._green_callbacks_wrapper = True  # type: ignore[attr-defined]
+        trainer.train = train
+
+    def _bind(self) -> None:
+        trainer = _find_trainer()
+        if trainer is not None and trainer is not self.trainer:
+            self.attach(trainer)
+
+    def _on_train_error(self, err: BaseException) -> None:
+        target = self._adopted_by or self
+        target._remove_hook()
+        if target.session.status == "running":
+            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            target.session.finish(status, err)
+
+    # ------------------------------------------------------------------ ExportableState
+    def state(self) -> dict[str, Any]:
+        """What the Trainer writes into each checkpoint's ``trainer_state.json``."""
+        return {
+            "args": dict(self._init_kwargs),
+            "attributes": {_STATE_ATTRIBUTE: {**self.session.state_dict(), "instance": self._token}},
+        }
+
+    def _stored_state(self, state: Any) -> dict[str, Any] | None:
+        """This run's saved state when the Trainer resumed from a checkpoint, else ``None``."""
+        if state.global_step <= 0:
+            return None
+        stored = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if isinstance(stored, list):
+            stored = stored[0] if stored else None
+        if isinstance(stored, Mapping):
+            found = stored.get("attributes", {}).get(_STATE_ATTRIBUTE)
+            if found:
+                return dict(found)
+        return self.green_state
+
+    def _adopt_original(self) -> None:
+        """HF rebuilt us from a checkpoint (``restore_callback_states_from_checkpoint=True``) and dropped the user's
+        instance: share that instance's config, sensors and session, so the user's reference stays live."""
+        trainer = self.trainer
+        if self.green_state is None or trainer is None:
+            return
+        registered = trainer.callback_handler.callbacks
+        original = next((cb for cb in _LIVE.values() if cb is not self and cb.trainer is trainer
+                         and cb not in registered and type(cb) is type(self)), None)
+        if original is None:
+            return
+        self.config, self._sensors = original.config, original._sensors
+        if original.session.status == "created":
+            self.session = original.session
+        else:
+            original.session = self.session
+        self.last_metrics = original.last_metrics
+        original._adopted_by = self
+
+    # ------------------------------------------------------------------ events
+    def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.session.guard.call("trainer", self._bind)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        self.session.guard.call("trainer", self._bind)
+        self.session.guard.call("session", self._train_begin, args, state, model)
+        if self.trainer is None and not self._warned_no_trainer:
+            self._warned_no_trainer = True
+            warnings.warn(
+                "green_callbacks: GreenCallback could not find its Trainer; the green/ metrics go to "
+                "state.log_history and the run record only, not to report_to integrations. Call "
+                "callback.attach(trainer) before trainer.train() to fix this.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _train_begin(self, args: Any, state: Any, model: Any) -> None:
+        self._adopt_original()
+        stored = self._stored_state(state)
+        if self.session.status == "running":
+            self.session.finish(
+                "failed", "a new training began before this one ended (an exception in train(), auto_find_batch_size)"
+            )
+        if self.session.status != "created":
+            self.session = self._new_session()
+        if stored is not None:
+            self.session.load_state_dict(stored)
+        monitor, mode = _monitor_of(args)
+        devices = _device_indices(args)
+        self.session.start(
+            output_dir=args.output_dir,
+            hyperparameters=_hyperparameters(args, state, model),
+            device_indices=devices,
+            device_uuids=_device_uuids(devices),
+            monitor=monitor,
+            mode=mode,
+            planned_epochs=float(args.num_train_epochs) if args.max_steps <= 0 else None,
+            extra={"transformers": {"version": transformers.__version__, "trainer": type(self.trainer).__name__}},
+        )
+        self._pending = None
+        self._epoch_metrics = {}
+        self._flop_counter = None  # one counter (and cache) per run
+        self._install_hook(model)
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.session.in_epoch:  # an epoch whose closing event never came (e.g. no evaluation after all)
+            self._close_epoch(state, control)
+        self._pending = None
+        self._epoch_metrics = {}
+        self.session.guard.call("session", self.session.epoch_start)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if control.should_evaluate and self.session.in_epoch:
+            self.session.guard.call("session", self.session.eval_start)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not self.session.in_epoch:
+            return
+        if control.should_evaluate:  # the Trainer evaluates right after this event: keep the epoch open
+            self._pending = "evaluate"
+            self.session.guard.call("session", self.session.eval_start)
+        elif control.should_log:  # the epoch-end loss log follows: close after it, with the epoch's loss
+            self._pending = "log"
+        else:
+            self._close_epoch(state, control)
+
+    def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        meter = self.session.meter
+        if self.session.in_epoch and meter is not None and not meter.is_open("eval"):
+            self.session.guard.call("session", self.session.eval_start)  # an evaluation we were not told of
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
+        if not self.session.in_epoch:
+            return
+        self.session.guard.call("session", self.session.eval_end)
+        self._epoch_metrics.update(_numbers(metrics or {}))
+        if self._pending == "evaluate":
+            self._close_epoch(state, control)
+
+    def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
+        if self.session.in_epoch:
+            self.session.guard.call("session", self.session.eval_end)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if self._logging or not self.session.in_epoch or not logs:
+            return
+        self._epoch_metrics.update(_numbers(logs))
+        if self._pending == "log" and "loss" in logs:
+            self._close_epoch(state, control)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.session.in_epoch:
+            self._close_epoch(state, control)
+        self._remove_hook()
+        self.session.guard.call("session", self.session.finish, "completed")
+
+    # ------------------------------------------------------------------ closing an epoch and logging
+    def _close_epoch(self, state: Any, control: Any) -> None:
+        self._pending = None
+        metrics = self.session.guard.call(
+            "session", self.session.epoch_end, {**self._epoch_metrics, "epoch": state.epoch}
+        )
+        if metrics is None:
+            return
+        metrics = dict(metrics)
+        metrics[HF_TOTAL_FLOS_KEY] = self._hf_total_flos(state)
+        self.last_metrics.clear()
+        self.last_metrics.update(metrics)
+        self.session.guard.call("logging", self._log, state, control, metrics)
+        if self.session.should_stop:  # a budget would be exceeded (budget_action="stop")
+            control.should_training_stop = True
+
+    def _hf_total_flos(self, state: Any) -> float:
+        """The Trainer's own estimate so far; its pending per-process count is folded in first (all ranks)."""
+        trainer = self.trainer
+        if trainer is None:
+            return math.nan
+        trainer.store_flos()
+        return float(state.total_flos)
+
+    def _log(self, state: Any, control: Any, metrics: dict[str, float]) -> None:
+        trainer = self.trainer
+        if trainer is None:
+            state.log_history.append({**metrics, "epoch": state.epoch, "step": state.global_step})
+            return
+        saved = control.should_log
+        self._logging = True
+        try:
+            trainer.log(dict(metrics))
+        finally:
+            self._logging = False
+            control.should_log = saved  # CallbackHandler.on_log resets it: the Trainer's own loss log must stay
+            trainer.control.should_log = saved
+
+    # ------------------------------------------------------------------ FLOPs
+    def _install_hook(self, model: Any) -> None:
+        self._remove_hook()
+        if model is None or not hasattr(model, "register_forward_pre_hook"):
+            return
+        owner = weakref.ref(self)
+
+        def count(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            # A plain function (not a bound method): a deep copy of the model copies hooks, and must not copy us.
+            callback = owner()
+            if callback is not None:
+                callback._on_forward(module, args, kwargs)
+
+        self._hook = model.register_forward_pre_hook(count, with_kwargs=True)
+
+    def _remove_hook(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _on_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._counting or not self.session.in_epoch or not self.session.flops_available:
+            return
+        import torch
+
+        train = bool(module.training and torch.is_grad_enabled())
+        self._counting = True
+        try:
+            if self._flop_counter is None:
+                self._flop_counter = self.session.guard.call("flops", _new_flop_counter)
+            flops = None
+            if self._flop_counter is not None:
+                flops = self.session.guard.call(
+                    "flops", _count_step_flops, self._flop_counter, module, args, kwargs, train=train
+                )
+        finally:
+            self._counting = False
+        if flops is not None:
+            if train:
+                self.session.add_flops(train=flops)
+            else:
+                self.session.add_flops(eval=flops)
