@@ -1,0 +1,171 @@
+"""``green-callbacks report PATH...``: the command's options and its one entry function.
+
+Wiring (in ``green_callbacks/cli.py``)::
+
+    add_report_arguments(sub.add_parser("report", help="..."))
+    ...
+    return run_report(args)
+
+Exit status: 0 when at least one record was read, 1 when none was, 2 for bad options or a missing path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FORMATS", "add_report_arguments", "run_report"]
+
+FORMATS = ("text", "markdown", "html", "csv", "json")
+_PLOT_HINT = 'pip install "green-callbacks[plot]"'
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``report`` options to ``parser`` (a sub-parser of the ``green-callbacks`` command)."""
+    from green_callbacks.report.offsets import DEFAULT_PRICE
+
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="run records (green-run-*.json) or folders of them")
+    out = parser.add_argument_group("output")
+    out.add_argument("--format", choices=FORMATS, default="text",
+                     help="text (terminal, default), markdown (for a paper's appendix), html (one self-contained "
+                          "page with the plots embedded), csv (one row per run) or json")
+    out.add_argument("--out", metavar="FILE", help="write the report to FILE instead of standard output")
+    out.add_argument("--plots", metavar="DIR",
+                     help=f"also write the figures as PNG files into DIR (needs matplotlib: {_PLOT_HINT})")
+    out.add_argument("--all-run-plots", action="store_true",
+                     help="draw per-run figures for every run of a large sweep (default: the best run only)")
+    sweep = parser.add_argument_group("sweep")
+    sweep.add_argument("--tolerance", default="1%",
+                       help="how close to the best a random search must come: a percentage of the best value "
+                            "('1%%', default) or an absolute amount in the metric's units ('0.005')")
+    eff = parser.add_argument_group("efficiency")
+    eff.add_argument("--peak-tflops", type=float, metavar="TFLOPS",
+                     help="dense peak TFLOP/s of one GPU for MFU (default: the peak table, else MFU 'unknown')")
+    eff.add_argument("--mfu-dtype", metavar="DTYPE",
+                     help="compute dtype for the peak table (bf16, fp16, tf32, fp32) when a record names none "
+                          "(default: bf16, reported as assumed)")
+    offset = parser.add_argument_group("offsets and badges")
+    offset.add_argument("--offset-price", type=float, default=DEFAULT_PRICE.per_tonne, metavar="PRICE",
+                        help=f"offset price per tonne CO2e (default {DEFAULT_PRICE.per_tonne:g}, "
+                             f"{DEFAULT_PRICE.as_of.split(' ')[0]}; give your provider's current price)")
+    offset.add_argument("--offset-currency", default=DEFAULT_PRICE.currency,
+                        help=f"currency of --offset-price (default {DEFAULT_PRICE.currency})")
+    offset.add_argument("--badges", metavar="DIR", help="write SVG badges into DIR and print the Markdown to paste")
+    offset.add_argument("--pledge", action="store_true", help="include the Green AI pledge badge")
+    offset.add_argument("--pledge-url", metavar="URL", help="page the pledge badge links to (implies --pledge)")
+    offset.add_argument("--certificate-url", metavar="URL",
+                        help="your offset certificate; only with it is a carbon-neutral badge made, linking to it")
+    return parser
+
+
+def _namespace(args: argparse.Namespace | Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> argparse.Namespace:
+    defaults = vars(add_report_arguments(argparse.ArgumentParser()).parse_args(["-"]))
+    defaults["paths"] = []
+    given = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args or {})
+    given.update(kwargs)
+    unknown = set(given) - set(defaults) - {"command"}
+    if unknown:
+        raise TypeError(f"run_report got unknown option(s) {sorted(unknown)}; allowed: {sorted(defaults)}")
+    return argparse.Namespace(**{**defaults, **given})
+
+
+def _relative(path: Path, out: str | None) -> str:
+    if not out:
+        return path.as_posix()
+    return Path(os.path.relpath(path.resolve(), Path(out).resolve().parent)).as_posix()
+
+
+def _error(message: str) -> int:
+    print(f"green-callbacks report: {message}", file=sys.stderr)
+    return 2
+
+
+def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwargs: Any) -> int:
+    """Run ``green-callbacks report`` with parsed ``args`` (or keyword options); return the exit status."""
+    from green_callbacks.report.build import ReportOptions, build_report, make_figures
+    from green_callbacks.report.offsets import DEFAULT_PRICE, OffsetPrice
+    from green_callbacks.report.plots import PlotUnavailable
+    from green_callbacks.report.render import render_csv, render_html, render_json, render_markdown, render_text
+    from green_callbacks.report.runs import load_runs
+
+    ns = _namespace(args, kwargs)
+    if ns.format not in FORMATS:
+        return _error(f"--format must be one of {', '.join(FORMATS)}, got {ns.format!r}")
+    try:
+        loaded = load_runs(ns.paths)
+    except FileNotFoundError as err:
+        return _error(str(err))
+    for path, reason in loaded.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if not loaded.runs:
+        print("green-callbacks report: no readable run record (green-run-*.json) found", file=sys.stderr)
+        return 1
+    price = DEFAULT_PRICE
+    if (ns.offset_price, ns.offset_currency) != (DEFAULT_PRICE.per_tonne, DEFAULT_PRICE.currency):
+        price = OffsetPrice(float(ns.offset_price), str(ns.offset_currency), "given by the user", "as given")
+    try:
+        report = build_report(loaded, ReportOptions(
+            tolerance=ns.tolerance,
+            offset_price=price,
+            peak_flops_per_s=None if ns.peak_tflops is None else ns.peak_tflops * 1e12,
+            mfu_dtype=ns.mfu_dtype,
+            pledge=bool(ns.pledge),
+            pledge_url=ns.pledge_url,
+            certificate_url=ns.certificate_url,
+        ))
+    except ValueError as err:
+        return _error(str(err))
+
+    figures: dict[str, bytes] = {}
+    note = ""
+    if ns.plots or ns.format == "html":
+        try:
+            figures = make_figures(report, all_runs=bool(ns.all_run_plots))
+        except PlotUnavailable as err:
+            if ns.plots:
+                return _error(str(err))
+            note = f"No plots: matplotlib is not installed ({_PLOT_HINT})."
+            print(f"green-callbacks report: {note}", file=sys.stderr)
+    images: dict[str, str] = {}
+    if ns.plots:
+        folder = Path(ns.plots).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, png in figures.items():
+            (folder / name).write_bytes(png)
+            images[name] = _relative(folder / name, ns.out)
+        print(f"wrote {len(figures)} figure(s) to {folder}", file=sys.stderr)
+
+    snippets: list[str] = []
+    if ns.badges:
+        folder = Path(ns.badges).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        for badge in report.badges:
+            target = folder / f"{badge.name}.svg"
+            target.write_text(badge.svg, encoding="utf-8")
+            snippets.append(badge.markdown(_relative(target, ns.out)))
+    if ns.format == "text":
+        text = render_text(report, snippets)
+    elif ns.format == "markdown":
+        text = render_markdown(report, images, snippets)
+    elif ns.format == "html":
+        text = render_html(report, figures, note, snippets)
+    elif ns.format == "csv":
+        text = render_csv(report)
+        if snippets:
+            print("Badges (Markdown to paste):\n" + "\n".join(snippets), file=sys.stderr)
+    else:
+        text = render_json(report, snippets)
+    if ns.out:
+        target = Path(ns.out).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        print(f"wrote {ns.format} report to {target}", file=sys.stderr)
+        if snippets and ns.format != "csv":
+            print("Badges (Markdown to paste):\n" + "\n".join(snippets), file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,165 @@
+"""Report figures as PNG bytes, drawn with matplotlib's object API on the Agg canvas (no pyplot, no global backend).
+
+matplotlib is optional (``pip install "green-callbacks[plot]"``) and imported only when a figure is drawn.
+Each function returns the PNG, or ``None`` when the records hold nothing to draw.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from green_callbacks.report.runs import RunSummary
+from green_callbacks.report.stats import ExpectedBest
+
+__all__ = [
+    "PlotUnavailable",
+    "plot_energy_per_epoch",
+    "plot_expected_best",
+    "plot_metric_vs_cost",
+    "plot_sweep_energy",
+]
+
+_COLORS = {"gpu": "#2e7d32", "cpu": "#1565c0", "ram": "#ef6c00"}
+
+
+class PlotUnavailable(ImportError):
+    """matplotlib is not installed."""
+
+
+def _figure(width_in: float, height_in: float) -> Any:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise PlotUnavailable(
+            f"plots need matplotlib, which is not installed ({err}); "
+            'install it with: pip install "green-callbacks[plot]"'
+        ) from err
+    fig = Figure(figsize=(width_in, height_in), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def plot_energy_per_epoch(run: RunSummary) -> bytes | None:
+    """Energy of each epoch, stacked by component; an unmeasured component is named in the legend, not drawn as 0."""
+    rows = run.record.get("epochs") or []
+    if not rows:
+        return None
+    fig = _figure(6.0, 3.2)
+    ax = fig.add_subplot()
+    epochs = [row["epoch"] for row in rows]
+    bottom = [0.0] * len(rows)
+    missing: dict[int, list[str]] = {}
+    for part in run.components:
+        values = [(row.get("component_energy_j") or {}).get(part.name) for row in rows]
+        heights = [0.0 if v is None else float(v) for v in values]
+        for epoch, value in zip(epochs, values, strict=True):
+            if value is None:
+                missing.setdefault(epoch, []).append(part.name)
+        label = f"{part.name} ({', '.join(part.methods)})"
+        ax.bar(epochs, heights, bottom=bottom, label=label, color=_COLORS.get(part.name))
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    top = max(bottom) if bottom and max(bottom) > 0 else 1.0
+    for epoch, total in zip(epochs, bottom, strict=True):
+        if epoch in missing:
+            ax.annotate(f"{', '.join(missing[epoch])}\nunavailable", (epoch, total), xytext=(0, 3),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=7, color="#c62828")
+    ax.set_ylim(0, top * 1.45)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("energy per epoch (J, before PUE)")
+    ax.set_title(f"Energy per epoch by component, run {run.label} ({run.status})", fontsize=10)
+    ax.set_xticks(epochs)
+    ax.legend(fontsize=8, loc="upper right", ncols=min(3, len(run.components)))
+    return _png(fig)
+
+
+def _series(rows: Sequence[dict[str, Any]], monitor: str, key: str) -> list[tuple[float, float, int]]:
+    out = []
+    for row in rows:
+        value = (row.get("metrics") or {}).get(monitor)
+        x = (row.get("totals") or {}).get(key)
+        if value is not None and x is not None:
+            out.append((float(x), float(value), int(row["epoch"])))
+    return out
+
+
+def plot_metric_vs_cost(run: RunSummary) -> bytes | None:
+    """The monitored metric against cumulative training FLOPs and against cumulative energy; the best epoch starred."""
+    conv = run.convergence
+    rows = run.record.get("epochs") or []
+    if conv is None or not rows:
+        return None
+    panels = [("energy_j", "cumulative energy (J, before PUE)")]
+    if run.train_flops is not None:
+        panels.insert(0, ("train_flops", "cumulative training FLOPs"))
+    data = [(key, label, _series(rows, conv.monitor, key)) for key, label in panels]
+    data = [d for d in data if d[2]]
+    if not data:
+        return None
+    fig = _figure(3.4 * len(data) + 0.4, 3.2)
+    axes = fig.subplots(1, len(data), squeeze=False)[0]
+    for ax, (_key, label, series) in zip(axes, data, strict=True):
+        ax.plot([s[0] for s in series], [s[1] for s in series], marker="o", color="#1565c0")
+        best = [s for s in series if s[2] == conv.best_epoch]
+        if best:
+            ax.plot([best[0][0]], [best[0][1]], marker="*", markersize=14, color="#c62828", linestyle="none",
+                    label=f"best: epoch {conv.best_epoch}")
+            ax.legend(fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{conv.monitor} ({conv.mode})")
+    fig.suptitle(f"{conv.monitor} against cost, run {run.label}", fontsize=10)
+    return _png(fig)
+
+
+def plot_sweep_energy(runs: Sequence[RunSummary], monitor: str, best_run: str) -> bytes | None:
+    """Best metric of each run against the run's total energy; the best run marked."""
+    points = [(r.energy_j, r.convergence.best_value, r.label) for r in runs
+              if r.energy_j is not None and r.convergence is not None and r.convergence.monitor == monitor
+              and r.convergence.best_value is not None]
+    if not points:
+        return None
+    fig = _figure(5.0, 3.4)
+    ax = fig.add_subplot()
+    ax.scatter([p[0] for p in points], [p[1] for p in points], color="#1565c0", label="run")
+    best = [p for p in points if p[2] == best_run]
+    if best:
+        ax.scatter([best[0][0]], [best[0][1]], marker="*", s=200, color="#c62828", label=f"best run {best_run}")
+    ax.set_xlabel("energy of the run (J, before PUE)")
+    ax.set_ylabel(f"best {monitor}")
+    ax.set_title(f"Best {monitor} against energy, {len(points)} runs", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def plot_expected_best(curve: Sequence[ExpectedBest], monitor: str, mode: str, best_value: float,
+                       mean_energy_per_run_j: float | None) -> bytes | None:
+    """Expected best of n random trials (Dodge et al. 2019) against n and against energy (n x mean energy/run)."""
+    if not curve:
+        return None
+    panels = 2 if mean_energy_per_run_j is not None else 1
+    fig = _figure(3.4 * panels + 0.4, 3.2)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    n = [c.n for c in curve]
+    mean = [c.mean for c in curve]
+    low = [c.mean - c.std for c in curve]
+    high = [c.mean + c.std for c in curve]
+    xs: list[tuple[list[float], str]] = [([float(k) for k in n], "number of random trials n")]
+    if mean_energy_per_run_j is not None:
+        xs.append(([k * mean_energy_per_run_j for k in n], "expected energy of n trials (J)"))
+    for ax, (x, label) in zip(axes, xs, strict=True):
+        ax.fill_between(x, low, high, color="#90caf9", alpha=0.5, label="± 1 std")
+        ax.plot(x, mean, marker="o", color="#1565c0", label=f"expected {'max' if mode == 'max' else 'min'}")
+        ax.axhline(best_value, color="#c62828", linestyle="--", linewidth=1, label="best observed")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"expected best {monitor}")
+        ax.legend(fontsize=8)
+    fig.suptitle("Expected best of n random trials (Dodge et al. 2019)", fontsize=10)
+    return _png(fig)

@@ -1,0 +1,458 @@
+"""A :class:`~green_callbacks.report.build.Report` as terminal text, Markdown, self-contained HTML, CSV or JSON.
+
+Every value that was not measured is printed as ``unavailable`` (or ``partial`` with what is missing), never 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from green_callbacks.core.units import JOULES_PER_KWH
+from green_callbacks.report.badges import format_grams
+from green_callbacks.report.build import Report, run_figure_prefix
+from green_callbacks.report.efficiency import Mfu
+from green_callbacks.report.runs import RunSummary
+from green_callbacks.report.summary import format_epoch_table, format_run_summary
+from green_callbacks.report.sweep import SweepAnalysis
+
+__all__ = [
+    "CSV_COLUMNS",
+    "render_csv",
+    "render_html",
+    "render_json",
+    "render_markdown",
+    "render_text",
+    "run_rows",
+    "sweep_sentences",
+]
+
+NA = "unavailable"
+
+
+# ---------------------------------------------------------------- value formatting
+def _j(value: float | None) -> str:
+    if value is None:
+        return NA
+    return f"{value:,.4g} J ({value / JOULES_PER_KWH:.3g} kWh)"
+
+
+def _g(value: float | None) -> str:
+    return NA if value is None else f"{value:.4g} gCO2e"
+
+
+def _flops(value: float | None) -> str:
+    return "not counted" if value is None else f"{value:.4g}"
+
+
+def _num(value: float | None, spec: str = ".4g") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _pct(value: float | None) -> str:
+    return NA if value is None else f"{100 * value:.1f} %"
+
+
+def _mfu(mfu: Mfu) -> str:
+    if mfu.value is None:
+        return mfu.peak_source
+    return f"{100 * mfu.value:.2f} % of {mfu.peak_flops_per_s:.4g} FLOP/s ({mfu.peak_source})"
+
+
+def _intensity(run: RunSummary) -> str:
+    year = f", {run.intensity_year}" if run.intensity_year else ""
+    return (f"{_num(run.intensity_gco2e_per_kwh, 'g') or NA} gCO2e/kWh ({run.location or '?'}; "
+            f"{run.intensity_source}{year}), PUE {_num(run.pue, 'g') or NA}")
+
+
+def _status(run: RunSummary) -> str:
+    text = run.status
+    if run.error:
+        text += f" ({run.error})"
+    if not run.complete:
+        text += f": totals cover the {run.epochs} complete epoch(s) only"
+    return text
+
+
+def _energy_total(run: RunSummary) -> str:
+    if run.energy_j is None:
+        return NA
+    text = _j(run.energy_j)
+    if run.energy_partial:
+        missing = [f"{c.name} unavailable in {c.epochs_unavailable} of {run.epochs} epoch(s)"
+                   for c in run.components if c.status != "measured"]
+        text += f" — partial: {', '.join(missing)}"
+    return text
+
+
+def _component(run: RunSummary, name: str) -> str:
+    part = next(c for c in run.components if c.name == name)
+    text = _j(part.energy_j) if part.energy_j is not None else NA
+    if part.status == "partial":
+        text += f" (partial: unavailable in {part.epochs_unavailable} epoch(s))"
+    text += f" [method: {', '.join(part.methods)}]"
+    if part.status != "measured" and part.note:
+        text += f" ({part.note})"
+    return text
+
+
+def _convergence(run: RunSummary) -> tuple[str, str] | None:
+    conv = run.convergence
+    if conv is None:
+        return None
+    if conv.best_value is None:
+        return (f"Best {conv.monitor}", "never logged")
+    flops = "training FLOPs not counted" if conv.train_flops is None else f"{conv.train_flops:.4g} training FLOPs"
+    cost = (f"{conv.epochs} epoch(s), {_num(conv.time_s, '.2f')} s, {flops}, {_j(conv.energy_j)}, "
+            f"{_g(conv.emissions_gco2e)}")
+    value = f"{conv.best_value:.4g} at epoch {conv.best_epoch}; to reach it: {cost}"
+    return (f"Best {conv.monitor} ({conv.mode})", value)
+
+
+def run_rows(run: RunSummary, mfu: Mfu) -> list[tuple[str, str]]:
+    """The per-run quantities as (name, value) rows, shared by Markdown and HTML."""
+    rows = [
+        ("Run", f"{run.label} ({run.framework}) — {run.path}"),
+        ("Status", _status(run)),
+        ("Epochs, wall time", f"{run.epochs}, {run.time_s:.2f} s"),
+    ]
+    rows += [(f"Energy, {c.name}", _component(run, c.name)) for c in run.components]
+    rows += [
+        ("Energy, total (IT, before PUE)", _energy_total(run)),
+        ("Emissions", f"{_g(run.emissions_gco2e)}{' (partial)' if run.energy_partial else ''} at {_intensity(run)}"),
+        ("FLOPs, training / evaluation", f"{_flops(run.train_flops)} / {_flops(run.eval_flops)}"),
+    ]
+    conv = _convergence(run)
+    if conv:
+        rows.append(conv)
+        if run.convergence and run.convergence.target is not None:
+            target = run.convergence
+            reached = (f"epoch {target.target_epoch}, {_j(target.target_energy_j)}" if target.target_epoch is not None
+                       else "not reached")
+            rows.append((f"Target {target.monitor} = {target.target:g}", reached))
+    rows += [
+        ("Training FLOPs per joule", _num(run.train_flops_per_j, ".4g") or NA),
+        ("MFU (run average)", _mfu(mfu)),
+    ]
+    if run.gpu_names:
+        rows.append(("GPUs", ", ".join(run.gpu_names)))
+    if run.partial_epoch:
+        part = run.partial_epoch
+        rows.append(("Incomplete epoch", f"epoch {part.get('epoch')}: {_num(part.get('time_s'), '.2f')} s, "
+                                         f"{_j(part.get('energy_j'))} (this process only; not in the totals)"))
+    if run.lost:
+        rows.append(("Switched off after a failure", "; ".join(f"{k} ({v})" for k, v in run.lost.items())))
+    if run.hyperparameters:
+        rows.append(("Hyperparameters", ", ".join(f"{k}={v}" for k, v in run.hyperparameters.items())))
+    return rows
+
+
+# ---------------------------------------------------------------- sweep prose
+def sweep_sentences(sweep: SweepAnalysis) -> list[str]:
+    """The search's cost and the grid-versus-random estimate, said plainly."""
+    out = []
+    energy = _j(sweep.total_energy_j)
+    if sweep.energy_runs_unavailable:
+        energy += f" (partial: {sweep.energy_runs_unavailable} run(s) unmeasured)"
+    setting = ", ".join(f"{k}={v}" for k, v in sweep.best_hyperparameters.items())
+    out.append(
+        f"The search ran {sweep.runs} run(s) with a value of {sweep.monitor}"
+        + (f" ({sweep.incomplete_runs} did not complete)" if sweep.incomplete_runs else "")
+        + f" and used {energy} of IT energy, emitting {_g(sweep.total_emissions_gco2e)}"
+        + (f" (partial: {sweep.emissions_runs_unavailable} run(s) unmeasured)" if sweep.emissions_runs_unavailable
+           else "")
+        + f". The best model came from run {sweep.best_run} ({sweep.monitor} = {sweep.best_value:.4g}"
+        + (f"; {setting}" if setting else "") + "); "
+        + (f"{_pct(sweep.share_not_best)} of the measured energy went to runs that did not produce it."
+           if sweep.share_not_best is not None else "the share spent on other runs is unavailable.")
+    )
+    eff = sweep.efficiency
+    if sweep.grid is not None:
+        out.append(f"These runs form {sweep.grid_note}.")
+    else:
+        out.append(f"Grid search: {sweep.grid_note}.")
+    if eff is not None:
+        tol = f"{eff.tolerance} of the best"
+        bound = ">=" if sweep.mode == "max" else "<="
+        if eff.trials_needed is None:
+            out.append(f"Random trials drawn from these results would not reach within {tol} "
+                       f"({sweep.monitor} {bound} {eff.threshold:.4g}) in any practical number of trials.")
+        else:
+            reach = (f"{eff.trials_needed} random trial(s) would on average reach within {tol} "
+                     f"({sweep.monitor} {bound} {eff.threshold:.4g})")
+            if not eff.trials_saved:
+                out.append(f"{reach}, as many as the {eff.runs} run(s) of this search: random search would have "
+                           "saved nothing at this tolerance.")
+            else:
+                what = "the grid" if sweep.grid is not None else "this search"
+                saving = (f"about {_j(eff.energy_saved_j)} and {_g(eff.emissions_saved_gco2e)} "
+                          f"(mean {_j(eff.mean_energy_per_run_j)} per run x {eff.trials_saved} runs"
+                          + (f", mean over the {eff.energy_runs_measured} measured runs"
+                             if eff.energy_runs_measured < eff.runs else "") + ")"
+                          if eff.energy_saved_j is not None else "energy unavailable")
+                out.append(f"{reach}; {what} ran {eff.runs}, so random search would have saved "
+                           f"{eff.trials_saved} run(s): {saving}.")
+        out.append("Estimate: the expected maximum of Dodge et al. (2019) over the observed results, drawing with "
+                   "replacement — it assumes random trials see the same distribution of results as this search.")
+    out += [f"Left out: {note}." for note in sweep.excluded]
+    return out
+
+
+def _sensitivity_rows(sweep: SweepAnalysis) -> list[list[str]]:
+    rows = []
+    for sens in sweep.sensitivity:
+        for group in sens.groups:
+            rows.append([sens.name, group.value, str(group.runs), f"{group.mean:.4g}",
+                         "n/a" if group.std is None else f"{group.std:.3g}", f"{group.min:.4g}", f"{group.max:.4g}",
+                         _pct(sens.variance_explained) if group is sens.groups[0] else ""])
+    return rows
+
+
+_FIGURES_NOTE = "Per-run figures are drawn for the best run of the search only (--all-run-plots draws every run's)."
+_SENS_HEADER = ["hyperparameter", "value", "runs", "mean", "std", "min", "max", "variance explained"]
+_CURVE_HEADER = ["trials n", "expected best", "std", "expected energy"]
+
+
+def _curve_rows(sweep: SweepAnalysis) -> list[list[str]]:
+    mean_j = sweep.efficiency.mean_energy_per_run_j if sweep.efficiency else None
+    return [[str(c.n), f"{c.mean:.4g}", f"{c.std:.3g}", _j(None if mean_j is None else c.n * mean_j)]
+            for c in sweep.curve]
+
+
+def _offset_text(report: Report) -> str | None:
+    if report.offset is None:
+        return None
+    price = report.offset.price
+    partial = " (partial: the total misses unmeasured parts)" if report.emissions_partial else ""
+    return (f"Cost to offset {format_grams(report.offset.emissions_gco2e)} CO2e{partial}: "
+            f"{report.offset.cost:.4g} {price.currency} at {price.per_tonne:g} {price.currency}/t "
+            f"(price: {price.source}; as of {price.as_of}). Offsetting does not reduce emissions.")
+
+
+# ---------------------------------------------------------------- text
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def render_text(report: Report, badge_snippets: Sequence[str] = ()) -> str:
+    """The terminal report: the lead's per-run summary, then efficiency, the sweep, offsets and badges."""
+    parts = []
+    for run, mfu in zip(report.runs, report.mfu, strict=True):
+        parts.append(format_epoch_table(run.record))
+        extra = [f"  training FLOPs per joule: {_num(run.train_flops_per_j) or NA}; MFU: {_mfu(mfu)}"]
+        if run.energy_partial:
+            missing = [f"{c.name} unavailable in {c.epochs_unavailable} of {run.epochs} epoch(s)"
+                       for c in run.components if c.status != "measured"]
+            extra.append(f"  total energy is partial: {'; '.join(missing)}")
+        if not run.complete:
+            extra.append(f"  run {run.status}: totals cover the {run.epochs} complete epoch(s) only")
+        parts.append(format_run_summary(run.record) + "\n" + "\n".join(extra) + "\n")
+    if report.sweep is not None:
+        sweep = report.sweep
+        parts.append(f"== Sweep: {sweep.runs} runs, {sweep.monitor} ({sweep.mode}) ==")
+        parts += sweep_sentences(sweep)
+        if sweep.sensitivity:
+            parts.append("\nHyperparameter sensitivity of the best " + sweep.monitor
+                         + " (variance explained = between-value / total sum of squares):")
+            parts.append(_table(_SENS_HEADER, _sensitivity_rows(sweep)))
+        parts.append("\nExpected best of n random trials (Dodge et al. 2019):")
+        parts.append(_table(_CURVE_HEADER, _curve_rows(sweep)) + "\n")
+    offset = _offset_text(report)
+    if offset:
+        parts.append(offset)
+    if badge_snippets:
+        parts.append("Badges (Markdown to paste):\n" + "\n".join(badge_snippets))
+    for path, reason in report.skipped:
+        parts.append(f"skipped {path}: {reason}")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------- Markdown
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: Report, images: Mapping[str, str] | None = None,
+                    badge_snippets: Sequence[str] = ()) -> str:
+    """Markdown fit for a paper's appendix; ``images`` maps figure file names to the paths to link."""
+    images = images or {}
+    out = ["# Energy and emissions report (green_callbacks)", ""]
+    if report.sweep is not None:
+        sweep = report.sweep
+        out += [f"## Hyperparameter search: {sweep.runs} runs, {sweep.monitor} ({sweep.mode})", ""]
+        out += [" ".join(sweep_sentences(sweep)), ""]
+        if sweep.sensitivity:
+            out += [f"### Sensitivity of the best {sweep.monitor} to each hyperparameter", "",
+                    "Variance explained = between-value sum of squares / total sum of squares of the runs' best "
+                    f"{sweep.monitor} (eta squared); std is the sample standard deviation (n − 1).", "",
+                    _md_table(_SENS_HEADER, _sensitivity_rows(sweep)), ""]
+        out += ["### Expected best of n random trials (Dodge et al. 2019)", "",
+                _md_table(_CURVE_HEADER, _curve_rows(sweep)), ""]
+        links = [f"![{name}]({images[name]})" for name in ("sweep-best-vs-energy.png", "sweep-expected-best.png")
+                 if name in images]
+        out += [*links, ""] if links else []
+    out += ["## Runs", ""]
+    if images and not all(any(n.startswith(run_figure_prefix(r)) for n in images) for r in report.runs):
+        out += [_FIGURES_NOTE, ""]
+    for run, mfu in zip(report.runs, report.mfu, strict=True):
+        out += [f"### Run {run.label} ({run.status})", "", _md_table(["Quantity", "Value"], run_rows(run, mfu)), ""]
+        links = [f"![{name}]({path})" for name, path in images.items() if name.startswith(run_figure_prefix(run))]
+        out += [*links, ""] if links else []
+    offset = _offset_text(report)
+    if offset:
+        out += ["## Offsetting", "", offset, ""]
+    if badge_snippets:
+        out += ["## Badges", "", "```markdown", *badge_snippets, "```", ""]
+    if report.skipped:
+        out += ["## Skipped files", "", *[f"- `{path}`: {reason}" for path, reason in report.skipped], ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------- HTML
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(name: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></figure>'
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .5em;"
+        "text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}.badges svg{margin-right:.5em}")
+
+
+def render_html(report: Report, figures: Mapping[str, bytes] | None = None, note: str = "",
+                badge_snippets: Sequence[str] = ()) -> str:
+    """One self-contained HTML page: tables, prose, the PNG figures embedded as base64, the badges inline."""
+    figures = figures or {}
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           "<title>green_callbacks report</title>", f"<style>{_CSS}</style></head><body>",
+           "<h1>Energy and emissions report (green_callbacks)</h1>"]
+    if note:
+        out.append(f"<p><em>{html.escape(note)}</em></p>")
+    if report.sweep is not None:
+        sweep = report.sweep
+        out.append(f"<h2>Hyperparameter search: {sweep.runs} runs, {html.escape(sweep.monitor)} ({sweep.mode})</h2>")
+        out += [f"<p>{html.escape(s)}</p>" for s in sweep_sentences(sweep)]
+        if sweep.sensitivity:
+            out.append(f"<h3>Sensitivity of the best {html.escape(sweep.monitor)}</h3><p>Variance explained = "
+                       "between-value / total sum of squares (eta squared); std is the sample std (n − 1).</p>")
+            out.append(_html_table(_SENS_HEADER, _sensitivity_rows(sweep)))
+        out.append("<h3>Expected best of n random trials (Dodge et al. 2019)</h3>")
+        out.append(_html_table(_CURVE_HEADER, _curve_rows(sweep)))
+        out += [_img(n, figures[n]) for n in ("sweep-best-vs-energy.png", "sweep-expected-best.png") if n in figures]
+    out.append("<h2>Runs</h2>")
+    if figures and not all(any(n.startswith(run_figure_prefix(r)) for n in figures) for r in report.runs):
+        out.append(f"<p>{html.escape(_FIGURES_NOTE)}</p>")
+    for run, mfu in zip(report.runs, report.mfu, strict=True):
+        out.append(f"<h3>Run {html.escape(run.label)} ({html.escape(run.status)})</h3>")
+        out.append(_html_table(["Quantity", "Value"], run_rows(run, mfu)))
+        out += [_img(n, png) for n, png in figures.items() if n.startswith(run_figure_prefix(run))]
+    offset = _offset_text(report)
+    if offset:
+        out.append(f"<h2>Offsetting</h2><p>{html.escape(offset)}</p>")
+    if report.badges:
+        out.append('<h2>Badges</h2><p class="badges">' + "".join(b.svg for b in report.badges) + "</p>")
+        if badge_snippets:
+            out.append("<pre>" + html.escape("\n".join(badge_snippets)) + "</pre>")
+    if report.skipped:
+        out.append("<h2>Skipped files</h2><ul>" + "".join(
+            f"<li><code>{html.escape(p)}</code>: {html.escape(r)}</li>" for p, r in report.skipped) + "</ul>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- CSV / JSON
+CSV_COLUMNS = (
+    "run_id", "path", "framework", "status", "epochs", "time_s", "energy_j", "energy_partial", "gpu_energy_j",
+    "cpu_energy_j", "ram_energy_j", "emissions_gco2e", "intensity_gco2e_per_kwh", "intensity_source",
+    "intensity_year", "pue", "train_flops", "eval_flops", "train_flops_per_j", "mfu", "monitor", "mode",
+    "best_value", "best_epoch", "epochs_to_convergence", "time_to_convergence_s", "train_flops_to_convergence",
+    "energy_to_convergence_j", "emissions_to_convergence_gco2e", "hyperparameters",
+)
+
+
+def _csv_row(run: RunSummary, mfu: Mfu) -> dict[str, Any]:
+    conv = run.convergence
+    parts = {c.name: c.energy_j for c in run.components}
+    return {
+        "run_id": run.run_id, "path": run.path, "framework": run.framework, "status": run.status,
+        "epochs": run.epochs, "time_s": run.time_s, "energy_j": run.energy_j, "energy_partial": run.energy_partial,
+        "gpu_energy_j": parts.get("gpu"), "cpu_energy_j": parts.get("cpu"), "ram_energy_j": parts.get("ram"),
+        "emissions_gco2e": run.emissions_gco2e, "intensity_gco2e_per_kwh": run.intensity_gco2e_per_kwh,
+        "intensity_source": run.intensity_source, "intensity_year": run.intensity_year, "pue": run.pue,
+        "train_flops": run.train_flops, "eval_flops": run.eval_flops, "train_flops_per_j": run.train_flops_per_j,
+        "mfu": mfu.value,
+        "monitor": conv.monitor if conv else None, "mode": conv.mode if conv else None,
+        "best_value": conv.best_value if conv else None, "best_epoch": conv.best_epoch if conv else None,
+        "epochs_to_convergence": conv.epochs if conv else None,
+        "time_to_convergence_s": conv.time_s if conv else None,
+        "train_flops_to_convergence": conv.train_flops if conv else None,
+        "energy_to_convergence_j": conv.energy_j if conv else None,
+        "emissions_to_convergence_gco2e": conv.emissions_gco2e if conv else None,
+        "hyperparameters": json.dumps(dict(run.hyperparameters), sort_keys=True, default=str),
+    }
+
+
+def render_csv(report: Report) -> str:
+    """One row per run; an unmeasured value is an empty cell (never 0)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for run, mfu in zip(report.runs, report.mfu, strict=True):
+        writer.writerow({k: ("" if v is None else v) for k, v in _csv_row(run, mfu).items()})
+    return buffer.getvalue()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def render_json(report: Report, badge_snippets: Sequence[str] = ()) -> str:
+    """The whole report as JSON (``null`` = unavailable); the raw records are not repeated."""
+    runs = []
+    for run, mfu in zip(report.runs, report.mfu, strict=True):
+        data = asdict(run)
+        data.pop("record", None)
+        data["components"] = [{**asdict(c), "status": c.status} for c in run.components]
+        data["mfu"] = asdict(mfu)
+        runs.append(data)
+    body = {
+        "runs": runs,
+        "sweep": None if report.sweep is None else asdict(report.sweep),
+        "sweep_summary": [] if report.sweep is None else sweep_sentences(report.sweep),
+        "emissions_gco2e": report.emissions_gco2e,
+        "emissions_partial": report.emissions_partial,
+        "offset": None if report.offset is None else asdict(report.offset),
+        "badges": list(badge_snippets),
+        "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
+    }
+    return json.dumps(_plain(body), indent=2, default=str) + "\n"
