@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from green_callbacks.core.config import GreenConfig
+from green_callbacks.core.distributed import DistInfo
 from green_callbacks.core.session import METRIC_KEYS, Session
 
 __all__ = ["METRIC_KEYS", "GreenCallbackBase", "progress_bar_metrics"]
@@ -81,8 +82,9 @@ class GreenCallbackBase:
         self.session = self._new_session()
         self.last_metrics: dict[str, float] = {}
 
-    def _new_session(self) -> Session:
-        return Session(self.config, framework=self.framework, sensors=self._sensors)
+    def _new_session(self, dist: DistInfo | None = None) -> Session:
+        """A fresh session (one per fit); ``dist`` when the framework knows the ranks better than the environment."""
+        return Session(self.config, framework=self.framework, sensors=self._sensors, dist=dist)
 
     @property
     def record_path(self) -> Any:
@@ -91,8 +93,9 @@ class GreenCallbackBase:
 
 
 def progress_bar_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """The compact running totals a progress bar shows: energy (kWh) and emissions (g) so far."""
+    """The compact running totals a progress bar shows: energy in Wh (small runs would show 0.000 kWh) and grams
+    CO2e so far."""
     return {
-        "kWh": metrics["green/total_energy_kwh"],
+        "Wh": metrics["green/total_energy_kwh"] * 1000.0,
         "gCO2e": metrics["green/total_emissions_gco2e"],
     }

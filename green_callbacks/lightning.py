@@ -27,7 +27,6 @@ from typing import Any
 
 from green_callbacks._adapter import GreenCallbackBase, progress_bar_metrics
 from green_callbacks.core.distributed import DistInfo
-from green_callbacks.core.session import Session
 
 
 def _import_lightning() -> Any:
@@ -52,7 +51,7 @@ import torch  # noqa: E402  (after the Lightning check, whose error message is t
 __all__ = ["GreenCallback"]
 
 _INTERRUPTS = ("KeyboardInterrupt", "SIGTERMException")
-_SYNC_HINT = r".*self\.log\('(green/[^']*|kWh|gCO2e)', \.\.\., sync_dist=True\)"  # Lightning's hint, for our keys
+_SYNC_HINT = r".*self\.log\('(green/[^']*|Wh|gCO2e)', \.\.\., sync_dist=True\)"  # Lightning's hint, for our keys
 _STATE_KEY_FIELDS = ("monitor", "mode", "target", "country", "region", "carbon_intensity", "pue", "output_dir")
 
 
@@ -87,7 +86,7 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
 
     def _setup(self, trainer: Any) -> None:
         dist = DistInfo(rank=trainer.global_rank, local_rank=trainer.local_rank, world_size=trainer.world_size)
-        self.session = Session(self.config, framework=self.framework, sensors=self._sensors, dist=dist)
+        self.session = self._new_session(dist)
         self._flop_counter = _FlopCounter(distributed=trainer.world_size > 1)
         if trainer.world_size > 1:  # our values are already summed over ranks: Lightning's sync_dist hint is moot
             warnings.filterwarnings("ignore", message=_SYNC_HINT, category=Warning)

@@ -177,7 +177,7 @@ def test_every_key_every_epoch_in_csv_and_tensorboard(tmp_path, fake_clock, pl):
     assert record["totals"]["energy_j"] == pytest.approx(3 * EPOCH_J)
     assert record["carbon"]["pue"] == 1.5
     # progress bar: compact running totals
-    assert float(tr.progress_bar_metrics["kWh"]) == pytest.approx(3 * EPOCH_J / J_PER_KWH, rel=1e-12)
+    assert float(tr.progress_bar_metrics["Wh"]) == pytest.approx(3 * EPOCH_J / 3600, rel=1e-12)
     assert float(tr.progress_bar_metrics["gCO2e"]) == pytest.approx(3 / 12, rel=1e-12)
 
 
