@@ -60,31 +60,34 @@ def main() -> None:
     def forward(m, b):
         return m(**b).loss
 
-    def epoch(counter: TorchFlopCounter | None) -> tuple[float, float, int]:
-        """Wall and process CPU seconds of one epoch, and the FLOPs counted."""
+    def epoch(counter: TorchFlopCounter | None) -> tuple[float, float, int, float]:
+        """Wall and process CPU seconds of one epoch, the FLOPs counted, and the wall seconds of all counter calls."""
         model.train()
-        total = 0
+        total, in_counter = 0, 0.0
         start, start_cpu = time.perf_counter(), time.process_time()
         for batch in batches:
             if counter is not None:
+                call_start = time.perf_counter()
                 total += counter.count_train_step(model, forward, batch).flops
+                in_counter += time.perf_counter() - call_start
             optimizer.zero_grad(set_to_none=True)
             forward(model, batch).backward()
             optimizer.step()
-        return time.perf_counter() - start, time.process_time() - start_cpu, total
+        return time.perf_counter() - start, time.process_time() - start_cpu, total, in_counter
 
     epoch(None)  # warm-up: allocator, kernels, lazy imports of the training path
     TorchFlopCounter().count_train_step(model, forward, batches[0])  # warm-up: first import of the counter
-    plain, plain_cpu, counted, counted_cpu, counting = [], [], [], [], []
+    plain, plain_cpu, counted, counted_cpu, counting, calls = [], [], [], [], [], []
     for _ in range(args.repeats):
-        wall, cpu, _ = epoch(None)
+        wall, cpu, _, _ = epoch(None)
         plain.append(wall)
         plain_cpu.append(cpu)
         counter = TorchFlopCounter()
-        wall, cpu, flops = epoch(counter)
+        wall, cpu, flops, in_counter = epoch(counter)
         counted.append(wall)
         counted_cpu.append(cpu)
         counting.append(counter.stats.counting_time_s)
+        calls.append(in_counter)
     stats = counter.stats
     med = statistics.median
 
@@ -99,9 +102,12 @@ def main() -> None:
           f"({runs(counted_cpu)})")
     wall_ratio, cpu_ratio = med(counted) / med(plain) - 1, med(counted_cpu) / med(plain_cpu) - 1
     print(f"overhead ratio, wall: {wall_ratio:+.1%}; cpu: {cpu_ratio:+.1%}")
-    print(f"wall time inside count_train_step: {med(counting):.2f} s per epoch = {med(counting) / med(plain):.1%} "
+    print(f"wall time inside count_train_step: {med(calls):.2f} s per epoch = {med(calls) / med(plain):.1%} "
           f"of the epoch without counting; {stats.counts} counts ({stats.meta_counts} meta, "
           f"{stats.real_step_counts} real-step), {stats.cache_hits} cache hits")
+    hits_s = med(calls) - med(counting)
+    print(f"per count {med(counting) / stats.counts * 1e3:.1f} ms; per cache hit (key + look-up) "
+          f"{hits_s / max(stats.cache_hits, 1) * 1e6:.0f} us")
     print(f"training FLOPs counted per epoch: {flops:.4e}")
 
 

@@ -497,3 +497,130 @@ def test_importing_the_package_does_not_import_torch():
     code = "import sys, green_callbacks.core.flops as f; f.peak_flops_per_s('NVIDIA A100-SXM4-80GB', 'bf16'); " \
            "import green_callbacks.core.flops.torch_engine; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- counting cost: memoised meta kernels, one-walk cache key, exact counts for every length --------------------------
+
+
+def test_bert_counted_exactly_at_every_length_with_one_counter():
+    """One counter (memo and cache shared across counts), many padded lengths, odd ones too: each is exact."""
+    b = 3
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(bert_config())
+    counter = TorchFlopCounter()
+    for s in (8, 13, 16, 24, 5, 31, 40, 9, 64, 17):
+        forward = LAYERS * sum(encoder_layer_forward(b, s).values()) + 2 * b * H * H + 2 * b * H * LABELS
+        train = counter.count_train_step(model, hf_forward, bert_batch(b, s))
+        assert (train.flops, train.method, train.complete) == (3 * forward, "meta", True), s
+    model.eval()
+    for s in (13, 40):
+        forward = LAYERS * sum(encoder_layer_forward(b, s).values()) + 2 * b * H * H + 2 * b * H * LABELS
+        assert counter.count_eval_step(model, hf_forward, bert_batch(b, s)).flops == forward
+    assert counter.stats.meta_counts == 12
+    assert counter._meta_memo  # the memo was used
+    counter.clear_cache()
+    assert not counter._meta_memo
+
+
+def test_memo_changes_no_count(monkeypatch):
+    """Every result (total, per op, uncounted ops) is the same with the kernel memo switched off."""
+    import contextlib
+
+    from green_callbacks.core.flops import torch_engine
+
+    def steps(counter):
+        torch.manual_seed(0)
+        bert = transformers.BertForSequenceClassification(bert_config())
+        lstm = nn.LSTM(8, 16, num_layers=2, batch_first=True)
+        out = []
+        for s in (8, 11, 8, 20):
+            out.append(counter.count_train_step(bert, hf_forward, bert_batch(2, s)))
+            out.append(counter.count_train_step(lstm, lambda m, x: m(x)[0], torch.randn(2, s, 8)))
+        with pytest.warns(FlopCountWarning):
+            out.append(counter.count_eval_step(Distances(), call, torch.randn(2, 6, 4)))
+        out.append(counter.count_train_step(make_mlp(), ce, mlp_batch(7)))
+        return [(r.flops, dict(r.by_op), r.uncounted_ops, r.method) for r in out]
+
+    memoised = steps(TorchFlopCounter())
+    monkeypatch.setattr(torch_engine, "memo_mode", lambda table: contextlib.nullcontext())
+    plain_counter = TorchFlopCounter()
+    assert memoised == steps(plain_counter)
+    assert not plain_counter._meta_memo
+    assert memoised[-2][2] == ("aten._cdist_forward",)  # an op without formula is still reported
+
+
+def test_memo_answers_repeated_functional_meta_ops_and_leaves_the_rest_alone():
+    from green_callbacks.core.flops.meta_memo import memo_mode
+
+    a, b = torch.empty(4, 6, device="meta"), torch.empty(6, device="meta")
+    transposed = torch.empty(6, 4, device="meta").t()
+    x, y = torch.randn(3), torch.randn(3)
+    table = {}
+    with memo_mode(table):
+        first = a + b
+        second = a + b
+        assert second is not first
+        assert (second.shape, second.stride(), second.dtype, second.is_meta) == ((4, 6), (6, 1), torch.float32, True)
+        assert len(table) == 1
+        third = transposed + b  # a non-contiguous input is another key; the output follows its layout
+        assert third.stride() == (1, 4) and len(table) == 2
+        assert (transposed + b).stride() == (1, 4) and len(table) == 2
+        double = a.to(torch.float64)  # _to_copy: functional, memoised with its dtype argument
+        assert double.dtype == torch.float64 and len(table) == 3
+        a.add_(b)  # in place: never memoised
+        view = a.view(24)  # a view must stay a view of its base
+        assert view._base is a
+        assert torch.equal(x + y, x.clone() + y)  # real tensors run for real
+        assert len(table) == 3
+
+
+def test_memo_table_is_bounded(monkeypatch):
+    from green_callbacks.core.flops import meta_memo
+
+    monkeypatch.setattr(meta_memo, "MAX_ENTRIES", 2)
+    inputs = [torch.empty(n, device="meta") for n in (1, 2, 3)]
+    table = {}
+    with meta_memo.memo_mode(table):
+        for t in inputs:
+            t * 2.0
+    assert len(table) == 1  # emptied when full, then the third call remembered
+
+
+def test_one_walk_finds_the_modules_and_parameters_of_module_parameters():
+    from green_callbacks.core.flops.torch_engine import _modules_and_parameters
+
+    shared = nn.Linear(3, 3)
+    first, tied = nn.Linear(3, 2, bias=False), nn.Linear(3, 2, bias=False)
+    tied.weight = first.weight
+    model = nn.Sequential(shared, nn.ReLU(), nn.Sequential(shared, first), tied)
+    model.register_module("absent", None)
+    tied.register_parameter("unused", None)
+    modules, params = _modules_and_parameters(model)
+    assert modules == list(model.modules())
+    assert len(modules) == 6  # the Sequential, shared, ReLU, the inner Sequential, first, tied (shared once)
+    assert [id(p) for p in params] == [id(p) for p in model.parameters()]
+    assert len(params) == 2 + 1  # shared (weight, bias) once, the tied weight once
+
+
+def test_flops_that_are_not_a_polynomial_in_length_are_still_exact():
+    """Counts are never interpolated between lengths: a cubic op and a strided conv (floor) are exact."""
+
+    class Cubic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+
+        def forward(self, x):  # x: (L, 4)
+            h = self.proj(x)
+            square = h @ h.T  # L×L
+            return square @ square  # (L×L)·(L×L): 2·L³
+
+    counter = TorchFlopCounter()
+    for length in (2, 3, 5, 8, 13, 4, 7):
+        expected = 2 * length * 4 * 4 + 2 * length * length * 4 + 2 * length**3
+        assert counter.count_eval_step(Cubic(), call, torch.randn(length, 4)).flops == expected, length
+
+    conv = nn.Conv1d(2, 3, kernel_size=1, stride=2)
+    for length in (8, 16, 24, 32, 17, 9, 33):
+        out_length = (length - 1) // 2 + 1  # floor((L - k) / s) + 1 with k = 1, s = 2
+        assert counter.count_eval_step(conv, call, torch.randn(1, 2, length)).flops == 2 * 3 * 2 * out_length

@@ -9,7 +9,9 @@ How a step is counted
        shapes) runs ``forward`` (and, for training, ``backward``) under ``torch.utils.flop_counter
        .FlopCounterMode``. Floating-point batch tensors become meta tensors; integer and boolean ones (token
        ids, masks, labels) keep their values, so data-dependent checks on them (``mask.all()``) still run: an
-       op that mixes real and meta tensors runs on meta. No arithmetic touches the model's weights.
+       op that mixes real and meta tensors runs on meta. No arithmetic touches the model's weights. Functional
+       meta kernels already run with the same input metadata are answered from a memo below the counter
+       (``meta_memo``), which changes no count, only the time a count takes.
     2. **real-step** fallback, when the meta run fails (``.item()`` or ``nonzero`` on activations, a model that
        cannot be deep-copied): one real step on the real model, inside the counter, with no optimizer step;
        afterwards every parameter's ``.grad``, every buffer and the torch RNG state are restored, so training
@@ -31,9 +33,11 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Hashable, Mapping
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Literal
 
 from green_callbacks.core.flops.formulas import COMPUTE_OPS_WITHOUT_FORMULA, NO_COMPUTE_OPS, custom_flop_mapping
+from green_callbacks.core.flops.meta_memo import memo_mode
 from green_callbacks.core.flops.result import FlopCountingError, FlopCountWarning, Kind, StepFlops
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +52,10 @@ _SMALL_TENSOR_NUMEL = 1024
 
 _KEEP_REAL_NUMEL = 1 << 22
 """A real tensor up to this size moved explicitly to the meta device during a meta run keeps its values."""
+
+_SHAPE_DTYPE = attrgetter("shape", "dtype")
+_TRAINING = attrgetter("training")
+_REQUIRES_GRAD = attrgetter("requires_grad")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +105,7 @@ class TorchFlopCounter:
         self._serial = itertools.count()
         self._meta_copies: weakref.WeakKeyDictionary[Any, tuple[Any, Hashable]] = weakref.WeakKeyDictionary()
         self._meta_broken: weakref.WeakSet[Any] = weakref.WeakSet()  # meta failed: go straight to a real step
+        self._meta_memo: dict[Hashable, Any] = {}  # output metadata of functional meta ops (see meta_memo.py)
         self._warned: set[str] = set()
         self._uncounted: dict[str, None] = {}
         self._calls = self._hits = self._meta_counts = self._real_counts = 0
@@ -126,6 +135,7 @@ class TorchFlopCounter:
         self._cache.clear()
         self._meta_copies.clear()
         self._meta_broken.clear()
+        self._meta_memo.clear()
 
     # -- internals --------------------------------------------------------------------------------------------
 
@@ -139,8 +149,8 @@ class TorchFlopCounter:
             raise ValueError(f"forward must be callable as forward(model, batch), got {type(forward).__name__}.")
         model = _unwrap_compiled(model)
         self._calls += 1
-        params = tuple(model.parameters())
-        structure = tuple((p.shape, p.dtype) for p in params)
+        modules, params = _modules_and_parameters(model)
+        structure = tuple(map(_SHAPE_DTYPE, params))
         token = self._tokens.get(model)
         if token is None:
             token = self._tokens[model] = next(self._serial)
@@ -148,8 +158,8 @@ class TorchFlopCounter:
             kind,
             token,
             structure,
-            tuple(m.training for m in model.modules()),
-            tuple(p.requires_grad for p in params) if kind == "train" else None,
+            tuple(map(_TRAINING, modules)),
+            tuple(map(_REQUIRES_GRAD, params)) if kind == "train" else None,
             _signature(batch),
         )
         cached = self._cache.get(key)
@@ -215,7 +225,8 @@ class TorchFlopCounter:
             grad = torch.enable_grad() if kind == "train" else torch.no_grad()
             with warnings.catch_warnings(), grad:
                 warnings.simplefilter("ignore")  # the real step shows the user's own warnings
-                with counter, _meta_bridge():
+                # the memo sits below the counter: the counter sees every op, the memo only answers shapes
+                with memo_mode(self._meta_memo), counter, _meta_bridge():
                     output = forward(meta, shadow)
                     if kind == "train":
                         _loss_of(output).backward()
@@ -291,6 +302,32 @@ def count_eval_step(model: Any, forward: Forward, batch: Any, **counter_options:
 
 class _ForwardContractError(ValueError):
     """forward(model, batch) returned something that is not a loss: a caller error, not a meta failure."""
+
+
+def _modules_and_parameters(model: Any) -> tuple[list[Any], list[Any]]:
+    """``list(model.modules())`` and ``list(model.parameters())`` (same order, shared ones once) in one walk.
+
+    ``Module.modules()`` builds every submodule's dotted name and ``parameters()`` walks the tree a second time;
+    this walk does neither, which makes a cache hit about 2x cheaper on deep models (248 -> 132 us, 100 layers).
+    """
+    modules: list[Any] = []
+    params: list[Any] = []
+    seen: set[int] = set()
+    stack = [model]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        modules.append(module)
+        for p in module._parameters.values():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+        children = [m for m in module._modules.values() if m is not None]
+        children.reverse()
+        stack.extend(children)
+    return modules, params
 
 
 def _unwrap_compiled(model: Any) -> Any:
@@ -448,6 +485,11 @@ def _reportable(packet: Any) -> bool:
 def _counter_class() -> type:
     from torch.utils.flop_counter import FlopCounterMode
 
+    try:
+        from torch.utils.module_tracker import ModuleTracker
+    except ImportError:  # pragma: no cover - older torch: nothing to replace
+        ModuleTracker = type(None)
+
     detects = hasattr(FlopCounterMode, "_count_flops")
 
     class _Counter(FlopCounterMode):  # type: ignore[misc, valid-type]
@@ -458,6 +500,9 @@ def _counter_class() -> type:
         def __init__(self) -> None:
             super().__init__(display=False, custom_mapping=custom_flop_mapping())
             self.no_formula: set[Any] = set()
+            if isinstance(getattr(self, "mod_tracker", None), ModuleTracker):
+                # Only the "Global" total is read: skip the per-module tracking (module hooks on every call).
+                self.mod_tracker = _GlobalOnly()
 
         def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
             if func_packet not in self.flop_registry:
@@ -465,6 +510,18 @@ def _counter_class() -> type:
             return super()._count_flops(func_packet, out, args, kwargs)
 
     return _Counter
+
+
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's ModuleTracker: the only "module" ever active is "Global"."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self) -> _GlobalOnly:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def _make_counter() -> Any:
