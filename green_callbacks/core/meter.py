@@ -105,6 +105,11 @@ class Meter:
     def components(self) -> tuple[str, ...]:
         return tuple(self.sensors)
 
+    @property
+    def broken(self) -> tuple[str, ...]:
+        """Components whose sensor raised and was switched off (already warned about here)."""
+        return tuple(self._broken)
+
     def start(self) -> None:
         if self._started:
             return
@@ -185,6 +190,8 @@ class Meter:
                 parts[name] = ComponentEnergy(None, UNAVAILABLE if last.energy_j is None else last.method, note)
                 if last.energy_j is not None:  # became available mid-window: the window is still unknown
                     parts[name] = ComponentEnergy(None, UNAVAILABLE, note or "not measured at window start")
+            elif last.gaps > first.gaps:  # energy left out inside this window: unknown, never an under-count
+                parts[name] = ComponentEnergy(None, UNAVAILABLE, last.note or "energy left out in this window")
             else:
                 parts[name] = ComponentEnergy(max(last.energy_j - first.energy_j, 0.0), last.method, last.note)
         return Measurement(window, max(end.time_s - start.time_s, 0.0), parts)

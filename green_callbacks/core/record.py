@@ -38,8 +38,9 @@ class RecordError(ValueError):
 
 
 def new_record_path(output_dir: str | os.PathLike[str]) -> Path:
-    """A fresh, unique record path in ``output_dir`` (``~`` expanded); two runs never share one."""
-    folder = Path(output_dir).expanduser()
+    """A fresh, unique record path in ``output_dir`` (``~`` expanded, made absolute now, so that a later change of
+    the working directory does not move the record); two runs never share one."""
+    folder = Path(output_dir).expanduser().absolute()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return folder / f"green-run-{stamp}-{uuid.uuid4().hex[:8]}.json"
 

@@ -9,6 +9,7 @@ ranks of a distributed run; the adapter only hands them to its framework's logge
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import os
 import signal
@@ -165,6 +166,10 @@ class Session:
         self._lock = threading.RLock()
         self.error: str | None = None
         self.partial_epoch: dict[str, Any] | None = None
+        self._write_failures = 0
+        self._pid = os.getpid()  # a forked child (a DataLoader worker) holds a stale copy: it never writes
+        self._measured: set[str] = set()  # components that gave a number at some point of this run
+        self._warned_lost: set[str] = set()
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -226,6 +231,7 @@ class Session:
             self.meter.start()
             self.meter.begin("run")
             self._started_at = clock.wall_time_s()
+            self._pid = os.getpid()
             self.status = "running"
             self.info = {
                 "hardware": hardware_info(self.meter.info()),
@@ -246,6 +252,8 @@ class Session:
         for name, reading in self.meter.read().items():
             if reading.energy_j is None:
                 reasons.append(f"{name}: {reading.note or 'no sensor'}")
+            else:
+                self._measured.add(name)
         if reasons and self.dist.is_global_zero:
             warnings.warn(
                 "green_callbacks: some energy is not measured on this machine and is reported 'unavailable' "
@@ -302,11 +310,33 @@ class Session:
             eval_m = _sum_measurements("eval", self._eval, epoch_m.components)
             row = self._close_epoch(epoch_m, eval_m, dict(metrics or {}))
             self.rows.append(row)
+            self._warn_lost(row, epoch_m)
             self._check_budget()
             self._epoch_index += 1
             self._epoch = None
             self.write_record()
             return self.metrics(row)
+
+    def _warn_lost(self, row: EpochRow, epoch_m: Measurement) -> None:
+        """One warning per component that was measured and is not any more (a GPU lost, a RAPL zone gone)."""
+        assert self.meter is not None
+        for name, value in row.component_energy_j.items():
+            if value is not None:
+                self._measured.add(name)
+        lost = [n for n in row.missing_components if n in self._measured and n not in self._warned_lost]
+        for name in lost:
+            self._warned_lost.add(name)
+            if name in self.meter.broken or not self.dist.is_global_zero:  # the meter has warned already
+                continue
+            part = epoch_m.components.get(name)
+            why = ((part.note if part is not None else "") or "it could not be measured on another rank").rstrip(".")
+            warnings.warn(
+                f"green_callbacks: {name} energy could not be measured in epoch {row.epoch} ({why}). Training goes "
+                f"on; the run record marks {name} 'unavailable' in every epoch it is missing from (never 0) and "
+                "keeps what was measured; those epochs' energy and emissions are the other components' only.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
     def _check_budget(self) -> None:
         energy = project([r.energy_j for r in self.rows], self.planned_epochs)
@@ -433,8 +463,26 @@ class Session:
                 self.meter.close()
             self.status = status
             self._uninstall_handlers()
-            self.write_record()
+            self._write_final()
             return self.record_path
+
+    def _write_final(self) -> None:
+        """The last write of the run, safe from other code's signal handlers.
+
+        A handler that raises can cut a write short anywhere (PyTorch raises from SIGCHLD when a DataLoader worker
+        is killed, e.g. by a scheduler's SIGTERM to the whole job). Signals are held back during the write, and a
+        write cut short by one already pending is done again; that exception then goes on to the training loop.
+        """
+        error: BaseException | None = None
+        with _signals_held():
+            for _ in range(3):
+                try:
+                    self.write_record()
+                    break
+                except BaseException as err:
+                    error = error or err
+        if error is not None:
+            raise error
 
     # ------------------------------------------------------------------ record
     def to_record(self) -> dict[str, Any]:
@@ -482,20 +530,24 @@ class Session:
 
     def write_record(self) -> Path | None:
         """Write the record now (atomically; global rank zero only). A failed write warns and is retried later."""
-        if self.record_path is None or not self.dist.is_global_zero:
+        if self.record_path is None or not self.dist.is_global_zero or os.getpid() != self._pid:
             return None
         try:
-            return write_record_atomic(self.record_path, self.to_record())
+            written = write_record_atomic(self.record_path, self.to_record())
         except OSError as err:
             if strict_mode():
                 raise
-            warnings.warn(
-                f"green_callbacks: could not write the run record {self.record_path} ({err}); "
-                "it is retried after the next epoch. Set output_dir= to a writable folder.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            self._write_failures += 1
+            if self._write_failures == 1:  # one warning per run, not one per epoch of a full disk
+                warnings.warn(
+                    f"green_callbacks: could not write the run record {self.record_path} ({err}); "
+                    "it is retried after every epoch and at the end (not warned again). Set output_dir= to a "
+                    "writable folder with free space.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             return None
+        return written
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
@@ -549,7 +601,8 @@ class Session:
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         previous = self._previous_sigterm
-        self.finish("interrupted", "SIGTERM")
+        if os.getpid() == self._pid:  # not in a forked child (a DataLoader worker), whose session is a stale copy
+            self.finish("interrupted", "SIGTERM")
         if callable(previous):
             previous(signum, frame)
         elif previous == signal.SIG_IGN:
@@ -559,6 +612,8 @@ class Session:
             os.kill(os.getpid(), signal.SIGTERM)
 
     def _atexit(self) -> None:
+        if os.getpid() != self._pid:
+            return
         last = getattr(sys, "last_value", None)
         if isinstance(last, KeyboardInterrupt):
             self.finish("interrupted", last)
@@ -566,6 +621,23 @@ class Session:
             self.finish("failed", last)
         else:
             self.finish("interrupted", "the process exited before the run finished")
+
+
+_HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGCHLD", "SIGHUP")
+                      if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _signals_held() -> Any:
+    """Hold back SIGINT, SIGTERM, SIGCHLD and SIGHUP in this thread (where the OS allows it); delivered after."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _is_number(value: Any) -> bool:

@@ -45,11 +45,14 @@ class Reading:
         method: how the number was produced (``"nvml-energy-counter"``, ``"nvml-power"``, ``"rapl"``,
             ``"estimate-cpu-time"``, ``"estimate-rss"``, ``"unavailable"``, ...).
         note: a human sentence when something is degraded (a GPU lost, a permission missing), else ``""``.
+        gaps: how many stretches since ``start()`` had energy the sensor could not trust and left out (e.g. an
+            implausible RAPL jump). Cumulative like ``energy_j``: a window over which it grew is unknown, not low.
     """
 
     energy_j: float | None
     method: str
     note: str = ""
+    gaps: int = 0
 
     @property
     def available(self) -> bool:

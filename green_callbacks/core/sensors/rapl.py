@@ -271,6 +271,7 @@ class _Counter:
     discarded_j: float = 0.0
     discarded: int = 0
     lost: str = ""
+    last_discard: str = ""
 
 
 @dataclass
@@ -464,6 +465,7 @@ class RaplReader:
     def _discard(self, counter: _Counter, energy_j: float, note: str) -> None:
         counter.discarded += 1
         counter.discarded_j += energy_j
+        counter.last_discard = note
         if len(self._notes) < 20:
             self._notes.append(note)
 
@@ -479,12 +481,18 @@ class RaplReader:
             notes = []
             discarded = sum(c.discarded for c in counters)
             if discarded:
-                notes.append(f"{discarded} implausible RAPL delta(s) discarded (see info()['notes'])")
+                last = next(c.last_discard for c in reversed(counters) if c.discarded)
+                notes.append(f"{discarded} implausible RAPL delta(s) discarded, the last: {last}")
             if self._ticker is not None and self._ticker.error is not None:
                 if strict_mode():
                     raise self._ticker.error
                 notes.append(f"RAPL guard thread error: {self._ticker.error!r}")
             return sum(c.total_j for c in counters), "; ".join(notes)
+
+    def discarded(self, kind: str) -> int:
+        """How many implausible deltas of ``kind`` were left out so far (a window spanning one is unknown)."""
+        with self._lock:
+            return sum(c.discarded for c in self._counters.get(kind, []))
 
     # -- guard thread -------------------------------------------------------------------------------------------
 
@@ -560,7 +568,7 @@ class _RaplSensor:
         total, note = self.reader.total_j(self.kind)
         if total is None or self._base_j is None:
             return Reading(None, UNAVAILABLE, note or f"RAPL {self.kind} energy unavailable")
-        return Reading(total - self._base_j, METHOD, note)
+        return Reading(total - self._base_j, METHOD, note, gaps=self.reader.discarded(self.kind))
 
     def close(self) -> None:
         if self._started:
