@@ -11,11 +11,16 @@ No per-batch hook is overridden (that would switch off Keras' asynchronous batch
 ``train_function``/``test_function`` are wrapped for the duration of ``fit``: the wrapper notes each batch's shapes
 (no device synchronisation) and, since Keras has no exception hook, closes the run record with status ``failed`` /
 ``interrupted`` when a step raises. FLOPs are counted once per batch signature at the end of the epoch.
+
+Resume: Keras callbacks have no checkpoint hook, so when ``fit`` has a ``BackupAndRestore`` the callback keeps its
+totals in a small JSON file beside that backup (``green_callbacks_state.json``) at each epoch end; a ``fit`` that
+``BackupAndRestore`` resumes after a crash continues those totals and the same run record.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sys
 import warnings
@@ -119,6 +124,37 @@ def _reads_logs(cb: Any) -> bool:
     return isinstance(cb, readers)
 
 
+_STATE_FILE = "green_callbacks_state.json"
+
+
+def _backup_dir(callbacks: list[Any]) -> str | None:
+    """The folder of the fit's ``BackupAndRestore`` (where Keras keeps what a crashed fit resumes from), if any."""
+    backup = next((c for c in callbacks if isinstance(c, keras.callbacks.BackupAndRestore)), None)
+    return None if backup is None else str(backup.backup_dir)
+
+
+def _restored_state(backup_dir: str) -> dict[str, Any] | None:
+    """The session state saved beside ``BackupAndRestore``'s backup, when Keras resumes from that backup."""
+    meta_path, state_path = os.path.join(backup_dir, "training_metadata.json"), os.path.join(backup_dir, _STATE_FILE)
+    if not (os.path.exists(meta_path) and os.path.exists(state_path)):
+        return None
+    with open(meta_path, encoding="utf-8") as handle:
+        epochs = int(json.load(handle)["epoch"])  # epochs Keras completed before the backup: it resumes there
+    with open(state_path, encoding="utf-8") as handle:
+        state = json.load(handle)
+    if epochs <= 0:
+        return None
+    if state.get("epoch_index") != epochs:  # the process died between the two saves of one epoch end
+        warnings.warn(
+            f"green_callbacks: the saved totals cover {state.get('epoch_index')} epochs but Keras resumes after "
+            f"{epochs}; this fit starts new totals and a new run record.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    return state
+
+
 def _device_indices(model: Any) -> list[int]:
     """The CUDA devices this process trains on (``[]`` on CPU)."""
     backend = keras.backend.backend()
@@ -166,6 +202,7 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
         self._flop_counter: Any = None
         self._flops_info: dict[str, Any] = {}
         self._warned_order = False
+        self._backup_dir: str | None = None
 
     __init__.__signature__ = inspect.signature(GreenCallbackBase.__init__)  # type: ignore[attr-defined]
 
@@ -209,6 +246,9 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
         except Exception:
             hyper["learning_rate"] = None
         self._flops_info = {"backend": backend, **_FLOP_METHODS.get(backend, {"method": "unavailable"})}
+        self._backup_dir = None if callbacks is None else _backup_dir(callbacks.callbacks)
+        if self._backup_dir is not None:  # resuming a crashed fit with BackupAndRestore: the totals go on
+            self._resume(self._backup_dir)
         self.session.start(
             hyperparameters=hyper,
             device_indices=self.session.guard.call("devices", _device_indices, model),
@@ -243,6 +283,8 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
         if self.session.status == "running" and self.session.in_epoch:
             self.session.guard.call("flops", self._add_flops)
             metrics = self.session.guard.call("epoch_end", self.session.epoch_end, dict(logs or {}))
+            if metrics is not None and self._backup_dir is not None:
+                self.session.guard.call("checkpoint", self._save_state)
         if metrics is None:  # every key, every epoch: CSVLogger fixes its columns at epoch 0
             metrics = dict.fromkeys(METRIC_KEYS, NAN)
         self.last_metrics = metrics
@@ -250,6 +292,27 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
             logs.update(metrics)
         if self.session.should_stop and self.model is not None:
             self.model.stop_training = True
+
+    def _resume(self, backup_dir: str) -> None:
+        try:
+            state = _restored_state(backup_dir)
+            if state is not None:
+                self.session.load_state_dict(state)
+        except (OSError, ValueError, KeyError, TypeError) as err:  # an unreadable state file: start afresh
+            self.session = self._new_session()
+            warnings.warn(
+                f"green_callbacks: the totals saved in {backup_dir} could not be read ({type(err).__name__}: {err}); "
+                "this fit starts new totals and a new run record.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _save_state(self) -> None:
+        """Keep the session's totals beside ``BackupAndRestore``'s backup, for a resumed fit to continue them."""
+        if self._backup_dir is not None and self.session.dist.is_global_zero:
+            from green_callbacks.core.record import write_record_atomic
+
+            write_record_atomic(os.path.join(self._backup_dir, _STATE_FILE), self.session.state_dict())
 
     # ------------------------------------------------------------------ order of callbacks
     def _put_before_loggers(self, callbacks: list[Any]) -> None:

@@ -207,11 +207,22 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         if getattr(original, "_green_callbacks_wrapper", False):
             return
         owner = weakref.ref(self)
+        # No strong reference back to the trainer (its bound method would make trainer -> wrapper -> trainer a
+        # cycle: the trainer, and the persistent DataLoader workers it holds, would then wait for the garbage
+        # collector, whose late clean-up of the worker queues makes each worker time out, 5 s apiece).
+        func = getattr(original, "__func__", None)
+        if func is not None and getattr(original, "__self__", None) is trainer:
+            trainer_ref = weakref.ref(trainer)
 
-        @functools.wraps(original)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                return func(trainer_ref(), *args, **kwargs)
+        else:
+            call, func = original, original
+
+        @functools.wraps(func)
         def train(*args: Any, **kwargs: Any) -> Any:
             try:
-                return original(*args, **kwargs)
+                return call(*args, **kwargs)
             except BaseException as err:
                 callback = owner()
                 if callback is not None:
