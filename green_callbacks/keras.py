@@ -267,6 +267,8 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
     # ------------------------------------------------------------------ epochs
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.session.status == "running":
+            if not self.session.rows and self.params.get("epochs"):  # fit(initial_epoch=...) runs epochs - initial
+                self.session.set_planned_epochs(self.params["epochs"] - epoch)
             self.session.guard.call("epoch_begin", self.session.epoch_start, epoch)
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:

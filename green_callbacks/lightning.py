@@ -21,11 +21,13 @@ uses no ``isinstance`` check against one namespace, so either Trainer accepts th
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 import warnings
 from typing import Any
 
 from green_callbacks._adapter import GreenCallbackBase, progress_bar_metrics
+from green_callbacks.core.budget import plan_epochs
 from green_callbacks.core.distributed import DistInfo
 
 
@@ -110,7 +112,6 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
             device_indices=[device.index or 0] if device.type == "cuda" else [],
             monitor=monitor,
             mode=mode,
-            planned_epochs=trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None,
             extra={"lightning": {"strategy": type(trainer.strategy).__name__, "precision": str(trainer.precision),
                                  "num_nodes": trainer.num_nodes, "devices_per_node": trainer.num_devices}},
             handle_signals=False,  # Lightning turns SIGTERM into SIGTERMException -> on_exception
@@ -122,7 +123,14 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         if self._running():
+            self._guard("budget", self._plan, trainer)
             self._guard("epoch", self.session.epoch_start, trainer.current_epoch)
+
+    def _plan(self, trainer: Any) -> None:
+        """``max_epochs``, or fewer when ``max_steps`` ends the run first (batches are known only from here on)."""
+        batches = trainer.num_training_batches
+        steps = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else None
+        self.session.set_planned_epochs(plan_epochs(trainer.max_epochs, trainer.max_steps, steps))
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.session.in_epoch and outputs is not None:  # None: the step was skipped, no backward ran

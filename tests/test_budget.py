@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from green_callbacks.core.budget import decide, project
+from green_callbacks.core.budget import decide, plan_epochs, project
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.distributed import DistInfo
 from green_callbacks.core.record import read_record
@@ -40,15 +40,37 @@ def test_decide_actual_and_projected():
     assert "energy so far, 2 kWh" in verdict.reason
 
 
+def test_decide_ignores_projection_when_told():
+    energy = project([3.6e6], 10)  # 1 kWh so far, 10 kWh projected from one (warm-up) epoch
+    none = project([1.0], None)
+    assert decide(energy, none, budget_kwh=5, budget_gco2e=None, use_projection=False).exceeded is False
+    assert decide(energy, none, budget_kwh=0.5, budget_gco2e=None, use_projection=False).exceeded is True
+
+
+def test_plan_epochs():
+    assert plan_epochs(10, None, None) == 10.0
+    assert plan_epochs(10, 4, 2) == 2.0  # max_steps ends the run after 4 / 2 = 2 epochs
+    assert plan_epochs(10, 100, 2) == 10.0
+    assert plan_epochs(None, 3, 2) == 1.5
+    assert plan_epochs(-1, None, 5) is None  # Lightning's "no limit"
+    assert plan_epochs(None, 4, float("inf")) is None
+
+
 @pytest.mark.parametrize(("action", "stops"), [("stop", True), ("warn", False)])
-def test_session_stops_after_first_epoch_projected_over_budget(tmp_path, fake_clock, action, stops):
+def test_session_stops_after_first_projection_over_budget_past_warmup(tmp_path, fake_clock, action, stops):
     # 1000 W for 10 s per epoch = 10 kJ; 10 planned epochs → projection 100 kJ from epoch 0 on.
-    # A budget of 0.02 kWh = 72 kJ is first exceeded by the projection after epoch 0.
+    # A budget of 0.02 kWh = 72 kJ: after epoch 0 only the actual total (10 kJ) counts (warm-up), so the run goes
+    # on; after epoch 1 the projection (100 kJ) exceeds it.
     session = Session(GreenConfig(output_dir=str(tmp_path), carbon_intensity=100.0, budget_kwh=0.02,
                                   budget_action=action),
                       framework="test", sensors=[ConstantPowerSensor("gpu", 1000.0)], dist=DistInfo(),
                       reducer=lambda v: list(v))
     session.start(planned_epochs=10)
+    session.epoch_start()
+    fake_clock.advance(10.0)
+    first = session.epoch_end({})
+    assert session.should_stop is False and session.stop_reason is None
+    assert first["green/projected_total_energy_kwh"] == pytest.approx(100_000 / 3.6e6)
     session.epoch_start()
     fake_clock.advance(10.0)
     with pytest.warns(UserWarning, match="exceeds the budget of 0.02 kWh"):

@@ -287,8 +287,6 @@ def test_transformers_stops_whichever_event_closes_the_epoch(tmp_path, fake_cloc
         assert all("eval_loss" in row["metrics"] for row in record["epochs"])
 
 
-@pytest.mark.xfail(strict=True, reason="keras.py plans params['epochs'] epochs even when fit starts at initial_epoch "
-                   "(see the report of issue 8); remove this mark when the adapter subtracts the first epoch")
 def test_keras_initial_epoch_plans_only_the_epochs_this_fit_runs(tmp_path, fake_clock):
     """fit(epochs=6, initial_epoch=3) runs epochs 3, 4, 5: 3 epochs. After the first (400 J) the projection is
     400 × 3 = 1200 J, not 400 × 6 = 2400 J (which would stop a 1500 J budget after one epoch of a 1600 J run)."""
@@ -298,8 +296,6 @@ def test_keras_initial_epoch_plans_only_the_epochs_this_fit_runs(tmp_path, fake_
     assert logged[0]["green/projected_total_energy_kwh"] == pytest.approx(400 * 3 / J_PER_KWH)
 
 
-@pytest.mark.xfail(strict=True, reason="lightning.py plans trainer.max_epochs epochs even when max_steps ends the "
-                   "run sooner (see the report of issue 8); remove this mark when the adapter takes max_steps in")
 def test_lightning_max_steps_shorter_than_max_epochs_is_planned(tmp_path, fake_clock):
     """max_epochs=6 but max_steps=4 with 2 batches per epoch: the run is 2 epochs, 200 + 200 = 400 J. A 1000 J budget
     must not stop it; planning 6 epochs projects 200 × 6 = 1200 J after epoch 0 and stops a run that fits."""

@@ -9,8 +9,10 @@ where *rate* is the mean energy (or emissions) per epoch, leaving out the first 
 ``projected ± std × epochs remaining`` with *std* the epoch-to-epoch standard deviation of the same epochs — a
 deliberately wide band, since successive epochs are not independent draws.
 
-The budget is exceeded when the projection, or the actual total, is above it; the decision is taken on numbers
-already summed over ranks, so every rank of a distributed run takes the same one.
+The budget is exceeded when the projection, or the actual total, is above it. After the first epoch only the actual
+total counts: a projection from one warm-up epoch alone can be far off (see docs/budgets.md). The decision is taken
+on numbers already summed over ranks (and rank zero's carbon intensity), so every rank of a distributed run takes
+the same one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["BudgetDecision", "Projection", "decide", "project"]
+__all__ = ["BudgetDecision", "Projection", "decide", "plan_epochs", "project"]
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,14 @@ class BudgetDecision:
 
 
 def decide(
-    energy: Projection, emissions: Projection, *, budget_kwh: float | None, budget_gco2e: float | None
+    energy: Projection,
+    emissions: Projection,
+    *,
+    budget_kwh: float | None,
+    budget_gco2e: float | None,
+    use_projection: bool = True,
 ) -> BudgetDecision:
-    """Compare the actual and projected totals with the budgets (energy in J against ``budget_kwh``)."""
+    """Compare the actual and (when ``use_projection``) projected totals with the budgets (energy in J)."""
     checks = []
     if budget_kwh is not None:
         checks.append(("energy", energy, budget_kwh * 3.6e6, 1 / 3.6e6, "kWh", budget_kwh))
@@ -70,7 +77,19 @@ def decide(
         if math.isfinite(proj.total) and proj.total > limit:
             return BudgetDecision(True, f"{name} so far, {proj.total * scale:.4g} {unit}, exceeds the budget of "
                                         f"{given:g} {unit}")
-        if proj.projected is not None and proj.projected > limit:
+        if use_projection and proj.projected is not None and proj.projected > limit:
             return BudgetDecision(True, f"{name} projected for the whole run, {proj.projected * scale:.4g} {unit}, "
                                         f"exceeds the budget of {given:g} {unit}")
     return BudgetDecision(False)
+
+
+def plan_epochs(max_epochs: float | None, max_steps: int | None, steps_per_epoch: float | None) -> float | None:
+    """Epochs a run will last: ``max_epochs``, or fewer when ``max_steps`` optimizer steps end it first.
+
+    ``steps_per_epoch`` counts optimizer steps (batches / gradient accumulation, rounded up); ``None``, 0 or
+    infinite values mean unknown. Returns ``None`` when neither limit is known.
+    """
+    epochs = float(max_epochs) if max_epochs is not None and max_epochs > 0 else math.inf
+    if max_steps is not None and max_steps > 0 and steps_per_epoch and math.isfinite(steps_per_epoch):
+        epochs = min(epochs, max_steps / steps_per_epoch)
+    return epochs if math.isfinite(epochs) else None

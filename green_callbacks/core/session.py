@@ -226,7 +226,7 @@ class Session:
             if self.convergence is None and monitor:
                 self.convergence = ConvergenceTracker(monitor, mode, None)
             self.hyperparameters = dict(hyperparameters or {})
-            self.planned_epochs = planned_epochs
+            self.set_planned_epochs(planned_epochs)
             self.meter = Meter(self._build_sensors(device_indices, device_uuids))
             self.meter.start()
             self.meter.begin("run")
@@ -338,13 +338,18 @@ class Session:
                 stacklevel=4,
             )
 
+    def set_planned_epochs(self, epochs: float | None) -> None:
+        """The number of epochs the whole run is planned to last (resumed epochs included); ``None``: unknown."""
+        self.planned_epochs = None if epochs is None or not math.isfinite(epochs) or epochs <= 0 else float(epochs)
+
     def _check_budget(self) -> None:
         energy = project([r.energy_j for r in self.rows], self.planned_epochs)
         emissions = project([r.emissions_gco2e for r in self.rows], self.planned_epochs)
         self.projection = (energy, emissions)
         if self.stop_reason is not None:
             return
-        decision = decide(energy, emissions, budget_kwh=self.config.budget_kwh, budget_gco2e=self.config.budget_gco2e)
+        decision = decide(energy, emissions, budget_kwh=self.config.budget_kwh, budget_gco2e=self.config.budget_gco2e,
+                          use_projection=len(self.rows) >= 2)
         if not decision.exceeded:
             return
         stop = self.config.budget_action == "stop"
@@ -373,20 +378,22 @@ class Session:
         local: list[float | None] = [self._local_component_j(epoch_m, n) for n in names]
         local += [self._local_component_j(eval_m, n) for n in names]
         local += [self._flops["train"] if flops_ok else None, self._flops["eval"] if flops_ok else None]
+        # rank zero's intensity for everyone: with a live provider ranks may differ, and every rank must take the
+        # same budget decision
+        local.append(self.carbon.intensity_gco2e_per_kwh if self.dist.is_global_zero else 0.0)
         sums, lacks = sum_with_missing(local, self.reducer)
         k = len(names)
         comp_j = dict(zip(names, sums[:k], strict=True))
         eval_comp_j = dict(zip(names, sums[k:2 * k], strict=True))
-        train_flops, eval_flops = sums[2 * k], sums[2 * k + 1]
+        train_flops, eval_flops, intensity = sums[2 * k], sums[2 * k + 1], sums[2 * k + 2]
         methods = {}
         for i, n in enumerate(names):
             part = epoch_m.components[n]
             methods[n] = part.method if lacks[i] == 0 else UNAVAILABLE
         energy_j = _sum_known(comp_j.values())
         eval_j = _sum_known(eval_comp_j.values()) if self._eval else 0.0
-        emissions = None if energy_j is None else emissions_gco2e(
-            joules_to_kwh(energy_j), self.carbon.intensity_gco2e_per_kwh, self.config.pue
-        )
+        assert intensity is not None
+        emissions = None if energy_j is None else emissions_gco2e(joules_to_kwh(energy_j), intensity, self.config.pue)
         previous = self.totals
         self.totals = Totals(
             epochs=previous.epochs + 1,
