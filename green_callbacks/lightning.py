@@ -72,11 +72,13 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
         _pl.Callback.__init__(self)
         GreenCallbackBase.__init__(self, **kwargs)
         self._flop_counter: _FlopCounter | None = None
+        # Lightning reads state_key at every hook call; the settings are frozen, so it is computed once
+        self._state_key = self._generate_state_key(**{k: getattr(self.config, k) for k in _STATE_KEY_FIELDS})
 
     @property
     def state_key(self) -> str:
         """Checkpoint key: two callbacks with different settings (e.g. two grids) keep separate states."""
-        return self._generate_state_key(**{k: getattr(self.config, k) for k in _STATE_KEY_FIELDS})
+        return self._state_key
 
     def _guard(self, part: str, fn: Any, *args: Any) -> Any:
         return self.session.guard.call(part, fn, *args)
@@ -219,6 +221,9 @@ class _FlopCounter:
         self.engine = TorchFlopCounter(fallback_to_real_step=not distributed)
 
     def count(self, pl_module: Any, batch: Any, kind: str, *index: int) -> float:
+        hit = self.engine.cached(kind, pl_module, batch)  # the common path: no preparation needed
+        if hit is not None:
+            return float(hit.flops)
         name = "training_step" if kind == "train" else "validation_step"
         extra = _index_args(getattr(pl_module, name), index)
         count = self.engine.count_train_step if kind == "train" else self.engine.count_eval_step

@@ -398,11 +398,17 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
             control.should_training_stop = True
 
     def _hf_total_flos(self, state: Any) -> float:
-        """The Trainer's own estimate so far; its pending per-process count is folded in first (all ranks)."""
+        """The Trainer's own estimate so far; its pending per-process count is folded in first (all ranks).
+
+        NaN, not 0, when the Trainer cannot estimate (a model without ``num_parameters``, e.g. a plain
+        ``nn.Module``: its ``floating_point_ops`` then returns 0 for every step).
+        """
         trainer = self.trainer
         if trainer is None:
             return math.nan
         trainer.store_flos()
+        if float(state.total_flos) == 0.0 and not hasattr(trainer.model, "num_parameters"):
+            return math.nan
         return float(state.total_flos)
 
     def _log(self, state: Any, control: Any, metrics: dict[str, float]) -> None:

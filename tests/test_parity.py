@@ -308,3 +308,19 @@ def test_identical_run_records_across_adapters(runs, other):
     assert {k: v for k, v in best.items() if k not in ("time_s", "value")} == {
         k: v for k, v in best_ref.items() if k not in ("time_s", "value")}
     assert record["status"] == reference["status"] == "completed"
+
+
+def test_hf_estimate_is_nan_not_zero_for_a_plain_module(tmp_path):
+    """The Trainer cannot estimate FLOPs of a plain nn.Module (its total_flos stays 0): logged as NaN, never 0."""
+    from transformers import Trainer, TrainingArguments
+
+    from green_callbacks.transformers import HF_TOTAL_FLOS_KEY, GreenCallback
+
+    xt, yt, _, _ = data()
+    args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=BATCH,
+                             report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True)
+    green = GreenCallback(**green_kwargs(tmp_path, "hf-nan", "eval_loss"))
+    trainer = Trainer(model=HFModel(), args=args, train_dataset=Samples(xt, yt), callbacks=[green])
+    trainer.train()
+    [entry] = [h for h in trainer.state.log_history if HF_TOTAL_FLOS_KEY in h]
+    assert math.isnan(entry[HF_TOTAL_FLOS_KEY])

@@ -149,19 +149,7 @@ class TorchFlopCounter:
             raise ValueError(f"forward must be callable as forward(model, batch), got {type(forward).__name__}.")
         model = _unwrap_compiled(model)
         self._calls += 1
-        modules, params = _modules_and_parameters(model)
-        structure = tuple(map(_SHAPE_DTYPE, params))
-        token = self._tokens.get(model)
-        if token is None:
-            token = self._tokens[model] = next(self._serial)
-        key = (
-            kind,
-            token,
-            structure,
-            tuple(map(_TRAINING, modules)),
-            tuple(map(_REQUIRES_GRAD, params)) if kind == "train" else None,
-            _signature(batch),
-        )
+        key, structure = self._key(kind, model, batch)
         cached = self._cache.get(key)
         if cached is not None:
             self._hits += 1
@@ -176,6 +164,35 @@ class TorchFlopCounter:
             self._cache.pop(next(iter(self._cache)))
         self._cache[key] = result
         return result
+
+    def _key(self, kind: Kind, model: Any, batch: Any) -> tuple[Hashable, Hashable]:
+        modules, params = _modules_and_parameters(model)
+        structure = tuple(map(_SHAPE_DTYPE, params))
+        token = self._tokens.get(model)
+        if token is None:
+            token = self._tokens[model] = next(self._serial)
+        key = (
+            kind,
+            token,
+            structure,
+            tuple(map(_TRAINING, modules)),
+            tuple(map(_REQUIRES_GRAD, params)) if kind == "train" else None,
+            _signature(batch),
+        )
+        return key, structure
+
+    def cached(self, kind: Kind, model: Any, batch: Any) -> StepFlops | None:
+        """The count of this step if its signature was counted before (a cache hit, counted as one), else ``None``.
+
+        Lets a caller skip its own preparation for a count (detaching a trainer, silencing warnings) on the common
+        path; on ``None`` it prepares and calls :meth:`count_train_step` / :meth:`count_eval_step`.
+        """
+        model = _unwrap_compiled(model)
+        found = self._cache.get(self._key(kind, model, batch)[0])
+        if found is not None:
+            self._calls += 1
+            self._hits += 1
+        return found
 
     def _count_uncached(self, kind: Kind, model: Any, forward: Forward, batch: Any, structure: Hashable) -> StepFlops:
         if self.method == "meta" and model not in self._meta_broken:
