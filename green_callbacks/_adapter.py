@@ -78,6 +78,10 @@ class GreenCallbackBase:
             live_intensity=live_intensity,
             budget_action=budget_action,
         )
+        if sensors is None:  # an unknown GPU index is the user's mistake: say so now, not at the first epoch
+            from green_callbacks.core.sensors.nvml import check_gpus_on_this_machine
+
+            check_gpus_on_this_machine(self.config.gpus)
         self._sensors = None if sensors is None else list(sensors)
         self.session = self._new_session()
         self.last_metrics: dict[str, float] = {}

@@ -88,6 +88,9 @@ def _measure(args: argparse.Namespace) -> int:
         gpus = None if args.gpus is None else [int(g) for g in args.gpus.split(",") if g.strip()]
         config = GreenConfig(country=args.country, region=args.region, carbon_intensity=args.carbon_intensity,
                              pue=args.pue, output_dir=args.output_dir, gpus=gpus)
+        from green_callbacks.core.sensors.nvml import check_gpus_on_this_machine
+
+        check_gpus_on_this_machine(config.gpus)
         session = Session(config, framework="measure", dist=DistInfo(), reducer=identity_reducer)
     except ValueError as err:
         print(f"green-callbacks measure: {err}", file=sys.stderr)

@@ -591,3 +591,14 @@ def test_a_bug_in_the_sampler_thread_surfaces_at_read(monkeypatch):
     monkeypatch.setenv("GREEN_CALLBACKS_STRICT", "1")
     sensor.close()  # close never raises, and freezes the unavailable reading
     assert sensor.read().energy_j is None
+
+
+def test_unknown_gpu_index_fails_at_callback_construction(monkeypatch):
+    """gpus=[5] on a machine with 4 GPUs: a ValueError from the constructor naming the GPUs there are."""
+    from green_callbacks._adapter import GreenCallbackBase
+    from tests.fakes import fake_pynvml
+
+    fake_pynvml.install(monkeypatch, fake_pynvml.FakePynvml([fake_pynvml.FakeGpu() for _ in range(4)]))
+    with pytest.raises(ValueError, match=r"gpus=\[5\] but this machine has 4 GPUs \(0-3\)"):
+        GreenCallbackBase(gpus=[5], carbon_intensity=100.0)
+    GreenCallbackBase(gpus=[3], carbon_intensity=100.0)  # a GPU that exists is accepted

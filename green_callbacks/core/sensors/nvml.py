@@ -38,6 +38,7 @@ __all__ = [
     "NvmlUnavailableError",
     "build_gpu_sensor",
     "check_gpu_indices",
+    "check_gpus_on_this_machine",
     "nvml_library",
     "select_gpus",
     "trapezoid_j",
@@ -92,6 +93,23 @@ def nvml_library() -> Any:
         if _init_error is not None:
             raise _init_error
     return lib
+
+
+def check_gpus_on_this_machine(gpus: Sequence[int] | None) -> None:
+    """Construction-time check of ``gpus=``: its form always, its indices against NVML's device count when NVML
+    runs here (without NVML the GPU component is reported unavailable later, with the reason)."""
+    if gpus is None:
+        return
+    check_gpu_indices(gpus)
+    try:
+        lib = nvml_library()
+    except NvmlUnavailableError:
+        return
+    try:
+        count = int(lib.nvmlDeviceGetCount())
+    except lib.NVMLError:
+        return
+    check_gpu_indices(gpus, count)
 
 
 def _init_failure_reason(lib: Any, err: BaseException) -> str:
