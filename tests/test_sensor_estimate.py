@@ -257,3 +257,28 @@ def test_zero_watts_is_allowed_and_visible() -> None:
 def test_bad_sample_period_is_rejected(bad: float) -> None:
     with pytest.raises(ValueError, match="sample_period_s must be a positive number of seconds or None"):
         RssEstimateSensor(sample_period_s=bad)
+
+
+def test_one_process_tree_listing_per_meter_read(monkeypatch) -> None:
+    """The CPU and RAM estimates share one listing of the process tree at an epoch boundary (it scans /proc)."""
+    import psutil
+
+    from green_callbacks.core.meter import Meter
+    from green_callbacks.core.sensors.estimate import CpuTimeEstimateSensor, RssEstimateSensor
+
+    calls = []
+    real_children = psutil.Process.children
+
+    def counting_children(self, *args, **kwargs):
+        calls.append(self.pid)
+        return real_children(self, *args, **kwargs)
+
+    monkeypatch.setattr(psutil.Process, "children", counting_children)
+    meter = Meter([CpuTimeEstimateSensor(), RssEstimateSensor(sample_period_s=3600.0)])
+    meter.start()
+    calls.clear()
+    meter.read()
+    assert len(calls) == 1
+    meter.read()
+    assert len(calls) == 2  # a new boundary lists again: children born since are seen
+    meter.close()

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from green_callbacks.core import clock
-from green_callbacks.core.sensors.base import UNAVAILABLE, Reading, Sensor
+from green_callbacks.core.sensors.base import UNAVAILABLE, Reading, Sensor, shared_boundary
 
 __all__ = ["ComponentEnergy", "Measurement", "Meter"]
 
@@ -140,7 +140,11 @@ class Meter:
             )
 
     def read(self) -> dict[str, Reading]:
-        """One reading of every sensor (the cost of an epoch boundary)."""
+        """One reading of every sensor (the cost of an epoch boundary); the sensors may share work within it."""
+        with shared_boundary():
+            return self._read_all()
+
+    def _read_all(self) -> dict[str, Reading]:
         out: dict[str, Reading] = {}
         for name, sensor in self.sensors.items():
             if name in self._broken:

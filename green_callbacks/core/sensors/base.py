@@ -17,6 +17,9 @@ A sensor never raises from ``read()`` for a hardware problem: it returns a readi
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -28,6 +31,8 @@ __all__ = [
     "Reading",
     "Scope",
     "Sensor",
+    "boundary_cache",
+    "shared_boundary",
 ]
 
 Component = Literal["gpu", "cpu", "ram"]
@@ -99,3 +104,21 @@ class NullSensor:
 
     def info(self) -> dict[str, Any]:
         return {"method": UNAVAILABLE, "reason": self.reason, **self._info}
+
+
+_BOUNDARY: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar("green_boundary", default=None)
+
+
+@contextlib.contextmanager
+def shared_boundary() -> Iterator[None]:
+    """Mark one read of all sensors (an epoch boundary): sensors may share work through :func:`boundary_cache`."""
+    token = _BOUNDARY.set({})
+    try:
+        yield
+    finally:
+        _BOUNDARY.reset(token)
+
+
+def boundary_cache() -> dict[Any, Any] | None:
+    """A dict shared by the sensors read at the same boundary (e.g. one listing of the process tree), else None."""
+    return _BOUNDARY.get()

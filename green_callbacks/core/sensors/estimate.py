@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from green_callbacks.core import clock
-from green_callbacks.core.sensors.base import UNAVAILABLE, Component, Reading
+from green_callbacks.core.sensors.base import UNAVAILABLE, Component, Reading, boundary_cache
 from green_callbacks.core.sensors.rapl import Ticker
 
 __all__ = [
@@ -81,12 +81,21 @@ def trapezoid_energy_j(t0_s: float, rss0_bytes: float, t1_s: float, rss1_bytes: 
 
 
 def _tree(process: psutil.Process, include_children: bool) -> list[psutil.Process]:
+    """The process and its descendants. Listing descendants scans all of ``/proc`` (~1 ms); within one meter read
+    (one epoch boundary) the CPU and RAM estimates share one listing through the read's shared cache."""
     if not include_children:
         return [process]
+    shared = boundary_cache()
+    key = ("process-tree", process.pid)
+    if shared is not None and key in shared:
+        return shared[key]
     try:
-        return [process, *process.children(recursive=True)]
+        tree = [process, *process.children(recursive=True)]
     except _GONE:
         return [process]
+    if shared is not None:
+        shared[key] = tree
+    return tree
 
 
 def process_tree_cpu_seconds(pid: int | None = None, include_children: bool = True) -> float:
