@@ -64,22 +64,27 @@ def format_run_summary(record: Mapping[str, Any]) -> str:
     if record.get("error"):
         lines.append(f"  error: {record['error']}")
     lines.append(f"  time: {totals.get('time_s', 0.0):.2f} s over {totals.get('epochs', 0)} epoch(s)")
-    by_component: dict[str, float | None] = {}
-    for row in record.get("epochs", []):
-        for name, value in row.get("component_energy_j", {}).items():
-            if name not in by_component:
-                by_component[name] = 0.0
-            current = by_component[name]
-            by_component[name] = None if current is None or value is None else current + value
+    epochs = record.get("epochs", [])
     methods = record.get("methods", {})
     for name in record.get("components", {}):
+        values = [row.get("component_energy_j", {}).get(name) for row in epochs]
+        known = [v for v in values if v is not None]
         method = ", ".join(methods.get(name, [])) or "unavailable"
-        note = record["components"][name].get("reason") or record["components"][name].get("note") or ""
-        energy = by_component.get(name) if record.get("epochs") else None
-        text = format_energy(energy) if record.get("epochs") else "no complete epoch"
-        lines.append(f"  {name:>4} energy: {text}  [method: {method}]" + (f" ({note})" if energy is None and note
-                                                                           else ""))
-    lines.append(f"  total energy: {format_energy(totals.get('energy_j'))} (IT energy, before PUE)")
+        info = record["components"][name]
+        note = info.get("reason") or info.get("note") or ""
+        if not epochs:
+            text = "no complete epoch"
+        elif not known:
+            text = "unavailable" + (f" ({note})" if note else "")
+        else:
+            text = format_energy(sum(known))
+            if len(known) < len(values):  # measured in some epochs only: say so, keep what was measured
+                text += f" (partial: unavailable in {len(values) - len(known)} of {len(values)} epochs)"
+        lines.append(f"  {name:>4} energy: {text}  [method: {method}]")
+    partly = sorted({name for row in epochs for name in row.get("missing_components", [])
+                     if any(other.get("component_energy_j", {}).get(name) is not None for other in epochs)})
+    caveat = f"; partial: {', '.join(partly)} unavailable in some epochs" if partly else ""
+    lines.append(f"  total energy: {format_energy(totals.get('energy_j'))} (IT energy, before PUE{caveat})")
     source = carbon.get("source", "?")
     year = carbon.get("year")
     lines.append(
@@ -94,8 +99,9 @@ def format_run_summary(record: Mapping[str, Any]) -> str:
         if best:
             lines.append(
                 f"  convergence ({conv['monitor']}, {conv['mode']}): best {best['value']:.4g} at epoch {best['epoch']}"
-                f" after {best['epochs']} epoch(s), {best['time_s']:.2f} s, {_flops(best.get('train_flops'))} "
-                f"training FLOPs, {format_energy(best.get('energy_j'))}, {_grams(best.get('emissions_gco2e'))}"
+                f" after {best['epochs']} epoch(s), {best['time_s']:.2f} s, training FLOPs "
+                f"{_flops(best.get('train_flops'))}, {format_energy(best.get('energy_j'))}, "
+                f"{_grams(best.get('emissions_gco2e'))}"
             )
         else:
             lines.append(f"  convergence ({conv['monitor']}): the metric was never logged")

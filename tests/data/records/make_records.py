@@ -46,8 +46,9 @@ def record(*, run_id, status, carbon, components, epochs_spec, monitor, mode, hy
         totals = {
             "epochs": totals["epochs"] + 1,
             "time_s": totals["time_s"] + time_s,
-            "train_flops": totals["train_flops"] + (train_f or 0.0),
-            "eval_flops": totals["eval_flops"] + (eval_f or 0.0),
+            # like the session: a FLOP total is unavailable (None) once an epoch was not counted
+            "train_flops": None if not flops or totals["train_flops"] is None else totals["train_flops"] + train_f,
+            "eval_flops": None if not flops or totals["eval_flops"] is None else totals["eval_flops"] + eval_f,
             "energy_j": None if totals["energy_j"] is None or energy is None else totals["energy_j"] + energy,
             "emissions_gco2e": None if totals["emissions_gco2e"] is None or grams is None
             else totals["emissions_gco2e"] + grams,
@@ -55,7 +56,8 @@ def record(*, run_id, status, carbon, components, epochs_spec, monitor, mode, hy
         rows.append({"epoch": index, "time_s": time_s, "energy_j": energy, "component_energy_j": dict(parts),
                      "component_method": part_methods, "eval_energy_j": eval_j,
                      "train_flops": train_f if flops else None, "eval_flops": eval_f if flops else None,
-                     "emissions_gco2e": grams, "totals": dict(totals), "metrics": metrics})
+                     "emissions_gco2e": grams, "totals": dict(totals), "metrics": metrics,
+                     "missing_components": [n for n, v in parts.items() if v is None]})
         value = metrics.get(monitor)
         if value is not None and (best is None or (value > best["value"] if mode == "max" else value < best["value"])):
             best = {"epoch": index, "value": value, **totals}
