@@ -212,8 +212,9 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
             self.session.finish("failed", "the previous fit() stopped without reaching on_train_end")
         if self.session.status != "created":
             self.session = self._new_session()
+        # The FLOP counter is kept: its cache is keyed by model and signature, so a later fit of the same model
+        # does not pay for a new meta copy (~150 ms for a small Keras model).
         self._steps.reset()
-        self._flop_counter = None
         self.session.guard.call("train_begin", self._train_begin, _find_fit_locals(self))
 
     def _train_begin(self, fit_locals: dict[str, Any] | None) -> None:
