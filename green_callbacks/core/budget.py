@@ -22,6 +22,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from green_callbacks.core.units import joules_to_kwh, kwh_to_joules
+
 __all__ = ["BudgetDecision", "Projection", "decide", "plan_epochs", "project"]
 
 
@@ -70,7 +72,7 @@ def decide(
     """Compare the actual and (when ``use_projection``) projected totals with the budgets (energy in J)."""
     checks = []
     if budget_kwh is not None:
-        checks.append(("energy", energy, budget_kwh * 3.6e6, 1 / 3.6e6, "kWh", budget_kwh))
+        checks.append(("energy", energy, kwh_to_joules(budget_kwh), joules_to_kwh(1.0), "kWh", budget_kwh))
     if budget_gco2e is not None:
         checks.append(("emissions", emissions, budget_gco2e, 1.0, "gCO2e", budget_gco2e))
     for name, proj, limit, scale, unit, given in checks:

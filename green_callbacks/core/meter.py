@@ -8,7 +8,7 @@ independent of each other.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -67,11 +67,6 @@ class Measurement:
             else:
                 parts[key] = ComponentEnergy(max(mine.energy_j - theirs.energy_j, 0.0), mine.method, mine.note)
         return Measurement(name or f"{self.name}-{other.name}", max(self.duration_s - other.duration_s, 0.0), parts)
-
-    @staticmethod
-    def empty(name: str, components: Iterable[str], method: str = UNAVAILABLE) -> Measurement:
-        return Measurement(name, 0.0, {c: ComponentEnergy(0.0 if method != UNAVAILABLE else None, method)
-                                       for c in components})
 
 
 @dataclass(frozen=True)
@@ -164,7 +159,7 @@ class Meter:
         """Open (or re-open) the window named ``window``."""
         if not self._started:
             self.start()
-        self._open[window] = _Snapshot(clock.now_s(), self.read())
+        self._open[window] = self._snapshot()
 
     def is_open(self, window: str) -> bool:
         return window in self._open
@@ -177,13 +172,6 @@ class Meter:
         end = self._snapshot()
         return self._difference(window, start, end)
 
-    def peek(self, window: str) -> Measurement:
-        """What happened in ``window`` so far, leaving it open."""
-        start = self._open.get(window)
-        if start is None:
-            raise KeyError(f"no open measurement window {window!r}; open ones: {sorted(self._open)}")
-        return self._difference(window, start, self._snapshot())
-
     @staticmethod
     def _difference(window: str, start: _Snapshot, end: _Snapshot) -> Measurement:
         parts: dict[str, ComponentEnergy] = {}
@@ -191,9 +179,9 @@ class Meter:
             first = start.readings.get(name)
             if first is None or first.energy_j is None or last.energy_j is None:
                 note = last.note or (first.note if first is not None else "")
-                parts[name] = ComponentEnergy(None, UNAVAILABLE if last.energy_j is None else last.method, note)
                 if last.energy_j is not None:  # became available mid-window: the window is still unknown
-                    parts[name] = ComponentEnergy(None, UNAVAILABLE, note or "not measured at window start")
+                    note = note or "not measured at window start"
+                parts[name] = ComponentEnergy(None, UNAVAILABLE, note)
             elif last.gaps > first.gaps:  # energy left out inside this window: unknown, never an under-count
                 parts[name] = ComponentEnergy(None, UNAVAILABLE, last.note or "energy left out in this window")
             else:
