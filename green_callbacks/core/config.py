@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from green_callbacks.core.carbon import validate_intensity, validate_pue
+from green_callbacks.core.sensors.gpu_map import check_gpu_indices
 
 __all__ = ["GreenConfig"]
 
@@ -91,16 +91,9 @@ class GreenConfig:
         object.__setattr__(self, "ram_watts_per_gb", _finite_positive("ram_watts_per_gb", self.ram_watts_per_gb))
         if self.budget_action not in ("stop", "warn"):
             raise ValueError(f"budget_action must be 'stop' or 'warn', got {self.budget_action!r}")
-        if self.gpus is not None:
-            gpus = self.gpus
-            if isinstance(gpus, int) and not isinstance(gpus, bool):
-                gpus = (gpus,)
-            if not isinstance(gpus, Sequence) or isinstance(gpus, str) or not all(
-                isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus
-            ):
-                raise ValueError(
-                    f"gpus must be a list of non-negative NVML device indices such as [0, 1], got {self.gpus!r}"
-                )
+        if self.gpus is not None:  # the one check of the form of gpus= (the GPU count is checked by the factory)
+            gpus = (self.gpus,) if isinstance(self.gpus, int) and not isinstance(self.gpus, bool) else self.gpus
+            check_gpu_indices(gpus)
             object.__setattr__(self, "gpus", tuple(int(g) for g in gpus))
         if self.output_dir is not None:
             if not isinstance(self.output_dir, (str, os.PathLike)):
