@@ -10,6 +10,7 @@ equal). All arithmetic happens in the :class:`~green_callbacks.core.engine.Engin
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.engine import Engine
 from green_callbacks.core.metric_keys import METRIC_KEYS, progress_bar_metrics
+from green_callbacks.core.patches import InstancePatches
 from green_callbacks.core.session import Session
 
 __all__ = ["METRIC_KEYS", "GreenCallbackBase", "progress_bar_metrics"]
@@ -40,6 +42,9 @@ class GreenCallbackBase:
         live_intensity: an opt-in live intensity provider, e.g.
             ``green_callbacks.core.live.ElectricityMapsProvider(zone="DE")``.
         budget_action: ``"stop"`` the training when a budget would be exceeded, or only ``"warn"``.
+        console: ``"compact"`` (default): the console (Keras' progress line, the HF printed log, Lightning's
+            progress bar) shows only the running ``Wh`` and ``gCO2e``; ``"all"``: every ``green/`` key there too.
+            Loggers (TensorBoard, CSV, History, ``log_history``, ...) always receive every key.
         sensors: advanced — energy sensors to use instead of the machine's (one per component).
     """
 
@@ -63,6 +68,7 @@ class GreenCallbackBase:
         ram_watts_per_gb: float | None = None,
         live_intensity: Any = None,
         budget_action: str = "stop",
+        console: str = "compact",
         sensors: Sequence[Any] | None = None,
     ) -> None:
         given = {k: v for k, v in locals().items() if k in _PARAMETERS}
@@ -76,10 +82,25 @@ class GreenCallbackBase:
 
             check_gpus_on_this_machine(self.config.gpus)
         self._engine = Engine(self.config, framework=self.framework, sensors=sensors)
+        self._patches = InstancePatches()  # framework objects changed for one fit (see core/patches.py)
         self._init_adapter()
 
     def _init_adapter(self) -> None:
         """The adapter's own per-instance state (framework objects it tracks), set up after the engine."""
+
+    def __getattr__(self, name: str) -> Any:
+        """Only for attributes this class lacks: when another framework asks for one of its hooks, the callback
+        was given to the wrong framework; say which import is the right one instead of an ``AttributeError``."""
+        if not name.startswith("_"):
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            used = next((f for f, roots in _FRAMEWORK_MODULES.items() if caller.split(".", 1)[0] in roots), None)
+            if used is not None and used != self.framework:
+                raise TypeError(
+                    f"green_callbacks.{self.framework}.GreenCallback is the {_TITLES[self.framework]} callback, but "
+                    f"{_TITLES[used]} is using it (it asked for {name!r}). For {_TITLES[used]}, use: "
+                    f"from green_callbacks.{used} import GreenCallback"
+                )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def session(self) -> Session:
@@ -96,6 +117,13 @@ class GreenCallbackBase:
         """The ``green/...`` metrics of the last completed epoch."""
         return self._engine.last_metrics
 
+
+_FRAMEWORK_MODULES = {
+    "lightning": ("lightning", "pytorch_lightning"),
+    "keras": ("keras", "tf_keras"),
+    "transformers": ("transformers",),
+}
+_TITLES = {"lightning": "PyTorch Lightning", "keras": "Keras", "transformers": "HF transformers"}
 
 _PARAMETERS = {
     name: p for name, p in inspect.signature(GreenCallbackBase.__init__).parameters.items() if name != "self"

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from green_callbacks._adapter import GreenCallbackBase
-from green_callbacks.core.metric_keys import nan_metrics
+from green_callbacks.core.metric_keys import console_view, nan_metrics
 from green_callbacks.core.record_writer import write_json_atomic
 
 __all__ = ["GreenCallback"]
@@ -212,6 +212,8 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         callbacks = None if fit_locals is None else fit_locals["callbacks"].callbacks
         self._epoch_iterator = None if fit_locals is None else fit_locals.get("epoch_iterator")
         self._put_before_loggers(callbacks)
+        for bar in (c for c in callbacks or [] if isinstance(c, keras.callbacks.ProgbarLogger)):
+            self._patches.wrap(bar, "on_epoch_end", self._compact)
         stopper = next((c for c in callbacks or [] if isinstance(c, keras.callbacks.EarlyStopping)), None)
         backend = keras.backend.backend()
         self._flops_info = {"backend": backend, **_FLOP_METHODS.get(backend, {"method": "unavailable"})}
@@ -231,6 +233,15 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
             extra={"keras": {"version": keras.__version__, "backend": backend}, "flops": self._flops_info},
         )
         self._wrap(self.model, "train_function", "train")
+
+    def _compact(self, on_epoch_end: Any) -> Any:
+        """The progress line's ``on_epoch_end``, shown the compact view of the logs (``console=``)."""
+        console = self.config.console
+
+        def shown(epoch: int, logs: dict[str, Any] | None = None) -> Any:
+            return on_epoch_end(epoch, None if logs is None else console_view(logs, console))
+
+        return shown
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._unwrap()
@@ -343,6 +354,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         return args
 
     def _unwrap(self) -> None:
+        self._patches.restore()
         for model, attr, original in reversed(self._wrapped):
             if getattr(getattr(model, attr, None), "_green_callback", None) is not None:
                 setattr(model, attr, original)

@@ -28,6 +28,7 @@ from typing import Any
 from green_callbacks._adapter import GreenCallbackBase, progress_bar_metrics
 from green_callbacks.core.budget import plan_epochs_from_batches
 from green_callbacks.core.distributed import DistInfo
+from green_callbacks.core.patches import nan_tolerant
 
 
 def _import_lightning() -> Any:
@@ -90,6 +91,9 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         self._engine.load_state_dict(state_dict)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        for logger in trainer.loggers:  # Lightning calls them outside this callback: a refusal of NaN must not end
+            name = str(getattr(logger, "name", None) or type(logger).__name__)
+            self._patches.wrap(logger, "log_metrics", lambda log, name=name: nan_tolerant(log, name))
         monitor, mode = _framework_monitor(trainer)
         device = trainer.strategy.root_device
         self._engine.start(
@@ -131,24 +135,26 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         metrics = self._engine.epoch_end(trainer.callback_metrics)  # a collective under DDP: every rank gets here
         if metrics is None:
             return
-        self._engine.guard("logging", _log, pl_module, metrics)
+        self._engine.guard("logging", _log, pl_module, metrics, self.config.console)
         if self._engine.should_stop:
             trainer.should_stop = True
 
     # ------------------------------------------------------------------ end
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
+            self._patches.restore()
             self._engine.finish("completed", stop_reason=_stop_reason(trainer))
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self._patches.restore()
         self._engine.fail(exception)
 
 
-def _log(pl_module: Any, metrics: dict[str, float]) -> None:
+def _log(pl_module: Any, metrics: dict[str, float], console: str) -> None:
     """To every logger (float64 CPU tensors: exact values, no device copies; already summed over ranks, so no
-    ``sync_dist``), and the running totals to the progress bar only."""
+    ``sync_dist``), and to the progress bar the running totals (``console="compact"``) or every key (``"all"``)."""
     as_tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()}
-    pl_module.log_dict(as_tensors, on_step=False, on_epoch=True, sync_dist=False)
+    pl_module.log_dict(as_tensors, on_step=False, on_epoch=True, prog_bar=console == "all", sync_dist=False)
     bar = {k: torch.tensor(v, dtype=torch.float64) for k, v in progress_bar_metrics(metrics).items()}
     pl_module.log_dict(bar, on_step=False, on_epoch=True, prog_bar=True, logger=False, sync_dist=False)
 

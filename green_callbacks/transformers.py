@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+from green_callbacks.core.metric_keys import console_view
 
 try:
     import transformers
@@ -299,6 +300,27 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._epoch_metrics = {}
         self._engine.flops.use(_StepCounter())  # one counter (and cache) per run
         self._install_hook(model)
+        self._compact_printers()
+
+    def _compact_printers(self) -> None:
+        """The Trainer's printed log (``PrinterCallback``/``ProgressCallback``) shows the compact view of our
+        epoch logs (``console=``); ``log_history`` and every ``report_to`` integration still get every key."""
+        trainer = self.trainer
+        if trainer is None:
+            return
+        console = self.config.console
+        printers = (transformers.trainer_callback.PrinterCallback, transformers.trainer_callback.ProgressCallback)
+        for printer in (c for c in trainer.callback_handler.callbacks if isinstance(c, printers)):
+
+            def make(on_log: Any) -> Any:
+                def shown(args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> Any:
+                    if isinstance(logs, Mapping):
+                        logs = console_view(logs, console)
+                    return on_log(args, state, control, logs=logs, **kwargs)
+
+                return shown
+
+            self._patches.wrap(printer, "on_log", make)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._engine.in_epoch:  # an epoch whose closing event never came (e.g. no evaluation after all)
@@ -406,6 +428,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._hook = model.register_forward_pre_hook(count, with_kwargs=True)
 
     def _remove_hook(self) -> None:
+        self._patches.restore()
         if self._hook is not None:
             self._hook.remove()
             self._hook = None

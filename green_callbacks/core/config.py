@@ -65,6 +65,9 @@ def check_output_dir(value: Any) -> str:
     return str(path)
 
 
+CONSOLE_CHOICES = ("compact", "all")
+
+
 @dataclass(frozen=True)
 class GreenConfig:
     """Validated settings shared by the Lightning, Keras and transformers adapters.
@@ -82,6 +85,8 @@ class GreenConfig:
         cpu_watts_per_core, ram_watts_per_gb: constants of the CPU and RAM estimates where RAPL is missing.
         live_intensity: an opt-in live intensity provider (``green_callbacks.core.live``).
         budget_action: ``"stop"`` (stop the training at the end of the epoch) or ``"warn"``.
+        console: what the framework's console shows of the ``green/`` keys every epoch: ``"compact"`` (the
+            running totals in Wh and gCO2e) or ``"all"`` (every key). Loggers always receive every key.
     """
 
     country: str | None = None
@@ -99,6 +104,7 @@ class GreenConfig:
     ram_watts_per_gb: float | None = None
     live_intensity: Any = None
     budget_action: str = "stop"
+    console: str = "compact"
 
     def __post_init__(self) -> None:
         for name in ("country", "region", "monitor"):
@@ -125,6 +131,11 @@ class GreenConfig:
         object.__setattr__(self, "ram_watts_per_gb", _finite_positive("ram_watts_per_gb", self.ram_watts_per_gb))
         if self.budget_action not in ("stop", "warn"):
             raise ValueError(f"budget_action must be 'stop' or 'warn', got {self.budget_action!r}")
+        if self.console not in CONSOLE_CHOICES:
+            raise ValueError(
+                f"console must be one of {', '.join(map(repr, CONSOLE_CHOICES))}, got {self.console!r}: 'compact' "
+                "shows the running Wh and gCO2e on the console, 'all' every green/ key (loggers get every key)"
+            )
         if self.gpus is not None:  # the one check of the form of gpus= (the GPU count is checked by the factory)
             gpus = (self.gpus,) if isinstance(self.gpus, int) and not isinstance(self.gpus, bool) else self.gpus
             check_gpu_indices(gpus)

@@ -23,6 +23,7 @@ __all__ = [
     "METRIC_KEYS",
     "PREFIX",
     "PROGRESS_BAR_KEYS",
+    "console_view",
     "epoch_metrics",
     "is_own_key",
     "nan_metrics",
@@ -116,6 +117,16 @@ def progress_bar_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
         "Wh": metrics["green/total_energy_kwh"] * 1000.0,
         "gCO2e": metrics["green/total_emissions_gco2e"],
     }
+
+
+def console_view(logs: Mapping[str, Any], console: str) -> dict[str, Any]:
+    """What a console line shows of an epoch's logs: ``"all"``: everything; ``"compact"``: the user's own keys and
+    the running totals in Wh and gCO2e in place of the ``green/...`` keys (loggers still get every key)."""
+    if console == "all" or "green/total_energy_kwh" not in logs:
+        return dict(logs)
+    out = {k: v for k, v in logs.items() if not is_own_key(str(k))}
+    out.update(progress_bar_metrics(logs))
+    return out
 
 
 def is_own_key(key: str) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 from green_callbacks.core import clock
 from green_callbacks.core.budget import Projection, decide, project
 from green_callbacks.core.config import GreenConfig
-from green_callbacks.core.convergence import ConvergenceTracker, Totals
+from green_callbacks.core.convergence import ConvergenceTracker, MonitorWatch, Totals
 from green_callbacks.core.distributed import DistInfo, Reducer, default_reducer, dist_info
 from green_callbacks.core.environment import hardware_info, software_info
 from green_callbacks.core.epoch_state import EpochState
@@ -127,6 +127,7 @@ class Session:
         self._state = EpochState()
         self._last_metrics: dict[str, float] = {}
         self._write_warned = False
+        self._monitor_watch = MonitorWatch()
 
     # ------------------------------------------------------------------ read-only state
     @property
@@ -441,6 +442,8 @@ class Session:
             emissions_gco2e=_add(previous.emissions_gco2e, emissions),
         )
         assert self._epoch is not None
+        self._convergence = self._monitor_watch.observe(
+            self._convergence, metrics, self._epoch, speak=self.dist.is_global_zero)
         if self._convergence is not None:
             self._convergence.update(self._epoch, metrics.get(self._convergence.monitor), self._totals)
         return EpochRow(
