@@ -76,6 +76,8 @@ class ElectricityMapsProvider:
     Args:
         zone: an Electricity Maps zone id, e.g. ``"DE"``, ``"FR"``, ``"US-CAL-CISO"``, ``"SE-SE3"``.
         token: the API token; if ``None``, read from the environment variable ``ELECTRICITYMAPS_API_TOKEN``.
+            Surrounding whitespace (a file's trailing newline) is stripped; a token with whitespace, control or
+            non-ASCII characters inside is a ``ValueError`` that does not show it.
         base_url: API root (``https://api.electricitymaps.com/v3``); ``http``/``https`` only.
         timeout_s: seconds allowed for connecting and for each read.
         emission_factor_type: ``"lifecycle"`` (the default, same basis as the packaged country table),
