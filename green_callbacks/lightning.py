@@ -29,6 +29,7 @@ from typing import Any
 from green_callbacks._adapter import GreenCallbackBase, progress_bar_metrics
 from green_callbacks.core.budget import plan_epochs
 from green_callbacks.core.distributed import DistInfo
+from green_callbacks.core.sensors.accelerators import torch_device_type
 
 
 def _import_lightning() -> Any:
@@ -108,10 +109,12 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
     def _start(self, trainer: Any, pl_module: Any) -> None:
         monitor, mode = _framework_monitor(trainer)
         device = trainer.strategy.root_device
+        device_type = torch_device_type(device)
         self.session.start(
             output_dir=trainer.log_dir or trainer.default_root_dir,  # log_dir broadcasts: every rank calls it
             hyperparameters=dict(getattr(pl_module, "hparams", {}) or {}),
-            device_indices=[device.index or 0] if device.type == "cuda" else [],
+            device_indices=[device.index or 0] if device_type != "cpu" else [],
+            device_type=device_type,
             monitor=monitor,
             mode=mode,
             extra={"lightning": {"strategy": type(trainer.strategy).__name__, "precision": str(trainer.precision),

@@ -188,13 +188,17 @@ class Session:
     def monitor(self) -> str | None:
         return None if self.convergence is None else self.convergence.monitor
 
-    def _build_sensors(self, device_indices: Sequence[int] | None, device_uuids: Sequence[str] | None) -> list[Sensor]:
+    def _build_sensors(
+        self, device_indices: Sequence[int] | None, device_uuids: Sequence[str] | None, device_type: str = "cuda"
+    ) -> list[Sensor]:
         if self._custom_sensors is not None:
             return self._custom_sensors
+        from green_callbacks.core.sensors.accelerators import build_accelerator_sensor
         from green_callbacks.core.sensors.host import build_host_sensors
-        from green_callbacks.core.sensors.nvml import build_gpu_sensor
 
-        gpu = build_gpu_sensor(gpus=self.config.gpus, device_indices=device_indices, device_uuids=device_uuids)
+        gpu = build_accelerator_sensor(
+            device_type, device_indices, device_uuids, gpus=self.config.gpus
+        )
         cpu, ram = build_host_sensors(
             cpu_watts_per_core=self.config.cpu_watts_per_core, ram_watts_per_gb=self.config.ram_watts_per_gb
         )
@@ -207,6 +211,7 @@ class Session:
         hyperparameters: Mapping[str, Any] | None = None,
         device_indices: Sequence[int] | None = None,
         device_uuids: Sequence[str] | None = None,
+        device_type: str = "cuda",
         monitor: str | None = None,
         mode: str | None = None,
         planned_epochs: float | None = None,
@@ -217,7 +222,9 @@ class Session:
 
         ``monitor``/``mode`` are the framework's own early-stopping or best-model metric, used when the user gave
         no ``monitor=``. ``device_indices`` are the CUDA devices this process trains on (``[]`` for CPU);
-        ``device_uuids`` their UUIDs where the framework knows them (exact whatever the environment says).
+        ``device_uuids`` their UUIDs where the framework knows them (exact whatever the environment says);
+        ``device_type`` what they are (``"cuda"``, ``"rocm"``, ``"xpu"``, ``"mps"``, ``"tpu"``, ``"cpu"``; see
+        :mod:`green_callbacks.core.sensors.accelerators`), which picks the sensor.
         ``planned_epochs`` (may be fractional) lets the session project the run's total and apply budgets.
         """
         with self._lock:
@@ -227,7 +234,7 @@ class Session:
                 self.convergence = ConvergenceTracker(monitor, mode, None)
             self.hyperparameters = dict(hyperparameters or {})
             self.set_planned_epochs(planned_epochs)
-            self.meter = Meter(self._build_sensors(device_indices, device_uuids))
+            self.meter = Meter(self._build_sensors(device_indices, device_uuids, device_type))
             self.meter.start()
             self.meter.begin("run")
             self._started_at = clock.wall_time_s()
