@@ -407,5 +407,5 @@ def build_intel_gpu_sensor(
                           "Intel GPU energy is not measured.", scope="device")
     try:
         return IntelGpuSensor(cards, max_power_w=max_power_w, lib=lib)
-    except SensorUnavailableError as err:
+    except (SensorUnavailableError, LevelZeroError) as err:
         return NullSensor("gpu", f"Intel GPU energy is not measured: {err}", scope="device")
