@@ -275,3 +275,31 @@ def test_sampler_thread_polls_and_stops(monkeypatch):
     assert fake.calls["amdsmi_get_energy_count"] >= 6  # the thread reads by itself (wrap safety)
     sensor.close()
     assert not sensor.sampling
+
+
+def test_a_stuck_counter_switches_to_power_and_the_stuck_stretch_is_a_gap(monkeypatch, fake_clock, closing):
+    fake = install(monkeypatch, [FakeAmdGpu(ticks=1_000, resolution_uj=1.0, power_w=250.0)])
+    sensor = build(closing)
+    sensor.start()
+    fake.gpus[0].ticks += 100_000_000  # 100 J in the first 2 s
+    fake_clock.advance(2.0)
+    assert sensor.read().energy_j == pytest.approx(100.0)
+    fake_clock.advance(10.0)  # the accumulator does not move for 10 s
+    with pytest.warns(RuntimeWarning, match="stopped moving for 10 s while the device reports 250 W"):
+        stuck = sensor.read()
+    assert stuck.gaps == 1 and stuck.energy_j == pytest.approx(100.0)  # the stuck stretch is not counted
+    assert stuck.method == METHOD_POWER
+    fake_clock.advance(4.0)
+    later = sensor.read()
+    assert later.gaps == 1 and later.energy_j == pytest.approx(100.0 + 250.0 * 4.0)  # power from then on: 1100 J
+
+
+def test_a_stuck_counter_without_power_is_unavailable(monkeypatch, fake_clock, closing):
+    fake = install(monkeypatch, [FakeAmdGpu(ticks=1_000, resolution_uj=1.0)])
+    not_supported = fake_amdsmi.AmdSmiLibraryException(fake_amdsmi.AMDSMI_STATUS_NOT_SUPPORTED)
+    fake.gpus[0].errors["amdsmi_get_power_info"] = not_supported
+    sensor = build(closing)
+    sensor.start()
+    fake_clock.advance(11.0)
+    reading = sensor.read()
+    assert reading.energy_j is None and "stopped moving for 11 s and it reports no power" in reading.note

@@ -10,6 +10,9 @@
   (:mod:`green_callbacks.core.sensors.polling`).
 - Sanity bound: an increment implying more than ``max_power_w`` (2 kW) for one device over its window is rejected
   with one warning and counted as a gap, so that window's GPU energy is ``unavailable``, never 12.5 MW.
+- Stuck counter: a powered GPU's accumulator moves every few ms; one that stands still for ``STALE_COUNTER_S``
+  (10 s) is stuck (ROCm/amdsmi#38 reports counter anomalies). That device goes on with power sampling (at the
+  background thread's period), and the stuck stretch is a gap; without a power reading it is ``unavailable``.
 - MI200 (MI250/MI250X) packages hold two dies (GCDs) that appear as two devices; the package's energy and power
   are reported on the first die only, the second reports none (by design, ROCm ≥ 6.0). A die with neither
   counter nor power is measured through the die before it in amdsmi's enumeration (the package partner) and the
@@ -57,6 +60,7 @@ METHOD_COUNTER = "amdsmi-energy-counter"
 METHOD_POWER = "amdsmi-power"
 DEFAULT_SAMPLE_PERIOD_S = 0.1
 DEFAULT_COUNTER_POLL_S = 5.0
+STALE_COUNTER_S = 10.0
 WRAP_32 = 2**32
 
 _INIT_LOCK = threading.Lock()
@@ -252,10 +256,12 @@ class _Device:
     handle: Any
     method: str
     dies: tuple[AmdGpuId, ...]  # the trained dies this package measurement covers
+    probed_method: str = ""  # the method found at construction (``method`` may switch to power mid-run)
     resolution_uj: float = 0.0
     last_ticks: int = 0
     last_t_s: float = 0.0
-    energy_j: float = 0.0  # accumulated counter energy since start()
+    last_change_s: float = 0.0  # when the accumulator last moved
+    energy_j: float = 0.0  # accumulated counter energy since start() (frozen if the device switched to power)
     wraps: int = 0
     trace: PowerTrace = field(default_factory=PowerTrace)
 
@@ -320,6 +326,7 @@ class AmdGpuSensor:
         self._lost_note: str | None = None
         self._gaps = 0
         self._last_gap = ""
+        self._warned: set[str] = set()
         self._sampler_error: BaseException | None = None
         self._final: Reading | None = None
         self._sampler: Sampler | None = None
@@ -364,7 +371,7 @@ class AmdGpuSensor:
                 existing = by_package[target.index]
                 existing.dies = (*existing.dies, gpu)
                 continue
-            by_package[target.index] = _Device(target, target_handle, method, (gpu,))
+            by_package[target.index] = _Device(target, target_handle, method, (gpu,), method)
         return list(by_package.values())
 
     # -- protocol
@@ -388,10 +395,11 @@ class AmdGpuSensor:
             for device in self._devices:
                 device.energy_j, device.wraps = 0.0, 0
                 device.trace.reset()
+                device.method = device.probed_method
                 try:
                     if device.method == METHOD_COUNTER:
                         device.last_ticks, device.resolution_uj = _counter(self._lib, device.handle)
-                        device.last_t_s = self._start_s
+                        device.last_t_s = device.last_change_s = self._start_s
                     else:
                         self._sample_power(device, self._start_s)
                 except (self._lib.AmdSmiException, KeyError) as err:
@@ -464,7 +472,7 @@ class AmdGpuSensor:
             self._update(clock.now_s())
         if self._lost_note is not None:
             return Reading(None, UNAVAILABLE, self._lost_note)
-        total = sum(d.energy_j if d.method == METHOD_COUNTER else d.trace.energy_j for d in self._devices)
+        total = sum(d.energy_j + d.trace.energy_j for d in self._devices)
         notes = [n for n in (self._package_note(), self._last_gap) if n]
         return Reading(total, self.method, " ".join(notes), gaps=self._gaps)
 
@@ -493,13 +501,36 @@ class AmdGpuSensor:
                 self._mark_lost(device, f"its energy counter went back from {device.last_ticks} to {ticks} ticks "
                                 "(driver reloaded or GPU reset)")
                 return
+        if delta == 0 and now_s - device.last_change_s >= STALE_COUNTER_S:
+            self._switch_to_power(device, now_s)
+            return
         energy_j = delta * device.resolution_uj * 1e-6
         duration_s = now_s - device.last_t_s
         if excess_energy(energy_j, duration_s, self._max_w):
             self._reject(device, f"{energy_j:.0f} J in {duration_s:.1f} s ({energy_j / max(duration_s, 1.0):.0f} W)")
         else:
             device.energy_j += energy_j
+        if delta:
+            device.last_change_s = now_s
         device.last_ticks, device.last_t_s = ticks, now_s
+
+    def _switch_to_power(self, device: _Device, now_s: float) -> None:
+        """A powered GPU's accumulator moves every few ms: one that stood still for ``STALE_COUNTER_S`` is stuck
+        (ROCm/amdsmi#38, Zeus #113). Go on with power sampling; the stretch since the last move is a gap."""
+        stuck_s = now_s - device.last_change_s
+        try:
+            power_w = _power_w(self._lib, device.handle)
+        except (self._lib.AmdSmiException, KeyError):
+            power_w = None
+        if power_w is None:
+            self._mark_lost(device, f"its energy counter stopped moving for {stuck_s:.0f} s and it reports no power")
+            return
+        device.method = METHOD_POWER
+        device.trace.reset()
+        device.trace.add(now_s, power_w)
+        self._gap("stuck", f"the energy counter of {device.gpu.label()} stopped moving for {stuck_s:.0f} s while the "
+                  f"device reports {power_w:.0f} W; it is measured by power sampling from then on, and the windows "
+                  "that contain the stuck stretch are unavailable.")
 
     def _sample_power(self, device: _Device, now_s: float) -> None:
         power_w = _power_w(self._lib, device.handle)
@@ -512,12 +543,15 @@ class AmdGpuSensor:
         device.trace.add(now_s, power_w)
 
     def _reject(self, device: _Device, what: str) -> None:
+        self._gap("bound", f"impossible reading rejected on {device.gpu.label()} ({what}, above the "
+                  f"{self._max_w:.0f} W bound); the windows that contain it are unavailable.")
+
+    def _gap(self, kind: str, message: str) -> None:
+        """Count a stretch left out; warn once per kind (``bound``, ``stuck``) with what happened."""
         self._gaps += 1
-        self._last_gap = (
-            f"{self._gaps} impossible reading(s) rejected on {device.gpu.label()} (the last: {what}, above the "
-            f"{self._max_w:.0f} W bound); the windows that contain them are unavailable."
-        )
-        if self._gaps == 1:
+        self._last_gap = f"{self._gaps} gap(s) in AMD GPU energy; the last: {message}"
+        if kind not in self._warned:
+            self._warned.add(kind)
             warnings.warn(f"green_callbacks: {self._last_gap}", RuntimeWarning, stacklevel=2)
 
     def _mark_lost(self, device: _Device, why: str) -> None:
