@@ -30,6 +30,7 @@ from typing import Any
 from green_callbacks._adapter import GreenCallbackBase
 from green_callbacks.core.metric_keys import console_view, nan_metrics
 from green_callbacks.core.record_writer import write_json_atomic
+from green_callbacks.core.sensors.accelerators import jax_device_type, torch_device_type
 
 __all__ = ["GreenCallback"]
 
@@ -155,32 +156,43 @@ def _restored_state(backup_dir: str) -> dict[str, Any] | None:
     return state
 
 
-def _device_indices(model: Any) -> list[int]:
-    """The CUDA devices this process trains on (``[]`` on CPU)."""
+def _devices(model: Any) -> tuple[str, list[int]]:
+    """The device type and ordinals this process trains on (``("cpu", [])`` on CPU); see
+    :mod:`green_callbacks.core.sensors.accelerators` for the device types."""
     backend = keras.backend.backend()
     if backend == "torch":
         import torch
 
         weights = model.trainable_weights
-        if not weights or not torch.cuda.is_available():
-            return []
+        if not weights:
+            return "cpu", []
         device = weights[0].value.device
-        if device.type != "cuda":
-            return []
-        return [device.index if device.index is not None else torch.cuda.current_device()]
+        kind = torch_device_type(device)
+        if kind == "cpu":
+            return "cpu", []
+        if device.index is None and kind in ("cuda", "rocm"):
+            return kind, [torch.cuda.current_device()]
+        return kind, [device.index or 0]
     if backend == "jax":
         import jax
 
-        return [d.id for d in jax.local_devices() if d.platform == "gpu"]
+        accelerators = [d for d in jax.local_devices() if d.platform != "cpu"]
+        if not accelerators:
+            return "cpu", []
+        first = accelerators[0]
+        version = str(getattr(getattr(first, "client", None), "platform_version", ""))
+        return jax_device_type(first.platform, version), [d.id for d in accelerators]
     if backend == "tensorflow":
         import tensorflow as tf
 
         strategy = tf.distribute.get_strategy()
         if not tf.distribute.has_strategy():  # the default strategy places ops on the first visible GPU
-            return [0] if tf.config.list_physical_devices("GPU") else []
-        devices = strategy.extended.worker_devices
-        return sorted({int(d.rsplit(":", 1)[1]) for d in devices if "GPU:" in d.upper()})
-    return []
+            indices = [0] if tf.config.list_physical_devices("GPU") else []
+        else:
+            devices = strategy.extended.worker_devices
+            indices = sorted({int(d.rsplit(":", 1)[1]) for d in devices if "GPU:" in d.upper()})
+        return ("cuda" if indices else "cpu"), indices
+    return "cpu", []
 
 
 class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
@@ -224,9 +236,11 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         self._backup_dir = None if callbacks is None else _backup_dir(callbacks)
         if self._backup_dir is not None:  # resuming a crashed fit with BackupAndRestore: the totals go on
             self._resume(self._backup_dir)
+        device_type, device_indices = self._engine.guard("start", _devices, self.model) or ("cuda", None)
         self._engine.start(
             hyperparameters=_hyperparameters(self.model, self.params),
-            device_indices=self._engine.guard("start", _device_indices, self.model),
+            device_indices=device_indices,
+            device_type=device_type,
             monitor=None if stopper is None else stopper.monitor,
             mode=None if stopper is None or stopper.mode not in ("min", "max") else stopper.mode,
             planned_epochs=self.params.get("epochs"),

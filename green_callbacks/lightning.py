@@ -29,6 +29,7 @@ from green_callbacks._adapter import GreenCallbackBase, progress_bar_metrics
 from green_callbacks.core.budget import plan_epochs_from_batches
 from green_callbacks.core.distributed import DistInfo
 from green_callbacks.core.patches import nan_tolerant
+from green_callbacks.core.sensors.accelerators import torch_device_type
 
 
 def _import_lightning() -> Any:
@@ -96,10 +97,12 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
             self._patches.wrap(logger, "log_metrics", lambda log, name=name: nan_tolerant(log, name))
         monitor, mode = _framework_monitor(trainer)
         device = trainer.strategy.root_device
+        device_type = torch_device_type(device)
         self._engine.start(
             output_dir=trainer.log_dir or trainer.default_root_dir,  # log_dir broadcasts: every rank calls it
             hyperparameters=dict(getattr(pl_module, "hparams", {}) or {}),
-            device_indices=[device.index or 0] if device.type == "cuda" else [],
+            device_indices=[device.index or 0] if device_type != "cpu" else [],
+            device_type=device_type,
             monitor=monitor,
             mode=mode,
             extra={"lightning": {"strategy": type(trainer.strategy).__name__, "precision": str(trainer.precision),

@@ -34,6 +34,7 @@ from typing import Any
 
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
 from green_callbacks.core.metric_keys import console_view
+from green_callbacks.core.sensors.accelerators import torch_device_type
 
 try:
     import transformers
@@ -79,18 +80,18 @@ def _monitor_of(args: Any) -> tuple[str | None, str | None]:
 
 
 def _device_indices(args: Any) -> list[int]:
-    """CUDA ordinals this process trains on: ``[]`` on CPU, all visible GPUs under ``nn.DataParallel``."""
+    """Accelerator ordinals this process trains on: ``[]`` on CPU, all visible GPUs under ``nn.DataParallel``."""
     device = args.device
-    if device.type != "cuda":
+    if torch_device_type(device) == "cpu":
         return []
     if args.n_gpu > 1:
         return list(range(args.n_gpu))
     return [0 if device.index is None else int(device.index)]
 
 
-def _device_uuids(indices: list[int]) -> list[str] | None:
+def _device_uuids(indices: list[int], device_type: str = "cuda") -> list[str] | None:
     """UUIDs of the CUDA devices (torch's, unprefixed: GPU or MIG), exact whatever ``CUDA_VISIBLE_DEVICES`` says."""
-    if not indices:
+    if not indices or device_type != "cuda":
         return None
     import torch
 
@@ -286,11 +287,13 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
             self._engine.load_state_dict(stored)
         monitor, mode = _monitor_of(args)
         devices = _device_indices(args)
+        device_type = torch_device_type(args.device)
         self._engine.start(
             output_dir=args.output_dir,
             hyperparameters=_hyperparameters(args, state, model),
             device_indices=devices,
-            device_uuids=_device_uuids(devices),
+            device_uuids=_device_uuids(devices, device_type),
+            device_type=device_type,
             monitor=monitor,
             mode=mode,
             planned_epochs=float(args.num_train_epochs) if args.max_steps <= 0 else None,

@@ -218,13 +218,17 @@ class Session:
         return self.guard.enabled("flops")
 
     # ------------------------------------------------------------------ set-up
-    def _build_sensors(self, device_indices: Sequence[int] | None, device_uuids: Sequence[str] | None) -> list[Sensor]:
+    def _build_sensors(
+        self, device_indices: Sequence[int] | None, device_uuids: Sequence[str] | None, device_type: str = "cuda"
+    ) -> list[Sensor]:
         if self._custom_sensors is not None:
             return self._custom_sensors
+        from green_callbacks.core.sensors.accelerators import build_accelerator_sensor
         from green_callbacks.core.sensors.host import build_host_sensors
-        from green_callbacks.core.sensors.nvml import build_gpu_sensor
 
-        gpu = build_gpu_sensor(gpus=self.config.gpus, device_indices=device_indices, device_uuids=device_uuids)
+        gpu = build_accelerator_sensor(
+            device_type, device_indices, device_uuids, gpus=self.config.gpus
+        )
         cpu, ram = build_host_sensors(
             cpu_watts_per_core=self.config.cpu_watts_per_core, ram_watts_per_gb=self.config.ram_watts_per_gb
         )
@@ -237,6 +241,7 @@ class Session:
         hyperparameters: Mapping[str, Any] | None = None,
         device_indices: Sequence[int] | None = None,
         device_uuids: Sequence[str] | None = None,
+        device_type: str = "cuda",
         monitor: str | None = None,
         mode: str | None = None,
         planned_epochs: float | None = None,
@@ -247,7 +252,9 @@ class Session:
 
         ``monitor``/``mode`` are the framework's own early-stopping or best-model metric, used when the user gave
         no ``monitor=``. ``device_indices`` are the CUDA devices this process trains on (``[]`` for CPU);
-        ``device_uuids`` their UUIDs where the framework knows them (exact whatever the environment says).
+        ``device_uuids`` their UUIDs where the framework knows them (exact whatever the environment says);
+        ``device_type`` what they are (``"cuda"``, ``"rocm"``, ``"xpu"``, ``"mps"``, ``"tpu"``, ``"cpu"``; see
+        :mod:`green_callbacks.core.sensors.accelerators`), which picks the sensor.
         ``planned_epochs`` (may be fractional) lets the session project the run's total and apply budgets.
         ``handle_signals=False``: the framework turns SIGTERM into its own exception (the exit hook stays).
         """
@@ -258,7 +265,7 @@ class Session:
                 self._convergence = ConvergenceTracker(monitor, mode, None)
             self._hyperparameters = dict(hyperparameters or {})
             self.set_planned_epochs(planned_epochs)
-            self.meter = Meter(self._build_sensors(device_indices, device_uuids))
+            self.meter = Meter(self._build_sensors(device_indices, device_uuids, device_type))
             self.meter.start()
             self.meter.begin("run")
             self._declare_state()

@@ -1,10 +1,12 @@
-"""The CPU and RAM sensors of this machine: RAPL where it can be read, labelled estimates where it cannot."""
+"""The CPU and RAM sensors of this machine: IOReport on Apple Silicon, RAPL where it can be read, labelled
+estimates where neither can."""
 
 from __future__ import annotations
 
 import os
 import warnings
 
+from green_callbacks.core.sensors.apple import build_apple_host_sensors
 from green_callbacks.core.sensors.base import Sensor
 from green_callbacks.core.sensors.estimate import CpuTimeEstimateSensor, RssEstimateSensor, validate_watts
 from green_callbacks.core.sensors.rapl import (
@@ -25,8 +27,10 @@ def build_host_sensors(
 ) -> tuple[Sensor, Sensor]:
     """``(cpu_sensor, ram_sensor)`` for this machine.
 
-    - CPU: RAPL package zones if every one can be read, else :class:`CpuTimeEstimateSensor`.
-    - RAM: RAPL ``dram`` zones if present and readable, else :class:`RssEstimateSensor`.
+    - CPU: on Apple Silicon with ``zeus-apple-silicon``, IOReport's CPU energy (``apple-ioreport-cpu``); else RAPL
+      package zones if every one can be read; else :class:`CpuTimeEstimateSensor`.
+    - RAM: on Apple Silicon, IOReport's DRAM energy where the chip reports it (``apple-ioreport-dram``); else RAPL
+      ``dram`` zones if present and readable; else :class:`RssEstimateSensor`.
 
     The powercap root is ``rapl_root``, else ``$GREEN_CALLBACKS_RAPL_ROOT``, else ``/sys/class/powercap``. The
     watt constants are used by the estimates only (RAPL measures). When a counter exists but may not be read,
@@ -37,10 +41,11 @@ def build_host_sensors(
     """
     cpu_w = None if cpu_watts_per_core is None else validate_watts(cpu_watts_per_core, "cpu_watts_per_core")
     ram_w = None if ram_watts_per_gb is None else validate_watts(ram_watts_per_gb, "ram_watts_per_gb")
+    apple_cpu, apple_ram, apple_why = build_apple_host_sensors()
     root = resolve_root(rapl_root)
     reader = RaplReader(root)
 
-    if reader.permission_denied:
+    if reader.permission_denied and not (apple_cpu and apple_ram):
         warnings.warn(
             f"green_callbacks: the RAPL energy counters under {root} cannot be read by this user "
             f"({reader.reason('package') or reader.reason('dram')}). {permission_fix_hint(root)}",
@@ -50,14 +55,19 @@ def build_host_sensors(
 
     cpu: Sensor
     ram: Sensor
-    if reader.available("package"):
+    apple_hint = f"; {apple_why}" if apple_why and apple_why != "not an Apple Silicon Mac" else ""
+    if apple_cpu is not None:
+        cpu = apple_cpu
+    elif reader.available("package"):
         cpu = RaplCpuSensor(reader)
     else:
-        cpu = CpuTimeEstimateSensor(cpu_w, reason=_why(reader, "package", root))
-    if reader.available("dram"):
+        cpu = CpuTimeEstimateSensor(cpu_w, reason=_why(reader, "package", root) + apple_hint)
+    if apple_ram is not None:
+        ram = apple_ram
+    elif reader.available("dram"):
         ram = RaplRamSensor(reader)
     else:
-        ram = RssEstimateSensor(ram_w, reason=_why(reader, "dram", root))
+        ram = RssEstimateSensor(ram_w, reason=_why(reader, "dram", root) + apple_hint)
     return cpu, ram
 
 

@@ -20,9 +20,8 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from green_callbacks.core import clock
@@ -30,6 +29,7 @@ from green_callbacks.core.guard import strict_mode
 from green_callbacks.core.sensors._nvml_lib import NvmlUnavailableError, nvml_library, nvml_text
 from green_callbacks.core.sensors.base import UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
 from green_callbacks.core.sensors.gpu_map import GpuId, check_gpu_indices, dedupe_physical, select_gpus
+from green_callbacks.core.sensors.polling import PowerTrace, Sampler, trapezoid_j
 
 __all__ = [
     "DEFAULT_SAMPLE_PERIOD_S",
@@ -67,12 +67,6 @@ def check_gpus_on_this_machine(gpus: Sequence[int] | None) -> None:
     check_gpu_indices(gpus, count)
 
 
-# --------------------------------------------------------------------------------------------- pure arithmetic
-
-
-def trapezoid_j(t0_s: float, p0_w: float, t1_s: float, p1_w: float) -> float:
-    """Energy in joules between two power samples, by the trapezoid rule: ``(p0 + p1) / 2 · (t1 - t0)``."""
-    return 0.5 * (p0_w + p1_w) * (t1_s - t0_s)
 
 
 # --------------------------------------------------------------------------------------------- the sensor
@@ -86,9 +80,7 @@ class _Device:
     handle: Any
     method: str
     baseline_mj: int = 0  # counter at start()
-    last_t_s: float | None = None  # last power sample
-    last_p_w: float = 0.0
-    energy_j: float = 0.0  # integrated power since start()
+    trace: PowerTrace = field(default_factory=PowerTrace)  # integrated power since start()
 
 
 class NvmlGpuSensor:
@@ -125,8 +117,7 @@ class NvmlGpuSensor:
         self._lost_note: str | None = None
         self._sampler_error: BaseException | None = None
         self._final: Reading | None = None  # set by close()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sampler: Sampler | None = None
         self._static_info = self._describe()
 
     # -- construction helpers
@@ -192,7 +183,7 @@ class NvmlGpuSensor:
     @property
     def sampling(self) -> bool:
         """Whether the background power sampler is running."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._sampler is not None and self._sampler.alive
 
     def start(self) -> None:
         """Zero the energy now (again, if called twice) and start the power sampler if any GPU needs it."""
@@ -203,7 +194,7 @@ class NvmlGpuSensor:
             self._start_s = clock.now_s()
             self._lost_note = None
             for device in self._devices:
-                device.energy_j, device.last_t_s = 0.0, None
+                device.trace.reset()
                 try:
                     if device.method == METHOD_COUNTER:
                         device.baseline_mj = int(self._lib.nvmlDeviceGetTotalEnergyConsumption(device.handle))
@@ -211,15 +202,8 @@ class NvmlGpuSensor:
                         self._sample_device(device, self._start_s)
                 except self._lib.NVMLError as err:
                     self._mark_lost(device, err)
-            if self._thread is None and any(d.method == METHOD_POWER for d in self._devices):
-                self._thread = threading.Thread(
-                    target=_sampler_loop,
-                    args=(weakref.ref(self), self._stop, self._period_s),
-                    name="green-callbacks-nvml-power",
-                    daemon=True,
-                )
-                weakref.finalize(self, self._stop.set)
-                self._thread.start()
+            if self._sampler is None and any(d.method == METHOD_POWER for d in self._devices):
+                self._sampler = Sampler(self, self._period_s, "green-callbacks-nvml-power")
 
     def read(self) -> Reading:
         """Joules since ``start()`` over all selected GPUs; ``unavailable`` (never raises) once a GPU failed."""
@@ -245,10 +229,8 @@ class NvmlGpuSensor:
 
     def close(self) -> None:
         """Stop the sampler (joined) and freeze the reading; later reads return the frozen one. Idempotent."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=max(5.0, 10 * self._period_s))
+        if self._sampler is not None:
+            self._sampler.stop()
         with self._lock:
             if self._final is None:
                 never = Reading(None, UNAVAILABLE, "the GPU sensor was closed before it started")
@@ -291,17 +273,14 @@ class NvmlGpuSensor:
                     total_mj += counter_mj - device.baseline_mj
                 else:
                     self._sample_device(device, now_s)
-                    total_j += device.energy_j
+                    total_j += device.trace.energy_j
             except self._lib.NVMLError as err:
                 self._mark_lost(device, err)
                 return Reading(None, UNAVAILABLE, self._lost_note or "")
         return Reading(total_mj / 1000.0 + total_j, self.method, self._mig_note())
 
     def _sample_device(self, device: _Device, now_s: float) -> None:
-        power_w = float(self._lib.nvmlDeviceGetPowerUsage(device.handle)) / 1000.0
-        if device.last_t_s is not None and now_s > device.last_t_s:
-            device.energy_j += trapezoid_j(device.last_t_s, device.last_p_w, now_s, power_w)
-        device.last_t_s, device.last_p_w = now_s, power_w
+        device.trace.add(now_s, float(self._lib.nvmlDeviceGetPowerUsage(device.handle)) / 1000.0)
 
     def _mark_lost(self, device: _Device, err: BaseException | None, why: str = "") -> None:
         if self._lost_note is not None:
@@ -326,19 +305,6 @@ class NvmlGpuSensor:
         )
 
 
-def _sampler_loop(sensor_ref: weakref.ref[NvmlGpuSensor], stop: threading.Event, period_s: float) -> None:
-    """Call ``sample_once`` every ``period_s`` until stopped or the sensor is garbage-collected."""
-    while not stop.wait(period_s):
-        sensor = sensor_ref()
-        if sensor is None:
-            return
-        try:
-            sensor.sample_once()
-        except Exception as err:  # a bug, not a hardware problem: surface it at the next read
-            sensor._sampler_error = err
-            return
-        finally:
-            del sensor
 
 
 # --------------------------------------------------------------------------------------------- factory
