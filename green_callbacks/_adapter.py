@@ -60,6 +60,10 @@ class GreenCallbackBase:
         live_intensity: Any = None,
         budget_action: str = "stop",
         sensors: Sequence[Any] | None = None,
+        embodied_lifetime_years: float | None = None,
+        embodied_utilisation: float | None = None,
+        embodied_host_share: float | None = None,
+        wue_l_per_kwh: float | None = None,
     ) -> None:
         self.config = GreenConfig(
             country=country,
@@ -77,6 +81,10 @@ class GreenCallbackBase:
             ram_watts_per_gb=ram_watts_per_gb,
             live_intensity=live_intensity,
             budget_action=budget_action,
+            embodied_lifetime_years=embodied_lifetime_years,
+            embodied_utilisation=embodied_utilisation,
+            embodied_host_share=embodied_host_share,
+            wue_l_per_kwh=wue_l_per_kwh,
         )
         if sensors is None:  # an unknown GPU index is the user's mistake: say so now, not at the first epoch
             from green_callbacks.core.sensors.nvml import check_gpus_on_this_machine

@@ -28,6 +28,7 @@ from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.convergence import ConvergenceTracker, Totals
 from green_callbacks.core.distributed import DistInfo, Reducer, default_reducer, dist_info, sum_with_missing
 from green_callbacks.core.environment import hardware_info, software_info
+from green_callbacks.core.footprint import FOOTPRINT_KEYS, FootprintTracker
 from green_callbacks.core.guard import Guard, strict_mode
 from green_callbacks.core.meter import ComponentEnergy, Measurement, Meter
 from green_callbacks.core.record import SCHEMA, new_record_path, write_record_atomic
@@ -57,6 +58,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "green/train_flops_per_joule",
     "green/projected_total_energy_kwh",
     "green/projected_total_emissions_gco2e",
+    *FOOTPRINT_KEYS,  # footprint (#17): embodied emissions and water
 )
 """Every key :meth:`Session.epoch_end` returns, from the first epoch on (NaN where a value is unavailable)."""
 
@@ -135,6 +137,11 @@ class Session:
             region=config.region,
             carbon_intensity=config.carbon_intensity,
             live=config.live_intensity,
+        )
+        self.footprint = FootprintTracker(  # footprint (#17)
+            location=self.carbon.location, pue=config.pue, lifetime_years=config.embodied_lifetime_years,
+            utilisation=config.embodied_utilisation, host_share=config.embodied_host_share,
+            wue_l_per_kwh=config.wue_l_per_kwh,
         )
         self.convergence: ConvergenceTracker | None = (
             ConvergenceTracker(config.monitor, config.mode, config.target) if config.monitor else None
@@ -230,6 +237,7 @@ class Session:
             self.meter = Meter(self._build_sensors(device_indices, device_uuids))
             self.meter.start()
             self.meter.begin("run")
+            self._configure_footprint(device_indices)  # footprint (#17)
             self._started_at = clock.wall_time_s()
             self._pid = os.getpid()
             self.status = "running"
@@ -245,6 +253,15 @@ class Session:
             self.write_record()
             if handle_signals:
                 self._install_handlers()
+
+    def _configure_footprint(self, device_indices: Sequence[int] | None) -> None:
+        """Footprint (#17): tell the tracker this process's hardware (GPU names, whether it holds the host)."""
+        from green_callbacks.core.sensors.cpu_tdp import read_cpuinfo
+
+        assert self.meter is not None
+        self.footprint.configure(self.meter.info(), device_indices=device_indices,
+                                 is_node_leader=self.dist.is_node_leader,
+                                 virtual_machine=read_cpuinfo().virtual_machine)
 
     def _warn_unavailable(self) -> None:
         assert self.meter is not None
@@ -381,6 +398,7 @@ class Session:
         # rank zero's intensity for everyone: with a live provider ranks may differ, and every rank must take the
         # same budget decision
         local.append(self.carbon.intensity_gco2e_per_kwh if self.dist.is_global_zero else 0.0)
+        local.append(self.footprint.local_rate_gco2e_per_h)  # footprint (#17): embodied g/h, summed over ranks
         sums, lacks = sum_with_missing(local, self.reducer)
         k = len(names)
         comp_j = dict(zip(names, sums[:k], strict=True))
@@ -394,6 +412,8 @@ class Session:
         eval_j = _sum_known(eval_comp_j.values()) if self._eval else 0.0
         assert intensity is not None
         emissions = None if energy_j is None else emissions_gco2e(joules_to_kwh(energy_j), intensity, self.config.pue)
+        assert self._epoch is not None
+        self.footprint.add_epoch(self._epoch, epoch_m.duration_s, energy_j, sums[2 * k + 3])  # footprint (#17)
         previous = self.totals
         self.totals = Totals(
             epochs=previous.epochs + 1,
@@ -451,6 +471,7 @@ class Session:
             "green/train_flops_per_joule": per_joule,
             "green/projected_total_energy_kwh": _kwh(self._projected(0)),
             "green/projected_total_emissions_gco2e": _nan(self._projected(1)),
+            **self.footprint.metrics(),  # footprint (#17)
         }
 
     def _projected(self, which: int) -> float | None:
@@ -532,6 +553,7 @@ class Session:
             "totals": asdict(self.totals),
             "epochs": [row.to_record() for row in self.rows],
             "partial_epoch": self.partial_epoch,
+            "footprint": self.footprint.to_record(),  # footprint (#17)
             **self.info,
         }
 
@@ -566,6 +588,7 @@ class Session:
             "epoch_index": self._epoch_index,
             "convergence": None if self.convergence is None else self.convergence.state_dict(),
             "rows": [row.to_record() for row in self.rows],
+            "footprint": self.footprint.state_dict(),  # footprint (#17)
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -578,6 +601,8 @@ class Session:
             if self.convergence is None:
                 self.convergence = ConvergenceTracker(conv["monitor"], conv["mode"], conv.get("target"))
             self.convergence.load_state_dict(conv)
+        if state.get("footprint") is not None:  # footprint (#17)
+            self.footprint.load_state_dict(state["footprint"])
         self.resumed_from = {"run_id": state.get("run_id"), "epochs": self.totals.epochs}
         if state.get("record_path"):
             self.record_path = Path(state["record_path"])
