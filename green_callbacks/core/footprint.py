@@ -69,6 +69,7 @@ class FootprintTracker:
         self.wue_default = wue_l_per_kwh is None
         self.water = water_for_location(location)
         self.rate: EmbodiedRate | None = None
+        self.accelerators: list[str] = []
         self.rate_all_ranks_gco2e_per_h: float | None = None
         self.epochs: list[EpochFootprint] = []
         self.total_embodied_gco2e: float | None = 0.0
@@ -90,6 +91,7 @@ class FootprintTracker:
         elif not names and measured:
             unidentified = 1
             why = "the GPU sensor names no device model"
+        self.accelerators = [*names, *(["unidentified"] * unidentified)]
         self.rate = embodied_rate(names, host=is_node_leader, lifetime_years=self.lifetime_years,
                                   utilisation=self.utilisation, host_share=self.host_share,
                                   unidentified=unidentified, unidentified_reason=why,
@@ -138,6 +140,7 @@ class FootprintTracker:
         return {
             "embodied": {
                 **embodied,
+                "accelerators": list(self.accelerators),
                 "scope": "this process's hardware (rank zero); rate_all_ranks sums every rank's",
                 "rate_all_ranks_gco2e_per_h": self.rate_all_ranks_gco2e_per_h,
                 "total_gco2e": self.total_embodied_gco2e if self.epochs else None,
