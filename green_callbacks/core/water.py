@@ -91,7 +91,8 @@ def water_table() -> Mapping[str, WaterIntensity]:
             hydro_l_per_kwh=float(row["hydro_l_per_kwh"]),
             location=iso2 or iso3 or "world",
             year=int(row["year"]) if row["year"].strip() else None,
-            method=f"{TABLE_METHOD} ({row['method'].strip()})",
+            method=TABLE_METHOD if row["method"].strip() == "mix x factors"
+            else f"{TABLE_METHOD} ({row['method'].strip()})",
             source=TABLE_SOURCE,
             kind="table",
         )

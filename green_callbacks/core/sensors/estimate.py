@@ -199,7 +199,8 @@ class CpuTimeEstimateSensor:
 
     def _note(self) -> str:
         why = f"; RAPL not used: {self.reason}" if self.reason else ""
-        return f"estimate: CPU seconds × {self.watts_per_core:g} W per core{why}"
+        tdp = f"; per-model TDP not used: {self.tdp_reason}" if self.tdp_reason else ""
+        return f"estimate: CPU seconds × {self.watts_per_core:g} W per core{why}{tdp}"
 
     def close(self) -> None:
         pass
