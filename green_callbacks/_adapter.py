@@ -45,6 +45,10 @@ class GreenCallbackBase:
         console: ``"compact"`` (default): the console (Keras' progress line, the HF printed log, Lightning's
             progress bar) shows only the running ``Wh`` and ``gCO2e``; ``"all"``: every ``green/`` key there too.
             Loggers (TensorBoard, CSV, History, ``log_history``, ...) always receive every key.
+        embodied_lifetime_years, embodied_utilisation, embodied_host_share: how the hardware's manufacturing
+            emissions are amortised over the run (default 6 years, 0.85, the host's share by accelerator count;
+            see docs/footprint.md).
+        wue_l_per_kwh: on-site water usage effectiveness of the data centre (default 0.49 L/kWh, Microsoft FY2021).
         sensors: advanced — energy sensors to use instead of the machine's (one per component).
     """
 
@@ -69,6 +73,10 @@ class GreenCallbackBase:
         live_intensity: Any = None,
         budget_action: str = "stop",
         console: str = "compact",
+        embodied_lifetime_years: float | None = None,
+        embodied_utilisation: float | None = None,
+        embodied_host_share: float | None = None,
+        wue_l_per_kwh: float | None = None,
         sensors: Sequence[Any] | None = None,
     ) -> None:
         given = {k: v for k, v in locals().items() if k in _PARAMETERS}

@@ -87,6 +87,9 @@ class GreenConfig:
         budget_action: ``"stop"`` (stop the training at the end of the epoch) or ``"warn"``.
         console: what the framework's console shows of the ``green/`` keys every epoch: ``"compact"`` (the
             running totals in Wh and gCO2e) or ``"all"`` (every key). Loggers always receive every key.
+        embodied_lifetime_years, embodied_utilisation, embodied_host_share: how the hardware's manufacturing
+            emissions are amortised (default 6 years, 0.85, host share by accelerator count; docs/footprint.md).
+        wue_l_per_kwh: on-site water usage effectiveness (default 0.49 L/kWh, Microsoft FY2021).
     """
 
     country: str | None = None
@@ -105,6 +108,11 @@ class GreenConfig:
     live_intensity: Any = None
     budget_action: str = "stop"
     console: str = "compact"
+    # footprint (#17): embodied emissions and water; None = the documented default
+    embodied_lifetime_years: float | None = None
+    embodied_utilisation: float | None = None
+    embodied_host_share: float | None = None
+    wue_l_per_kwh: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("country", "region", "monitor"):
@@ -129,6 +137,7 @@ class GreenConfig:
         object.__setattr__(self, "budget_gco2e", _finite_positive("budget_gco2e", self.budget_gco2e))
         object.__setattr__(self, "cpu_watts_per_core", _finite_positive("cpu_watts_per_core", self.cpu_watts_per_core))
         object.__setattr__(self, "ram_watts_per_gb", _finite_positive("ram_watts_per_gb", self.ram_watts_per_gb))
+        self._validate_footprint()
         if self.budget_action not in ("stop", "warn"):
             raise ValueError(f"budget_action must be 'stop' or 'warn', got {self.budget_action!r}")
         if self.console not in CONSOLE_CHOICES:
@@ -142,3 +151,15 @@ class GreenConfig:
             object.__setattr__(self, "gpus", tuple(int(g) for g in gpus))
         if self.output_dir is not None:
             object.__setattr__(self, "output_dir", check_output_dir(self.output_dir))
+
+    def _validate_footprint(self) -> None:
+        from green_callbacks.core.embodied import validate_fraction, validate_lifetime_years
+        from green_callbacks.core.water import validate_wue
+
+        if self.embodied_lifetime_years is not None:
+            object.__setattr__(self, "embodied_lifetime_years", validate_lifetime_years(self.embodied_lifetime_years))
+        for name in ("embodied_utilisation", "embodied_host_share"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, validate_fraction(getattr(self, name), name))
+        if self.wue_l_per_kwh is not None:
+            object.__setattr__(self, "wue_l_per_kwh", validate_wue(self.wue_l_per_kwh))

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from green_callbacks.core.rows import EpochRow
 
 __all__ = [
+    "FOOTPRINT_KEYS",
     "METRIC_KEYS",
     "PREFIX",
     "PROGRESS_BAR_KEYS",
@@ -35,6 +36,14 @@ __all__ = [
 PREFIX = "green/"
 PROGRESS_BAR_KEYS: tuple[str, ...] = ("Wh", "gCO2e")
 """The compact running totals a progress bar shows (logged to the bar only, never to loggers)."""
+
+FOOTPRINT_KEYS: tuple[str, ...] = (
+    "green/epoch_embodied_gco2e",
+    "green/total_embodied_gco2e",
+    "green/total_water_l",
+)
+"""The hardware's manufacturing emissions amortised over the epoch and the run, and the run's water (built by
+:class:`~green_callbacks.core.footprint.FootprintTracker`; beside the operational emissions, never folded in)."""
 
 METRIC_KEYS: tuple[str, ...] = (
     "green/epoch_energy_kwh",
@@ -56,6 +65,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "green/train_flops_per_joule",
     "green/projected_total_energy_kwh",
     "green/projected_total_emissions_gco2e",
+    *FOOTPRINT_KEYS,
 )
 """Every key an epoch returns, from the first epoch on (NaN where a value is unavailable)."""
 

@@ -30,6 +30,7 @@ from green_callbacks.core.convergence import ConvergenceTracker, MonitorWatch, T
 from green_callbacks.core.distributed import DistInfo, Reducer, default_reducer, dist_info
 from green_callbacks.core.environment import hardware_info, software_info
 from green_callbacks.core.epoch_state import EpochState
+from green_callbacks.core.footprint import FootprintTracker
 from green_callbacks.core.guard import Guard, strict_mode
 from green_callbacks.core.meter import ComponentEnergy, Measurement, Meter
 from green_callbacks.core.metric_keys import METRIC_KEYS, epoch_metrics, user_metrics
@@ -88,6 +89,11 @@ class Session:
             region=config.region,
             carbon_intensity=config.carbon_intensity,
             live=config.live_intensity,
+        )
+        self.footprint = FootprintTracker(
+            location=self.carbon.location, pue=config.pue, lifetime_years=config.embodied_lifetime_years,
+            utilisation=config.embodied_utilisation, host_share=config.embodied_host_share,
+            wue_l_per_kwh=config.wue_l_per_kwh,
         )
         self._convergence: ConvergenceTracker | None = (
             ConvergenceTracker(config.monitor, config.mode, config.target) if config.monitor else None
@@ -269,6 +275,7 @@ class Session:
             self.meter.start()
             self.meter.begin("run")
             self._declare_state()
+            self._configure_footprint(device_indices)
             self._started_at = clock.wall_time_s()
             self._pid = os.getpid()
             self._status = "running"
@@ -297,10 +304,20 @@ class Session:
         self._state.add_state("train_flops", "sum")
         self._state.add_state("eval_flops", "sum")
         self._state.add_state("intensity", "rank_zero")
+        self._state.add_state("embodied_gco2e_per_h", "sum")
 
     def _components(self) -> list[str]:
         assert self.meter is not None
         return [c for c in COMPONENTS if c in self.meter.sensors]
+
+    def _configure_footprint(self, device_indices: Sequence[int] | None) -> None:
+        """Footprint (#17): tell the tracker this process's hardware (GPU names, whether it holds the host)."""
+        from green_callbacks.core.sensors.cpu_tdp import read_cpuinfo
+
+        assert self.meter is not None
+        self.footprint.configure(self.meter.info(), device_indices=device_indices,
+                                 is_node_leader=self.dist.is_node_leader,
+                                 virtual_machine=read_cpuinfo().virtual_machine)
 
     def _warn_unavailable(self) -> None:
         assert self.meter is not None
@@ -364,8 +381,7 @@ class Session:
             self._epoch_index += 1
             self._epoch = None
             self.write_record()
-            best = None if self._convergence is None else self._convergence.best
-            self._last_metrics = epoch_metrics(row, best, self._projection)
+            self._last_metrics = self.metrics(row)
             return dict(self._last_metrics)
 
     def _warn_lost(self, row: EpochRow, epoch_m: Measurement) -> None:
@@ -425,6 +441,7 @@ class Session:
             "train_flops": self._flops["train"] if flops_ok else None,
             "eval_flops": self._flops["eval"] if flops_ok else None,
             "intensity": self.carbon.intensity_gco2e_per_kwh,
+            "embodied_gco2e_per_h": self.footprint.local_rate_gco2e_per_h,
         }
         for n in names:
             local[f"energy_j/{n}"] = self._local_component_j(epoch_m, n)
@@ -439,6 +456,8 @@ class Session:
         assert intensity is not None
         emissions = None if energy_j is None else emissions_gco2e(joules_to_kwh(energy_j), intensity, self.config.pue)
         train_flops, eval_flops = sums["train_flops"], sums["eval_flops"]
+        assert self._epoch is not None
+        self.footprint.add_epoch(self._epoch, epoch_m.duration_s, energy_j, sums["embodied_gco2e_per_h"])
         previous = self._totals
         self._totals = Totals(
             epochs=previous.epochs + 1,
@@ -471,7 +490,7 @@ class Session:
     def metrics(self, row: EpochRow) -> dict[str, float]:
         """The ``green/...`` metrics of one epoch row (see :func:`~green_callbacks.core.metric_keys.epoch_metrics`)."""
         best = None if self._convergence is None else self._convergence.best
-        return epoch_metrics(row, best, self._projection)
+        return {**epoch_metrics(row, best, self._projection), **self.footprint.metrics()}
 
     # ------------------------------------------------------------------ end
     def request_stop(self, reason: str) -> None:
@@ -582,6 +601,7 @@ class Session:
             "epochs": [row.to_record() for row in self._rows] if with_epochs else [],
             "epochs_log": log,
             "partial_epoch": self._partial_epoch,
+            "footprint": self.footprint.to_record(),
             **self._info,
         }
 
@@ -637,6 +657,7 @@ class Session:
             "epoch_index": self._epoch_index,
             "convergence": None if self._convergence is None else self._convergence.state_dict(),
             "rows": [row.to_record() for row in self._rows],
+            "footprint": self.footprint.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -649,6 +670,8 @@ class Session:
             if self._convergence is None:
                 self._convergence = ConvergenceTracker(conv["monitor"], conv["mode"], conv.get("target"))
             self._convergence.load_state_dict(conv)
+        if state.get("footprint") is not None:
+            self.footprint.load_state_dict(state["footprint"])
         self._resumed_from = {"run_id": state.get("run_id"), "epochs": self._totals.epochs}
         if state.get("record_path"):
             self._record_path = Path(state["record_path"])

@@ -231,7 +231,8 @@ def _offset_text(report: Report) -> str | None:
         return None
     price = report.offset.price
     partial = " (partial: the total misses unmeasured parts)" if report.emissions_partial else ""
-    return (f"Cost to offset {format_grams(report.offset.emissions_gco2e)} CO2e{partial}: "
+    return (f"Cost to offset {format_grams(report.offset.emissions_gco2e)} CO2e ({report.offset.covers} "
+            f"emissions){partial}: "
             f"{report.offset.cost:.4g} {price.currency} at {price.per_tonne:g} {price.currency}/t "
             f"(price: {price.source}; as of {price.as_of}). Offsetting does not reduce emissions.")
 
@@ -259,6 +260,13 @@ def render_text(report: Report, badge_snippets: Sequence[str] = ()) -> str:
         if not run.complete:
             extra.append(f"  run {run.status}: totals cover the {run.epochs} complete epoch(s) only")
         parts.append(format_run_summary(run.record) + "\n" + "\n".join(extra) + "\n")
+        # --- footprint hook (#17): the lead moves this into the report's section model --------------------
+        from green_callbacks.report.footprint import footprint_text
+
+        footprint = footprint_text(run.record)
+        if footprint:
+            parts.append(footprint)
+        # --- end of footprint hook ------------------------------------------------------------------------
     if report.sweep is not None:
         sweep = report.sweep
         parts.append(f"== Sweep: {sweep.runs} runs, {sweep.monitor} ({sweep.mode}) ==")
