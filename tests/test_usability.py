@@ -328,3 +328,23 @@ def test_a_logger_refusing_nan_does_not_stop_the_fit(tmp_path):
     assert len(green_rows) == EPOCHS  # the measured keys still arrive
     assert all("green/epoch_gpu_energy_kwh" not in m for m in green_rows)  # the unavailable ones are left out
     assert len(_messages(caught, "NaN", "no-nan")) == 1, [str(w.message) for w in caught]
+
+
+# ============================================================================ #14.3 a CPU-only run is complete
+def test_a_cpu_run_marks_the_gpu_not_used_and_nothing_missing(tmp_path):
+    """The machine's own sensors on a CPU fit: the GPU is 'not-used' (not 'unavailable'), no epoch misses a
+    component, the total is the CPU and RAM energy, and no warning calls GPU energy unmeasured."""
+    from green_callbacks.lightning import GreenCallback
+
+    green = GreenCallback(carbon_intensity=100.0, output_dir=str(tmp_path / "green"), monitor="val_loss")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _lightning_fit(tmp_path, green)
+    record = read_record(green.record_path)
+    assert record["components"]["gpu"]["method"] == "not-used"
+    assert record["methods"]["gpu"] == ["not-used"]
+    for row in record["epochs"]:
+        assert row["missing_components"] == []
+        assert row["component_method"]["gpu"] == "not-used"
+        assert row["energy_j"] == pytest.approx(row["component_energy_j"]["cpu"] + row["component_energy_j"]["ram"])
+    assert not _messages(caught, "gpu:", "unavailable")

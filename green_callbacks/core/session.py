@@ -37,7 +37,7 @@ from green_callbacks.core.metric_keys import METRIC_KEYS, epoch_metrics, user_me
 from green_callbacks.core.record import SCHEMA
 from green_callbacks.core.record_writer import RecordWriter, clean_stale_temp_files, epochs_log_name, new_record_path
 from green_callbacks.core.rows import EpochRow, row_from_record
-from green_callbacks.core.sensors.base import COMPONENTS, UNAVAILABLE, Sensor
+from green_callbacks.core.sensors.base import COMPONENTS, NOT_USED, UNAVAILABLE, Sensor
 from green_callbacks.core.signals import ExitHandlers, signals_held
 from green_callbacks.core.units import emissions_gco2e, joules_to_kwh
 
@@ -323,6 +323,8 @@ class Session:
         assert self.meter is not None
         reasons = []
         for name, reading in self.meter.read().items():
+            if reading.method == NOT_USED:  # not part of this run: nothing to warn about (the record says so)
+                continue
             if reading.energy_j is None:
                 reasons.append(f"{name}: {reading.note or 'no sensor'}")
             else:
@@ -449,7 +451,9 @@ class Session:
         reduced = self._state.reduce(local, self.dist, self.reducer)
         sums, lacking = reduced.values, reduced.lacking
         comp_j = {n: sums[f"energy_j/{n}"] for n in names}
-        methods = {n: epoch_m.components[n].method if lacking[f"energy_j/{n}"] == 0 else UNAVAILABLE for n in names}
+        methods = {n: epoch_m.components[n].method
+                   if lacking[f"energy_j/{n}"] == 0 or epoch_m.components[n].method == NOT_USED else UNAVAILABLE
+                   for n in names}
         energy_j = _sum_known(comp_j.values())
         eval_j = _sum_known(sums[f"eval_energy_j/{n}"] for n in names) if self._eval else 0.0
         intensity = sums["intensity"]
@@ -484,7 +488,7 @@ class Session:
             emissions_gco2e=emissions,
             totals=self._totals,
             metrics=metrics,
-            missing_components=tuple(n for n in names if comp_j[n] is None),
+            missing_components=tuple(n for n in names if comp_j[n] is None and methods[n] != NOT_USED),
         )
 
     def metrics(self, row: EpochRow) -> dict[str, float]:

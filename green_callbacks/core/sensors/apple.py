@@ -30,7 +30,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from green_callbacks.core.sensors.base import UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
+from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
 from green_callbacks.core.sensors.optional import SensorUnavailableError, import_optional
 
 __all__ = [
@@ -171,7 +171,7 @@ def build_apple_gpu_sensor(device_indices: Sequence[int] | None = None) -> Senso
     """The ``mps`` device's energy (GPU + GPU SRAM + Neural Engine), or a ``NullSensor`` that says why not."""
     if device_indices is not None and len(device_indices) == 0:
         return NullSensor("gpu", "training on CPU: this run uses no GPU, so GPU energy is not part of it",
-                          scope="node")
+                          scope="node", method=NOT_USED)
     try:
         return AppleSocSensor("gpu", GPU_FIELDS, METHOD_GPU)
     except SensorUnavailableError as err:

@@ -27,7 +27,7 @@ from typing import Any
 from green_callbacks.core import clock
 from green_callbacks.core.guard import strict_mode
 from green_callbacks.core.sensors._nvml_lib import NvmlUnavailableError, nvml_library, nvml_text
-from green_callbacks.core.sensors.base import UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
+from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
 from green_callbacks.core.sensors.gpu_map import GpuId, check_gpu_indices, dedupe_physical, select_gpus
 from green_callbacks.core.sensors.polling import PowerTrace, Sampler, trapezoid_j
 
@@ -325,13 +325,14 @@ def build_gpu_sensor(
         device_uuids: UUIDs of those devices, when the adapter can get them (exact; preferred).
         sample_period_s: power-sampling period for GPUs without an energy counter.
 
-    Returns a ``NullSensor("gpu", reason, scope="device")`` (method ``unavailable``, never 0) when training on CPU,
+    Returns a ``NullSensor("gpu", reason, scope="device")``: method ``not-used`` when training on CPU (the run has
+    no GPU energy, and nothing is missing), method ``unavailable`` (never 0)
     when ``nvidia-ml-py`` or the NVIDIA driver is missing, when no GPU is visible, or when the framework's devices
     cannot be mapped to NVML; the reason tells the user what to do.
     """
     check_gpu_indices(gpus)  # the factory is public: its callers may not have a GreenConfig
     if gpus is None and device_uuids is None and device_indices is not None and len(device_indices) == 0:
-        return NullSensor("gpu", CPU_TRAINING_REASON, scope="device")
+        return NullSensor("gpu", CPU_TRAINING_REASON, scope="device", method=NOT_USED)
     try:
         lib = nvml_library()
     except NvmlUnavailableError as err:

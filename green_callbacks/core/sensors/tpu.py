@@ -29,7 +29,7 @@ from typing import Any
 
 from green_callbacks.core import clock
 from green_callbacks.core.guard import strict_mode
-from green_callbacks.core.sensors.base import UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
+from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
 from green_callbacks.core.sensors.optional import SensorUnavailableError, import_optional
 from green_callbacks.core.sensors.polling import PowerTrace, Sampler
 
@@ -176,7 +176,7 @@ def build_tpu_sensor(
     """The TPU duty-cycle estimate, or a ``NullSensor`` (``unavailable``, never 0) that says why not."""
     if device_indices is not None and len(device_indices) == 0:
         return NullSensor("gpu", "training on CPU: this run uses no TPU, so TPU energy is not part of it",
-                          scope="device")
+                          scope="device", method=NOT_USED)
     version = tpu_version(device_kind)
     if version is None or version not in CHIP_POWER_W:
         known = ", ".join(f"{v} {w:.0f} W" for v, w in CHIP_POWER_W.items())
