@@ -91,7 +91,7 @@ def test_record_written_every_epoch_and_final_status(tmp_path, fake_clock):
     assert len(mid["epochs"]) == 1 and mid["status"] == "running"
     session.finish("completed")
     record = read_record(session.record_path)
-    assert record["schema"] == "green-callbacks/run/1"
+    assert record["schema"] == "green-callbacks/run/1.1"
     assert record["status"] == "completed"
     assert record["hyperparameters"] == {"lr": 0.1}
     assert record["carbon"]["intensity_gco2e_per_kwh"] == 400.0 and record["carbon"]["pue"] == 1.5
