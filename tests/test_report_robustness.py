@@ -196,7 +196,7 @@ def test_csv_cells_cannot_start_a_formula(tmp_path, monkeypatch, capsys) -> None
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     dangerous = ("=", "+", "-", "@", "\t", "\r")
     for row in rows:
-        for column, cell in row.items():
+        for cell in row.values():
             if cell.startswith(dangerous):
                 float(cell)  # only a plain number may start with - or +; anything else raises here
     evil = next(r for r in rows if "HYPERLINK" in r["run_id"])
@@ -235,7 +235,7 @@ def test_terminal_output_has_no_control_characters(tmp_path, capsys) -> None:
         assert run_report(paths=[str(tmp_path)], format=fmt) == 0
         captured = capsys.readouterr()
         for stream in (captured.out, captured.err):
-            assert not any(ord(c) < 32 and c not in "\n\t" or 0x7F <= ord(c) <= 0x9F for c in stream), fmt
+            assert not any((ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F for c in stream), fmt
         assert "]0;pwned" in captured.out and "[31mred" in captured.out  # the text stays, the ESC goes
 
 
