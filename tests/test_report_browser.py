@@ -199,6 +199,29 @@ def test_html_report_renders_in_chromium(browser, tmp_path) -> None:
     _keep(tmp_path / "green-callbacks-report.png")
 
 
+def test_hostile_and_extreme_records_do_not_break_the_page(browser, tmp_path) -> None:
+    """Records that once broke the page: a value of 1.7e308 (the plots failed) and markup in text fields."""
+    folder = tmp_path / "runs"
+    shutil.copytree(RECORDS / "sweep", folder)
+    single = json.loads((RECORDS / "single" / "green-run-single.json").read_text())
+    huge = json.loads((folder / "green-run-sweep-12.json").read_text())  # the search's best run
+    huge["epochs"][1]["component_energy_j"]["gpu"] = huge["totals"]["energy_j"] = 1.7e308
+    (folder / "green-run-sweep-12.json").unlink()
+    (folder / "green-run-huge.json").write_text(json.dumps(huge))
+    single.update(run_id='<img src=x onerror="window.pwned=1">', error="</td></table><script>window.pwned=2</script>")
+    single["hyperparameters"] = {"x": '"><svg onload="window.pwned=3">'}
+    (folder / "green-run-hostile.json").write_text(json.dumps(single))
+    page = tmp_path / "report.html"
+    assert run_report(paths=[str(folder)], format="html", out=str(page)) == 0
+    browser.open(page)
+    assert browser.evaluate("typeof window.pwned") == "undefined"
+    figures = json.loads(browser.evaluate(FIGURES_JS))
+    # the search's two, its best run's two (8 runs left: best lr 0.01 batch 32), and the val_loss run's two
+    assert len(figures) == 6 and all(f["complete"] and f["natural"][0] > 300 for f in figures), figures
+    assert browser.problems() == []
+    assert "green-run-huge.json" in browser.evaluate("document.body.innerText")  # named as skipped
+
+
 def test_the_check_sees_a_broken_page(browser, tmp_path) -> None:
     """The harness itself: a page with a broken image and a script error is caught (so a pass means something)."""
     page = tmp_path / "broken.html"
