@@ -407,7 +407,8 @@ _MD_SPECIAL = re.compile(r"([\\`*\[\]!|])")
 def md_escape(text: str) -> str:
     """Text from a record, safe in Markdown: HTML escaped (no ``<script>``, ``<img onerror>``), and the characters
     that make links, images, code or table cells backslash-escaped (no ``[x](javascript:...)``, no remote image)."""
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False)).replace("\n", " ")
+    escaped = str(text).replace("&", "&amp;").replace("<", "&lt;")  # no tag can open; ">" alone is text
+    return _MD_SPECIAL.sub(r"\\\1", escaped).replace("\n", " ")
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
