@@ -1,6 +1,10 @@
 """A :class:`~green_callbacks.report.build.Report` as terminal text, Markdown, self-contained HTML, CSV or JSON.
 
-Every value that was not measured is printed as ``unavailable`` (or ``partial`` with what is missing), never 0.
+The report is laid out once by :func:`build_document` as a list of blocks (the section model); the text, Markdown
+and HTML emitters only walk those blocks. Every value that was not measured is printed as ``unavailable`` (or
+``partial`` with what is missing), never 0; a component the run does not use is ``not used by this run``. Text from
+records is made inert in each format: escaped in Markdown and HTML, formula-neutralised in CSV, control characters
+removed from text and Markdown.
 """
 
 from __future__ import annotations
