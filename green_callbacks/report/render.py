@@ -28,7 +28,7 @@ from green_callbacks.report.badges import format_grams
 from green_callbacks.report.build import Report, run_figure_prefix, sweep_figure_prefix
 from green_callbacks.report.efficiency import Mfu
 from green_callbacks.report.runs import RunSummary
-from green_callbacks.report.summary import text_table
+from green_callbacks.report.summary import epoch_table, run_summary_lines, text_table
 from green_callbacks.report.sweep import SweepAnalysis
 
 __all__ = [
@@ -322,8 +322,6 @@ def _sweep_blocks(sweep: SweepAnalysis, prefix: str, terminal: bool) -> list[Blo
 
 
 def _run_blocks(run: RunSummary, mfu: Mfu, terminal: bool) -> list[Block]:
-    from green_callbacks.report.summary import epoch_table, run_summary_lines
-
     header, rows = epoch_table(run)
     out: list[Block] = [Heading(3, f"Run {run.label} ({run.status})")]
     if terminal:
