@@ -72,12 +72,15 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
     args = parser.parse_args(argv)
 
+    try:
+        green = GreenCallback(country=args.country)  # convergence follows EarlyStopping's val_loss
+    except ValueError as err:  # a bad --country: one line saying what to pass, not a traceback
+        parser.exit(2, f"{parser.prog}: --country: {err}\n")
     root = args.root_dir or tempfile.mkdtemp(prefix="green-lightning-")
     torch.manual_seed(0)
     train = DataLoader(synthetic_blobs(2048, seed=0), batch_size=64, shuffle=True)
     val = DataLoader(synthetic_blobs(500, seed=1), batch_size=128)  # 500 = 3 × 128 + 116: a partial last batch
 
-    green = GreenCallback(country=args.country)  # convergence follows EarlyStopping's val_loss
     trainer = _pl.Trainer(
         max_epochs=args.epochs,
         accelerator="cpu",

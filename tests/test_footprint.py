@@ -67,11 +67,15 @@ def test_default_rate_of_one_h100_with_its_host_share():
     assert rate.to_record()["lifetime_years"] == 6.0
 
 
-def test_cpu_only_run_gets_the_whole_host_and_a_vm_note():
-    rate = embodied_rate([], virtual_machine=True, lifetime_years=4.0, utilisation=0.5)
+def test_cpu_only_run_gets_the_whole_host_but_a_vm_its_share_only_when_given():
+    rate = embodied_rate([], lifetime_years=4.0, utilisation=0.5)  # a physical machine: the whole host
     assert rate.rate_gco2e_per_h == pytest.approx(HOST_KG * 1000 / (4 * 8760 * 0.5))
-    assert any("virtual machine" in a for a in rate.assumptions)
-    assert embodied_rate([], host_share=0.25).rate_gco2e_per_h == pytest.approx(
+    assert any("whole machine" in a for a in rate.assumptions)
+    # a VM's part of its unseen physical server is unknown: unavailable with the reason, never the whole server
+    vm = embodied_rate([], virtual_machine=True, lifetime_years=4.0, utilisation=0.5)
+    assert not vm.available and vm.to_record()["rate_gco2e_per_h"] is None
+    assert "virtual machine" in vm.missing[0] and "embodied_host_share" in vm.missing[0]
+    assert embodied_rate([], virtual_machine=True, host_share=0.25).rate_gco2e_per_h == pytest.approx(
         HOST_KG * 1000 / (6 * 8760 * 0.85) * 0.25)
 
 
@@ -267,3 +271,13 @@ def test_resume_continues_footprint_totals(tmp_path, fake_clock):
     per_h = (H100_KG + HOST_KG / 8) * 1000 / (6 * 8760 * 0.85)
     assert out["green/total_embodied_gco2e"] == pytest.approx(2 * per_h)
     again.finish()
+
+
+def test_a_gpu_the_run_does_not_use_is_no_accelerator():
+    """A CPU-only run ('not-used' GPU) is charged its host share only, not an unidentified accelerator."""
+    from green_callbacks.core.footprint import FootprintTracker
+
+    tracker = FootprintTracker(location="FR", pue=1.0)
+    tracker.configure({"gpu": {"method": "not-used", "reason": "training on CPU"}}, device_indices=[])
+    assert tracker.accelerators == []
+    assert tracker.local_rate_gco2e_per_h == pytest.approx(HOST_KG * 1000 / (6 * 8760 * 0.85))

@@ -206,7 +206,8 @@ def embodied_rate(
             accelerators, 1.0 (the whole machine) without.
         unidentified: how many accelerators the run uses whose model could not be read (listed as unavailable,
             with ``unidentified_reason``).
-        virtual_machine: the run is in a VM; noted in the assumptions when the whole-machine default is used.
+        virtual_machine: the run is in a VM: without accelerators and without ``host_share``, the host part is
+            ``unavailable`` (the VM's share of its physical server is unknown), never the whole server.
     """
     lifetime_years = validate_lifetime_years(lifetime_years)
     utilisation = validate_fraction(utilisation, "embodied_utilisation")
@@ -228,14 +229,17 @@ def embodied_rate(
                 share = min(1.0, count / DEFAULT_ACCELERATORS_PER_HOST)
                 assumptions.append(f"host share {share:g} = {count} accelerator(s) of an "
                                    f"{DEFAULT_ACCELERATORS_PER_HOST}-GPU server (default; set embodied_host_share=)")
+            elif virtual_machine:  # its part of an unseen physical server is unknown: never guessed
+                parts.append(EmbodiedPart(
+                    "host", "host", 1.0, None, None, "unavailable", "", None,
+                    "a virtual machine without accelerators: its share of the physical server is unknown here "
+                    "(charging the whole server would overstate it many times); pass "
+                    "embodied_host_share=<your vCPUs / the host's> to include it"))
+                return EmbodiedRate(tuple(parts), lifetime_years, utilisation, tuple(assumptions))
             else:
                 share = 1.0
-                note = ("host share 1 = the whole machine (default for a run without accelerators; set "
-                        "embodied_host_share= to your part of a shared machine)")
-                if virtual_machine:
-                    note += ("; this is a virtual machine, so the whole physical server is charged and this "
-                             "likely overstates the run's part (pass embodied_host_share=<your vCPUs / the host's>)")
-                assumptions.append(note)
+                assumptions.append("host share 1 = the whole machine (default for a run without accelerators; set "
+                                   "embodied_host_share= to your part of a shared machine)")
         else:
             share = validate_fraction(host_share, "embodied_host_share")
             assumptions.append(f"host share {share:g} (user-set)")

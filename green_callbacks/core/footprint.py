@@ -22,6 +22,7 @@ from green_callbacks.core.embodied import (
     embodied_rate,
 )
 from green_callbacks.core.metric_keys import FOOTPRINT_KEYS
+from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE
 from green_callbacks.core.units import joules_to_kwh
 from green_callbacks.core.water import DEFAULT_WUE_L_PER_KWH, WUE_SOURCE, water_for_location, water_l
 
@@ -80,7 +81,7 @@ class FootprintTracker:
         gpu = gpu if isinstance(gpu, Mapping) else {}
         names = accelerator_names(gpu)
         unidentified, why = 0, ""
-        measured = gpu.get("method") not in (None, "unavailable")
+        measured = gpu.get("method") not in (None, UNAVAILABLE, NOT_USED)
         if not names and device_indices:
             unidentified = len(device_indices)
             why = f"the model of the accelerator(s) could not be read ({gpu.get('reason') or gpu.get('method')})"

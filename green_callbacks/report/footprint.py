@@ -160,12 +160,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
-def footprint_lines(section: FootprintSection) -> list[str]:
-    """The section as plain-text lines (the Markdown renderer can put the same rows in tables)."""
-    out = ["== Footprint: operational, embodied, water =="]
-    out.append(f"  operational emissions: {_g(section.operational_gco2e)} CO2e (energy × PUE {section.pue:g} × "
-               f"{section.intensity_gco2e_per_kwh if section.intensity_gco2e_per_kwh is not None else '?'} "
-               "gCO2e/kWh)")
+def footprint_summary_lines(section: FootprintSection) -> list[str]:
+    """Operational beside embodied emissions, and water, with every assumption and source, as plain-text lines."""
+    out = [f"  operational emissions: {_g(section.operational_gco2e)} CO2e (energy × PUE {section.pue:g} × "
+           f"{section.intensity_gco2e_per_kwh if section.intensity_gco2e_per_kwh is not None else '?'} "
+           "gCO2e/kWh)"]
     partial = " (partial: " + "; ".join(section.embodied_missing) + ")" if section.embodied_partial else ""
     out.append(f"  embodied emissions:    {_g(section.embodied_gco2e)} CO2e{partial}, amortised over "
                f"{section.hours:.3g} h; reported beside the operational emissions, not in them")
@@ -180,22 +179,38 @@ def footprint_lines(section: FootprintSection) -> list[str]:
                f"{offsite} L/kWh off-site, {section.water_location}: {section.water_method})")
     for source in section.water_sources:
         out.append(f"    source: {source}")
+    return out
+
+
+GRIDS_TITLE = f"Where could this run have been greener? ({LABEL})"
+INFRASTRUCTURE_TITLE = ("Shared local machine vs on-demand cloud (Green AI Standard, infrastructure; counterfactual, "
+                        "embodied included):")
+
+
+def grid_table(section: FootprintSection) -> tuple[list[str], list[list[str]]]:
+    """The same measured energy under other grids: header and rows (empty rows when there are none)."""
+    rows = [[g.group, g.label, f"{g.intensity_gco2e_per_kwh:g}", str(g.year or ""), _g(g.emissions_gco2e),
+             "" if g.group == "actual" else f"{g.difference_gco2e:+.3g} g",
+             "" if g.ratio_to_actual is None else f"{g.ratio_to_actual:.2f}×", _l(g.water_l)]
+            for g in section.grids]
+    return ["", "grid", "gCO2e/kWh", "year", "emissions", "vs this run", "ratio", "water"], rows
+
+
+def infrastructure_table(section: FootprintSection) -> tuple[list[str], list[list[str]]]:
+    """A shared local machine against an on-demand cloud region: header and rows (empty when not asked for)."""
+    rows = [[o.label, f"{o.pue:g}", f"{o.intensity_gco2e_per_kwh:g}", f"{o.utilisation:g}",
+             _g(o.operational_gco2e), _g(o.embodied_gco2e) + (" (partial)" if o.embodied_missing else ""),
+             _g(o.total_gco2e)] for o in section.infrastructure]
+    return ["infrastructure", "PUE", "gCO2e/kWh", "utilisation", "operational", "embodied", "total"], rows
+
+
+def footprint_lines(section: FootprintSection) -> list[str]:
+    """The section as plain-text lines (the report's emitters use the same parts as blocks and tables)."""
+    out = ["== Footprint: operational, embodied, water ==", *footprint_summary_lines(section)]
     if section.grids:
-        out.append("")
-        out.append(f"Where could this run have been greener? ({LABEL})")
-        rows = [[g.group, g.label, f"{g.intensity_gco2e_per_kwh:g}", str(g.year or ""), _g(g.emissions_gco2e),
-                 "" if g.group == "actual" else f"{g.difference_gco2e:+.3g} g",
-                 "" if g.ratio_to_actual is None else f"{g.ratio_to_actual:.2f}×", _l(g.water_l)]
-                for g in section.grids]
-        out += _table(["", "grid", "gCO2e/kWh", "year", "emissions", "vs this run", "ratio", "water"], rows)
+        out += ["", GRIDS_TITLE, *_table(*grid_table(section))]
     if section.infrastructure:
-        out.append("")
-        out.append("Shared local machine vs on-demand cloud (Green AI Standard, infrastructure; counterfactual, "
-                   "embodied included):")
-        rows = [[o.label, f"{o.pue:g}", f"{o.intensity_gco2e_per_kwh:g}", f"{o.utilisation:g}",
-                 _g(o.operational_gco2e), _g(o.embodied_gco2e) + (" (partial)" if o.embodied_missing else ""),
-                 _g(o.total_gco2e)] for o in section.infrastructure]
-        out += _table(["infrastructure", "PUE", "gCO2e/kWh", "utilisation", "operational", "embodied", "total"], rows)
+        out += ["", INFRASTRUCTURE_TITLE, *_table(*infrastructure_table(section))]
     return out
 
 
