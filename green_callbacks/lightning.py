@@ -27,6 +27,7 @@ import warnings
 from typing import Any
 
 from green_callbacks._adapter import GreenCallbackBase, progress_bar_metrics
+from green_callbacks._phases import PhaseMixin
 from green_callbacks.core.budget import plan_epochs
 from green_callbacks.core.distributed import DistInfo
 
@@ -57,7 +58,7 @@ _SYNC_HINT = r".*self\.log\('(green/[^']*|Wh|gCO2e)', \.\.\., sync_dist=True\)" 
 _STATE_KEY_FIELDS = ("monitor", "mode", "target", "country", "region", "carbon_intensity", "pue", "output_dir")
 
 
-class GreenCallback(_pl.Callback, GreenCallbackBase):
+class GreenCallback(_pl.Callback, GreenCallbackBase, PhaseMixin):
     """Measures energy, emissions, FLOPs and convergence of a Lightning ``fit`` and logs them every epoch.
 
     Takes the keyword arguments of :class:`~green_callbacks._adapter.GreenCallbackBase` (``country=``,
@@ -72,6 +73,8 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
         _pl.Callback.__init__(self)
         GreenCallbackBase.__init__(self, **kwargs)
         self._flop_counter: _FlopCounter | None = None
+        self._phase_init()
+        self._phase_flop_counter: dict[str, Any] = {}
         # Lightning reads state_key at every hook call; the settings are frozen, so it is computed once
         self._state_key = self._generate_state_key(**{k: getattr(self.config, k) for k in _STATE_KEY_FIELDS})
 
@@ -144,12 +147,25 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         if self._in_fit_validation(trainer):
             self._guard("eval", self.session.eval_start)
+        elif _stage(trainer) == "validate":
+            self._phase_start(trainer, "validate")
+
+    def on_validation_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if self.phase_running:
+            self._phase_batch_start(batch)
 
     def on_validation_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self._in_fit_validation(trainer):
+        if self.phase_running:
+            self._phase_batch_end()
+        elif self._in_fit_validation(trainer):
             self._guard("flops", self._add_flops, pl_module, batch, "eval", batch_idx, dataloader_idx)
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._phase_log_end(pl_module)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if self._in_fit_validation(trainer):
@@ -181,6 +197,86 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
         if self.session.should_stop:
             trainer.should_stop = True
 
+    # ------------------------------------------------------------------ test / validate / predict outside fit
+    def _phase_start(self, trainer: Any, kind: str) -> None:
+        device = trainer.strategy.root_device
+        self._phase_begin(
+            kind,
+            output_dir=trainer.log_dir or trainer.default_root_dir,
+            device_indices=[device.index or 0] if device.type == "cuda" else [],
+            dist=DistInfo(rank=trainer.global_rank, local_rank=trainer.local_rank, world_size=trainer.world_size),
+            extra={"lightning": {"strategy": type(trainer.strategy).__name__, "precision": str(trainer.precision)}},
+        )
+
+    def _phase_close(self, pl_module: Any) -> dict[str, float] | None:
+        phase = self._phase
+        if phase is None or phase.status != "running":
+            return None
+        step = {"test": "test_step", "validate": "validation_step", "predict": "predict_step"}[phase.kind]
+        return self._phase_finish(lambda example: self._phase_flops(pl_module, step, example))
+
+    def _phase_log_end(self, pl_module: Any) -> None:
+        """test / validate: close the phase at its epoch end, where ``pl_module.log`` still reaches every logger
+        and the results ``trainer.test()`` / ``trainer.validate()`` return."""
+        metrics = self._phase_close(pl_module)
+        if metrics:
+            as_tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()}
+            pl_module.log_dict(as_tensors, on_step=False, on_epoch=True, sync_dist=False)
+
+    def _phase_flops(self, pl_module: Any, step: str, batch: Any) -> float | None:
+        """Forward FLOPs of one ``<step>(batch, …)`` on a meta copy (the trainer detached, so ``self.log`` in the
+        step is a no-op); one counter per callback, so repeated phases hit its cache."""
+        if not self.session.guard.enabled("flops"):
+            return None
+        counter = self._phase_flop_counter.get(step)
+        if counter is None:
+            from green_callbacks.core.flops import TorchFlopCounter
+
+            counter = self._phase_flop_counter[step] = TorchFlopCounter(fallback_to_real_step=False)
+        extra = _index_args(getattr(pl_module, step), (0, 0))
+        trainer = pl_module._trainer
+        pl_module.trainer = None
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*`self.trainer` reference is not registered")
+                forward = lambda module, b: getattr(module, step)(b, *extra)  # noqa: E731
+                return float(counter.count_eval_step(pl_module, forward, batch).flops)
+        finally:
+            pl_module.trainer = trainer
+
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        self._phase_start(trainer, "test")
+
+    def on_test_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._phase_batch_start(batch)
+
+    def on_test_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._phase_batch_end()
+
+    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._phase_log_end(pl_module)
+
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        self._phase_start(trainer, "predict")
+
+    def on_predict_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._phase_batch_start(batch)
+
+    def on_predict_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._phase_batch_end()
+
+    def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+        """Lightning does not log predictions: the figures are in ``callback.last_phase`` and the record."""
+        self._phase_close(pl_module)
+
     # ------------------------------------------------------------------ end
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit" and self._running():
@@ -193,9 +289,18 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
         self.session.finish("completed")
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if self.phase_running:
+            status = "interrupted" if type(exception).__name__ in _INTERRUPTS else "failed"
+            self._phase_abort(status, exception)
         if self._running():
             status = "interrupted" if type(exception).__name__ in _INTERRUPTS else "failed"
             self._guard("finish", self.session.finish, status, exception)
+
+
+def _stage(trainer: Any) -> str | None:
+    """The user-facing call running now: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``."""
+    fn = getattr(getattr(trainer, "state", None), "fn", None)
+    return None if fn is None else str(getattr(fn, "value", fn))
 
 
 def _framework_monitor(trainer: Any) -> tuple[str | None, str | None]:
