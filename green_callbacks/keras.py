@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+from green_callbacks._phases import PhaseMixin
 
 __all__ = ["GreenCallback"]
 
@@ -117,6 +118,24 @@ def _find_fit_locals(callback: Any) -> dict[str, Any] | None:
     return None
 
 
+def _evaluate_returned_dict() -> dict[str, Any] | None:
+    """The dict the running ``evaluate(return_dict=True)`` call will return (its ``logs``), else ``None``.
+
+    ``CallbackList`` hands callbacks a copy of it, so it is found on the call stack. With ``return_dict=False``
+    nothing is added: Keras would return a longer list (or a list instead of the scalar loss).
+    """
+    frame = sys._getframe(1)
+    for _ in range(16):
+        if frame is None:
+            return None
+        local = frame.f_locals
+        if frame.f_code.co_name == "evaluate" and "return_dict" in local:
+            logs = local.get("logs")
+            return logs if local["return_dict"] and isinstance(logs, dict) else None
+        frame = frame.f_back
+    return None
+
+
 def _reads_logs(cb: Any) -> bool:
     c = keras.callbacks
     readers = (c.CSVLogger, c.TensorBoard, c.EarlyStopping, c.ModelCheckpoint, c.ReduceLROnPlateau, c.RemoteMonitor,
@@ -183,7 +202,7 @@ def _device_indices(model: Any) -> list[int]:
     return []
 
 
-class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
+class GreenCallback(keras.callbacks.Callback, GreenCallbackBase, PhaseMixin):
     """Energy, emissions and FLOPs of a Keras 3 ``fit``, logged every epoch as ``green/...`` keys.
 
     Takes the keyword-only arguments of :class:`green_callbacks._adapter.GreenCallbackBase`. Convergence follows
@@ -203,6 +222,7 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
         self._flops_info: dict[str, Any] = {}
         self._warned_order = False
         self._backup_dir: str | None = None
+        self._phase_init()
 
     __init__.__signature__ = inspect.signature(GreenCallbackBase.__init__)  # type: ignore[attr-defined]
 
@@ -276,10 +296,84 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
         if self.session.status == "running" and self.session.in_epoch:  # validation inside fit
             self._wrap(self.model, "test_function", "eval")
             self.session.guard.call("eval", self.session.eval_start)
+        else:  # model.evaluate(..., callbacks=[callback])
+            self._phase_start("evaluate", "test_function")
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.session.status == "running" and self.session.in_epoch:
             self.session.guard.call("eval", self.session.eval_end)
+        elif self.phase_running:
+            metrics = self._phase_end()
+            if metrics:
+                if logs is not None:  # the callbacks after this one see them
+                    logs.update(metrics)
+                returned = _evaluate_returned_dict()
+                if returned is not None:
+                    returned.update(metrics)
+
+    # ------------------------------------------------------------------ evaluate / predict outside fit
+    def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._phase_start("predict", "predict_function")
+
+    def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Keras does not log predictions: the figures are in ``callback.last_phase`` and the record."""
+        if self.phase_running:
+            self._phase_end()
+
+    def _phase_start(self, kind: str, attr: str) -> None:
+        model = self.model
+        if model is None:
+            return
+        backend = keras.backend.backend()
+        begun = self._phase_begin(
+            kind,
+            device_indices=self.session.guard.call("devices", _device_indices, model),
+            extra={"keras": {"version": keras.__version__, "backend": backend}},
+        )
+        if begun and backend == "torch":  # other backends: the phase's energy and time, no per-batch figures
+            self._wrap_phase(model, attr)
+
+    def _phase_end(self) -> dict[str, float] | None:
+        self._unwrap()
+        flops_of = self._phase_flops if keras.backend.backend() == "torch" else None
+        return self._phase_finish(flops_of)
+
+    def _phase_flops(self, batch: Any) -> float | None:
+        if not self.session.guard.enabled("flops"):
+            return None
+        from green_callbacks.core.flops import TorchFlopCounter
+
+        if self._flop_counter is None:
+            self._flop_counter = TorchFlopCounter()
+        return float(self._flop_counter.count_eval_step(self.model, _keras_forward("eval"), batch).flops)
+
+    def _wrap_phase(self, model: Any, attr: str) -> None:
+        """Note each batch of ``evaluate``/``predict`` (torch backend: ``test_function(data)``, ``data[0]`` the
+        batch): a clock read before and after, the batch's shapes; an exception closes the phase's record."""
+        original = getattr(model, attr, None)
+        if original is None or getattr(original, "_green_callback", None) is not None:
+            return
+        ref = weakref.ref(self)
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            this = ref()
+            if this is None or not this.phase_running:
+                return original(*args, **kwargs)
+            this._phase_batch_start(args[0][0])
+            try:
+                out = original(*args, **kwargs)
+            except BaseException as err:
+                if type(err).__name__ not in _END_OF_DATA:
+                    this._unwrap()
+                    status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
+                    this._phase_abort(status, err)
+                raise
+            this._phase_batch_end()
+            return out
+
+        watched._green_callback = ref  # type: ignore[attr-defined]
+        setattr(model, attr, watched)
+        self._wrapped.append((model, attr, original))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = None
