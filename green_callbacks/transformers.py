@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+from green_callbacks._phases import PhaseMixin
 
 try:
     import transformers
@@ -156,7 +157,37 @@ def _count_step_flops(counter: Any, model: Any, args: tuple[Any, ...], kwargs: d
     return float(count(model, _step_loss, (tuple(args), dict(kwargs))).flops)
 
 
-class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
+def _phase_wrapper(owner: Any, trainer_ref: Any, func: Any, fallback: Any, kind: str) -> Any:
+    """``trainer.evaluate``/``predict`` with the callback's phase around it (a failure ends its record).
+
+    ``func`` is the Trainer's unbound method, called on ``trainer_ref()`` (no strong reference back to the
+    trainer); ``fallback`` the callable to use when the attribute was not a bound method of it.
+    """
+
+    @functools.wraps(func or fallback)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        callback = owner()
+        run = functools.partial(func, trainer_ref()) if func is not None else fallback
+        if callback is None:
+            return run(*args, **kwargs)
+        opened = callback.session.guard.call("phase", callback._phase_open, kind)
+        try:
+            output = run(*args, **kwargs)
+        except BaseException as err:
+            callback._phase_depth = max(callback._phase_depth - 1, 0)
+            if opened:
+                callback._remove_phase_hook()
+                callback._phase_abort("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", err)
+            raise
+        callback._phase_depth = max(callback._phase_depth - 1, 0)
+        if opened:
+            callback.session.guard.call("phase", callback._phase_close, output, kind)
+        return output
+
+    return call
+
+
+class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMixin):
     """Measures energy, emissions and FLOPs of a ``transformers.Trainer`` run and logs them every epoch.
 
     ``Trainer(..., callbacks=[GreenCallback()])`` is all it takes; the arguments are those of
@@ -189,6 +220,9 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         self._counting = False
         self._flop_counter: Any = None
         self._warned_no_trainer = False
+        self._phase_init()
+        self._phase_hook: Any = None
+        self._phase_depth = 0
 
     # ------------------------------------------------------------------ binding to the Trainer
     @property
@@ -200,6 +234,7 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         """Bind to ``trainer`` explicitly (only needed if the automatic look-up failed; it warns when it does)."""
         self._trainer_ref = weakref.ref(trainer)
         self._wrap_train(trainer)
+        self._wrap_phases(trainer)
 
     def _wrap_train(self, trainer: Any) -> None:
         """Learn of exceptions escaping ``trainer.train`` (the Trainer has no exception event)."""
@@ -352,6 +387,9 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
             self._close_epoch(state, control)
 
     def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.phase_running:
+            self._phase_batch_end()
+            return
         meter = self.session.meter
         if self.session.in_epoch and meter is not None and not meter.is_open("eval"):
             self.session.guard.call("session", self.session.eval_start)  # an evaluation we were not told of
@@ -424,6 +462,97 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
             self._logging = False
             control.should_log = saved  # CallbackHandler.on_log resets it: the Trainer's own loss log must stay
             trainer.control.should_log = saved
+
+    # ------------------------------------------------------------------ evaluate / predict outside train
+    def _wrap_phases(self, trainer: Any) -> None:
+        """Measure ``trainer.evaluate()`` / ``trainer.predict()`` called outside ``train`` (the Trainer has no event
+        at their start): the phase opens when the call begins and closes when it returns."""
+        owner = weakref.ref(self)
+        for name, kind in (("evaluate", "evaluate"), ("predict", "predict")):
+            original = getattr(trainer, name)
+            if getattr(original, "_green_callbacks_wrapper", False):
+                continue
+            func = getattr(original, "__func__", None)
+            if getattr(original, "__self__", None) is not trainer:
+                func = None
+            trainer_ref = weakref.ref(trainer)  # no strong reference back to the trainer (see _wrap_train)
+            wrapper = _phase_wrapper(owner, trainer_ref, func, None if func is not None else original, kind)
+            wrapper._green_callbacks_wrapper = True  # type: ignore[attr-defined]
+            setattr(trainer, name, wrapper)
+
+    def _phase_open(self, kind: str) -> bool:
+        self._phase_depth += 1
+        if self._phase_depth > 1:  # evaluate() over a dict of datasets calls itself: one phase for all
+            return False
+        trainer = self.trainer
+        if trainer is None or self.session.status == "running":
+            return False
+        args = trainer.args
+        devices = _device_indices(args)
+        begun = self._phase_begin(
+            kind,
+            output_dir=args.output_dir,
+            device_indices=devices,
+            device_uuids=self.session.guard.call("devices", _device_uuids, devices),
+            extra={"transformers": {"version": transformers.__version__, "trainer": type(trainer).__name__}},
+        )
+        if begun:
+            self._install_phase_hook(trainer.model)
+        return begun
+
+    def _phase_close(self, output: Any, kind: str) -> None:
+        self._remove_phase_hook()
+        model = None if self.trainer is None else self.trainer.model
+        metrics = self._phase_finish(None if model is None else lambda example: self._phase_flops(model, example))
+        if not metrics:
+            return
+        returned = output.metrics if kind == "predict" else output
+        if isinstance(returned, dict):
+            returned.update(metrics)
+        if kind == "evaluate":  # the Trainer logs evaluate()'s metrics, not predict()'s
+            self.session.guard.call("logging", self._log_phase, metrics)
+
+    def _log_phase(self, metrics: dict[str, float]) -> None:
+        trainer = self.trainer
+        if trainer is None:
+            return
+        saved = trainer.control.should_log
+        self._logging = True
+        try:
+            trainer.log(dict(metrics))
+        finally:
+            self._logging = False
+            trainer.control.should_log = saved
+
+    def _phase_flops(self, model: Any, example: Any) -> float | None:
+        if not self.session.flops_available:
+            return None
+        if self._flop_counter is None:
+            self._flop_counter = _new_flop_counter()
+        args, kwargs = example if isinstance(example, tuple) else ((), example)
+        self._counting = True
+        try:
+            return _count_step_flops(self._flop_counter, model, args, kwargs, train=False)
+        finally:
+            self._counting = False
+
+    def _install_phase_hook(self, model: Any) -> None:
+        self._remove_phase_hook()
+        if model is None or not hasattr(model, "register_forward_pre_hook"):
+            return
+        owner = weakref.ref(self)
+
+        def note(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            callback = owner()
+            if callback is not None and not callback._counting:
+                callback._phase_batch_start(kwargs if not args else (args, kwargs))
+
+        self._phase_hook = model.register_forward_pre_hook(note, with_kwargs=True)
+
+    def _remove_phase_hook(self) -> None:
+        if self._phase_hook is not None:
+            self._phase_hook.remove()
+            self._phase_hook = None
 
     # ------------------------------------------------------------------ FLOPs
     def _install_hook(self, model: Any) -> None:
