@@ -84,6 +84,14 @@ def _error(message: str) -> int:
     return 2
 
 
+def _inference_section(ns: argparse.Namespace) -> str:
+    """The "Using the model" section (test/predict/evaluate records and the break-even) in the chosen format."""
+    from green_callbacks.report.inference import load_phase_rows, render_inference_markdown, render_inference_text
+
+    rows = load_phase_rows(ns.paths)
+    return render_inference_markdown(rows) if ns.format == "markdown" else render_inference_text(rows)
+
+
 def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwargs: Any) -> int:
     """Run ``green-callbacks report`` with parsed ``args`` (or keyword options); return the exit status."""
     from green_callbacks.report.build import ReportOptions, build_report, make_figures
@@ -101,6 +109,13 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
         return _error(str(err))
     for path, reason in loaded.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    inference = _inference_section(ns)
+    if not loaded.runs and inference:  # only test/predict/evaluate records: their section alone
+        if ns.out:
+            Path(ns.out).expanduser().write_text(inference, encoding="utf-8")
+        else:
+            sys.stdout.write(inference)
+        return 0
     if not loaded.runs:
         print("green-callbacks report: no readable run record (green-run-*.json) found", file=sys.stderr)
         return 1
@@ -159,6 +174,8 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
             print("Badges (Markdown to paste):\n" + "\n".join(snippets), file=sys.stderr)
     else:
         text = render_json(report, snippets)
+    if inference and ns.format in ("text", "markdown"):
+        text = text.rstrip("\n") + "\n\n" + inference
     if ns.out:
         target = Path(ns.out).expanduser()
         target.parent.mkdir(parents=True, exist_ok=True)

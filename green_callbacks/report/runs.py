@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from green_callbacks.core.record import RecordError, find_records, read_record
+from green_callbacks.report.inference import is_phase_record
 
 __all__ = [
     "ComponentSummary",
@@ -252,7 +253,10 @@ def load_runs(paths: Iterable[str | os.PathLike[str]]) -> LoadResult:
     skipped: list[tuple[str, str]] = []
     for path in find_records(paths):
         try:
-            runs.append(summarize_run(read_record(path)))
+            record = read_record(path)
+            if is_phase_record(record):  # a test/predict/evaluate: the "Using the model" section shows it
+                continue
+            runs.append(summarize_run(record))
         except RecordError as err:
             reason = str(err)
             skipped.append((str(path), reason.removeprefix(f"{path}: ")))
