@@ -121,7 +121,8 @@ def test_percentile_and_break_even() -> None:
 def test_batch_inspection() -> None:
     batch = {"input_ids": np.zeros((2, 5), dtype=np.int64), "attention_mask": np.array([[1, 1, 1, 0, 0], [1] * 5])}
     sig = batch_signature(batch)
-    assert sig == (("attention_mask", ("leaf", (2, 5), "int64")), ("input_ids", ("leaf", (2, 5), "int64")))
+    int64 = np.dtype("int64")
+    assert sig == (("attention_mask", ("leaf", (2, 5), int64)), ("input_ids", ("leaf", (2, 5), int64)))
     assert samples_of(sig) == 2
     assert int(tokens_in_of(batch)) == 8
     assert int(tokens_in_of((batch, None))) == 8

@@ -117,14 +117,14 @@ def batch_signature(batch: Any) -> tuple[Any, ...]:
     shape = getattr(batch, "shape", None)
     if shape is None:
         return ("leaf", None, type(batch).__name__)
-    return ("leaf", tuple(int(d) if d is not None else -1 for d in shape), str(getattr(batch, "dtype", "")))
+    return ("leaf", tuple(shape), getattr(batch, "dtype", None))  # torch.Size / numpy shapes: tuples of ints
 
 
 def samples_of(signature: tuple[Any, ...]) -> int | None:
     """The batch size: the leading dimension of the first leaf that has one (``None`` when no leaf is an array)."""
     if len(signature) == 3 and signature[0] == "leaf":
         shape = signature[1]
-        return int(shape[0]) if shape and shape[0] >= 0 else None
+        return int(shape[0]) if shape and isinstance(shape[0], int) and shape[0] >= 0 else None
     for item in signature:
         if isinstance(item, tuple):
             if len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], tuple):  # a mapping entry
