@@ -19,6 +19,11 @@ How the Trainer's events drive the session (see docs/transformers.md for the why
   model is in training mode with gradients on, evaluation forward otherwise), once per input signature.
 * The session's state is kept in the checkpoint (``ExportableState``) and read back on resume, with or without
   ``restore_callback_states_from_checkpoint``.
+* ``trainer.evaluate()`` / ``trainer.predict()`` called outside ``train`` are measured as phases
+  (``engine.phases``): the Trainer has no event at their start, so both are wrapped like ``train``; each batch runs
+  from the model's forward (a pre-hook, which also sees the inputs' ``attention_mask``) to ``on_prediction_step``.
+  ``evaluate``'s figures go through ``Trainer.log`` and into the metrics it returns; ``predict``'s into
+  ``PredictionOutput.metrics`` (the Trainer does not log predictions). See docs/inference.md.
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
-from green_callbacks._phases import PhaseMixin
 
 try:
     import transformers
@@ -113,24 +117,6 @@ def _hyperparameters(args: Any, state: Any, model: Any) -> dict[str, Any]:
     return out
 
 
-def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in logs.items():
-        if isinstance(value, bool) or key.startswith("green/"):
-            continue
-        try:
-            out[str(key)] = float(value)
-        except (TypeError, ValueError):
-            continue
-    return out
-
-
-def _new_flop_counter() -> Any:
-    from green_callbacks.core.flops import TorchFlopCounter
-
-    return TorchFlopCounter()
-
-
 def _step_loss(model: Any, batch: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
     """Run the model as the Trainer did; its loss, or (labels popped by the Trainer) its first output summed.
 
@@ -147,14 +133,21 @@ def _step_loss(model: Any, batch: tuple[tuple[Any, ...], dict[str, Any]]) -> Any
     return first.float().sum()
 
 
-def _count_step_flops(counter: Any, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, train: bool) -> float:
-    """FLOPs of one training step (forward + backward) or evaluation step (forward) of ``model`` on this batch.
+class _StepCounter:
+    """FLOPs of one training step (forward + backward) or evaluation step (forward) of the model on a batch
+    ``(args, kwargs)``: the counting function behind ``engine.flops``. The core engine counts on a meta copy once per
+    input signature (shapes, dtypes, train/eval) and answers repeated ones from its cache, so dynamic padding is
+    counted exactly. One per run."""
 
-    The one place that calls the core FLOP engine; it counts on a meta copy once per input signature (shapes,
-    dtypes, train/eval) and answers repeated signatures from its cache, so dynamic padding is counted exactly.
-    """
-    count = counter.count_train_step if train else counter.count_eval_step
-    return float(count(model, _step_loss, (tuple(args), dict(kwargs))).flops)
+    def __init__(self) -> None:
+        from green_callbacks.core.flops import TorchFlopCounter
+
+        self.counter = TorchFlopCounter()
+
+    def __call__(self, kind: str, model: Any, batch: Any, index: tuple[Any, ...]) -> float:
+        count = self.counter.count_train_step if kind == "train" else self.counter.count_eval_step
+        args, kwargs = batch
+        return float(count(model, _step_loss, (tuple(args), dict(kwargs))).flops)
 
 
 def _phase_wrapper(owner: Any, trainer_ref: Any, func: Any, fallback: Any, kind: str) -> Any:
@@ -170,24 +163,24 @@ def _phase_wrapper(owner: Any, trainer_ref: Any, func: Any, fallback: Any, kind:
         run = functools.partial(func, trainer_ref()) if func is not None else fallback
         if callback is None:
             return run(*args, **kwargs)
-        opened = callback.session.guard.call("phase", callback._phase_open, kind)
+        opened = callback._engine.phases.guard.call("phase", callback._phase_open, kind)
         try:
             output = run(*args, **kwargs)
         except BaseException as err:
-            callback._phase_depth = max(callback._phase_depth - 1, 0)
             if opened:
                 callback._remove_phase_hook()
-                callback._phase_abort("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", err)
+                callback._engine.phases.fail(err)
             raise
-        callback._phase_depth = max(callback._phase_depth - 1, 0)
+        finally:
+            callback._phase_depth = max(callback._phase_depth - 1, 0)
         if opened:
-            callback.session.guard.call("phase", callback._phase_close, output, kind)
+            callback._engine.phases.guard.call("phase", callback._phase_close, output, kind)
         return output
 
     return call
 
 
-class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMixin):
+class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
     """Measures energy, emissions and FLOPs of a ``transformers.Trainer`` run and logs them every epoch.
 
     ``Trainer(..., callbacks=[GreenCallback()])`` is all it takes; the arguments are those of
@@ -200,14 +193,7 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMi
 
     framework = "transformers"
 
-    def __init__(self, **kwargs: Any) -> None:
-        GreenCallbackBase.__init__(self, **kwargs)
-        # What ExportableState stores so that HF can rebuild us (restore_callback_states_from_checkpoint=True).
-        self._init_kwargs = {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in kwargs.items()
-            if isinstance(v, _JSON_TYPES) or (isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))
-        }
+    def _init_adapter(self) -> None:
         self._token = uuid.uuid4().hex
         _LIVE[self._token] = self
         self.green_state: dict[str, Any] | None = None  # set by HF when it rebuilds us from a checkpoint
@@ -215,14 +201,19 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMi
         self._trainer_ref: weakref.ReferenceType[Any] | None = None
         self._hook: Any = None
         self._pending: str | None = None  # "evaluate" | "log": what the open epoch still waits for
-        self._epoch_metrics: dict[str, float] = {}
+        self._epoch_metrics: dict[str, Any] = {}
         self._logging = False
-        self._counting = False
-        self._flop_counter: Any = None
         self._warned_no_trainer = False
-        self._phase_init()
+        self._hf_total_flos = math.nan
         self._phase_hook: Any = None
         self._phase_depth = 0
+        self._phase_counter: _StepCounter | None = None
+
+    @property
+    def last_metrics(self) -> dict[str, float]:
+        """The ``green/...`` metrics of the last completed epoch, with the Trainer's own ``green/hf_total_flos``."""
+        metrics = self._engine.last_metrics
+        return {**metrics, HF_TOTAL_FLOS_KEY: self._hf_total_flos} if metrics else metrics
 
     # ------------------------------------------------------------------ binding to the Trainer
     @property
@@ -261,7 +252,9 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMi
             except BaseException as err:
                 callback = owner()
                 if callback is not None:
-                    callback._on_train_error(err)
+                    target = callback._adopted_by or callback
+                    target._remove_hook()
+                    target._engine.fail(err)
                 raise
 
         train._green_callbacks_wrapper = True  # type: ignore[attr-defined]
@@ -272,20 +265,12 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMi
         if trainer is not None and trainer is not self.trainer:
             self.attach(trainer)
 
-    def _on_train_error(self, err: BaseException) -> None:
-        target = self._adopted_by or self
-        target._remove_hook()
-        if target.session.status == "running":
-            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            target.session.finish(status, err)
-
     # ------------------------------------------------------------------ ExportableState
     def state(self) -> dict[str, Any]:
         """What the Trainer writes into each checkpoint's ``trainer_state.json``."""
-        return {
-            "args": dict(self._init_kwargs),
-            "attributes": {_STATE_ATTRIBUTE: {**self.session.state_dict(), "instance": self._token}},
-        }
+        args = {k: list(v) if isinstance(v, tuple) else v for k, v in self._arguments.items()
+                if isinstance(v, _JSON_TYPES) or (isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))}
+        return {"args": args, "attributes": {_STATE_ATTRIBUTE: {**self._engine.state_dict(), "instance": self._token}}}
 
     def _stored_state(self, state: Any) -> dict[str, Any] | None:
         """This run's saved state when the Trainer resumed from a checkpoint, else ``None``."""
@@ -302,7 +287,7 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMi
 
     def _adopt_original(self) -> None:
         """HF rebuilt us from a checkpoint (``restore_callback_states_from_checkpoint=True``) and dropped the user's
-        instance: share that instance's config, sensors and session, so the user's reference stays live."""
+        instance: share that instance's engine, so the user's reference stays live."""
         trainer = self.trainer
         if self.green_state is None or trainer is None:
             return
@@ -311,21 +296,16 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMi
                          and cb not in registered and type(cb) is type(self)), None)
         if original is None:
             return
-        self.config, self._sensors = original.config, original._sensors
-        if original.session.status == "created":
-            self.session = original.session
-        else:
-            original.session = self.session
-        self.last_metrics = original.last_metrics
+        self.config, self._engine = original.config, original._engine
         original._adopted_by = self
 
     # ------------------------------------------------------------------ events
     def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.session.guard.call("trainer", self._bind)
+        self._engine.guard("logging", self._bind)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        self.session.guard.call("trainer", self._bind)
-        self.session.guard.call("session", self._train_begin, args, state, model)
+        self._engine.guard("logging", self._bind)
+        self._engine.guard("start", self._train_begin, args, state, model)
         if self.trainer is None and not self._warned_no_trainer:
             self._warned_no_trainer = True
             warnings.warn(
@@ -339,17 +319,12 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMi
     def _train_begin(self, args: Any, state: Any, model: Any) -> None:
         self._adopt_original()
         stored = self._stored_state(state)
-        if self.session.status == "running":
-            self.session.finish(
-                "failed", "a new training began before this one ended (an exception in train(), auto_find_batch_size)"
-            )
-        if self.session.status != "created":
-            self.session = self._new_session()
+        self._engine.begin_fit()
         if stored is not None:
-            self.session.load_state_dict(stored)
+            self._engine.load_state_dict(stored)
         monitor, mode = _monitor_of(args)
         devices = _device_indices(args)
-        self.session.start(
+        self._engine.start(
             output_dir=args.output_dir,
             hyperparameters=_hyperparameters(args, state, model),
             device_indices=devices,
@@ -361,81 +336,71 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMi
         )
         self._pending = None
         self._epoch_metrics = {}
-        self._flop_counter = None  # one counter (and cache) per run
+        self._engine.flops.use(_StepCounter())  # one counter (and cache) per run
         self._install_hook(model)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.session.in_epoch:  # an epoch whose closing event never came (e.g. no evaluation after all)
+        if self._engine.in_epoch:  # an epoch whose closing event never came (e.g. no evaluation after all)
             self._close_epoch(state, control)
         self._pending = None
         self._epoch_metrics = {}
-        self.session.guard.call("session", self.session.epoch_start)
+        self._engine.epoch_start()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if control.should_evaluate and self.session.in_epoch:
-            self.session.guard.call("session", self.session.eval_start)
+        if control.should_evaluate:
+            self._engine.eval_start()
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not self.session.in_epoch:
+        if not self._engine.in_epoch:
             return
         if control.should_evaluate:  # the Trainer evaluates right after this event: keep the epoch open
             self._pending = "evaluate"
-            self.session.guard.call("session", self.session.eval_start)
+            self._engine.eval_start()
         elif control.should_log:  # the epoch-end loss log follows: close after it, with the epoch's loss
             self._pending = "log"
         else:
             self._close_epoch(state, control)
 
     def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.phase_running:
-            self._phase_batch_end()
-            return
-        meter = self.session.meter
-        if self.session.in_epoch and meter is not None and not meter.is_open("eval"):
-            self.session.guard.call("session", self.session.eval_start)  # an evaluation we were not told of
+        self._engine.phases.batch_end()  # the batch of an evaluate()/predict() outside train (no-op otherwise)
+        self._engine.eval_start()  # an evaluation we were not told of (no-op when one is open)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
-        if not self.session.in_epoch:
+        if not self._engine.in_epoch:
             return
-        self.session.guard.call("session", self.session.eval_end)
-        self._epoch_metrics.update(_numbers(metrics or {}))
+        self._engine.eval_end()
+        self._epoch_metrics.update(metrics or {})
         if self._pending == "evaluate":
             self._close_epoch(state, control)
 
     def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
-        if self.session.in_epoch:
-            self.session.guard.call("session", self.session.eval_end)
+        self._engine.eval_end()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-        if self._logging or not self.session.in_epoch or not logs:
+        if self._logging or not self._engine.in_epoch or not logs:
             return
-        self._epoch_metrics.update(_numbers(logs))
+        self._epoch_metrics.update(logs)
         if self._pending == "log" and "loss" in logs:
             self._close_epoch(state, control)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.session.in_epoch:
+        if self._engine.in_epoch:
             self._close_epoch(state, control)
         self._remove_hook()
-        self.session.guard.call("session", self.session.finish, "completed")
+        self._engine.finish("completed")
 
     # ------------------------------------------------------------------ closing an epoch and logging
     def _close_epoch(self, state: Any, control: Any) -> None:
         self._pending = None
-        metrics = self.session.guard.call(
-            "session", self.session.epoch_end, {**self._epoch_metrics, "epoch": state.epoch}
-        )
+        metrics = self._engine.epoch_end({**self._epoch_metrics, "epoch": state.epoch})
         if metrics is None:
             return
-        metrics = dict(metrics)
-        metrics[HF_TOTAL_FLOS_KEY] = self._hf_total_flos(state)
-        self.last_metrics.clear()
-        self.last_metrics.update(metrics)
-        self.session.guard.call("logging", self._log, state, control, metrics)
-        if self.session.should_stop:  # a budget would be exceeded (budget_action="stop")
+        self._hf_total_flos = self._engine.guard("logging", self._trainer_total_flos, state) or math.nan
+        self._engine.guard("logging", self._log, state, control, {**metrics, HF_TOTAL_FLOS_KEY: self._hf_total_flos})
+        if self._engine.should_stop:  # a budget would be exceeded (budget_action="stop")
             control.should_training_stop = True
 
-    def _hf_total_flos(self, state: Any) -> float:
+    def _trainer_total_flos(self, state: Any) -> float:
         """The Trainer's own estimate so far; its pending per-process count is folded in first (all ranks).
 
         NaN, not 0, when the Trainer cannot estimate (a model without ``num_parameters``, e.g. a plain
@@ -465,35 +430,33 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMi
 
     # ------------------------------------------------------------------ evaluate / predict outside train
     def _wrap_phases(self, trainer: Any) -> None:
-        """Measure ``trainer.evaluate()`` / ``trainer.predict()`` called outside ``train`` (the Trainer has no event
-        at their start): the phase opens when the call begins and closes when it returns."""
+        """Measure ``trainer.evaluate()`` / ``trainer.predict()`` called outside ``train``: the phase opens when
+        the call begins and closes when it returns."""
         owner = weakref.ref(self)
-        for name, kind in (("evaluate", "evaluate"), ("predict", "predict")):
-            original = getattr(trainer, name)
+        for kind in ("evaluate", "predict"):
+            original = getattr(trainer, kind)
             if getattr(original, "_green_callbacks_wrapper", False):
                 continue
             func = getattr(original, "__func__", None)
             if getattr(original, "__self__", None) is not trainer:
                 func = None
-            trainer_ref = weakref.ref(trainer)  # no strong reference back to the trainer (see _wrap_train)
-            wrapper = _phase_wrapper(owner, trainer_ref, func, None if func is not None else original, kind)
+            # no strong reference back to the trainer (see _wrap_train)
+            wrapper = _phase_wrapper(owner, weakref.ref(trainer), func, None if func is not None else original, kind)
             wrapper._green_callbacks_wrapper = True  # type: ignore[attr-defined]
-            setattr(trainer, name, wrapper)
+            setattr(trainer, kind, wrapper)
 
     def _phase_open(self, kind: str) -> bool:
         self._phase_depth += 1
-        if self._phase_depth > 1:  # evaluate() over a dict of datasets calls itself: one phase for all
-            return False
         trainer = self.trainer
-        if trainer is None or self.session.status == "running":
+        if self._phase_depth > 1 or trainer is None:  # evaluate() over a dict of datasets calls itself: one phase
             return False
         args = trainer.args
         devices = _device_indices(args)
-        begun = self._phase_begin(
+        begun = self._engine.phases.begin(
             kind,
             output_dir=args.output_dir,
             device_indices=devices,
-            device_uuids=self.session.guard.call("devices", _device_uuids, devices),
+            device_uuids=self._engine.phases.guard.call("phase devices", _device_uuids, devices),
             extra={"transformers": {"version": transformers.__version__, "trainer": type(trainer).__name__}},
         )
         if begun:
@@ -502,39 +465,21 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMi
 
     def _phase_close(self, output: Any, kind: str) -> None:
         self._remove_phase_hook()
-        model = None if self.trainer is None else self.trainer.model
-        metrics = self._phase_finish(None if model is None else lambda example: self._phase_flops(model, example))
+        trainer = self.trainer
+        model = None if trainer is None else trainer.model
+        metrics = self._engine.phases.end(None if model is None else lambda batch: self._phase_flops(model, batch))
         if not metrics:
             return
-        returned = output.metrics if kind == "predict" else output
+        returned = getattr(output, "metrics", None) if kind == "predict" else output
         if isinstance(returned, dict):
             returned.update(metrics)
-        if kind == "evaluate":  # the Trainer logs evaluate()'s metrics, not predict()'s
-            self.session.guard.call("logging", self._log_phase, metrics)
+        if kind == "evaluate" and trainer is not None:  # the Trainer logs evaluate()'s metrics, not predict()'s
+            self._engine.guard("logging", self._log, trainer.state, trainer.control, metrics)
 
-    def _log_phase(self, metrics: dict[str, float]) -> None:
-        trainer = self.trainer
-        if trainer is None:
-            return
-        saved = trainer.control.should_log
-        self._logging = True
-        try:
-            trainer.log(dict(metrics))
-        finally:
-            self._logging = False
-            trainer.control.should_log = saved
-
-    def _phase_flops(self, model: Any, example: Any) -> float | None:
-        if not self.session.flops_available:
-            return None
-        if self._flop_counter is None:
-            self._flop_counter = _new_flop_counter()
-        args, kwargs = example if isinstance(example, tuple) else ((), example)
-        self._counting = True
-        try:
-            return _count_step_flops(self._flop_counter, model, args, kwargs, train=False)
-        finally:
-            self._counting = False
+    def _phase_flops(self, model: Any, batch: Any) -> float:
+        self._phase_counter = self._phase_counter or _StepCounter()
+        args, kwargs = batch if isinstance(batch, tuple) else ((), batch)
+        return self._phase_counter("eval", model, (args, kwargs), ())
 
     def _install_phase_hook(self, model: Any) -> None:
         self._remove_phase_hook()
@@ -544,8 +489,8 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMi
 
         def note(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             callback = owner()
-            if callback is not None and not callback._counting:
-                callback._phase_batch_start(kwargs if not args else (args, kwargs))
+            if callback is not None:  # the kwargs alone when possible: where attention_mask is found
+                callback._engine.phases.batch_start((args, kwargs) if args else kwargs)
 
         self._phase_hook = model.register_forward_pre_hook(note, with_kwargs=True)
 
@@ -560,12 +505,14 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMi
         if model is None or not hasattr(model, "register_forward_pre_hook"):
             return
         owner = weakref.ref(self)
+        import torch
 
         def count(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             # A plain function (not a bound method): a deep copy of the model copies hooks, and must not copy us.
             callback = owner()
             if callback is not None:
-                callback._on_forward(module, args, kwargs)
+                kind = "train" if module.training and torch.is_grad_enabled() else "eval"
+                callback._engine.flops.step(kind, module, (args, kwargs))
 
         self._hook = model.register_forward_pre_hook(count, with_kwargs=True)
 
@@ -573,26 +520,3 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase, PhaseMi
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-
-    def _on_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if self._counting or not self.session.in_epoch or not self.session.flops_available:
-            return
-        import torch
-
-        train = bool(module.training and torch.is_grad_enabled())
-        self._counting = True
-        try:
-            if self._flop_counter is None:
-                self._flop_counter = self.session.guard.call("flops", _new_flop_counter)
-            flops = None
-            if self._flop_counter is not None:
-                flops = self.session.guard.call(
-                    "flops", _count_step_flops, self._flop_counter, module, args, kwargs, train=train
-                )
-        finally:
-            self._counting = False
-        if flops is not None:
-            if train:
-                self.session.add_flops(train=flops)
-            else:
-                self.session.add_flops(eval=flops)

@@ -157,7 +157,11 @@ def test_test_after_fit_logs_exact_figures_and_writes_a_linked_record(tmp_path, 
     assert record["break_even"]["samples_for_energy"] == pytest.approx(FIT_J / J_PER_SAMPLE)  # 64
     assert record["phase"]["warmup_latencies_s"] == pytest.approx([BATCH_S, BATCH_S])
     assert Path(callback.last_phase_record_path).parent == Path(fit_record).parent
-    assert read_record(fit_record).get("kind", "fit") == "fit"
+    fit = read_record(fit_record)  # rewritten in full: it lists the phase run with its model
+    assert fit["kind"] == "fit" and len(fit["epochs"]) == 1 and fit["epochs_log"] is None
+    assert [p["kind"] for p in fit["phases"]] == ["test"]
+    assert fit["phases"][0]["record"] == Path(callback.last_phase_record_path).name
+    assert fit["phases"][0]["energy_per_sample_j"] == pytest.approx(J_PER_SAMPLE)
 
 
 def test_predict_and_validate_outside_fit(tmp_path, fake_clock):

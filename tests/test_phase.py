@@ -200,10 +200,9 @@ class _FitSession:
         self.totals = Totals(epochs=2, time_s=10.0, energy_j=1200.0, emissions_gco2e=0.5)
         self.carbon = None
         self.phases: list[dict[str, object]] = []
-        self.writes = 0
 
-    def write_record(self) -> None:
-        self.writes += 1
+    def add_phase(self, entry: dict[str, object]) -> None:
+        self.phases.append(entry)
 
 
 def test_phase_links_to_its_fit_and_computes_the_break_even(tmp_path: Path, fake_clock: clock.FakeClock) -> None:
@@ -215,7 +214,7 @@ def test_phase_links_to_its_fit_and_computes_the_break_even(tmp_path: Path, fake
     assert phase.break_even.samples_for_energy == pytest.approx(1200.0 / 12.0)
     per_sample_g = 12.0 / J_PER_KWH * 500.0 * 1.2
     assert phase.break_even.samples_for_emissions == pytest.approx(0.5 / per_sample_g)
-    assert fit.writes == 1 and fit.phases[0]["kind"] == "predict"
+    assert len(fit.phases) == 1 and fit.phases[0]["kind"] == "predict"
     assert fit.phases[0]["record"] == phase.record_path.name
     record = json.loads(phase.record_path.read_text())
     assert record["training"]["run_id"] == "fit123" and record["training"]["record"] == "green-run-x.json"

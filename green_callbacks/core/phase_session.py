@@ -1,10 +1,11 @@
 """The driver of one test / validate / predict / evaluate phase run outside ``fit``.
 
-An adapter calls ``start`` when the framework's phase begins, ``batch_start``/``batch_end`` around each batch and
-``end`` when the phase is over; all figures come from :func:`green_callbacks.core.phase.summarize_phase`. The
-per-batch path is a clock read at each end, the batch's shapes (a tuple), and, for language-model inputs, the lazy
-``attention_mask.sum()`` (a device scalar, made a number once at the end). Sensors are read only at the phase's
-boundaries and around the first batch of each input shape (its warm-up window).
+An adapter reaches it through its engine's :class:`PhaseTap` (``engine.phases``): ``begin`` when the framework's
+phase begins, ``batch_start``/``batch_end`` around each batch, ``end`` when the phase is over (``fail`` when it
+raised); all figures come from :func:`green_callbacks.core.phase.summarize_phase`. The per-batch path is a clock
+read at each end, the batch's shapes (a tuple), and, for language-model inputs, the lazy ``attention_mask.sum()``
+(a device scalar, made a number once at the end). Sensors are read only at the phase's boundaries and around the
+first batch of each input shape (its warm-up window).
 
 Each phase writes its own run record (``"kind": "predict"`` …) beside the record of the fit that trained the model,
 when there was one, and that fit's record lists the phase (see docs/records.md).
@@ -22,6 +23,7 @@ from typing import Any
 from green_callbacks.core import clock
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.distributed import DistInfo, Reducer, default_reducer, dist_info, sum_with_missing
+from green_callbacks.core.guard import Guard, strict_mode
 from green_callbacks.core.meter import Measurement, Meter
 from green_callbacks.core.phase import (
     PHASE_KINDS,
@@ -34,10 +36,11 @@ from green_callbacks.core.phase import (
     summarize_phase,
     tokens_in_of,
 )
-from green_callbacks.core.record import SCHEMA, new_record_path, write_record_atomic
+from green_callbacks.core.record import SCHEMA
+from green_callbacks.core.record_writer import new_record_path, write_json_atomic
 from green_callbacks.core.sensors.base import COMPONENTS, Sensor
 
-__all__ = ["PhaseSession", "training_link"]
+__all__ = ["PhaseSession", "PhaseTap", "training_link"]
 
 _PHASE = "phase"
 _WARMUP = "phase-warmup"
@@ -361,6 +364,7 @@ class PhaseSession:
                 "emissions_gco2e": None if result is None else result.emissions_gco2e,
             },
             "epochs": [],
+            "epochs_log": None,
             **self.info,
         }
 
@@ -369,7 +373,7 @@ class PhaseSession:
             return
         if self.record_path is not None:
             try:
-                write_record_atomic(self.record_path, self.to_record())
+                write_json_atomic(self.record_path, self.to_record())
             except OSError as err:
                 warnings.warn(
                     f"green_callbacks: could not write the {self.kind} record {self.record_path} ({err}); set "
@@ -377,15 +381,14 @@ class PhaseSession:
                     RuntimeWarning,
                     stacklevel=3,
                 )
-        phases = getattr(self.training, "phases", None)
-        if self.result is not None and training_link(self.training) is not None and isinstance(phases, list):
-            phases.append({
+        add_phase = getattr(self.training, "add_phase", None)
+        if self.result is not None and training_link(self.training) is not None and callable(add_phase):
+            add_phase({
                 **self.result.summary(),
                 "status": self.status,
                 "run_id": self.run_id,
                 "record": None if self.record_path is None else self.record_path.name,
             })
-            self.training.write_record()
 
 
 def _sum_parts(parts: Sequence[Measurement], names: Sequence[str]) -> dict[str, float | None]:
@@ -395,3 +398,128 @@ def _sum_parts(parts: Sequence[Measurement], names: Sequence[str]) -> dict[str, 
         values = [p.component_j(name) for p in parts]
         out[name] = None if any(v is None for v in values) else float(sum(values))  # type: ignore[arg-type]
     return out
+
+
+class PhaseTap:
+    """The phases of one ``GreenCallback`` (``engine.phases``): test / validate / predict / evaluate run outside
+    ``fit``. The adapter calls :meth:`begin`, :meth:`batch_start`/:meth:`batch_end` per batch, and :meth:`end`
+    (or :meth:`fail`), and logs what :meth:`end` returns where its framework logs that phase.
+
+    A phase begun while the callback's fit is running (an evaluation inside training) is part of the fit's epochs
+    and not measured twice. Failures are warned about once and switch phases off; they never reach the user's loop
+    (strict mode re-raises).
+
+    Args:
+        config, framework, sensors: as for the fit's session.
+        training: returns the callback's current fit session (the phase links to it when it has run).
+    """
+
+    def __init__(
+        self,
+        config: GreenConfig,
+        *,
+        framework: str,
+        sensors: Sequence[Sensor] | None,
+        training: Callable[[], Any],
+    ) -> None:
+        self._config = config
+        self._framework = framework
+        self._sensors = sensors
+        self._training = training
+        self.guard = Guard("green_callbacks")
+        self.current: PhaseSession | None = None
+        self.last: PhaseResult | None = None
+        """The figures of the last phase measured (``None`` before the first)."""
+        self.last_metrics: dict[str, float] = {}
+        """Its ``green/<kind>_...`` metrics, as logged (also where the framework does not log the phase)."""
+
+    @property
+    def running(self) -> bool:
+        return self.current is not None and self.current.status == "running"
+
+    @property
+    def record_path(self) -> Path | None:
+        """The record of the last phase begun (``None`` before the first, and on ranks other than zero)."""
+        return None if self.current is None else self.current.record_path
+
+    def begin(
+        self,
+        kind: str,
+        *,
+        output_dir: Any = None,
+        device_indices: Sequence[int] | None = None,
+        device_uuids: Sequence[str] | None = None,
+        dist: DistInfo | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Open a phase; ``False`` when it is not measured (inside a running fit, or phases switched off)."""
+        training = self._training()
+        if getattr(training, "running", False) or not self.guard.enabled("phase"):
+            return False
+        if self.running:  # the previous phase never ended (its framework stopped without a closing hook)
+            self.fail("the phase stopped without reaching its end hook")
+        phase = PhaseSession(
+            self._config, framework=self._framework, kind=kind, sensors=self._sensors, training=training, dist=dist
+        )
+        self.current = phase
+        self.guard.call(
+            "phase", phase.start, output_dir=output_dir, device_indices=device_indices, device_uuids=device_uuids,
+            extra=extra,
+        )
+        return phase.status == "running"
+
+    # the per-batch calls: no Guard.call indirection, a plain try (free in Python 3.11 when nothing raises)
+    def batch_start(self, batch: Any) -> None:
+        phase = self.current
+        if phase is not None and phase.status == "running":
+            try:
+                phase.batch_start(batch)
+            except Exception as err:
+                self._broken(err)
+
+    def batch_end(self) -> None:
+        phase = self.current
+        if phase is not None and phase.status == "running":
+            try:
+                phase.batch_end()
+            except Exception as err:
+                self._broken(err)
+
+    def _broken(self, err: Exception) -> None:
+        if strict_mode():
+            raise err
+        self.guard.fail("phase", err)
+        phase = self.current
+        if phase is not None:
+            try:
+                phase.abort("failed", err)
+            except Exception:  # the record is best effort once the phase broke
+                pass
+
+    def end(self, flops_of: Callable[[Any], float | None] | None = None) -> dict[str, float] | None:
+        """Close the phase; its ``green/<kind>_...`` metrics (``None`` when no phase is running).
+
+        ``flops_of(example_batch)``: one batch's forward FLOPs, called once per input signature after the window.
+        """
+        phase = self.current
+        if phase is None or phase.status != "running":
+            return None
+        counter = None
+        if flops_of is not None:
+            def counter(example: Any) -> float | None:
+                return self.guard.call("phase flops", flops_of, example)
+        result = self.guard.call("phase", phase.end, counter)
+        if result is None:
+            return None
+        self.last = result
+        self.last_metrics = result.metrics()
+        return dict(self.last_metrics)
+
+    def fail(self, error: BaseException | str) -> None:
+        """The phase raised ``error``: its record is written with status ``interrupted`` or ``failed``."""
+        phase = self.current
+        if phase is not None and phase.status == "running":
+            from green_callbacks.core.session import status_for
+
+            self.guard.call("phase", phase.abort, status_for(error), error)
+            self.last = phase.result
