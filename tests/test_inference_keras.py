@@ -125,6 +125,8 @@ def test_evaluate_after_fit_returns_and_records_exact_figures(tmp_path, fake_clo
     record = read_record(callback.last_phase_record_path)
     assert record["kind"] == "evaluate" and record["training"]["record"] == fit_record.name
     assert record["break_even"]["samples_for_energy"] == pytest.approx(FIT_J / J_PER_SAMPLE)  # 48
+    fit = read_record(fit_record)
+    assert fit["kind"] == "fit" and [p["kind"] for p in fit["phases"]] == ["evaluate"]
 
     # return_dict=False: Keras' own return value is left as it was (a scalar loss), the figures are on the callback
     loss = model.evaluate(x, y, batch_size=4, callbacks=[callback], verbose=0)

@@ -204,3 +204,27 @@ def test_a_failing_test_step_leaves_a_failed_record(tmp_path, fake_clock):
     record = read_record(callback.last_phase_record_path)
     assert record["kind"] == "test" and record["status"] == "failed" and "boom" in record["error"]
     assert record["phase"]["energy_j"] == pytest.approx(POWER_W * BATCH_S)  # the first batch's tick
+
+
+def test_predict_with_the_machines_own_sensors(tmp_path):
+    """A real run: no fake sensor, no fake clock. The numbers are not known in advance; their form is."""
+    import math
+    import warnings
+
+    callback = GreenCallback(carbon_intensity=400.0)
+    trainer = make_trainer(tmp_path, callback)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "some energy is not measured on this machine", short-window notes
+        trainer.predict(make_module(lambda seconds: None), data(64, 8))
+    phase = callback.last_phase
+    assert phase is not None and phase.samples == 64 and phase.batches == 8 and phase.warmup_batches == 1
+    assert phase.flops == FLOPS_PER_SAMPLE * 64  # counted, not measured: exact on any machine
+    assert phase.quality in ("measured", "below-sensor-resolution", "unavailable")
+    if phase.energy_j is None:  # nothing measurable here: unavailable, never 0
+        assert phase.quality == "unavailable" and math.isnan(callback.last_phase_metrics["green/predict_energy_kwh"])
+    else:
+        assert phase.energy_j > 0 and phase.energy_per_sample_j is not None and phase.energy_per_sample_j > 0
+        assert set(phase.resolution_s) == {n for n, j in phase.component_energy_j.items() if j is not None}
+    assert phase.latency_p50_s is not None and 0 < phase.latency_p50_s <= phase.latency_p95_s
+    record = read_record(callback.last_phase_record_path)
+    assert record["kind"] == "predict" and record["components"]

@@ -145,6 +145,9 @@ def test_evaluate_after_train_logs_and_returns_exact_figures(tmp_path, fake_cloc
     record = read_record(callback.last_phase_record_path)
     assert record["kind"] == "evaluate" and record["training"]["record"] == Path(fit_record).name
     assert record["break_even"]["samples_for_energy"] == pytest.approx(FIT_J / J_PER_SAMPLE)  # 64
+    fit = read_record(fit_record)
+    assert fit["kind"] == "fit" and [p["kind"] for p in fit["phases"]] == ["evaluate"]
+    assert fit["phases"][0]["record"] == Path(callback.last_phase_record_path).name
 
 
 def test_predict_standalone_returns_the_figures_in_its_metrics(tmp_path, fake_clock):
