@@ -236,3 +236,21 @@ def test_aborted_phase_keeps_what_was_measured(tmp_path: Path, fake_clock: clock
 def test_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="predict"):
         PhaseSession(GreenConfig(carbon_intensity=1.0), framework="x", kind="serve")
+
+
+def test_the_phase_and_its_first_warmup_window_open_on_one_read(tmp_path: Path) -> None:
+    from green_callbacks.core.sensors.fake import StepEnergySensor
+
+    sensor = StepEnergySensor("gpu", 1.0)
+    phase = PhaseSession(GreenConfig(carbon_intensity=1.0, output_dir=str(tmp_path)), framework="t", kind="test",
+                         sensors=[sensor])
+    phase.start()
+    assert sensor.reads == 1
+    phase.batch_start(np.zeros((2, 2)))
+    phase.batch_end()  # the first warm-up window closes: read 2
+    phase.batch_start(np.zeros((2, 2)))
+    phase.batch_end()  # a steady batch: no read
+    assert sensor.reads == 2
+    result = phase.end()  # read 3
+    assert result is not None and result.energy_j == 2.0 and result.warmup_energy_j == 1.0
+    assert result.steady_energy_j == 1.0 and result.energy_per_sample_j == 0.5

@@ -178,8 +178,7 @@ class PhaseSession:
         folder = self.config.output_dir or (Path(training_path).parent if training_path else None) or output_dir
         self.record_path = new_record_path(folder or "green_runs")
         self.status = "running"
-        self.meter.begin(_PHASE)
-        self.meter.begin(_WARMUP)
+        self.meter.begin(_PHASE, _WARMUP)  # one read opens both
 
     # ------------------------------------------------------------------ batches (hot path)
     def batch_start(self, batch: Any) -> None:
