@@ -228,3 +228,37 @@ def test_predict_with_the_machines_own_sensors(tmp_path):
     assert phase.latency_p50_s is not None and 0 < phase.latency_p50_s <= phase.latency_p95_s
     record = read_record(callback.last_phase_record_path)
     assert record["kind"] == "predict" and record["components"]
+
+
+@pytest.mark.slow
+def test_test_under_ddp_sums_ranks_and_counts_the_node_once(tmp_path):
+    """2 ranks × 2 test batches of 4 at 0.25 s, on one node (tests/scripts/lightning_ddp_phase.py).
+
+    By hand: each rank's phase is 0.5 s (warm-up batch 1, steady batch 2). Energy: GPU 2 × 100 W × 0.5 s = 100 J,
+    RAM 2 × 5 W × 0.5 s = 5 J, the node's CPU once: 20 W × 0.5 s = 10 J -> 115 J; the steady half 57.5 J for 2 × 4
+    samples -> 7.1875 J per sample; job power 2 × 100 + 20 + 2 × 5 = 230 W; FLOPs 96 × 16.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent / "scripts" / "lightning_ddp_phase.py"
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK")}
+    env.update(GREEN_CALLBACKS_STRICT="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    ranks = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert ranks[0]["results"] == ranks[1]["results"]  # every rank holds the sums
+    got = ranks[0]["results"]
+    assert got["green/test_samples"] == 16 and got["green/test_batches"] == 4 and got["green/test_warmup_batches"] == 2
+    assert got["green/test_energy_kwh"] == pytest.approx(115.0 / J_PER_KWH, rel=1e-9)
+    assert got["green/test_cpu_energy_kwh"] == pytest.approx(10.0 / J_PER_KWH, rel=1e-9)
+    assert got["green/test_energy_per_sample_j"] == pytest.approx(57.5 / 8, rel=1e-9)
+    assert got["green/test_mean_power_w"] == pytest.approx(230.0, rel=1e-9)
+    assert got["green/test_flops"] == FLOPS_PER_SAMPLE * 16
+    records = sorted(tmp_path.glob("green-run-*.json"))
+    kinds = sorted(read_record(p).get("kind") for p in records)
+    assert kinds == ["fit", "test"]  # written by global rank zero only
