@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
-from green_callbacks.core.units import JOULES_PER_KWH, emissions_gco2e, joules_to_kwh
+from green_callbacks.core.units import emissions_gco2e, joules_to_kwh
 
 __all__ = [
     "PHASE_KINDS",
@@ -457,7 +457,3 @@ def break_even(
         samples_for_emissions=_ratio(training_emissions_gco2e, emissions_per_sample_gco2e),
     )
 
-
-def energy_wh(energy_j: float | None) -> float | None:
-    """Joules to watt-hours (``J / 3600``), for the report."""
-    return None if energy_j is None else float(energy_j) / (JOULES_PER_KWH / 1000.0)
