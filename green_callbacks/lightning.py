@@ -164,6 +164,7 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
             device_indices=[device.index or 0] if device.type == "cuda" else [],
             dist=DistInfo(trainer.global_rank, trainer.local_rank, trainer.world_size),
             extra={"lightning": {"strategy": type(trainer.strategy).__name__, "precision": str(trainer.precision)}},
+            handle_signals=False,  # Lightning turns SIGTERM into SIGTERMException -> on_exception
         )
 
     def _phase_end(self, pl_module: Any, *, log: bool) -> None:

@@ -254,3 +254,31 @@ def test_the_phase_and_its_first_warmup_window_open_on_one_read(tmp_path: Path) 
     result = phase.end()  # read 3
     assert result is not None and result.energy_j == 2.0 and result.warmup_energy_j == 1.0
     assert result.steady_energy_j == 1.0 and result.energy_per_sample_j == 0.5
+
+
+def test_sigterm_mid_phase_writes_an_interrupted_record(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from green_callbacks.core.config import GreenConfig
+        from green_callbacks.core.phase_session import PhaseSession
+        from green_callbacks.core.sensors.fake import StepEnergySensor
+        phase = PhaseSession(GreenConfig(carbon_intensity=1.0, output_dir={str(tmp_path)!r}), framework="t",
+                             kind="predict", sensors=[StepEnergySensor("gpu", 1.0)])
+        phase.start()
+        phase.batch_start([[1.0, 2.0]])
+        phase.batch_end()
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.pause()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr  # it still dies of SIGTERM, as without us
+    (path,) = tmp_path.glob("green-run-*.json")
+    record = read_record(path)
+    assert record["kind"] == "predict" and record["status"] == "interrupted" and record["error"] == "SIGTERM"
+    assert record["phase"]["batches"] == 1

@@ -39,6 +39,7 @@ from green_callbacks.core.phase import (
 from green_callbacks.core.record import SCHEMA
 from green_callbacks.core.record_writer import new_record_path, write_json_atomic
 from green_callbacks.core.sensors.base import COMPONENTS, Sensor
+from green_callbacks.core.signals import ExitHandlers
 
 __all__ = ["PhaseSession", "PhaseTap", "training_link"]
 
@@ -108,6 +109,7 @@ class PhaseSession:
         self.info: dict[str, Any] = {}
         self._started_at: float | None = None
         self._pid = os.getpid()
+        self._exit = ExitHandlers(self.abort)  # SIGTERM/SIGHUP or interpreter exit mid-phase: the record says so
         # per-batch state (kept small: this is the hot path)
         self._shapes: dict[tuple[Any, ...], list[Any]] = {}  # signature -> [example batch, count, samples]
         self._t0: float | None = None
@@ -157,8 +159,12 @@ class PhaseSession:
         device_indices: Sequence[int] | None = None,
         device_uuids: Sequence[str] | None = None,
         extra: Mapping[str, Any] | None = None,
+        handle_signals: bool = True,
     ) -> None:
-        """Open the phase window (and the first warm-up window, which ends with the first batch)."""
+        """Open the phase window (and the first warm-up window, which ends with the first batch).
+
+        ``handle_signals=False`` where the framework turns SIGTERM into its own exception (Lightning): the adapter
+        then calls :meth:`abort` from its exception hook; the ``atexit`` hook is installed either way."""
         if self.status != "created":
             return
         from green_callbacks.core.carbon import resolve_carbon
@@ -179,6 +185,7 @@ class PhaseSession:
         self.record_path = new_record_path(folder or "green_runs")
         self.status = "running"
         self.meter.begin(_PHASE, _WARMUP)  # one read opens both
+        self._exit.install(signals=handle_signals)
 
     # ------------------------------------------------------------------ batches (hot path)
     def batch_start(self, batch: Any) -> None:
@@ -240,6 +247,7 @@ class PhaseSession:
         if self.meter.is_open(_WARMUP):
             self.meter.end(_WARMUP)
         self.meter.close()
+        self._exit.uninstall()
         flops = self._count_flops(flops_of)
         self.result = self._summarize(window, flops)
         self.status = "completed"
@@ -252,6 +260,7 @@ class PhaseSession:
             return
         self.error = None if error is None else error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         self._t0 = None
+        self._exit.uninstall()
         window = self.meter.end(_PHASE)
         self.meter.close()
         # this rank's part only: no collective call on a failure path
@@ -450,6 +459,7 @@ class PhaseTap:
         device_uuids: Sequence[str] | None = None,
         dist: DistInfo | None = None,
         extra: Mapping[str, Any] | None = None,
+        handle_signals: bool = True,
     ) -> bool:
         """Open a phase; ``False`` when it is not measured (inside a running fit, or phases switched off)."""
         training = self._training()
@@ -463,7 +473,7 @@ class PhaseTap:
         self.current = phase
         self.guard.call(
             "phase", phase.start, output_dir=output_dir, device_indices=device_indices, device_uuids=device_uuids,
-            extra=extra,
+            extra=extra, handle_signals=handle_signals,
         )
         return phase.status == "running"
 
