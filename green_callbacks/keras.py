@@ -310,8 +310,10 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         return self._engine.phases.end(flops_of)
 
     def _phase_flops(self, batch: Any) -> float:
+        """Forward FLOPs of one batch, by the fit's torch counter (its cache and meta copy; the fit's record keeps
+        only the fit's own step shapes)."""
         self._torch_counter = self._torch_counter or _TorchStepCounter()
-        return self._torch_counter("eval", self.model, batch, ())
+        return float(self._torch_counter.counter.count_eval_step(self.model, _keras_forward("eval"), batch).flops)
 
     def _wrap_phase(self, model: Any, attr: str) -> None:
         """Note each batch of ``evaluate``/``predict`` (torch backend: ``test_function(data)``, ``data[0]`` the
