@@ -183,3 +183,19 @@ def test_a_failing_evaluate_leaves_a_failed_record(tmp_path, fake_clock):
     record = read_record(callback.last_phase_record_path)
     assert record["kind"] == "evaluate" and record["status"] == "failed" and "boom" in record["error"]
     assert record["phase"]["energy_j"] == pytest.approx(POWER_W * BATCH_S)
+
+
+def test_evaluate_over_a_dict_of_datasets_is_one_phase(tmp_path, fake_clock):
+    """evaluate({"a": ..., "b": ...}) calls itself per dataset: one phase over both. By hand: 6 batches of 0.25 s;
+    warm-up = the first (4, 8) and the first (2, 8) batch, both in dataset a; the 4 others are steady: 1 s = 125 J
+    for 20 - 6 = 14 samples, and 140 - (28 + 14) = 98 real tokens."""
+    trainer, callback = make(tmp_path, fake_clock.advance)
+    metrics = trainer.evaluate(eval_dataset={"a": Padded(10), "b": Padded(10)})
+    assert callback.last_phase is not None and callback.last_phase.samples == 20
+    assert "eval_a_loss" in metrics and "eval_b_loss" in metrics
+    assert metrics["green/evaluate_batches"] == 6 and metrics["green/evaluate_samples"] == 20
+    assert metrics["green/evaluate_warmup_batches"] == 2
+    assert metrics["green/evaluate_energy_per_sample_j"] == pytest.approx(125.0 / 14, rel=1e-9)
+    assert metrics["green/evaluate_tokens_in"] == 140
+    assert metrics["green/evaluate_energy_per_token_in_j"] == pytest.approx(125.0 / 98, rel=1e-9)
+    assert len([h for h in trainer.state.log_history if "green/evaluate_energy_kwh" in h]) == 1
