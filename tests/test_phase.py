@@ -185,6 +185,7 @@ def test_phase_session_exact_against_constant_power(tmp_path: Path, fake_clock: 
     assert record["phase"]["energy_per_sample_j"] == pytest.approx(12.0)
     assert record["training"] is None and record["break_even"] is None
     assert record["totals"]["energy_j"] == pytest.approx(120.0 * total_s)
+    assert record["software"]["python"] and "hardware" in record
 
 
 class _FitSession:

@@ -376,9 +376,19 @@ class PhaseSession:
             **self.info,
         }
 
+    def _environment(self) -> dict[str, Any]:
+        """The machine and versions, read after the phase's window (not part of its cost)."""
+        from green_callbacks.core.environment import hardware_info, software_info
+
+        try:
+            return {"hardware": hardware_info(self.meter.info() if self.meter else {}), "software": software_info()}
+        except Exception as err:  # a machine fact that cannot be read is not worth the record
+            return {"hardware": None, "software": None, "environment_error": f"{type(err).__name__}: {err}"}
+
     def _link_and_write(self) -> None:
         if not self.dist.is_global_zero or os.getpid() != self._pid:
             return
+        self.info = {**self._environment(), **self.info}
         if self.record_path is not None:
             try:
                 write_json_atomic(self.record_path, self.to_record())
