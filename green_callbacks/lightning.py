@@ -177,7 +177,7 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         counter = self._phase_counters[phases.current.kind]
         metrics = phases.end(lambda batch: counter(pl_module, batch))
         if metrics and log:
-            self._engine.guard("logging", _log, pl_module, metrics, progress_bar=False)
+            self._engine.phases.guard.call("phase logging", _log, pl_module, metrics, progress_bar=False)
 
     def on_test_start(self, trainer: Any, pl_module: Any) -> None:
         self._phase_begin(trainer, "test")

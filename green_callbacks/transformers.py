@@ -474,7 +474,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         if isinstance(returned, dict):
             returned.update(metrics)
         if kind == "evaluate" and trainer is not None:  # the Trainer logs evaluate()'s metrics, not predict()'s
-            self._engine.guard("logging", self._log, trainer.state, trainer.control, metrics)
+            self._engine.phases.guard.call("phase logging", self._log, trainer.state, trainer.control, metrics)
 
     def _phase_flops(self, model: Any, batch: Any) -> float:
         self._phase_counter = self._phase_counter or _StepCounter()

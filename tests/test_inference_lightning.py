@@ -17,6 +17,7 @@ break-even is 500 / 7.8125 = 64 predictions.
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -208,7 +209,6 @@ def test_a_failing_test_step_leaves_a_failed_record(tmp_path, fake_clock):
 
 def test_predict_with_the_machines_own_sensors(tmp_path):
     """A real run: no fake sensor, no fake clock. The numbers are not known in advance; their form is."""
-    import math
     import warnings
 
     callback = GreenCallback(carbon_intensity=400.0)
@@ -262,3 +262,24 @@ def test_test_under_ddp_sums_ranks_and_counts_the_node_once(tmp_path):
     records = sorted(tmp_path.glob("green-run-*.json"))
     kinds = sorted(read_record(p).get("kind") for p in records)
     assert kinds == ["fit", "test"]  # written by global rank zero only
+
+
+def test_a_failing_flop_count_is_nan_and_recorded_the_rest_measured(tmp_path, fake_clock, monkeypatch):
+    """Outside strict mode, a predict_step the meta copy cannot run (``.item()`` on an activation): FLOPs NaN,
+    warned once and named in the record's ``lost``; energy and rates as by hand."""
+    monkeypatch.setenv("GREEN_CALLBACKS_STRICT", "0")
+    module = make_module(fake_clock.advance)
+
+    def predict_step(batch, batch_idx, dataloader_idx=0):
+        out = module.net(batch[0])
+        return out * float(out.sum().item() != 0)  # .item() has no value on the meta device
+
+    module.predict_step = predict_step
+    callback = GreenCallback(sensors=sensors(), carbon_intensity=400.0)
+    with pytest.warns(RuntimeWarning, match="phase flops"):
+        make_trainer(tmp_path, callback).predict(module, data())
+    metrics = callback.last_phase_metrics
+    assert math.isnan(metrics["green/predict_flops"]) and math.isnan(metrics["green/predict_flops_per_sample"])
+    assert metrics["green/predict_energy_per_sample_j"] == pytest.approx(J_PER_SAMPLE)
+    record = read_record(callback.last_phase_record_path)
+    assert "phase flops" in record["lost"] and record["phase"]["flops"] is None

@@ -107,6 +107,8 @@ class PhaseSession:
         self.result: PhaseResult | None = None
         self.break_even: BreakEven | None = None
         self.info: dict[str, Any] = {}
+        self.lost: Mapping[str, str] = {}
+        """Parts switched off after a failure (the :class:`PhaseTap`'s guard), for the record."""
         self._started_at: float | None = None
         self._pid = os.getpid()
         self._exit = ExitHandlers(self.abort)  # SIGTERM/SIGHUP or interpreter exit mid-phase: the record says so
@@ -361,6 +363,7 @@ class PhaseSession:
             "components": components,
             "methods": {n: [m] for n, m in ({} if result is None else result.component_method).items()},
             "training": training_link(self.training),
+            "lost": dict(self.lost),
             "phase": None if result is None else result.to_record(),
             "break_even": None if self.break_even is None else self.break_even.to_record(),
             "totals": {
@@ -480,6 +483,7 @@ class PhaseTap:
         phase = PhaseSession(
             self._config, framework=self._framework, kind=kind, sensors=self._sensors, training=training, dist=dist
         )
+        phase.lost = self.guard.lost
         self.current = phase
         self.guard.call(
             "phase", phase.start, output_dir=output_dir, device_indices=device_indices, device_uuids=device_uuids,
