@@ -150,6 +150,24 @@ class _StepCounter:
         return float(count(model, _step_loss, (tuple(args), dict(kwargs))).flops)
 
 
+def _generated_tokens(trainer: Any, generated: Any, inputs: Any) -> Any:
+    """The non-padding tokens a ``Seq2SeqTrainer`` generated for one batch (a device scalar, summed lazily): the
+    sequences less the decoder's start token (encoder-decoder) or the prompt (decoder-only), padding not counted."""
+    model = trainer.model
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        new = generated[:, 1:]
+    else:
+        prompt = inputs.get("input_ids") if isinstance(inputs, Mapping) else None
+        new = generated[:, prompt.shape[-1]:] if prompt is not None else generated
+    pad = getattr(trainer.processing_class, "pad_token_id", None) if trainer.processing_class is not None else None
+    if pad is None:
+        pad = getattr(getattr(model, "generation_config", None), "pad_token_id", None)
+    if pad is None:
+        pad = getattr(config, "pad_token_id", None)
+    return new.numel() if pad is None else (new != pad).sum()
+
+
 def _phase_wrapper(owner: Any, trainer_ref: Any, func: Any, fallback: Any, kind: str) -> Any:
     """``trainer.evaluate``/``predict`` with the callback's phase around it (a failure ends its record).
 
@@ -206,6 +224,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._warned_no_trainer = False
         self._hf_total_flos = math.nan
         self._phase_hook: Any = None
+        self._phase_unwrap: Any = None
         self._phase_depth = 0
         self._phase_counter: _StepCounter | None = None
 
@@ -461,13 +480,43 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         )
         if begun:
             self._install_phase_hook(trainer.model)
+            if getattr(args, "predict_with_generate", False):  # Seq2SeqTrainer: the generated tokens are exposed
+                self._count_generated_tokens(trainer)
         return begun
+
+    def _count_generated_tokens(self, trainer: Any) -> None:
+        """Wrap ``trainer.prediction_step`` for this phase: the non-padding tokens it generated per batch."""
+        original = trainer.prediction_step
+        owner = weakref.ref(self)
+
+        def prediction_step(model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            out = original(model, inputs, *args, **kwargs)
+            callback = owner()
+            generated = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+            if callback is not None and generated is not None:
+                callback._engine.phases.add_tokens_out(_generated_tokens(trainer_ref(), generated, inputs))
+            return out
+
+        trainer_ref = weakref.ref(trainer)
+        own = trainer.__dict__.get("prediction_step")  # a user's own instance attribute, restored after
+
+        def unwrap() -> None:
+            if own is None:
+                trainer.__dict__.pop("prediction_step", None)
+            else:
+                trainer.prediction_step = own
+
+        trainer.prediction_step = prediction_step
+        self._phase_unwrap = unwrap
 
     def _phase_close(self, output: Any, kind: str) -> None:
         self._remove_phase_hook()
         trainer = self.trainer
         model = None if trainer is None else trainer.model
-        metrics = self._engine.phases.end(None if model is None else lambda batch: self._phase_flops(model, batch))
+        # generation runs the model once per new token: one forward's count is not the batch's (FLOPs: NaN)
+        generating = trainer is not None and getattr(trainer.args, "predict_with_generate", False)
+        count = None if model is None or generating else lambda batch: self._phase_flops(model, batch)
+        metrics = self._engine.phases.end(count)
         if not metrics:
             return
         returned = getattr(output, "metrics", None) if kind == "predict" else output
@@ -498,6 +547,9 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         if self._phase_hook is not None:
             self._phase_hook.remove()
             self._phase_hook = None
+        unwrap, self._phase_unwrap = self._phase_unwrap, None
+        if unwrap is not None:
+            unwrap()
 
     # ------------------------------------------------------------------ FLOPs
     def _install_hook(self, model: Any) -> None:

@@ -199,3 +199,35 @@ def test_evaluate_over_a_dict_of_datasets_is_one_phase(tmp_path, fake_clock):
     assert metrics["green/evaluate_tokens_in"] == 140
     assert metrics["green/evaluate_energy_per_token_in_j"] == pytest.approx(125.0 / 98, rel=1e-9)
     assert len([h for h in trainer.state.log_history if "green/evaluate_energy_kwh" in h]) == 1
+
+
+def test_seq2seq_predict_with_generate_counts_output_tokens(tmp_path, fake_clock):
+    """A tiny T5 (from a config, no weights) generating exactly 3 tokens per sample (min = max new tokens, the pad
+    token suppressed): tokens out = 3 × 10 = 30; the steady batch's 31.25 J over its 4 × 3 = 12 tokens. FLOPs are
+    NaN (generation runs the model once per new token)."""
+    import math
+
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=V, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2,
+                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    model = T5ForConditionalGeneration(config)
+    model.generation_config.max_new_tokens = 3
+    model.generation_config.min_new_tokens = 3
+    model.generation_config.suppress_tokens = [0]
+    callback = GreenCallback(sensors=[ConstantPowerSensor("gpu", 100.0), ConstantPowerSensor("cpu", 20.0, scope="node"),
+                                      ConstantPowerSensor("ram", 5.0, scope="process")], carbon_intensity=400.0)
+    args = Seq2SeqTrainingArguments(str(tmp_path / "out"), per_device_eval_batch_size=4, predict_with_generate=True,
+                                    report_to="none", use_cpu=True, disable_tqdm=True)
+    trainer = Seq2SeqTrainer(model=model, args=args, callbacks=[Ticker(fake_clock.advance), callback])
+    inputs = Padded(10)
+    output = trainer.predict([{k: v for k, v in inputs[i].items() if k != "labels"} for i in range(10)])
+    assert output.predictions.shape[0] == 10
+    metrics = output.metrics
+    assert metrics["green/predict_tokens_out"] == 30
+    assert metrics["green/predict_energy_per_token_out_j"] == pytest.approx(POWER_W * BATCH_S / 12, rel=1e-9)
+    assert metrics["green/predict_tokens_in"] == 70
+    assert metrics["green/predict_energy_per_sample_j"] == pytest.approx(J_PER_SAMPLE, rel=1e-9)
+    assert math.isnan(metrics["green/predict_flops"])
+    assert "prediction_step" not in trainer.__dict__  # unwrapped after the phase

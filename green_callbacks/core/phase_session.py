@@ -128,6 +128,10 @@ class PhaseSession:
         self._tokens: Any = None
         self._warm_tokens: Any = None
         self._tokens_missing = False
+        self._tok_out: Any = None  # output tokens of the batch running now (where the framework exposes them)
+        self._tokens_out: Any = None
+        self._warm_tokens_out: Any = None
+        self._tokens_out_missing = False
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -206,7 +210,14 @@ class PhaseSession:
         entry[1] += 1
         self._n = entry[2]
         self._tok = tokens_in_of(batch)
+        self._tok_out = None
         self._t0 = clock.now_s()
+
+    def add_tokens_out(self, tokens: Any) -> None:
+        """Output tokens of the batch running now (a number, or a device scalar summed lazily), where the framework
+        exposes them (HF ``Seq2SeqTrainer`` with ``predict_with_generate``)."""
+        if self._t0 is not None:
+            self._tok_out = tokens if self._tok_out is None else self._tok_out + tokens
 
     def batch_end(self) -> None:
         """The batch started last is done."""
@@ -220,8 +231,15 @@ class PhaseSession:
             self._tokens_missing = True
         else:
             self._tokens = tok if self._tokens is None else self._tokens + tok
+        out = self._tok_out
+        if out is None:
+            self._tokens_out_missing = True
+        else:
+            self._tokens_out = out if self._tokens_out is None else self._tokens_out + out
         if self._warm:
             assert self.meter is not None
+            if out is not None:
+                self._warm_tokens_out = out if self._warm_tokens_out is None else self._warm_tokens_out + out
             self._warm_parts.append(self.meter.end(_WARMUP))
             self._warm_lat.append(latency)
             self._warm_batches += 1
@@ -298,10 +316,12 @@ class PhaseSession:
         warm_tokens = None if tokens is None or self._warm_tokens is None else float(self._warm_tokens)
         if tokens is not None and warm_tokens is None:
             warm_tokens = 0.0
+        tokens_out = None if self._tokens_out_missing or self._tokens_out is None else float(self._tokens_out)
+        warm_out = None if tokens_out is None else float(self._warm_tokens_out or 0.0)
         local: list[float | None] = [self._local_j(n, window.component_j(n)) for n in names]
         local += [self._local_j(n, warm[n]) for n in names]
         local += [float(self._batches), float(self._samples), float(self._warm_batches), float(self._warm_samples)]
-        local += [flops, tokens, warm_tokens]
+        local += [flops, tokens, warm_tokens, tokens_out, warm_out]
         local.append(self.carbon.intensity_gco2e_per_kwh if self.dist.is_global_zero else 0.0)
         if reduce and self.dist.world_size > 1:
             sums, _ = sum_with_missing(local, self.reducer)
@@ -329,6 +349,8 @@ class PhaseSession:
             flops=sums[2 * k + 4],
             tokens_in=sums[2 * k + 5],
             warmup_tokens_in=sums[2 * k + 6],
+            tokens_out=sums[2 * k + 7],
+            warmup_tokens_out=sums[2 * k + 8],
             latencies_s=tuple(self._lat),
             warmup_latencies_s=tuple(self._warm_lat),
         )
@@ -505,6 +527,15 @@ class PhaseTap:
         if phase is not None and phase.status == "running":
             try:
                 phase.batch_end()
+            except Exception as err:
+                self._broken(err)
+
+    def add_tokens_out(self, tokens: Any) -> None:
+        """Output tokens of the batch running now (see :meth:`PhaseSession.add_tokens_out`)."""
+        phase = self.current
+        if phase is not None and phase.status == "running":
+            try:
+                phase.add_tokens_out(tokens)
             except Exception as err:
                 self._broken(err)
 
