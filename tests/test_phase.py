@@ -283,3 +283,18 @@ def test_sigterm_mid_phase_writes_an_interrupted_record(tmp_path: Path) -> None:
     record = read_record(path)
     assert record["kind"] == "predict" and record["status"] == "interrupted" and record["error"] == "SIGTERM"
     assert record["phase"]["batches"] == 1
+
+
+def test_output_tokens_split_between_warmup_and_steady(tmp_path: Path, fake_clock: clock.FakeClock) -> None:
+    phase = PhaseSession(GreenConfig(carbon_intensity=1.0, output_dir=str(tmp_path)), framework="t", kind="predict",
+                         sensors=[ConstantPowerSensor("gpu", 10.0)])
+    phase.start()
+    for out in (7, 5, 3):  # batch 1 is warm-up; batches 2 and 3 (same shape) are steady: 1 s and 8 tokens
+        phase.batch_start(np.zeros((2, 3)))
+        phase.add_tokens_out(out)
+        fake_clock.advance(0.5)
+        phase.batch_end()
+    phase.add_tokens_out(100)  # between batches: belongs to none, ignored
+    r = phase.end()
+    assert r is not None and r.tokens_out == 15
+    assert r.energy_per_token_out_j == pytest.approx(10.0 * 1.0 / 8)
