@@ -96,6 +96,11 @@ def test_window_shorter_than_the_sensor_resolution_is_labelled() -> None:
     assert r.resolution_s == {"gpu": 0.1, "cpu": 0.01}
     r2 = summarize_phase(_inputs(duration_s=2.005, component_method=methods))
     assert r2.short_window_components == ("gpu", "cpu")
+    # two warm-up windows: the steady energy is two differences of reads, each off by up to 0.1 s of the counter,
+    # so 0.15 s of steady time is not enough for NVML (0.15 < 2 × 0.1) and enough for CPU time (0.15 > 2 × 0.01)
+    r3 = summarize_phase(_inputs(duration_s=2.15, warmup_batches=2, component_method=methods))
+    assert r3.short_window_components == ("gpu",) and "× 2 reads apart" in r3.notes[-1]
+    assert summarize_phase(_inputs(duration_s=2.15, component_method=methods)).quality == "measured"
 
 
 def test_nothing_measured_is_unavailable_not_zero() -> None:

@@ -362,14 +362,18 @@ def summarize_phase(inputs: PhaseInputs) -> PhaseResult:
         joules_to_kwh(rate_j), inputs.intensity_gco2e_per_kwh, inputs.pue
     )
     resolution = {n: resolution_s(inputs.component_method.get(n, "")) for n in measured}
-    short = tuple(n for n in measured if rate_t < resolution[n])
+    # The rates' energy is a sum of differences of two reads (the stretches between warm-up windows, or the whole
+    # phase); each difference can be off by up to one resolution of its sensor, so the window must outlast them all.
+    differences = 1 if include_warmup else max(int(inputs.warmup_batches), 1)
+    short = tuple(n for n in measured if rate_t < differences * resolution[n])
     if not measured:
         quality = UNAVAILABLE
     elif short:
         quality = BELOW_RESOLUTION
+        spans = "" if differences == 1 else f" × {differences} reads apart"
         notes.append(
             f"the {'steady part of the ' if not include_warmup else ''}phase lasted {rate_t:.4g} s, shorter than "
-            + ", ".join(f"the {n} sensor's resolution ({resolution[n]:g} s)" for n in short)
+            + ", ".join(f"the {n} sensor's resolution ({resolution[n]:g} s{spans})" for n in short)
             + ": its energy and rates are rough; measure more batches"
         )
     else:
