@@ -19,6 +19,7 @@ from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.engine import Engine
 from green_callbacks.core.metric_keys import METRIC_KEYS, progress_bar_metrics
 from green_callbacks.core.patches import InstancePatches
+from green_callbacks.core.phase import PhaseResult
 from green_callbacks.core.session import Session
 
 __all__ = ["METRIC_KEYS", "GreenCallbackBase", "progress_bar_metrics"]
@@ -124,6 +125,21 @@ class GreenCallbackBase:
     def last_metrics(self) -> dict[str, float]:
         """The ``green/...`` metrics of the last completed epoch."""
         return self._engine.last_metrics
+
+    @property
+    def last_phase(self) -> PhaseResult | None:
+        """The last test / validate / predict / evaluate measured outside ``fit`` (``None`` before the first)."""
+        return self._engine.phases.last
+
+    @property
+    def last_phase_metrics(self) -> dict[str, float]:
+        """Its ``green/<kind>_...`` metrics, as logged where the framework logs that phase."""
+        return self._engine.phases.last_metrics
+
+    @property
+    def last_phase_record_path(self) -> Path | None:
+        """The run record of the last phase (``"kind": "test"``, ``"predict"``, …)."""
+        return self._engine.phases.record_path
 
 
 _FRAMEWORK_MODULES = {

@@ -12,6 +12,11 @@ No per-batch hook is overridden (that would switch off Keras' asynchronous batch
 (no device synchronisation) and, since Keras has no exception hook, closes the run record with status ``failed`` /
 ``interrupted`` when a step raises. FLOPs are counted once per batch signature at the end of the epoch.
 
+``model.evaluate(..., callbacks=[callback])`` and ``model.predict(..., callbacks=[callback])`` outside ``fit`` are
+measured as phases (``engine.phases``; torch backend: per batch, through a wrapped ``test_function`` /
+``predict_function``): ``evaluate(return_dict=True)`` returns the ``green/evaluate_...`` keys with Keras' own;
+``predict``'s figures are in ``callback.last_phase`` and its record. See docs/inference.md.
+
 Resume: Keras callbacks have no checkpoint hook, so when ``fit`` has a ``BackupAndRestore`` the callback keeps its
 totals in a small JSON file beside that backup (``green_callbacks_state.json``) at each epoch end; a ``fit`` that
 ``BackupAndRestore`` resumes after a crash continues those totals and the same run record.
@@ -114,6 +119,24 @@ def _find_fit_locals(callback: Any) -> dict[str, Any] | None:
         cbl = local.get("callbacks")
         if isinstance(cbl, keras.callbacks.CallbackList) and any(c is callback for c in cbl.callbacks):
             return dict(local)
+        frame = frame.f_back
+    return None
+
+
+def _evaluate_returned_dict() -> dict[str, Any] | None:
+    """The dict the running ``evaluate(return_dict=True)`` call will return (its ``logs``), else ``None``.
+
+    ``CallbackList`` hands callbacks a copy of it, so it is found on the call stack. With ``return_dict=False``
+    nothing is added: Keras would return a longer list (or a list instead of the scalar loss).
+    """
+    frame = sys._getframe(1)
+    for _ in range(16):
+        if frame is None:
+            return None
+        local = frame.f_locals
+        if frame.f_code.co_name == "evaluate" and "return_dict" in local:
+            logs = local.get("logs")
+            return logs if local["return_dict"] and isinstance(logs, dict) else None
         frame = frame.f_back
     return None
 
@@ -270,9 +293,82 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         if self._engine.in_epoch:  # validation inside fit
             self._wrap(self.model, "test_function", "eval")
             self._engine.eval_start()
+        else:  # model.evaluate(..., callbacks=[callback])
+            self._phase_begin("evaluate", "test_function")
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         self._engine.eval_end()
+        metrics = self._phase_end()
+        if metrics:
+            if logs is not None:  # the callbacks after this one see them
+                logs.update(metrics)
+            returned = _evaluate_returned_dict()
+            if returned is not None:
+                returned.update(metrics)
+
+    # ------------------------------------------------------------------ evaluate / predict outside fit
+    def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._phase_begin("predict", "predict_function")
+
+    def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Keras does not log predictions: the figures are in ``callback.last_phase`` and the record."""
+        self._phase_end()
+
+    def _phase_begin(self, kind: str, attr: str) -> None:
+        model = self.model
+        if model is None:
+            return
+        backend = keras.backend.backend()
+        device_type, device_indices = self._engine.phases.guard.call("phase devices", _devices, model) or ("cuda", None)
+        begun = self._engine.phases.begin(
+            kind,
+            device_type=device_type,
+            device_indices=device_indices,
+            extra={"keras": {"version": keras.__version__, "backend": backend}},
+        )
+        if begun and backend == "torch":  # other backends: the phase's energy and time, no per-batch figures
+            self._wrap_phase(model, attr)
+
+    def _phase_end(self) -> dict[str, float] | None:
+        if not self._engine.phases.running:
+            return None
+        self._unwrap()
+        flops_of = self._phase_flops if keras.backend.backend() == "torch" else None
+        return self._engine.phases.end(flops_of)
+
+    def _phase_flops(self, batch: Any) -> float:
+        """Forward FLOPs of one batch, by the fit's torch counter (its cache and meta copy; the fit's record keeps
+        only the fit's own step shapes)."""
+        self._torch_counter = self._torch_counter or _TorchStepCounter()
+        return float(self._torch_counter.counter.count_eval_step(self.model, _keras_forward("eval"), batch).flops)
+
+    def _wrap_phase(self, model: Any, attr: str) -> None:
+        """Note each batch of ``evaluate``/``predict`` (torch backend: ``test_function(data)``, ``data[0]`` the
+        batch): a clock read before and after, the batch's shapes; an exception closes the phase's record."""
+        original = getattr(model, attr, None)
+        if original is None or getattr(original, "_green_callback", None) is not None:
+            return
+        ref = weakref.ref(self)
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            this = ref()
+            if this is None:
+                return original(*args, **kwargs)
+            phases = this._engine.phases
+            phases.batch_start(args[0][0])
+            try:
+                out = original(*args, **kwargs)
+            except BaseException as err:
+                if type(err).__name__ not in _END_OF_DATA:
+                    this._unwrap()
+                    phases.fail(err)
+                raise
+            phases.batch_end()
+            return out
+
+        watched._green_callback = ref  # type: ignore[attr-defined]
+        setattr(model, attr, watched)
+        self._wrapped.append((model, attr, original))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._engine.in_epoch and self._steps.counts:

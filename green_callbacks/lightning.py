@@ -12,6 +12,11 @@ it returns; every number comes from the engine. Hook → engine call:
 ``on_validation_start/batch_end/end``     ``eval_start`` / ``flops.step("eval", …)`` / ``eval_end``
 ``on_train_epoch_end``                    ``epoch_end`` → ``pl_module.log_dict`` (all loggers, monitors)
 ``teardown`` / ``on_exception``           ``finish("completed")`` / ``fail(exception)``
+``on_{test,validation,predict}_start``    outside ``fit``: ``phases.begin("test" | "validate" | "predict")``
+``on_…_batch_start`` / ``on_…_batch_end`` ``phases.batch_start(batch)`` / ``phases.batch_end()``
+``on_{test,validation}_epoch_end``        ``phases.end`` → ``pl_module.log_dict`` (loggers, ``trainer.test()``'s
+                                          results)
+``on_predict_end``                        ``phases.end`` (Lightning logs no predictions: ``last_phase``, record)
 ========================================  =================================================================
 
 Works with both ``lightning.pytorch`` and ``pytorch_lightning``: Lightning calls hooks by name and the adapter
@@ -68,6 +73,9 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
 
     framework = "lightning"
 
+    def _init_adapter(self) -> None:
+        self._phase_counters = _PhaseCounters()
+
     @property
     def state_key(self) -> str:
         """Checkpoint key: two callbacks with different settings (e.g. two grids) keep separate states."""
@@ -121,14 +129,26 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
             self._engine.flops.step("train", pl_module, batch, batch_idx)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
-        if not trainer.sanity_checking:
+        if _stage(trainer) == "validate":
+            self._phase_begin(trainer, "validate")
+        elif not trainer.sanity_checking:
             self._engine.eval_start()
+
+    def on_validation_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._engine.phases.batch_start(batch)
 
     def on_validation_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if not trainer.sanity_checking:
+        if self._engine.phases.running:
+            self._engine.phases.batch_end()
+        elif not trainer.sanity_checking:
             self._engine.flops.step("eval", pl_module, batch, batch_idx, dataloader_idx)
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._phase_end(pl_module, log=True)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.sanity_checking:
@@ -142,6 +162,63 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         if self._engine.should_stop:
             trainer.should_stop = True
 
+    # ------------------------------------------------------------------ test / validate / predict outside fit
+    def _phase_begin(self, trainer: Any, kind: str) -> None:
+        device = trainer.strategy.root_device
+        self._engine.phases.begin(
+            kind,
+            output_dir=trainer.log_dir or trainer.default_root_dir,
+            device_type=torch_device_type(device),
+            device_indices=[device.index or 0] if torch_device_type(device) != "cpu" else [],
+            dist=DistInfo(trainer.global_rank, trainer.local_rank, trainer.world_size),
+            extra={"lightning": {"strategy": type(trainer.strategy).__name__, "precision": str(trainer.precision)}},
+            handle_signals=False,  # Lightning turns SIGTERM into SIGTERMException -> on_exception
+        )
+
+    def _phase_end(self, pl_module: Any, *, log: bool) -> None:
+        """Close the phase; test / validate log its figures at their epoch end, where ``pl_module.log`` still
+        reaches every logger and the results ``trainer.test()`` / ``trainer.validate()`` return."""
+        phases = self._engine.phases
+        if not phases.running:
+            return
+        assert phases.current is not None
+        counter = self._phase_counters[phases.current.kind]
+        metrics = phases.end(lambda batch: counter(pl_module, batch))
+        if metrics and log:
+            self._engine.phases.guard.call("phase logging", _log, pl_module, metrics, progress_bar=False)
+
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        self._phase_begin(trainer, "test")
+
+    def on_test_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._engine.phases.batch_start(batch)
+
+    def on_test_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._engine.phases.batch_end()
+
+    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._phase_end(pl_module, log=True)
+
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        self._phase_begin(trainer, "predict")
+
+    def on_predict_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._engine.phases.batch_start(batch)
+
+    def on_predict_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._engine.phases.batch_end()
+
+    def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+        self._phase_end(pl_module, log=False)
+
     # ------------------------------------------------------------------ end
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
@@ -150,16 +227,26 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._patches.restore()
+        self._engine.phases.fail(exception)
         self._engine.fail(exception)
 
 
-def _log(pl_module: Any, metrics: dict[str, float], console: str) -> None:
+def _log(pl_module: Any, metrics: dict[str, float], console: str = "compact", *, progress_bar: bool = True) -> None:
     """To every logger (float64 CPU tensors: exact values, no device copies; already summed over ranks, so no
     ``sync_dist``), and to the progress bar the running totals (``console="compact"``) or every key (``"all"``)."""
     as_tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()}
-    pl_module.log_dict(as_tensors, on_step=False, on_epoch=True, prog_bar=console == "all", sync_dist=False)
+    pl_module.log_dict(as_tensors, on_step=False, on_epoch=True, prog_bar=progress_bar and console == "all",
+                       sync_dist=False)
+    if not progress_bar:
+        return
     bar = {k: torch.tensor(v, dtype=torch.float64) for k, v in progress_bar_metrics(metrics).items()}
     pl_module.log_dict(bar, on_step=False, on_epoch=True, prog_bar=True, logger=False, sync_dist=False)
+
+
+def _stage(trainer: Any) -> str | None:
+    """The user-facing call running now: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``."""
+    fn = getattr(getattr(trainer, "state", None), "fn", None)
+    return None if fn is None else str(getattr(fn, "value", fn))
 
 
 def _stop_reason(trainer: Any) -> str | None:
@@ -221,3 +308,37 @@ def _index_args(step: Any, index: tuple[int, ...]) -> tuple[int, ...]:
         return index[:1]
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return index[: max(len(positional) - 1, 0)]
+
+
+class _PhaseCounter:
+    """Forward FLOPs of one ``test_step`` / ``validation_step`` / ``predict_step`` on ``batch``, on a meta copy (the
+    trainer detached, so ``self.log`` in the step is a no-op); one per step name, kept across phases (its cache)."""
+
+    def __init__(self, step: str) -> None:
+        from green_callbacks.core.flops import TorchFlopCounter
+
+        self.step = step
+        self.engine = TorchFlopCounter(fallback_to_real_step=False)
+
+    def __call__(self, pl_module: Any, batch: Any) -> float:
+        extra = _index_args(getattr(pl_module, self.step), (0, 0))
+        trainer = pl_module._trainer
+        pl_module.trainer = None
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*`self.trainer` reference is not registered")
+                forward = lambda module, b: getattr(module, self.step)(b, *extra)  # noqa: E731
+                return float(self.engine.count_eval_step(pl_module, forward, batch).flops)
+        finally:
+            pl_module.trainer = trainer
+
+
+_PHASE_STEPS = {"test": "test_step", "validate": "validation_step", "predict": "predict_step"}
+
+
+class _PhaseCounters(dict):  # type: ignore[type-arg]
+    """One :class:`_PhaseCounter` per phase kind, made on first use."""
+
+    def __missing__(self, kind: str) -> _PhaseCounter:
+        counter = self[kind] = _PhaseCounter(_PHASE_STEPS[kind])
+        return counter

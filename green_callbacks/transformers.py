@@ -19,6 +19,11 @@ How the Trainer's events drive the session (see docs/transformers.md for the why
   model is in training mode with gradients on, evaluation forward otherwise), once per input signature.
 * The session's state is kept in the checkpoint (``ExportableState``) and read back on resume, with or without
   ``restore_callback_states_from_checkpoint``.
+* ``trainer.evaluate()`` / ``trainer.predict()`` called outside ``train`` are measured as phases
+  (``engine.phases``): the Trainer has no event at their start, so both are wrapped like ``train``; each batch runs
+  from the model's forward (a pre-hook, which also sees the inputs' ``attention_mask``) to ``on_prediction_step``.
+  ``evaluate``'s figures go through ``Trainer.log`` and into the metrics it returns; ``predict``'s into
+  ``PredictionOutput.metrics`` (the Trainer does not log predictions). See docs/inference.md.
 """
 
 from __future__ import annotations
@@ -147,6 +152,54 @@ class _StepCounter:
         return float(count(model, _step_loss, (tuple(args), dict(kwargs))).flops)
 
 
+def _generated_tokens(trainer: Any, generated: Any, inputs: Any) -> Any:
+    """The non-padding tokens a ``Seq2SeqTrainer`` generated for one batch (a device scalar, summed lazily): the
+    sequences less the decoder's start token (encoder-decoder) or the prompt (decoder-only), padding not counted."""
+    model = trainer.model
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        new = generated[:, 1:]
+    else:
+        prompt = inputs.get("input_ids") if isinstance(inputs, Mapping) else None
+        new = generated[:, prompt.shape[-1]:] if prompt is not None else generated
+    pad = getattr(trainer.processing_class, "pad_token_id", None) if trainer.processing_class is not None else None
+    if pad is None:
+        pad = getattr(getattr(model, "generation_config", None), "pad_token_id", None)
+    if pad is None:
+        pad = getattr(config, "pad_token_id", None)
+    return new.numel() if pad is None else (new != pad).sum()
+
+
+def _phase_wrapper(owner: Any, trainer_ref: Any, func: Any, fallback: Any, kind: str) -> Any:
+    """``trainer.evaluate``/``predict`` with the callback's phase around it (a failure ends its record).
+
+    ``func`` is the Trainer's unbound method, called on ``trainer_ref()`` (no strong reference back to the
+    trainer); ``fallback`` the callable to use when the attribute was not a bound method of it.
+    """
+
+    @functools.wraps(func or fallback)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        callback = owner()
+        run = functools.partial(func, trainer_ref()) if func is not None else fallback
+        if callback is None:
+            return run(*args, **kwargs)
+        opened = callback._engine.phases.guard.call("phase", callback._phase_open, kind)
+        try:
+            output = run(*args, **kwargs)
+        except BaseException as err:
+            if opened:
+                callback._remove_phase_hook()
+                callback._engine.phases.fail(err)
+            raise
+        finally:
+            callback._phase_depth = max(callback._phase_depth - 1, 0)
+        if opened:
+            callback._engine.phases.guard.call("phase", callback._phase_close, output, kind)
+        return output
+
+    return call
+
+
 class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
     """Measures energy, emissions and FLOPs of a ``transformers.Trainer`` run and logs them every epoch.
 
@@ -172,6 +225,10 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._logging = False
         self._warned_no_trainer = False
         self._hf_total_flos = math.nan
+        self._phase_hook: Any = None
+        self._phase_unwrap: Any = None
+        self._phase_depth = 0
+        self._phase_counter: _StepCounter | None = None
 
     @property
     def last_metrics(self) -> dict[str, float]:
@@ -189,6 +246,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         """Bind to ``trainer`` explicitly (only needed if the automatic look-up failed; it warns when it does)."""
         self._trainer_ref = weakref.ref(trainer)
         self._wrap_train(trainer)
+        self._wrap_phases(trainer)
 
     def _wrap_train(self, trainer: Any) -> None:
         """Learn of exceptions escaping ``trainer.train`` (the Trainer has no exception event)."""
@@ -348,6 +406,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
             self._close_epoch(state, control)
 
     def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._engine.phases.batch_end()  # the batch of an evaluate()/predict() outside train (no-op otherwise)
         self._engine.eval_start()  # an evaluation we were not told of (no-op when one is open)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
@@ -412,6 +471,112 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
             self._logging = False
             control.should_log = saved  # CallbackHandler.on_log resets it: the Trainer's own loss log must stay
             trainer.control.should_log = saved
+
+    # ------------------------------------------------------------------ evaluate / predict outside train
+    def _wrap_phases(self, trainer: Any) -> None:
+        """Measure ``trainer.evaluate()`` / ``trainer.predict()`` called outside ``train``: the phase opens when
+        the call begins and closes when it returns."""
+        owner = weakref.ref(self)
+        for kind in ("evaluate", "predict"):
+            original = getattr(trainer, kind)
+            if getattr(original, "_green_callbacks_wrapper", False):
+                continue
+            func = getattr(original, "__func__", None)
+            if getattr(original, "__self__", None) is not trainer:
+                func = None
+            # no strong reference back to the trainer (see _wrap_train)
+            wrapper = _phase_wrapper(owner, weakref.ref(trainer), func, None if func is not None else original, kind)
+            wrapper._green_callbacks_wrapper = True  # type: ignore[attr-defined]
+            setattr(trainer, kind, wrapper)
+
+    def _phase_open(self, kind: str) -> bool:
+        self._phase_depth += 1
+        trainer = self.trainer
+        if self._phase_depth > 1 or trainer is None:  # evaluate() over a dict of datasets calls itself: one phase
+            return False
+        args = trainer.args
+        devices = _device_indices(args)
+        begun = self._engine.phases.begin(
+            kind,
+            output_dir=args.output_dir,
+            device_type=torch_device_type(args.device),
+            device_indices=devices,
+            device_uuids=self._engine.phases.guard.call("phase devices", _device_uuids, devices,
+                                                        torch_device_type(args.device)),
+            extra={"transformers": {"version": transformers.__version__, "trainer": type(trainer).__name__}},
+        )
+        if begun:
+            self._install_phase_hook(trainer.model)
+            if getattr(args, "predict_with_generate", False):  # Seq2SeqTrainer: the generated tokens are exposed
+                self._count_generated_tokens(trainer)
+        return begun
+
+    def _count_generated_tokens(self, trainer: Any) -> None:
+        """Wrap ``trainer.prediction_step`` for this phase: the non-padding tokens it generated per batch."""
+        original = trainer.prediction_step
+        owner = weakref.ref(self)
+
+        def prediction_step(model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            out = original(model, inputs, *args, **kwargs)
+            callback = owner()
+            generated = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+            if callback is not None and generated is not None:
+                callback._engine.phases.add_tokens_out(_generated_tokens(trainer_ref(), generated, inputs))
+            return out
+
+        trainer_ref = weakref.ref(trainer)
+        own = trainer.__dict__.get("prediction_step")  # a user's own instance attribute, restored after
+
+        def unwrap() -> None:
+            if own is None:
+                trainer.__dict__.pop("prediction_step", None)
+            else:
+                trainer.prediction_step = own
+
+        trainer.prediction_step = prediction_step
+        self._phase_unwrap = unwrap
+
+    def _phase_close(self, output: Any, kind: str) -> None:
+        self._remove_phase_hook()
+        trainer = self.trainer
+        model = None if trainer is None else trainer.model
+        # generation runs the model once per new token: one forward's count is not the batch's (FLOPs: NaN)
+        generating = trainer is not None and getattr(trainer.args, "predict_with_generate", False)
+        count = None if model is None or generating else lambda batch: self._phase_flops(model, batch)
+        metrics = self._engine.phases.end(count)
+        if not metrics:
+            return
+        returned = getattr(output, "metrics", None) if kind == "predict" else output
+        if isinstance(returned, dict):
+            returned.update(metrics)
+        if kind == "evaluate" and trainer is not None:  # the Trainer logs evaluate()'s metrics, not predict()'s
+            self._engine.phases.guard.call("phase logging", self._log, trainer.state, trainer.control, metrics)
+
+    def _phase_flops(self, model: Any, batch: Any) -> float:
+        self._phase_counter = self._phase_counter or _StepCounter()
+        args, kwargs = batch if isinstance(batch, tuple) else ((), batch)
+        return self._phase_counter("eval", model, (args, kwargs), ())
+
+    def _install_phase_hook(self, model: Any) -> None:
+        self._remove_phase_hook()
+        if model is None or not hasattr(model, "register_forward_pre_hook"):
+            return
+        owner = weakref.ref(self)
+
+        def note(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            callback = owner()
+            if callback is not None:  # the kwargs alone when possible: where attention_mask is found
+                callback._engine.phases.batch_start((args, kwargs) if args else kwargs)
+
+        self._phase_hook = model.register_forward_pre_hook(note, with_kwargs=True)
+
+    def _remove_phase_hook(self) -> None:
+        if self._phase_hook is not None:
+            self._phase_hook.remove()
+            self._phase_hook = None
+        unwrap, self._phase_unwrap = self._phase_unwrap, None
+        if unwrap is not None:
+            unwrap()
 
     # ------------------------------------------------------------------ FLOPs
     def _install_hook(self, model: Any) -> None:

@@ -132,7 +132,10 @@ class FootprintTracker:
         }
 
     # ---------------------------------------------------------------- record
-    def to_record(self) -> dict[str, Any]:
+    def to_record(self, *, with_epochs: bool = True) -> dict[str, Any]:
+        """The record's ``footprint`` block; ``with_epochs=False`` (the header of a running record, which must not
+        grow with the epochs) leaves the per-epoch list out: each epoch's figures follow from the epoch rows
+        (embodied = ``rate_all_ranks_gco2e_per_h`` × ``time_s`` / 3600, water = energy × the water factors)."""
         embodied = {} if self.rate is None else self.rate.to_record()
         return {
             "embodied": {
@@ -154,7 +157,7 @@ class FootprintTracker:
                 "total_l": self.total_water_l if self.epochs else None,
             },
             "epochs": [{"epoch": e.epoch, "time_s": e.time_s, "embodied_gco2e": e.embodied_gco2e,
-                        "water_l": e.water_l} for e in self.epochs],
+                        "water_l": e.water_l} for e in self.epochs] if with_epochs else [],
         }
 
     # ---------------------------------------------------------------- resume

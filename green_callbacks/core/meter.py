@@ -155,11 +155,13 @@ class Meter:
     def _snapshot(self) -> _Snapshot:
         return _Snapshot(clock.now_s(), self.read())
 
-    def begin(self, window: str) -> None:
-        """Open (or re-open) the window named ``window``."""
+    def begin(self, window: str, *more: str) -> None:
+        """Open (or re-open) the window named ``window`` (and the windows ``more``, from the same one read)."""
         if not self._started:
             self.start()
-        self._open[window] = self._snapshot()
+        snapshot = self._snapshot()
+        for name in (window, *more):
+            self._open[name] = snapshot
 
     def is_open(self, window: str) -> bool:
         return window in self._open

@@ -575,6 +575,11 @@ def parse_record(data: Any, source: str = "<record>", *, log_folder: str | os.Pa
                 log_path = Path(log_folder) / log_name
                 if log_path.exists() or log_path.is_symlink():
                     rows += read_epochs_log(log_path, max_bytes)
+        totals_data = data["totals"]
+        last = rows[-1].get("totals") if rows and isinstance(rows[-1], dict) else None
+        if (isinstance(last, dict) and isinstance(last.get("epochs"), int)
+                and last["epochs"] > (totals_data.get("epochs") if isinstance(totals_data.get("epochs"), int) else 0)):
+            totals_data = last  # killed between appending an epoch and replacing the header: the epoch's are newer
         epochs = tuple(_epoch(row, f"epochs[{i}]") for i, row in enumerate(rows))
         carbon_data = _obj(data.get("carbon"), "carbon")
         carbon = CarbonInfo(
@@ -615,12 +620,12 @@ def parse_record(data: Any, source: str = "<record>", *, log_folder: str | os.Pa
             convergence=_convergence(data.get("convergence")),
             hyperparameters=_obj(data.get("hyperparameters"), "hyperparameters"),
             lost=lost,
-            totals=_totals(data["totals"], "totals"),
+            totals=_totals(totals_data, "totals"),
             epochs=epochs,
             partial_epoch=partial,
             epochs_log=log_name,
             path=source if source != "<record>" else "",
-            data={**data, "epochs": rows, **({"_path": source} if source != "<record>" else {})},
+            data={**data, "epochs": rows, "totals": totals_data, **({"_path": source} if source != "<record>" else {})},
         )
     except _Invalid as err:
         raise RecordError(source, str(err)) from None

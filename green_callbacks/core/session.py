@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from green_callbacks.core import clock
-from green_callbacks.core.budget import Projection, decide, project
+from green_callbacks.core.budget import Projection, RunningProjection, decide
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.convergence import ConvergenceTracker, MonitorWatch, Totals
 from green_callbacks.core.distributed import DistInfo, Reducer, default_reducer, dist_info
@@ -38,6 +38,7 @@ from green_callbacks.core.record import SCHEMA
 from green_callbacks.core.record_writer import RecordWriter, clean_stale_temp_files, epochs_log_name, new_record_path
 from green_callbacks.core.rows import EpochRow, row_from_record
 from green_callbacks.core.sensors.base import COMPONENTS, NOT_USED, UNAVAILABLE, Sensor
+from green_callbacks.core.sensors.factory import build_sensors
 from green_callbacks.core.signals import ExitHandlers, signals_held
 from green_callbacks.core.units import emissions_gco2e, joules_to_kwh
 
@@ -134,6 +135,11 @@ class Session:
         self._last_metrics: dict[str, float] = {}
         self._write_warned = False
         self._monitor_watch = MonitorWatch()
+        self._energy_projection = RunningProjection()
+        self._emissions_projection = RunningProjection()
+        self._methods: dict[str, list[str]] = {}  # every method each component used so far
+        self._environment: threading.Thread | None = None
+        self._phases: list[dict[str, Any]] = []  # test/predict/evaluate run with this fit's model, newest last
 
     # ------------------------------------------------------------------ read-only state
     @property
@@ -229,16 +235,8 @@ class Session:
     ) -> list[Sensor]:
         if self._custom_sensors is not None:
             return self._custom_sensors
-        from green_callbacks.core.sensors.accelerators import build_accelerator_sensor
-        from green_callbacks.core.sensors.host import build_host_sensors
-
-        gpu = build_accelerator_sensor(
-            device_type, device_indices, device_uuids, gpus=self.config.gpus
-        )
-        cpu, ram = build_host_sensors(
-            cpu_watts_per_core=self.config.cpu_watts_per_core, ram_watts_per_gb=self.config.ram_watts_per_gb
-        )
-        return [gpu, cpu, ram]
+        return build_sensors(self.config, device_type=device_type, device_indices=device_indices,
+                             device_uuids=device_uuids)
 
     def start(
         self,
@@ -279,8 +277,7 @@ class Session:
             self._started_at = clock.wall_time_s()
             self._pid = os.getpid()
             self._status = "running"
-            self._info = {"hardware": hardware_info(self.meter.info()), "software": software_info(),
-                          **dict(extra or {})}
+            self._info = dict(extra or {})
             folder = self.config.output_dir or output_dir or "green_runs"
             if self._record_path is None:
                 self._record_path = new_record_path(folder)
@@ -292,6 +289,29 @@ class Session:
             self._warn_unavailable()
             self.write_record()
             self._exit.install(signals=handle_signals)
+            self._environment = threading.Thread(  # versions and machine facts can wait: not on the training thread
+                target=self._capture_environment, args=(self.meter.info(),), name="green-callbacks-env", daemon=True
+            )
+            self._environment.start()
+
+    def _capture_environment(self, sensors_info: dict[str, Any]) -> None:
+        try:
+            found = {"hardware": hardware_info(sensors_info), "software": software_info()}
+        except Exception as err:  # a machine fact that cannot be read is not worth a run
+            found = {"hardware": None, "software": None, "environment_error": f"{type(err).__name__}: {err}"}
+        self._info = {**found, **self._info}  # one assignment: the next header (every epoch, the end) has it
+        if not self._lock.acquire(timeout=0.5):  # the training thread is busy with the session: its next write
+            return
+        try:
+            if self._status == "running" and self._writes_here():
+                assert self._writer is not None
+                self._writer.header(self.to_record(with_epochs=False))
+        finally:
+            self._lock.release()
+
+    def _await_environment(self) -> None:
+        if self._environment is not None and self._environment is not threading.current_thread():
+            self._environment.join(timeout=10.0)
 
     def _declare_state(self) -> None:
         """What each epoch sums over ranks: every component's energy (epoch and evaluation), the FLOPs; rank
@@ -363,6 +383,11 @@ class Session:
         self._flops["eval"] += eval
         self._flops_seen = True
 
+    def add_step_flops(self, kind: str, flops: float) -> None:
+        """:meth:`add_flops` for one step of ``kind`` (``"train"`` or ``"eval"``): the per-batch path, kept short."""
+        self._flops[kind] += flops
+        self._flops_seen = True
+
     def epoch_end(self, metrics: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Close the epoch: sum over ranks, update totals and convergence, log the epoch, return the metrics.
 
@@ -378,6 +403,7 @@ class Session:
             eval_m = _sum_measurements("eval", self._eval, epoch_m.components)
             row = self._close_epoch(epoch_m, eval_m, user_metrics(metrics or {}))
             self._rows.append(row)
+            self._follow(row)
             self._warn_lost(row, epoch_m)
             self._check_budget()
             self._epoch_index += 1
@@ -411,9 +437,18 @@ class Session:
         """The number of epochs the whole run is planned to last (resumed epochs included); ``None``: unknown."""
         self._planned_epochs = None if epochs is None or not math.isfinite(epochs) or epochs <= 0 else float(epochs)
 
+    def _follow(self, row: EpochRow) -> None:
+        """Running summaries of the rows (projections, methods used), kept in O(1) per epoch."""
+        self._energy_projection.add(row.energy_j)
+        self._emissions_projection.add(row.emissions_gco2e)
+        for name, method in row.component_method.items():
+            used = self._methods.setdefault(name, [])
+            if method not in used:
+                used.append(method)
+
     def _check_budget(self) -> None:
-        energy = project([r.energy_j for r in self._rows], self._planned_epochs)
-        emissions = project([r.emissions_gco2e for r in self._rows], self._planned_epochs)
+        energy = self._energy_projection.projection(self._planned_epochs)
+        emissions = self._emissions_projection.projection(self._planned_epochs)
         self._projection = (energy, emissions)
         if self._stop_reason is not None:
             return
@@ -512,6 +547,8 @@ class Session:
         """Stop the sensors and write the final record with ``status``. Safe to call more than once."""
         if status not in STATUSES[2:]:
             raise ValueError(f"status must be one of {', '.join(STATUSES[2:])}, got {status!r}")
+        if self._status == "running":
+            self._await_environment()  # the final record holds the machine and versions
         with self._lock:
             if self._status != "running":
                 return self._record_path
@@ -553,6 +590,7 @@ class Session:
 
     def _final_write(self) -> None:
         assert self._writer is not None
+        self._await_environment()
         try:
             self._writer.final(self.to_record())
         except OSError as err:
@@ -571,6 +609,7 @@ class Session:
             log = epochs_log_name(self._record_path)
         return {
             "schema": SCHEMA,
+            "kind": "fit",
             "run_id": self.run_id,
             "framework": self.framework,
             "status": self._status,
@@ -581,7 +620,7 @@ class Session:
             "world_size": self.dist.world_size,
             "carbon": {**self.carbon.to_record(), "pue": self.config.pue},
             "components": components,
-            "methods": _methods_so_far(self._rows, components),
+            "methods": _methods_so_far(self._methods, components),
             "convergence": {
                 "monitor": self.monitor,
                 "mode": None if conv is None else conv.mode,
@@ -605,9 +644,20 @@ class Session:
             "epochs": [row.to_record() for row in self._rows] if with_epochs else [],
             "epochs_log": log,
             "partial_epoch": self._partial_epoch,
-            "footprint": self.footprint.to_record(),
+            "footprint": self.footprint.to_record(with_epochs=with_epochs),
+            "phases": list(self._phases),
             **self._info,
         }
+
+    def add_phase(self, entry: Mapping[str, Any]) -> None:
+        """List a test / predict / evaluate run with this fit's model (its summary and record file name); a
+        finished record is rewritten in full with it."""
+        with self._lock:
+            self._phases.append(dict(entry))
+            if self._status == "running":
+                self.write_record()
+            elif self._status != "created":
+                self._write_final()
 
     def _writes_here(self) -> bool:
         return self._writer is not None and self.dist.is_global_zero and os.getpid() == self._pid
@@ -628,7 +678,9 @@ class Session:
         return self._record_path
 
     def flush(self, timeout_s: float | None = 30.0) -> bool:
-        """Wait until the record on disk holds everything handed to the writer (tests, benchmarks)."""
+        """Wait until the record on disk holds everything handed to the writer, the machine and versions captured
+        in the background included (tests, benchmarks)."""
+        self._await_environment()
         if self._writer is None:
             return True
         done = self._writer.flush(timeout_s)
@@ -669,6 +721,10 @@ class Session:
         self._totals = Totals(**state["totals"])
         self._epoch_index = int(state.get("epoch_index", self._totals.epochs))
         self._rows = [row_from_record(r) for r in state.get("rows", [])]
+        self._energy_projection, self._emissions_projection = RunningProjection(), RunningProjection()
+        self._methods = {}
+        for row in self._rows:
+            self._follow(row)
         conv = state.get("convergence")
         if conv is not None:
             if self._convergence is None:
@@ -714,13 +770,11 @@ def _sum_measurements(name: str, parts: Sequence[Measurement], like: Mapping[str
     return Measurement(name, sum(p.duration_s for p in parts), comps)
 
 
-def _methods_so_far(rows: Sequence[EpochRow], components: Mapping[str, Any]) -> dict[str, list[str]]:
+def _methods_so_far(used: Mapping[str, list[str]], components: Mapping[str, Any]) -> dict[str, list[str]]:
     """Every method each component used in the run (a lost GPU shows both its method and ``unavailable``)."""
-    out: dict[str, list[str]] = {name: [] for name in components}
-    for row in rows:
-        for name, method in row.component_method.items():
-            if method not in out.setdefault(name, []):
-                out[name].append(method)
+    out: dict[str, list[str]] = {name: list(used.get(name, ())) for name in components}
+    for name, methods in used.items():
+        out.setdefault(name, list(methods))
     for name, info in components.items():
         if not out[name]:
             out[name].append(str(info.get("method", UNAVAILABLE)))

@@ -96,6 +96,16 @@ def _write_error(what: str, target: Path, err: OSError, option: str) -> int:
     return _error(f"cannot write the {what} to {target}: {reason}{where}; give {option} a writable place")
 
 
+def _inference_section(loaded: Any, fmt: str) -> str:
+    """The "Using the model" section (test/predict/evaluate records and the break-even) in the chosen format."""
+    from green_callbacks.report.inference import phase_rows, render_inference_markdown, render_inference_text
+
+    rows = phase_rows([*loaded.fits, *loaded.phases])
+    if not rows:
+        return ""
+    return render_inference_markdown(rows) if fmt == "markdown" else render_inference_text(rows)
+
+
 def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwargs: Any) -> int:
     """Run ``green-callbacks report`` with parsed ``args`` (or keyword options); return the exit status."""
     from green_callbacks.core.record import max_record_bytes
@@ -118,6 +128,13 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
         return _error(str(err))
     for path, reason in loaded.skipped:
         print(strip_control(f"skipped {path}: {reason}"), file=sys.stderr)
+    inference = _inference_section(loaded, ns.format)
+    if not loaded.runs and inference:  # only test/predict/evaluate records: their section alone
+        if ns.out:
+            Path(ns.out).expanduser().write_text(inference, encoding="utf-8")
+        else:
+            sys.stdout.write(strip_control(inference) if ns.format == "text" else inference)
+        return 0
     if not loaded.runs:
         print("green-callbacks report: no readable run record (green-run-*.json) found", file=sys.stderr)
         return 1
@@ -182,6 +199,8 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
             print("Badges (Markdown to paste):\n" + "\n".join(snippets), file=sys.stderr)
     else:
         text = render_json(report, snippets)
+    if inference and ns.format in ("text", "markdown"):
+        text = text.rstrip("\n") + "\n\n" + inference
     if ns.out:
         target = Path(ns.out).expanduser()
         try:

@@ -29,6 +29,7 @@ from green_callbacks.core.record import (
     max_record_bytes,
     parse_record,
 )
+from green_callbacks.report.inference import is_phase_record
 
 __all__ = [
     "ComponentSummary",
@@ -254,6 +255,10 @@ class LoadResult:
 
     runs: tuple[RunSummary, ...]
     skipped: tuple[tuple[str, str], ...]
+    phases: tuple[RunRecord, ...] = ()
+    """Test / validate / predict / evaluate records (their own section, "Using the model")."""
+    fits: tuple[RunRecord, ...] = ()
+    """The records of ``runs`` (a phase's break-even needs its fit's)."""
 
 
 def load_runs(paths: Iterable[str | os.PathLike[str]], max_bytes: int | None = None) -> LoadResult:
@@ -267,9 +272,16 @@ def load_runs(paths: Iterable[str | os.PathLike[str]], max_bytes: int | None = N
     limit = max_record_bytes() if max_bytes is None else max_bytes
     runs: list[RunSummary] = []
     skipped: list[tuple[str, str]] = []
+    phases: list[RunRecord] = []
+    fits: list[RunRecord] = []
     for path in find_records(paths):
         try:
-            runs.append(summarize_run(load_record(path, limit)))
+            record = load_record(path, limit)
+            if is_phase_record(record):  # a test/predict/evaluate: the "Using the model" section shows it
+                phases.append(record)
+                continue
+            fits.append(record)
+            runs.append(summarize_run(record))
         except RecordError as err:
             skipped.append((str(path), err.reason))
-    return LoadResult(tuple(runs), tuple(skipped))
+    return LoadResult(tuple(runs), tuple(skipped), tuple(phases), tuple(fits))

@@ -1,0 +1,575 @@
+"""The driver of one test / validate / predict / evaluate phase run outside ``fit``.
+
+An adapter reaches it through its engine's :class:`PhaseTap` (``engine.phases``): ``begin`` when the framework's
+phase begins, ``batch_start``/``batch_end`` around each batch, ``end`` when the phase is over (``fail`` when it
+raised); all figures come from :func:`green_callbacks.core.phase.summarize_phase`. The per-batch path is a clock
+read at each end, the batch's shapes (a tuple), and, for language-model inputs, the lazy ``attention_mask.sum()``
+(a device scalar, made a number once at the end). Sensors are read only at the phase's boundaries and around the
+first batch of each input shape (its warm-up window).
+
+Each phase writes its own run record (``"kind": "predict"`` …) beside the record of the fit that trained the model,
+when there was one, and that fit's record lists the phase (see docs/records.md).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from green_callbacks.core import clock
+from green_callbacks.core.config import GreenConfig
+from green_callbacks.core.distributed import DistInfo, Reducer, default_reducer, dist_info, sum_with_missing
+from green_callbacks.core.guard import Guard, strict_mode
+from green_callbacks.core.meter import Measurement, Meter
+from green_callbacks.core.phase import (
+    PHASE_KINDS,
+    BreakEven,
+    PhaseInputs,
+    PhaseResult,
+    batch_signature,
+    break_even,
+    samples_of,
+    summarize_phase,
+    tokens_in_of,
+)
+from green_callbacks.core.record import SCHEMA
+from green_callbacks.core.record_writer import new_record_path, write_json_atomic
+from green_callbacks.core.sensors.base import COMPONENTS, Sensor
+from green_callbacks.core.sensors.factory import build_sensors
+from green_callbacks.core.signals import ExitHandlers
+
+__all__ = ["PhaseSession", "PhaseTap", "training_link"]
+
+_PHASE = "phase"
+_WARMUP = "phase-warmup"
+
+
+def training_link(session: Any) -> dict[str, Any] | None:
+    """What a phase record keeps of the fit that trained the model (``None`` when no fit ran with the callback)."""
+    if session is None or getattr(session, "status", "created") in ("created", "running"):
+        return None
+    totals = session.totals
+    path = session.record_path
+    return {
+        "run_id": session.run_id,
+        "record": None if path is None else Path(path).name,
+        "framework": session.framework,
+        "status": session.status,
+        "epochs": totals.epochs,
+        "energy_j": totals.energy_j,
+        "emissions_gco2e": totals.emissions_gco2e,
+        "train_flops": totals.train_flops,
+    }
+
+
+class PhaseSession:
+    """One measured phase. Nothing here knows a framework.
+
+    Args:
+        config: the callback's validated settings (carbon, PUE, output folder).
+        framework: for the record (``"lightning"``, ``"keras"``, ``"transformers"``).
+        kind: one of :data:`~green_callbacks.core.phase.PHASE_KINDS`.
+        sensors: the sensors to use instead of the machine's (as for the fit session).
+        training: the callback's fit :class:`~green_callbacks.core.session.Session`, if a fit ran: its carbon
+            intensity is reused, the phase record links to it and its record lists the phase.
+        dist, reducer: this process's ranks and the sum over ranks (default: from ``torch.distributed``).
+    """
+
+    def __init__(
+        self,
+        config: GreenConfig,
+        *,
+        framework: str,
+        kind: str,
+        sensors: Sequence[Sensor] | None = None,
+        training: Any = None,
+        dist: DistInfo | None = None,
+        reducer: Reducer | None = None,
+    ) -> None:
+        if kind not in PHASE_KINDS:
+            raise ValueError(f"phase kind {kind!r} is not one of {', '.join(PHASE_KINDS)}")
+        self.config = config
+        self.framework = framework
+        self.kind = kind
+        self._custom_sensors = None if sensors is None else list(sensors)
+        self.training = training
+        self._dist = dist
+        self._reducer = reducer
+        self.run_id = uuid.uuid4().hex
+        self.status = "created"
+        self.error: str | None = None
+        self.meter: Meter | None = None
+        self.carbon: Any = None
+        self.record_path: Path | None = None
+        self.result: PhaseResult | None = None
+        self.break_even: BreakEven | None = None
+        self.info: dict[str, Any] = {}
+        self.lost: Mapping[str, str] = {}
+        """Parts switched off after a failure (the :class:`PhaseTap`'s guard), for the record."""
+        self._started_at: float | None = None
+        self._pid = os.getpid()
+        self._exit = ExitHandlers(self.abort)  # SIGTERM/SIGHUP or interpreter exit mid-phase: the record says so
+        # per-batch state (kept small: this is the hot path)
+        self._shapes: dict[tuple[Any, ...], list[Any]] = {}  # signature -> [example batch, count, samples]
+        self._t0: float | None = None
+        self._warm = False
+        self._n = 0
+        self._tok: Any = None
+        self._batches = 0
+        self._samples = 0
+        self._warm_batches = 0
+        self._warm_samples = 0
+        self._lat: list[float] = []
+        self._warm_lat: list[float] = []
+        self._warm_parts: list[Measurement] = []
+        self._tokens: Any = None
+        self._warm_tokens: Any = None
+        self._tokens_missing = False
+        self._tok_out: Any = None  # output tokens of the batch running now (where the framework exposes them)
+        self._tokens_out: Any = None
+        self._warm_tokens_out: Any = None
+        self._tokens_out_missing = False
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def dist(self) -> DistInfo:
+        if self._dist is None:
+            self._dist = dist_info()
+        return self._dist
+
+    @property
+    def reducer(self) -> Reducer:
+        if self._reducer is None:
+            self._reducer = default_reducer()
+        return self._reducer
+
+    def start(
+        self,
+        *,
+        output_dir: str | os.PathLike[str] | None = None,
+        device_type: str = "cuda",
+        device_indices: Sequence[int] | None = None,
+        device_uuids: Sequence[str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        """Open the phase window (and the first warm-up window, which ends with the first batch).
+
+        ``handle_signals=False`` where the framework turns SIGTERM into its own exception (Lightning): the adapter
+        then calls :meth:`abort` from its exception hook; the ``atexit`` hook is installed either way."""
+        if self.status != "created":
+            return
+        from green_callbacks.core.carbon import resolve_carbon
+
+        training_carbon = getattr(self.training, "carbon", None)
+        self.carbon = training_carbon if training_carbon is not None else resolve_carbon(
+            country=self.config.country,
+            region=self.config.region,
+            carbon_intensity=self.config.carbon_intensity,
+            live=self.config.live_intensity,
+        )
+        sensors = self._custom_sensors
+        if sensors is None:
+            sensors = build_sensors(self.config, device_type=device_type, device_indices=device_indices,
+                                    device_uuids=device_uuids)
+        self.meter = Meter(sensors)
+        self.meter.start()
+        self._started_at = clock.wall_time_s()
+        self.info = dict(extra or {})
+        training_path = getattr(self.training, "record_path", None) if training_link(self.training) else None
+        folder = self.config.output_dir or (Path(training_path).parent if training_path else None) or output_dir
+        self.record_path = new_record_path(folder or "green_runs")
+        self.status = "running"
+        self.meter.begin(_PHASE, _WARMUP)  # one read opens both
+        self._exit.install(signals=handle_signals)
+
+    # ------------------------------------------------------------------ batches (hot path)
+    def batch_start(self, batch: Any) -> None:
+        """A batch begins: note its shapes; the first batch of each shape is warm-up."""
+        if self._t0 is not None or self.meter is None:  # a second forward of the same batch (e.g. generation)
+            return
+        signature = batch_signature(batch)
+        entry = self._shapes.get(signature)
+        if entry is None:
+            entry = self._shapes[signature] = [batch, 0, samples_of(signature) or 0]
+            self._warm = True
+            if self._batches:  # the first warm-up window is open since the phase began
+                self.meter.begin(_WARMUP)
+        else:
+            self._warm = False
+        entry[1] += 1
+        self._n = entry[2]
+        self._tok = tokens_in_of(batch)
+        self._tok_out = None
+        self._t0 = clock.now_s()
+
+    def add_tokens_out(self, tokens: Any) -> None:
+        """Output tokens of the batch running now (a number, or a device scalar summed lazily), where the framework
+        exposes them (HF ``Seq2SeqTrainer`` with ``predict_with_generate``)."""
+        if self._t0 is not None:
+            self._tok_out = tokens if self._tok_out is None else self._tok_out + tokens
+
+    def batch_end(self) -> None:
+        """The batch started last is done."""
+        t0 = self._t0
+        if t0 is None:
+            return
+        latency = clock.now_s() - t0
+        self._t0 = None
+        n, tok = self._n, self._tok
+        if tok is None:
+            self._tokens_missing = True
+        else:
+            self._tokens = tok if self._tokens is None else self._tokens + tok
+        out = self._tok_out
+        if out is None:
+            self._tokens_out_missing = True
+        else:
+            self._tokens_out = out if self._tokens_out is None else self._tokens_out + out
+        if self._warm:
+            assert self.meter is not None
+            if out is not None:
+                self._warm_tokens_out = out if self._warm_tokens_out is None else self._warm_tokens_out + out
+            self._warm_parts.append(self.meter.end(_WARMUP))
+            self._warm_lat.append(latency)
+            self._warm_batches += 1
+            self._warm_samples += n
+            if tok is not None:
+                self._warm_tokens = tok if self._warm_tokens is None else self._warm_tokens + tok
+        else:
+            self._lat.append(latency)
+        self._batches += 1
+        self._samples += n
+
+    # ------------------------------------------------------------------ end
+    @property
+    def examples(self) -> list[tuple[Any, int]]:
+        """One example batch per input signature and how many batches had it (for counting FLOPs after the window)."""
+        return [(entry[0], entry[1]) for entry in self._shapes.values()]
+
+    def end(self, flops_of: Callable[[Any], float | None] | None = None) -> PhaseResult | None:
+        """Close the window, count FLOPs (after it: the count's own cost is not the phase's), sum over ranks, write
+        the record and list it in the fit's record. ``flops_of(example_batch)`` gives one batch's forward FLOPs."""
+        if self.status != "running" or self.meter is None:
+            return self.result
+        self._t0 = None
+        window = self.meter.end(_PHASE)
+        if self.meter.is_open(_WARMUP):
+            self.meter.end(_WARMUP)
+        self.meter.close()
+        self._exit.uninstall()
+        flops = self._count_flops(flops_of)
+        self.result = self._summarize(window, flops)
+        self.status = "completed"
+        self._link_and_write()
+        return self.result
+
+    def abort(self, status: str, error: BaseException | str | None = None) -> None:
+        """The phase was cut short (an exception, an interrupt): write what was measured, with ``status``."""
+        if self.status != "running" or self.meter is None:
+            return
+        self.error = None if error is None else error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self._t0 = None
+        self._exit.uninstall()
+        window = self.meter.end(_PHASE)
+        self.meter.close()
+        # this rank's part only: no collective call on a failure path
+        self.result = self._summarize(window, None, reduce=False)
+        self.status = status
+        self._link_and_write()
+
+    def _count_flops(self, flops_of: Callable[[Any], float | None] | None) -> float | None:
+        if flops_of is None or not self._shapes:
+            return None
+        total = 0.0
+        for example, count in self.examples:
+            one = flops_of(example)
+            if one is None:
+                return None
+            total += count * float(one)
+        return total
+
+    def _local_j(self, name: str, value: float | None) -> float | None:
+        """This rank's share: node-level sensors count on the node leader only."""
+        assert self.meter is not None
+        sensor = self.meter.sensors.get(name)
+        if sensor is not None and sensor.scope == "node" and not self.dist.is_node_leader:
+            return 0.0
+        return value
+
+    def _summarize(self, window: Measurement, flops: float | None, *, reduce: bool = True) -> PhaseResult:
+        names = [c for c in COMPONENTS if c in window.components] + [
+            c for c in window.components if c not in COMPONENTS
+        ]
+        warm = _sum_parts(self._warm_parts, names)
+        tokens = None if self._tokens_missing or self._tokens is None else float(self._tokens)
+        warm_tokens = None if tokens is None or self._warm_tokens is None else float(self._warm_tokens)
+        if tokens is not None and warm_tokens is None:
+            warm_tokens = 0.0
+        tokens_out = None if self._tokens_out_missing or self._tokens_out is None else float(self._tokens_out)
+        warm_out = None if tokens_out is None else float(self._warm_tokens_out or 0.0)
+        local: list[float | None] = [self._local_j(n, window.component_j(n)) for n in names]
+        local += [self._local_j(n, warm[n]) for n in names]
+        local += [float(self._batches), float(self._samples), float(self._warm_batches), float(self._warm_samples)]
+        local += [flops, tokens, warm_tokens, tokens_out, warm_out]
+        local.append(self.carbon.intensity_gco2e_per_kwh if self.dist.is_global_zero else 0.0)
+        if reduce and self.dist.world_size > 1:
+            sums, _ = sum_with_missing(local, self.reducer)
+        else:
+            sums = [None if v is None else float(v) for v in local]
+            if not reduce:
+                sums[-1] = float(self.carbon.intensity_gco2e_per_kwh)
+        k = len(names)
+        counts = sums[2 * k:2 * k + 4]
+        intensity = sums[-1]
+        assert intensity is not None
+        inputs = PhaseInputs(
+            kind=self.kind,
+            duration_s=window.duration_s,
+            component_energy_j=dict(zip(names, sums[:k], strict=True)),
+            component_method={n: window.components[n].method for n in names},
+            warmup_component_energy_j=dict(zip(names, sums[k:2 * k], strict=True)),
+            warmup_time_s=float(sum(p.duration_s for p in self._warm_parts)),
+            batches=round(counts[0] or 0),
+            samples=round(counts[1] or 0),
+            warmup_batches=round(counts[2] or 0),
+            warmup_samples=round(counts[3] or 0),
+            intensity_gco2e_per_kwh=intensity,
+            pue=self.config.pue,
+            flops=sums[2 * k + 4],
+            tokens_in=sums[2 * k + 5],
+            warmup_tokens_in=sums[2 * k + 6],
+            tokens_out=sums[2 * k + 7],
+            warmup_tokens_out=sums[2 * k + 8],
+            latencies_s=tuple(self._lat),
+            warmup_latencies_s=tuple(self._warm_lat),
+        )
+        result = summarize_phase(inputs)
+        training = training_link(self.training)
+        if training is not None:
+            self.break_even = break_even(
+                training["energy_j"], result.energy_per_sample_j,
+                training["emissions_gco2e"], result.emissions_per_sample_gco2e,
+            )
+        if result.short_window_components and self.dist.is_global_zero:
+            warnings.warn(
+                f"green_callbacks: {self.kind}: " + "; ".join(result.notes), UserWarning, stacklevel=4
+            )
+        return result
+
+    # ------------------------------------------------------------------ records
+    def to_record(self) -> dict[str, Any]:
+        result = self.result
+        components = {} if self.meter is None else self.meter.info()
+        return {
+            "schema": SCHEMA,
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "framework": self.framework,
+            "status": self.status,
+            "error": self.error,
+            "started_at": self._started_at,
+            "updated_at": clock.wall_time_s(),
+            "world_size": self.dist.world_size,
+            "carbon": None if self.carbon is None else {**self.carbon.to_record(), "pue": self.config.pue},
+            "components": components,
+            "methods": {n: [m] for n, m in ({} if result is None else result.component_method).items()},
+            "training": training_link(self.training),
+            "lost": dict(self.lost),
+            "phase": None if result is None else result.to_record(),
+            "break_even": None if self.break_even is None else self.break_even.to_record(),
+            "totals": {
+                "epochs": 0,
+                "time_s": None if result is None else result.duration_s,
+                "train_flops": None,
+                "eval_flops": None if result is None else result.flops,
+                "energy_j": None if result is None else result.energy_j,
+                "emissions_gco2e": None if result is None else result.emissions_gco2e,
+            },
+            "epochs": [],
+            "epochs_log": None,
+            **self.info,
+        }
+
+    def _environment(self) -> dict[str, Any]:
+        """The machine and versions, read after the phase's window (not part of its cost)."""
+        from green_callbacks.core.environment import hardware_info, software_info
+
+        try:
+            return {"hardware": hardware_info(self.meter.info() if self.meter else {}), "software": software_info()}
+        except Exception as err:  # a machine fact that cannot be read is not worth the record
+            return {"hardware": None, "software": None, "environment_error": f"{type(err).__name__}: {err}"}
+
+    def _link_and_write(self) -> None:
+        if not self.dist.is_global_zero or os.getpid() != self._pid:
+            return
+        self.info = {**self._environment(), **self.info}
+        if self.record_path is not None:
+            try:
+                write_json_atomic(self.record_path, self.to_record())
+            except OSError as err:
+                warnings.warn(
+                    f"green_callbacks: could not write the {self.kind} record {self.record_path} ({err}); set "
+                    "output_dir= to a writable folder.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        add_phase = getattr(self.training, "add_phase", None)
+        if self.result is not None and training_link(self.training) is not None and callable(add_phase):
+            add_phase({
+                **self.result.summary(),
+                "status": self.status,
+                "run_id": self.run_id,
+                "record": None if self.record_path is None else self.record_path.name,
+            })
+
+
+def _sum_parts(parts: Sequence[Measurement], names: Sequence[str]) -> dict[str, float | None]:
+    """Per-component sum of the warm-up windows (``None`` for a component any window lacked); 0 J for none."""
+    out: dict[str, float | None] = {}
+    for name in names:
+        values = [p.component_j(name) for p in parts]
+        out[name] = None if any(v is None for v in values) else float(sum(values))  # type: ignore[arg-type]
+    return out
+
+
+class PhaseTap:
+    """The phases of one ``GreenCallback`` (``engine.phases``): test / validate / predict / evaluate run outside
+    ``fit``. The adapter calls :meth:`begin`, :meth:`batch_start`/:meth:`batch_end` per batch, and :meth:`end`
+    (or :meth:`fail`), and logs what :meth:`end` returns where its framework logs that phase.
+
+    A phase begun while the callback's fit is running (an evaluation inside training) is part of the fit's epochs
+    and not measured twice. Failures are warned about once and switch phases off; they never reach the user's loop
+    (strict mode re-raises).
+
+    Args:
+        config, framework, sensors: as for the fit's session.
+        training: returns the callback's current fit session (the phase links to it when it has run).
+    """
+
+    def __init__(
+        self,
+        config: GreenConfig,
+        *,
+        framework: str,
+        sensors: Sequence[Sensor] | None,
+        training: Callable[[], Any],
+    ) -> None:
+        self._config = config
+        self._framework = framework
+        self._sensors = sensors
+        self._training = training
+        self.guard = Guard("green_callbacks")
+        self.current: PhaseSession | None = None
+        self.last: PhaseResult | None = None
+        """The figures of the last phase measured (``None`` before the first)."""
+        self.last_metrics: dict[str, float] = {}
+        """Its ``green/<kind>_...`` metrics, as logged (also where the framework does not log the phase)."""
+
+    @property
+    def running(self) -> bool:
+        return self.current is not None and self.current.status == "running"
+
+    @property
+    def record_path(self) -> Path | None:
+        """The record of the last phase begun (``None`` before the first, and on ranks other than zero)."""
+        return None if self.current is None else self.current.record_path
+
+    def begin(
+        self,
+        kind: str,
+        *,
+        output_dir: Any = None,
+        device_type: str = "cuda",
+        device_indices: Sequence[int] | None = None,
+        device_uuids: Sequence[str] | None = None,
+        dist: DistInfo | None = None,
+        extra: Mapping[str, Any] | None = None,
+        handle_signals: bool = True,
+    ) -> bool:
+        """Open a phase; ``False`` when it is not measured (inside a running fit, or phases switched off)."""
+        training = self._training()
+        if getattr(training, "running", False) or not self.guard.enabled("phase"):
+            return False
+        if self.running:  # the previous phase never ended (its framework stopped without a closing hook)
+            self.fail("the phase stopped without reaching its end hook")
+        phase = PhaseSession(
+            self._config, framework=self._framework, kind=kind, sensors=self._sensors, training=training, dist=dist
+        )
+        phase.lost = self.guard.lost
+        self.current = phase
+        self.guard.call(
+            "phase", phase.start, output_dir=output_dir, device_type=device_type, device_indices=device_indices,
+            device_uuids=device_uuids,
+            extra=extra, handle_signals=handle_signals,
+        )
+        return phase.status == "running"
+
+    # the per-batch calls: no Guard.call indirection, a plain try (free in Python 3.11 when nothing raises)
+    def batch_start(self, batch: Any) -> None:
+        phase = self.current
+        if phase is not None and phase.status == "running":
+            try:
+                phase.batch_start(batch)
+            except Exception as err:
+                self._broken(err)
+
+    def batch_end(self) -> None:
+        phase = self.current
+        if phase is not None and phase.status == "running":
+            try:
+                phase.batch_end()
+            except Exception as err:
+                self._broken(err)
+
+    def add_tokens_out(self, tokens: Any) -> None:
+        """Output tokens of the batch running now (see :meth:`PhaseSession.add_tokens_out`)."""
+        phase = self.current
+        if phase is not None and phase.status == "running":
+            try:
+                phase.add_tokens_out(tokens)
+            except Exception as err:
+                self._broken(err)
+
+    def _broken(self, err: Exception) -> None:
+        if strict_mode():
+            raise err
+        self.guard.fail("phase", err)
+        phase = self.current
+        if phase is not None:
+            try:
+                phase.abort("failed", err)
+            except Exception:  # the record is best effort once the phase broke
+                pass
+
+    def end(self, flops_of: Callable[[Any], float | None] | None = None) -> dict[str, float] | None:
+        """Close the phase; its ``green/<kind>_...`` metrics (``None`` when no phase is running).
+
+        ``flops_of(example_batch)``: one batch's forward FLOPs, called once per input signature after the window.
+        """
+        phase = self.current
+        if phase is None or phase.status != "running":
+            return None
+        counter = None
+        if flops_of is not None:
+            def counter(example: Any) -> float | None:
+                return self.guard.call("phase flops", flops_of, example)
+        result = self.guard.call("phase", phase.end, counter)
+        if result is None:
+            return None
+        self.last = result
+        self.last_metrics = result.metrics()
+        return dict(self.last_metrics)
+
+    def fail(self, error: BaseException | str) -> None:
+        """The phase raised ``error``: its record is written with status ``interrupted`` or ``failed``."""
+        phase = self.current
+        if phase is not None and phase.status == "running":
+            from green_callbacks.core.session import status_for
+
+            self.guard.call("phase", phase.abort, status_for(error), error)
+            self.last = phase.result
