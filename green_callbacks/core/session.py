@@ -32,6 +32,7 @@ from green_callbacks.core.guard import Guard, strict_mode
 from green_callbacks.core.meter import ComponentEnergy, Measurement, Meter
 from green_callbacks.core.record import SCHEMA, new_record_path, write_record_atomic
 from green_callbacks.core.sensors.base import COMPONENTS, UNAVAILABLE, Sensor
+from green_callbacks.core.throughput import THROUGHPUT_KEYS, BatchCounter, PeakInfo, local_peak, throughput
 from green_callbacks.core.units import emissions_gco2e, joules_to_kwh
 
 __all__ = ["METRIC_KEYS", "EpochRow", "Session"]
@@ -57,6 +58,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "green/train_flops_per_joule",
     "green/projected_total_energy_kwh",
     "green/projected_total_emissions_gco2e",
+    *THROUGHPUT_KEYS,
 )
 """Every key :meth:`Session.epoch_end` returns, from the first epoch on (NaN where a value is unavailable)."""
 
@@ -84,6 +86,13 @@ class EpochRow:
     metrics: Mapping[str, float] = field(default_factory=dict)
     missing_components: tuple[str, ...] = ()
     """Components unavailable in this epoch: ``energy_j`` and emissions are the sum of the others."""
+    train_time_s: float | None = None
+    """The epoch's wall time less its evaluation windows (this process's clock)."""
+    samples: float | None = None
+    tokens: float | None = None
+    """Training samples and input tokens of the epoch, summed over ranks; ``None`` = not known."""
+    peak_flops_per_s: float | None = None
+    """The dense peak of every device that trained (summed over ranks) at the run's compute dtype."""
 
     def to_record(self) -> dict[str, Any]:
         out = asdict(self)
@@ -170,6 +179,8 @@ class Session:
         self._pid = os.getpid()  # a forked child (a DataLoader worker) holds a stale copy: it never writes
         self._measured: set[str] = set()  # components that gave a number at some point of this run
         self._warned_lost: set[str] = set()
+        self._batches = BatchCounter()
+        self.peak = PeakInfo(None, None, (), "the run has not started")
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -212,6 +223,7 @@ class Session:
         planned_epochs: float | None = None,
         extra: Mapping[str, Any] | None = None,
         handle_signals: bool = True,
+        compute_dtype: Any = None,
     ) -> None:
         """Begin the run: build and start the sensors, open the ``run`` window, write the first record.
 
@@ -219,6 +231,8 @@ class Session:
         no ``monitor=``. ``device_indices`` are the CUDA devices this process trains on (``[]`` for CPU);
         ``device_uuids`` their UUIDs where the framework knows them (exact whatever the environment says).
         ``planned_epochs`` (may be fractional) lets the session project the run's total and apply budgets.
+        ``compute_dtype`` (``"bf16"``, ``"16-mixed"``, ``torch.float32`` …; default fp32) picks the devices' peak
+        FLOP/s for ``green/mfu``.
         """
         with self._lock:
             if self.status == "running":
@@ -233,9 +247,17 @@ class Session:
             self._started_at = clock.wall_time_s()
             self._pid = os.getpid()
             self.status = "running"
+            components = self.meter.info()
+            self.peak = local_peak(components, compute_dtype)
             self.info = {
-                "hardware": hardware_info(self.meter.info()),
+                "hardware": hardware_info(components),
                 "software": software_info(),
+                "throughput": {
+                    "compute_dtype": self.peak.dtype,
+                    "devices": list(self.peak.devices),
+                    "peak_flops_per_s": self.peak.peak_flops_per_s,
+                    "mfu_unavailable": self.peak.reason or None,
+                },
                 **dict(extra or {}),
             }
             folder = self.config.output_dir or output_dir or "green_runs"
@@ -254,10 +276,12 @@ class Session:
                 reasons.append(f"{name}: {reading.note or 'no sensor'}")
             else:
                 self._measured.add(name)
+        if self.peak.peak_flops_per_s is None:
+            reasons.append(f"green/mfu: {self.peak.reason}")
         if reasons and self.dist.is_global_zero:
             warnings.warn(
-                "green_callbacks: some energy is not measured on this machine and is reported 'unavailable' "
-                "(never 0): " + "; ".join(reasons),
+                "green_callbacks: some values are not measured on this machine and are reported 'unavailable' "
+                "or NaN (never 0): " + "; ".join(reasons),
                 UserWarning,
                 stacklevel=3,
             )
@@ -271,6 +295,7 @@ class Session:
             self._epoch = self._epoch_index if epoch is None else int(epoch)
             self._eval = []
             self._flops = {"train": 0.0, "eval": 0.0}
+            self._batches.reset()
             self.meter.begin("epoch")
 
     @property
@@ -291,6 +316,15 @@ class Session:
         self._flops["train"] += float(train)
         self._flops["eval"] += float(eval)
         self._flops_seen = True
+
+    def add_samples(self, *, samples: int | None = None, tokens: int | None = None) -> None:
+        """Add the training samples and input tokens of steps of this epoch (as read from their batches)."""
+        self._batches.add(samples, tokens)
+
+    def add_batch(self, batch: Any) -> None:
+        """Add a training batch's samples and tokens, read from its shapes
+        (:func:`~green_callbacks.core.throughput.batch_counts`)."""
+        self._batches.add_batch(batch)
 
     @property
     def flops_available(self) -> bool:
@@ -381,11 +415,13 @@ class Session:
         # rank zero's intensity for everyone: with a live provider ranks may differ, and every rank must take the
         # same budget decision
         local.append(self.carbon.intensity_gco2e_per_kwh if self.dist.is_global_zero else 0.0)
+        local += [self._batches.samples, self._batches.tokens, self.peak.peak_flops_per_s]
         sums, lacks = sum_with_missing(local, self.reducer)
         k = len(names)
         comp_j = dict(zip(names, sums[:k], strict=True))
         eval_comp_j = dict(zip(names, sums[k:2 * k], strict=True))
         train_flops, eval_flops, intensity = sums[2 * k], sums[2 * k + 1], sums[2 * k + 2]
+        samples, tokens, peak = sums[2 * k + 3:2 * k + 6]
         methods = {}
         for i, n in enumerate(names):
             part = epoch_m.components[n]
@@ -420,6 +456,10 @@ class Session:
             totals=self.totals,
             metrics=numeric,
             missing_components=tuple(n for n in names if comp_j[n] is None),
+            train_time_s=max(epoch_m.duration_s - eval_m.duration_s, 0.0),
+            samples=samples,
+            tokens=tokens,
+            peak_flops_per_s=peak,
         )
 
     def metrics(self, row: EpochRow) -> dict[str, float]:
@@ -451,6 +491,10 @@ class Session:
             "green/train_flops_per_joule": per_joule,
             "green/projected_total_energy_kwh": _kwh(self._projected(0)),
             "green/projected_total_emissions_gco2e": _nan(self._projected(1)),
+            **throughput(
+                train_time_s=row.train_time_s, samples=row.samples, tokens=row.tokens, train_flops=row.train_flops,
+                peak_flops_per_s=row.peak_flops_per_s,
+            ).metrics(),
         }
 
     def _projected(self, which: int) -> float | None:

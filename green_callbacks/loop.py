@@ -1,0 +1,385 @@
+"""Any training loop: ``Tracker``, the same engine as the three callbacks, driven by hand.
+
+::
+
+    from green_callbacks.loop import Tracker
+
+    tracker = Tracker(country="FR", model=model, log=writer.add_scalar)   # the callbacks' keywords, plus a few
+    with tracker:                                    # start … finish ("completed" / "failed" / "interrupted")
+        for epoch in range(3):
+            with tracker.epoch() as ep:              # one epoch: the green/ keys are logged when it closes
+                for batch in train_loader:
+                    ...                              # your step
+                    tracker.step(batch)              # samples, tokens and (with model=) training FLOPs
+                with tracker.evaluation():
+                    for batch in val_loader:
+                        ...
+                        tracker.eval_step(batch)
+                ep.metrics["val_loss"] = val_loss    # the monitored metric, for "to convergence"
+            if tracker.should_stop:                  # a budget would be exceeded
+                break
+
+Every number comes from :class:`~green_callbacks.core.session.Session` — the same keys, record, report and
+never-break guard as ``GreenCallback`` in Lightning, Keras and transformers. ``log=`` takes any logging callable:
+``wandb.log``, ``SummaryWriter.add_scalar``, ``accelerator.log``, ``fabric.log_dict``, ``mlflow.log_metrics``, or
+your own ``print``-like function (see :class:`LogHook`). Under ``torch.distributed`` (DDP, FSDP, Fabric,
+Accelerate) every rank drives its tracker alike; values are summed over ranks, the node-level parts (CPU package,
+RAM) counted once per node, and only global rank zero logs and writes the record.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+from green_callbacks.core.throughput import batch_counts
+
+__all__ = ["METRIC_KEYS", "Epoch", "LogHook", "Tracker"]
+
+NAN = float("nan")
+Forward = Callable[[Any, Any], Any]
+
+_SCALAR_NAMES = (("tag", "name", "key"), ("scalar_value", "value", "val", "scalar"))
+_STEP_NAMES = ("step", "global_step")
+
+
+class LogHook:
+    """Calls a user's logging function with one epoch's ``green/`` metrics.
+
+    Two shapes are recognised from the callable's signature:
+
+    * **a mapping at once** (``wandb.log(d)``, ``accelerator.log(d, step=)``, ``fabric.log_dict(d, step=)``,
+      ``mlflow.log_metrics(d, step=)``, ``print``): called once per epoch with the dict;
+    * **one scalar at a time** (``SummaryWriter.add_scalar(tag, value, global_step)``, ``fabric.log(name, value,
+      step)``): its first two parameters are named like ``tag``/``name`` and ``value``/``scalar_value``; called
+      once per key.
+
+    ``step``: the epoch number is passed as ``step=`` / ``global_step=`` when the callable takes one, except to
+    ``wandb.log``, whose step must keep growing with your own per-batch logging (W&B drops smaller steps).
+    ``step=True`` / ``False`` forces it either way.
+    """
+
+    def __init__(self, fn: Callable[..., Any], step: bool | None = None) -> None:
+        if not callable(fn):
+            raise ValueError(
+                f"log= must be a callable such as wandb.log, writer.add_scalar, accelerator.log or fabric.log_dict, "
+                f"got {fn!r} ({type(fn).__name__})"
+            )
+        if step not in (None, True, False):
+            raise ValueError(f"log_step must be True, False or None (automatic), got {step!r}")
+        self.fn = fn
+        params = _parameters(fn)
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self.scalar = len(names) >= 2 and names[0] in _SCALAR_NAMES[0] and names[1] in _SCALAR_NAMES[1]
+        self.step_name = next((p.name for p in params if p.name in _STEP_NAMES), None)
+        module = str(getattr(fn, "__module__", "") or "")
+        wants_step = not module.startswith("wandb") if step is None else step
+        if wants_step and self.step_name is None and step:
+            raise ValueError(f"log_step=True, but {_name(fn)} takes no step= or global_step= argument")
+        self.pass_step = bool(wants_step and self.step_name is not None)
+
+    def __call__(self, metrics: Mapping[str, float], step: int) -> None:
+        extra = {self.step_name: step} if self.pass_step and self.step_name else {}
+        if self.scalar:
+            for key, value in metrics.items():
+                self.fn(key, value, **extra)
+        else:
+            self.fn(dict(metrics), **extra)
+
+
+def _parameters(fn: Callable[..., Any]) -> list[inspect.Parameter]:
+    try:
+        return list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature (e.g. print on some versions)
+        return []
+
+
+def _name(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__)
+
+
+class Epoch:
+    """The epoch a ``with tracker.epoch() as ep:`` block measures.
+
+    Put the epoch's own metrics into ``ep.metrics`` (``val_loss``, ``accuracy``): the monitored one drives
+    "to convergence", and all numbers go into the run record. After the block, ``ep.green`` holds the ``green/``
+    metrics that were logged.
+    """
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.metrics: dict[str, Any] = {}
+        self.green: dict[str, float] = {}
+
+
+class Tracker(GreenCallbackBase):
+    """Energy, emissions, FLOPs and throughput of any training loop, with the callbacks' keys and record.
+
+    Takes every keyword of the callbacks (``country=``, ``carbon_intensity=``, ``pue=``, ``monitor=``,
+    ``budget_kwh=``, ``output_dir=`` …; see :class:`~green_callbacks._adapter.GreenCallbackBase`) and these:
+
+    Args:
+        model: the ``torch.nn.Module`` you train; with it, :meth:`step` and :meth:`eval_step` count FLOPs (once per
+            batch signature, on a meta copy). Wrappers (DDP, Fabric, Accelerate, ``torch.compile``) are looked
+            through; for FSDP2 (``fully_shard``) the unsharded model is counted.
+        forward: ``forward(model, batch)`` running one step's forward and returning the loss (or the output: the
+            backward's FLOPs do not depend on which scalar it starts from). Default: ``model(**batch)`` for a
+            mapping, ``model(batch[0])`` for a tuple or list, else ``model(batch)``.
+        log: any logging callable, called with the ``green/`` metrics at every epoch end (see :class:`LogHook`).
+        log_step: pass the epoch number as the logger's step (``None``: automatic, see :class:`LogHook`).
+        dtype: the compute dtype, for the MFU peak (``"bf16"``, ``"fp16"``, ``"tf32"``, ``"fp32"``, a
+            ``torch.dtype``); default ``"fp32"``.
+        device: the device this process trains on (default: the model's); picks the GPU(s) whose energy is measured.
+        planned_epochs: how many epochs the run will last, for the projection and budgets.
+        hyperparameters: kept in the run record.
+    """
+
+    framework = "loop"
+
+    def __init__(
+        self,
+        *,
+        model: Any = None,
+        forward: Forward | None = None,
+        log: Callable[..., Any] | None = None,
+        log_step: bool | None = None,
+        dtype: Any = None,
+        device: Any = None,
+        planned_epochs: float | None = None,
+        hyperparameters: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        GreenCallbackBase.__init__(self, **kwargs)
+        if forward is not None and not callable(forward):
+            raise ValueError(f"forward must be callable as forward(model, batch), got {forward!r}")
+        if planned_epochs is not None and (isinstance(planned_epochs, bool) or not isinstance(
+                planned_epochs, (int, float)) or not planned_epochs > 0):
+            raise ValueError(f"planned_epochs must be a positive number, got {planned_epochs!r}")
+        if dtype is not None:
+            from green_callbacks.core.flops.peaks import normalize_dtype
+
+            normalize_dtype(dtype)  # a clear ValueError now, not a NaN later
+        self._model_ref = None if model is None else weakref.ref(model)
+        self._forward = forward or default_forward
+        self._log = None if log is None else LogHook(log, log_step)
+        self._dtype = dtype
+        self._device = device
+        self._planned_epochs = planned_epochs
+        self._hyperparameters = dict(hyperparameters or {})
+        self._counter: Any = None
+        self._epoch: Epoch | None = None
+
+    # ------------------------------------------------------------------ run
+    @property
+    def model(self) -> Any:
+        return None if self._model_ref is None else self._model_ref()
+
+    @property
+    def should_stop(self) -> bool:
+        """True once a budget would be exceeded (``budget_action="stop"``): end your loop after this epoch."""
+        return self.session.should_stop
+
+    @property
+    def running(self) -> bool:
+        return self.session.status == "running"
+
+    def start(self) -> Tracker:
+        """Begin the run (``with tracker:`` does it for you). A finished tracker starts a new run."""
+        if self.running:
+            return self
+        if self.session.status != "created":
+            self.session = self._new_session()
+        self.session.guard.call("start", self._start)
+        return self
+
+    def _start(self) -> None:
+        self.session.start(
+            hyperparameters=self._hyperparameters,
+            device_indices=_device_indices(self._device, self.model),
+            planned_epochs=self._planned_epochs,
+            compute_dtype=self._dtype,
+            extra={"loop": {"model": None if self.model is None else type(self.model).__name__,
+                            "logger": None if self._log is None else _name(self._log.fn)}},
+        )
+
+    def finish(self, status: str = "completed", error: BaseException | str | None = None) -> Any:
+        """End the run and write the final record; returns its path. Safe to call more than once."""
+        if self.running:
+            self.session.guard.call("finish", self.session.finish, status, error)
+        return self.record_path
+
+    def __enter__(self) -> Tracker:
+        return self.start()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.finish("completed")
+        else:
+            self.finish("interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed", exc)
+
+    # ------------------------------------------------------------------ epochs
+    def epoch_start(self, epoch: int | None = None) -> Epoch:
+        """Open an epoch (``epoch``: your epoch number; default: the count so far). Starts the run if needed."""
+        if self.session.status != "running":
+            self.start()
+        index = epoch if epoch is not None else (self._epoch.index + 1 if self._epoch is not None else
+                                                 len(self.session.rows))
+        self._epoch = Epoch(index)
+        if self.running:
+            self.session.guard.call("epoch", self.session.epoch_start, index)
+        return self._epoch
+
+    def epoch_end(self, metrics: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """Close the epoch: the ``green/`` metrics (every key, NaN where unknown), logged through ``log=``.
+
+        Under ``torch.distributed`` this is a collective call: every rank must make it.
+        """
+        epoch = self._epoch or Epoch(len(self.session.rows))
+        epoch.metrics.update(metrics or {})
+        values = None
+        if self.running and self.session.in_epoch:
+            values = self.session.guard.call("epoch", self.session.epoch_end, _numbers(epoch.metrics))
+        if values is None:  # every key, every epoch, even when measuring failed
+            values = dict.fromkeys(METRIC_KEYS, NAN)
+        epoch.green = dict(values)
+        self.last_metrics = dict(values)
+        if self._log is not None and self.session.dist.is_global_zero:
+            self.session.guard.call("logging", self._log, values, epoch.index)
+        return dict(values)
+
+    @contextmanager
+    def epoch(self, epoch: int | None = None) -> Iterator[Epoch]:
+        """``with tracker.epoch() as ep:`` — :meth:`epoch_start` on entry, :meth:`epoch_end` on a normal exit.
+
+        An exception inside the block leaves the epoch open (no collective call on a failure path); the run's
+        ``with tracker:`` then records it as the partial epoch of a failed run.
+        """
+        current = self.epoch_start(epoch)
+        yield current
+        self.epoch_end()
+
+    def eval_start(self) -> None:
+        """Open an evaluation window inside the epoch (its energy is reported apart; several are summed)."""
+        if self.running and self.session.in_epoch:
+            self.session.guard.call("eval", self.session.eval_start)
+
+    def eval_end(self) -> None:
+        if self.running and self.session.in_epoch:
+            self.session.guard.call("eval", self.session.eval_end)
+
+    @contextmanager
+    def evaluation(self) -> Iterator[None]:
+        """``with tracker.evaluation():`` around your validation loop."""
+        self.eval_start()
+        try:
+            yield
+        finally:
+            self.eval_end()
+
+    # ------------------------------------------------------------------ steps
+    def step(self, batch: Any = None, *, samples: int | None = None, tokens: int | None = None) -> None:
+        """One training step ran on ``batch``: count its samples, tokens and (with ``model=``) its FLOPs.
+
+        Call it once per optimizer-less forward+backward (per micro-batch under gradient accumulation).
+        ``samples``/``tokens`` override what is read from the batch's shapes (see
+        :func:`green_callbacks.core.throughput.batch_counts`).
+        """
+        self._step("train", batch, samples, tokens)
+
+    def eval_step(self, batch: Any = None) -> None:
+        """One evaluation step ran on ``batch``: count its forward FLOPs (with ``model=``)."""
+        self._step("eval", batch, None, None)
+
+    def _step(self, kind: str, batch: Any, samples: int | None, tokens: int | None) -> None:
+        if not (self.running and self.session.in_epoch):
+            return
+        if kind == "train":
+            self.session.guard.call("throughput", self._add_samples, batch, samples, tokens)
+        if batch is not None and self.model is not None and self.session.flops_available:
+            flops = self.session.guard.call("flops", self._count_flops, kind, batch)
+            if flops is not None:
+                self.session.add_flops(**{kind: flops})
+
+    def _add_samples(self, batch: Any, samples: int | None, tokens: int | None) -> None:
+        read_samples, read_tokens = batch_counts(batch) if batch is not None else (None, None)
+        self.session.add_samples(samples=read_samples if samples is None else samples,
+                                 tokens=read_tokens if tokens is None else tokens)
+
+    def _count_flops(self, kind: str, batch: Any) -> float:
+        """The one call into the core FLOP engine (cached per batch signature)."""
+        from green_callbacks._sharded import flop_model
+
+        if self._counter is None:
+            from green_callbacks.core.flops import TorchFlopCounter
+
+            # a real-step fallback would run collectives on one rank only: meta copies alone when distributed
+            self._counter = TorchFlopCounter(fallback_to_real_step=self.session.dist.world_size == 1)
+        model = flop_model(self.model)
+        count = self._counter.count_train_step if kind == "train" else self._counter.count_eval_step
+        return float(count(model, self._forward, batch).flops)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """Save with your checkpoint; :meth:`load_state_dict` before :meth:`start` continues the run's totals."""
+        return self.session.guard.call("checkpoint", self.session.state_dict) or {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state:
+            if self.session.status != "created":
+                self.session = self._new_session()
+            self.session.guard.call("checkpoint", self.session.load_state_dict, state)
+
+
+def default_forward(model: Any, batch: Any) -> Any:
+    """``model(**batch)`` for a mapping, ``model(batch[0])`` for a tuple/list (``(inputs, targets)``), else
+    ``model(batch)``."""
+    if isinstance(batch, Mapping):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(batch[0])
+    return model(batch)
+
+
+def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number) or math.isnan(number):
+            out[str(key)] = number
+    return out
+
+
+def _device_indices(device: Any, model: Any) -> list[int] | None:
+    """CUDA ordinals this process trains on: from ``device=``, else the model's parameters; ``None``: unknown."""
+    if device is None and model is not None and "torch" in sys.modules:
+        param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+        device = None if param is None else param.device
+    if device is None:
+        return None
+    if isinstance(device, int) and not isinstance(device, bool):
+        return [device]
+    kind = getattr(device, "type", None)
+    index = getattr(device, "index", None)
+    if kind is None:  # a string such as "cuda:1" or "cpu"
+        text = str(device)
+        kind, _, rest = text.partition(":")
+        index = int(rest) if rest.isdigit() else None
+    if kind != "cuda":
+        return []
+    if index is None:
+        import torch
+
+        index = torch.cuda.current_device()
+    return [int(index)]
+
