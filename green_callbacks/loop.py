@@ -60,9 +60,9 @@ class LogHook:
       step)``): its first two parameters are named like ``tag``/``name`` and ``value``/``scalar_value``; called
       once per key.
 
-    ``step``: the epoch number is passed as ``step=`` / ``global_step=`` when the callable takes one, except to
-    ``wandb.log``, whose step must keep growing with your own per-batch logging (W&B drops smaller steps).
-    ``step=True`` / ``False`` forces it either way.
+    ``step``: the epoch number is passed as ``step=`` / ``global_step=`` when the callable takes one (or takes
+    only ``**kwargs``, as ``accelerator.log`` does behind its decorator), except to ``wandb.log``, whose step must keep
+    growing with your own per-batch logging (W&B drops smaller steps). ``step=True`` / ``False`` forces it either way.
     """
 
     def __init__(self, fn: Callable[..., Any], step: bool | None = None) -> None:
@@ -78,6 +78,8 @@ class LogHook:
         names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         self.scalar = len(names) >= 2 and names[0] in _SCALAR_NAMES[0] and names[1] in _SCALAR_NAMES[1]
         self.step_name = next((p.name for p in params if p.name in _STEP_NAMES), None)
+        if self.step_name is None and any(p.kind is p.VAR_KEYWORD for p in params):
+            self.step_name = "step"  # a wrapper hiding its signature (accelerate's ``@on_main_process`` log)
         module = str(getattr(fn, "__module__", "") or "")
         wants_step = not module.startswith("wandb") if step is None else step
         if wants_step and self.step_name is None and step:
