@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> Path:
                         total += float(loss_of(model, batch)) * len(xb)
                         tracker.eval_step(batch)
                 ep.metrics["val_loss"] = total / len(val.dataset)
-            print(f"epoch {epoch}: val_loss {ep.metrics['val_loss']:.4f}, "
-                  f"{ep.green['green/epoch_energy_kwh'] * 1000:.4f} Wh, {ep.green['green/samples_per_s']:.0f} samples/s")
+            wh, rate = ep.green["green/epoch_energy_kwh"] * 1000, ep.green["green/samples_per_s"]
+            print(f"epoch {epoch}: val_loss {ep.metrics['val_loss']:.4f}, {wh:.4f} Wh, {rate:.0f} samples/s")
             if tracker.should_stop:  # a budget_kwh= / budget_gco2e= would be exceeded
                 break
     writer.close()

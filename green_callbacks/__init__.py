@@ -8,9 +8,9 @@ loop with the same engine.
 
 from __future__ import annotations
 
-__version__ = "0.1.0.dev0"
-
 from typing import Any
+
+__version__ = "0.1.0.dev0"
 
 __all__ = ["Tracker", "__version__"]
 

@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 
 from green_callbacks.core.record import read_record
-from green_callbacks.core.sensors.base import Reading
 from green_callbacks.core.sensors.fake import ConstantPowerSensor
 from green_callbacks.core.session import METRIC_KEYS
 
@@ -161,8 +160,8 @@ def test_tokens_from_input_ids_and_explicit_counts(tmp_path, fake_clock):
 
 def test_summary_writer_add_scalar_gets_every_key_with_the_epoch_as_step(tmp_path, fake_clock):
     pytest.importorskip("tensorboard")
-    from torch.utils.tensorboard import SummaryWriter
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
 
     model = mlp()
     writer = SummaryWriter(str(tmp_path / "tb"))
@@ -237,12 +236,11 @@ def test_a_failing_logger_never_breaks_the_loop(tmp_path, fake_clock, monkeypatc
         raise RuntimeError("logger down")
 
     tracker = Tracker(carbon_intensity=100.0, sensors=sensors(), output_dir=str(tmp_path), log=broken)
-    with pytest.warns(RuntimeWarning, match="logging failed and is switched off") as caught:
-        with tracker:
-            for _ in range(3):
-                with tracker.epoch():
-                    fake_clock.advance(1.0)
-                    tracker.step(samples=4)
+    with pytest.warns(RuntimeWarning, match="logging failed and is switched off") as caught, tracker:
+        for _ in range(3):
+            with tracker.epoch():
+                fake_clock.advance(1.0)
+                tracker.step(samples=4)
     assert len([w for w in caught if "logging failed" in str(w.message)]) == 1 and calls == [1]
     record = read_record(tracker.record_path)
     assert record["status"] == "completed" and len(record["epochs"]) == 3 and "logging" in record["lost"]
