@@ -285,18 +285,21 @@ class Tracker(GreenCallbackBase):
             self.eval_end()
 
     # ------------------------------------------------------------------ steps
-    def step(self, batch: Any = None, *, samples: int | None = None, tokens: int | None = None) -> None:
-        """One training step ran on ``batch``: count its samples, tokens and (with ``model=``) its FLOPs.
+    def step(self, batch: Any = None, *, samples: int | None = None, tokens: int | None = None) -> _Step:
+        """One training step on ``batch``: counts its samples, tokens and (with ``model=``) its FLOPs.
 
-        Call it once per optimizer-less forward+backward (per micro-batch under gradient accumulation).
-        ``samples``/``tokens`` override what is read from the batch's shapes (see
-        :func:`green_callbacks.core.throughput.batch_counts`).
+        Use it around the step's forward and backward, ``with tracker.step(batch): loss.backward()``, or call it
+        once after the step; both count the same (FLOPs on a meta copy of the model, once per batch signature).
+        Under gradient accumulation, once per micro-batch. ``samples``/``tokens`` override what is read from the
+        batch's shapes (see :func:`green_callbacks.core.throughput.batch_counts`).
         """
         self._step("train", batch, samples, tokens)
+        return _Step()
 
-    def eval_step(self, batch: Any = None) -> None:
-        """One evaluation step ran on ``batch``: count its forward FLOPs (with ``model=``)."""
+    def eval_step(self, batch: Any = None) -> _Step:
+        """One evaluation step on ``batch``: counts its forward FLOPs (with ``model=``); ``with`` or a plain call."""
         self._step("eval", batch, None, None)
+        return _Step()
 
     def _step(self, kind: str, batch: Any, samples: int | None, tokens: int | None) -> None:
         if not (self.running and self.session.in_epoch):
@@ -336,6 +339,16 @@ class Tracker(GreenCallbackBase):
             if self.session.status != "created":
                 self.session = self._new_session()
             self.session.guard.call("checkpoint", self.session.load_state_dict, state)
+
+
+class _Step:
+    """What :meth:`Tracker.step` returns: usable as ``with tracker.step(batch): ...`` around the step, or ignored."""
+
+    def __enter__(self) -> _Step:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def default_forward(model: Any, batch: Any) -> Any:
