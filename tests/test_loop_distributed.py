@@ -1,4 +1,5 @@
-"""Tracker under sharded and multi-node training: FSDP2 and DDP on 2 CPU processes (gloo), and 2 simulated nodes.
+"""Tracker under sharded and multi-node training: FSDP2, DDP and DeepSpeed ZeRO-3 on 2 CPU processes (gloo), and 2
+simulated nodes. The DeepSpeed case runs where ``deepspeed`` is installed (it is not a test dependency).
 
 The script tests/scripts/loop_dist.py trains MLP 4 -> 8 -> 2 for 2 epochs on 32 training samples (batches of 4) and
 evaluates 8 samples (batches of 4), the batches split evenly over the ranks. Each process draws 100 W (GPU, per
@@ -6,8 +7,8 @@ device) + 20 W (CPU, per node) + 5 W (RAM, per process); its fake clock moves 1 
 evaluation batch.
 
 - One process: 8 + 2 batches -> 8 + 1 = 9 s per epoch -> (100 + 20 + 5) W x 9 s = 1125 J.
-- One node, 2 ranks (FSDP2 or DDP): each rank 4 + 1 batches -> 4.5 s. GPU 2 x 450 = 900 J, RAM 2 x 22.5 = 45 J, the
-  CPU package once (node leader only): 90 J -> 1035 J per epoch; evaluation (2 x 105 + 20) W x 0.5 s = 115 J.
+- One node, 2 ranks (FSDP2, DDP or ZeRO-3): each rank 4 + 1 batches -> 4.5 s. GPU 2 x 450 = 900 J, RAM 2 x 22.5 =
+  45 J, the CPU package once (node leader only): 90 J -> 1035 J per epoch; evaluation (2 x 105 + 20) W x 0.5 s = 115 J.
 - 2 nodes x 1 rank (``torchrun --nnodes 2``, FSDP2 across the nodes): both ranks lead their node, so each node's CPU
   counts once: 900 + 2 x 90 + 45 = 1125 J per epoch.
 
@@ -45,7 +46,7 @@ def _free_port() -> str:
 
 def _torchrun(out: Path, layout: str, *launcher: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK")}
-    env.update(GREEN_CALLBACKS_STRICT="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+    env.update(GREEN_CALLBACKS_STRICT="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu",
                PYTHONPATH=os.pathsep.join([str(SCRIPT.parents[2]), env.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", *launcher, str(SCRIPT), str(out), layout]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -73,9 +74,11 @@ def _single(out: Path, tick) -> dict[str, float]:
     return tracker.last_metrics
 
 
-@pytest.mark.parametrize("layout", ["fsdp2", "ddp"])
+@pytest.mark.parametrize("layout", ["fsdp2", "ddp", "deepspeed"])
 def test_one_node_two_ranks_exact_flops_and_the_node_once(tmp_path, fake_clock, layout):
     pytest.importorskip("torch.distributed.fsdp")
+    if layout == "deepspeed":  # not a dependency of the suite: runs where DeepSpeed is installed (CPU accelerator)
+        pytest.importorskip("deepspeed", exc_type=ImportError)
     out = tmp_path / layout
     out.mkdir()
     proc = _torchrun(out, layout, "--nproc-per-node", "2", "--master-port", _free_port())

@@ -6,6 +6,7 @@ Usage: python loop_dist.py OUTPUT_DIR LAYOUT     (under torchrun for the distrib
   LAYOUT "nodes":  torchrun --nnodes 2 --nproc-per-node 1 --node-rank {0,1} (two launchers, one per simulated
                    node): each rank is its node's leader; the model is sharded with FSDP2 across the two "nodes".
   LAYOUT "ddp":    torchrun --nproc-per-node 2 with DistributedDataParallel.
+  LAYOUT "deepspeed": torchrun --nproc-per-node 2, DeepSpeed ZeRO stage 3 on the CPU (DS_ACCELERATOR=cpu, gloo).
 
 Data: 32 training samples in batches of 4 and 8 evaluation samples in batches of 4, split evenly over the ranks
 (rank r takes every world-size-th batch). The fake clock moves 1 s per training batch and 0.5 s per evaluation batch.
@@ -38,7 +39,11 @@ def loss_of(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch
 
 def run(out_dir: Path, layout: str, tick) -> tuple[Tracker, dict[str, int]]:
     distributed = layout != "single"
-    if distributed:
+    if layout == "deepspeed":
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo")
+    elif distributed:
         dist.init_process_group("gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     torch.manual_seed(0)
@@ -55,7 +60,12 @@ def run(out_dir: Path, layout: str, tick) -> tuple[Tracker, dict[str, int]]:
     y = (x[:, 0] > 0).long()
     train = [(x[i:i + 4], y[i:i + 4]) for i in range(0, 32, 4)][rank::world]
     val = [(x[i:i + 4], y[i:i + 4]) for i in range(32, 40, 4)][rank::world]
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    if layout == "deepspeed":
+        config = {"train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+                  "zero_optimization": {"stage": 3}, "zero_allow_untested_optimizer": True}
+        model, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     tracker = Tracker(
         carbon_intensity=100.0,
         output_dir=str(out_dir),
@@ -72,9 +82,12 @@ def run(out_dir: Path, layout: str, tick) -> tuple[Tracker, dict[str, int]]:
             with tracker.epoch():
                 for batch in train:
                     with tracker.step(batch):
-                        optimizer.zero_grad()
-                        loss_of(model, batch).backward()
-                    optimizer.step()
+                        if layout == "deepspeed":
+                            model.backward(loss_of(model, batch))
+                        else:
+                            optimizer.zero_grad()
+                            loss_of(model, batch).backward()
+                    (model if layout == "deepspeed" else optimizer).step()
                     tick(1.0)
                 with tracker.evaluation(), torch.no_grad():
                     for batch in val:
