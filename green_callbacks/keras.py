@@ -19,7 +19,6 @@ totals in a small JSON file beside that backup (``green_callbacks_state.json``) 
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
@@ -28,7 +27,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+from green_callbacks._adapter import GreenCallbackBase
+from green_callbacks.core.metric_keys import nan_metrics
+from green_callbacks.core.record_writer import write_json_atomic
 
 __all__ = ["GreenCallback"]
 
@@ -54,7 +55,6 @@ def _import_keras() -> Any:
 
 
 keras = _import_keras()
-NAN = float("nan")
 _END_OF_DATA = ("StopIteration", "OutOfRangeError")  # how Keras' step functions say "no more batches"
 
 
@@ -183,7 +183,7 @@ def _device_indices(model: Any) -> list[int]:
     return []
 
 
-class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
+class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
     """Energy, emissions and FLOPs of a Keras 3 ``fit``, logged every epoch as ``green/...`` keys.
 
     Takes the keyword-only arguments of :class:`green_callbacks._adapter.GreenCallbackBase`. Convergence follows
@@ -193,116 +193,81 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
 
     framework = "keras"
 
-    def __init__(self, **kwargs: Any) -> None:
-        keras.callbacks.Callback.__init__(self)
-        GreenCallbackBase.__init__(self, **kwargs)
-        self._steps = _Steps()
+    def _init_adapter(self) -> None:
+        self._steps = _Steps()  # batch signatures of backends whose steps cannot be counted one by one (jax, tf)
         self._wrapped: list[tuple[Any, str, Any]] = []
         self._epoch_iterator: Any = None
-        self._flop_counter: Any = None
         self._flops_info: dict[str, Any] = {}
+        self._torch_counter: _TorchStepCounter | None = None  # kept across fits: a later fit reuses its cache
         self._warned_order = False
         self._backup_dir: str | None = None
 
-    __init__.__signature__ = inspect.signature(GreenCallbackBase.__init__)  # type: ignore[attr-defined]
-
     # ------------------------------------------------------------------ fit begin / end
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self.session.status == "running":  # the previous fit died where no wrapper could see it
-            self.session.finish("failed", "the previous fit() stopped without reaching on_train_end")
-        if self.session.status != "created":
-            self.session = self._new_session()
-        # The FLOP counter is kept: its cache is keyed by model and signature, so a later fit of the same model
-        # does not pay for a new meta copy (~150 ms for a small Keras model).
+        self._engine.begin_fit()
         self._steps.reset()
-        self.session.guard.call("train_begin", self._train_begin, _find_fit_locals(self))
+        self._engine.guard("start", self._train_begin, _find_fit_locals(self))
 
     def _train_begin(self, fit_locals: dict[str, Any] | None) -> None:
-        callbacks = None if fit_locals is None else fit_locals["callbacks"]
+        callbacks = None if fit_locals is None else fit_locals["callbacks"].callbacks
         self._epoch_iterator = None if fit_locals is None else fit_locals.get("epoch_iterator")
-        if callbacks is not None:
-            self._put_before_loggers(callbacks.callbacks)
-        elif not self._warned_order:
-            self._warned_order = True
-            warnings.warn(
-                "green_callbacks: GreenCallback could not find the callback list of this fit(); list it first in "
-                "callbacks=[...] so that CSVLogger, TensorBoard and EarlyStopping see the green/ keys.",
-                UserWarning,
-                stacklevel=3,
-            )
-        stopper = None
-        if callbacks is not None:
-            stopper = next((c for c in callbacks.callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
-        model = self.model
+        self._put_before_loggers(callbacks)
+        stopper = next((c for c in callbacks or [] if isinstance(c, keras.callbacks.EarlyStopping)), None)
         backend = keras.backend.backend()
-        optimizer = getattr(model, "optimizer", None)
-        hyper: dict[str, Any] = {
-            "epochs": self.params.get("epochs"),
-            "steps_per_epoch": self.params.get("steps"),
-            "optimizer": None if optimizer is None else type(optimizer).__name__,
-        }
-        rate = getattr(optimizer, "learning_rate", None)
-        try:
-            hyper["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
-        except Exception:
-            hyper["learning_rate"] = None
         self._flops_info = {"backend": backend, **_FLOP_METHODS.get(backend, {"method": "unavailable"})}
-        self._backup_dir = None if callbacks is None else _backup_dir(callbacks.callbacks)
+        if backend == "torch":
+            self._torch_counter = self._torch_counter or _TorchStepCounter()
+            self._torch_counter.info = self._flops_info
+        self._engine.flops.use(self._torch_counter if backend == "torch" else None)
+        self._backup_dir = None if callbacks is None else _backup_dir(callbacks)
         if self._backup_dir is not None:  # resuming a crashed fit with BackupAndRestore: the totals go on
             self._resume(self._backup_dir)
-        self.session.start(
-            hyperparameters=hyper,
-            device_indices=self.session.guard.call("devices", _device_indices, model),
+        self._engine.start(
+            hyperparameters=_hyperparameters(self.model, self.params),
+            device_indices=self._engine.guard("start", _device_indices, self.model),
             monitor=None if stopper is None else stopper.monitor,
             mode=None if stopper is None or stopper.mode not in ("min", "max") else stopper.mode,
             planned_epochs=self.params.get("epochs"),
             extra={"keras": {"version": keras.__version__, "backend": backend}, "flops": self._flops_info},
+            compute_dtype=keras.config.dtype_policy().compute_dtype,
         )
-        self._wrap(model, "train_function", "train")
+        self._wrap(self.model, "train_function", "train")
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._unwrap()
-        if self.session.status == "running":
-            self.session.guard.call("train_end", self.session.finish, "completed")
+        self._engine.finish("completed")
 
     # ------------------------------------------------------------------ epochs
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.session.status == "running":
-            if not self.session.rows and self.params.get("epochs"):  # fit(initial_epoch=...) runs epochs - initial
-                self.session.set_planned_epochs(self.params["epochs"] - epoch)
-            self.session.guard.call("epoch_begin", self.session.epoch_start, epoch)
+        self._engine.set_planned_epochs(self.params.get("epochs"), first_epoch=epoch)  # fit(initial_epoch=...)
+        self._engine.epoch_start(epoch)
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self.session.status == "running" and self.session.in_epoch:  # validation inside fit
+        if self._engine.in_epoch:  # validation inside fit
             self._wrap(self.model, "test_function", "eval")
-            self.session.guard.call("eval", self.session.eval_start)
+            self._engine.eval_start()
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self.session.status == "running" and self.session.in_epoch:
-            self.session.guard.call("eval", self.session.eval_end)
+        self._engine.eval_end()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        metrics = None
-        if self.session.status == "running" and self.session.in_epoch:
-            self.session.guard.call("flops", self._add_flops)
-            metrics = self.session.guard.call("epoch_end", self.session.epoch_end, dict(logs or {}))
-            if metrics is not None and self._backup_dir is not None:
-                self.session.guard.call("checkpoint", self._save_state)
-        if metrics is None:  # every key, every epoch: CSVLogger fixes its columns at epoch 0
-            metrics = dict.fromkeys(METRIC_KEYS, NAN)
-        self.last_metrics = metrics
-        if logs is not None:
-            logs.update(metrics)
-        if self.session.should_stop and self.model is not None:
+        if self._engine.in_epoch and self._steps.counts:
+            self._engine.guard("flops", self._add_noted_flops)
+        metrics = self._engine.epoch_end(logs or {})
+        if metrics is not None and self._backup_dir is not None:
+            self._engine.guard("checkpoint", self._save_state)
+        if logs is not None:  # every key, every epoch: CSVLogger fixes its columns at epoch 0
+            logs.update(metrics or nan_metrics())
+        if self._engine.should_stop and self.model is not None:
             self.model.stop_training = True
 
     def _resume(self, backup_dir: str) -> None:
         try:
             state = _restored_state(backup_dir)
             if state is not None:
-                self.session.load_state_dict(state)
+                self._engine.session.load_state_dict(state)
         except (OSError, ValueError, KeyError, TypeError) as err:  # an unreadable state file: start afresh
-            self.session = self._new_session()
+            self._engine.restart()
             warnings.warn(
                 f"green_callbacks: the totals saved in {backup_dir} could not be read ({type(err).__name__}: {err}); "
                 "this fit starts new totals and a new run record.",
@@ -312,33 +277,36 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
 
     def _save_state(self) -> None:
         """Keep the session's totals beside ``BackupAndRestore``'s backup, for a resumed fit to continue them."""
-        if self._backup_dir is not None and self.session.dist.is_global_zero:
-            from green_callbacks.core.record import write_record_atomic
-
-            write_record_atomic(os.path.join(self._backup_dir, _STATE_FILE), self.session.state_dict())
+        if self._backup_dir is not None and self._engine.session.dist.is_global_zero:
+            write_json_atomic(os.path.join(self._backup_dir, _STATE_FILE), self._engine.session.state_dict())
 
     # ------------------------------------------------------------------ order of callbacks
-    def _put_before_loggers(self, callbacks: list[Any]) -> None:
+    def _put_before_loggers(self, callbacks: list[Any] | None) -> None:
         """Move this callback just before the first Keras logger/monitor that precedes it.
 
         Called while ``CallbackList.on_train_begin`` iterates ``callbacks``: moving an element from index k to an
         earlier index leaves every index after k unchanged, so the iteration goes on with the right callback.
         """
+        if callbacks is None:
+            self._warn_order("GreenCallback could not find the callback list of this fit(); list it first in "
+                             "callbacks=[...] so that CSVLogger, TensorBoard and EarlyStopping see the green/ keys.")
+            return
         index = next(i for i, c in enumerate(callbacks) if c is self)
         first_reader = next((i for i, c in enumerate(callbacks[:index]) if _reads_logs(c)), None)
         if first_reader is not None:
             callbacks.insert(first_reader, callbacks.pop(index))
             index = first_reader
         hidden = [type(c).__name__ for c in callbacks[:index] if not getattr(c.on_epoch_end, "_is_default", False)]
-        if hidden and not self._warned_order:
+        if hidden:
+            self._warn_order(
+                f"{', '.join(hidden)} run(s) before GreenCallback in callbacks=[...] and will not see the green/ "
+                "keys. If it logs or monitors metrics, list GreenCallback before it; if it computes a metric you "
+                "monitor, this order is right.")
+
+    def _warn_order(self, message: str) -> None:
+        if not self._warned_order:
             self._warned_order = True
-            warnings.warn(
-                f"green_callbacks: {', '.join(hidden)} run(s) before GreenCallback in callbacks=[...] and will not "
-                "see the green/ keys. If it logs or monitors metrics, list GreenCallback before it; if it computes "
-                "a metric you monitor, this order is right.",
-                UserWarning,
-                stacklevel=4,
-            )
+            warnings.warn(f"green_callbacks: {message}", UserWarning, stacklevel=5)
 
     # ------------------------------------------------------------------ step functions: batches and failures
     def _wrap(self, model: Any, attr: str, kind: str) -> None:
@@ -351,12 +319,13 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
         def watched(*args: Any, **kwargs: Any) -> Any:
             this = ref()
             try:
-                if this is not None and this.session.status == "running":
+                if this is not None:
                     args = this._note_batches(backend, kind, args)
                 return original(*args, **kwargs)
             except BaseException as err:
                 if this is not None and type(err).__name__ not in _END_OF_DATA:
-                    this._fit_failed(err)
+                    this._unwrap()
+                    this._engine.fail(err)
                 raise
 
         watched._green_callback = ref  # type: ignore[attr-defined]
@@ -364,21 +333,22 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
         self._wrapped.append((model, attr, original))
 
     def _note_batches(self, backend: str, kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        if not self.session.guard.enabled("flops"):
-            return args
         if backend == "torch":  # train_function(data): data[0] is the batch
-            self._steps.add(kind, args[0][0])
+            self._engine.flops.step(kind, self.model, args[0][0])
+            if kind == "train":
+                self._engine.add_batch(args[0][0])
+        elif not (self._engine.in_epoch and self._engine.session.flops_available):
+            return args
         elif backend == "jax":  # train_function(state, iterator): the batches come out of the iterator
-            return (args[0], _PeekingIterator(args[1], lambda data: self._steps.add(kind, data)), *args[2:])
+            return (args[0], _PeekingIterator(args[1], lambda data: self._note_jax(kind, data)), *args[2:])
         elif backend == "tensorflow":  # train_function(iterator) runs inside tf.function: note the call only
             self._steps.add(kind, None, 1)
         return args
 
-    def _fit_failed(self, err: BaseException) -> None:
-        self._unwrap()
-        status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
-        if self.session.status == "running":
-            self.session.finish(status, err)
+    def _note_jax(self, kind: str, data: Any) -> None:
+        self._steps.add(kind, data)
+        if kind == "train":
+            self._engine.add_batch(data)
 
     def _unwrap(self) -> None:
         for model, attr, original in reversed(self._wrapped):
@@ -386,28 +356,20 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
                 setattr(model, attr, original)
         self._wrapped = []
 
-    # ------------------------------------------------------------------ FLOPs
-    def _add_flops(self) -> None:
+    # ------------------------------------------------------------------ FLOPs of the jax and tensorflow backends
+    def _add_noted_flops(self) -> None:
+        """Steps noted by signature (jax, tensorflow), counted at the epoch's end by the backend's engine."""
         backend = keras.backend.backend()
         totals = {"train": 0.0, "eval": 0.0}
         for (kind, signature), count in self._steps.counts.items():
             example = self._steps.examples.get((kind, signature))
             for batch, steps in _batches(backend, example, count, kind, self._epoch_iterator, self.model):
-                totals[kind] += steps * self._step_flops(backend, kind, batch)
+                totals[kind] += steps * self._backend_step_flops(backend, kind, batch)
         self._steps.reset()
-        self.session.add_flops(train=totals["train"], eval=totals["eval"])
+        self._engine.flops.add(train=totals["train"], eval=totals["eval"])
 
-    def _step_flops(self, backend: str, kind: str, batch: Any) -> float:
+    def _backend_step_flops(self, backend: str, kind: str, batch: Any) -> float:
         cache = self._flops_info.setdefault("per_step", {})
-        if backend == "torch":
-            from green_callbacks.core.flops import TorchFlopCounter
-
-            if self._flop_counter is None:
-                self._flop_counter = TorchFlopCounter()
-            count = self._flop_counter.count_train_step if kind == "train" else self._flop_counter.count_eval_step
-            step = count(self.model, _keras_forward(kind), batch)
-            cache[f"{kind} {_describe(batch)}"] = {"flops": step.flops, "method": step.method}
-            return float(step.flops)
         key = f"{kind} {_describe(batch)}"
         if key not in cache:
             from green_callbacks.core.flops import keras_backends
@@ -418,6 +380,38 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
                 result = keras_backends.count_tf_step(self.model, batch, kind)  # type: ignore[arg-type]
             cache[key] = {"flops": result.flops, "matmul_flops": result.matmul_flops}
         return float(cache[key]["flops"])
+
+
+class _TorchStepCounter:
+    """FLOPs of one Keras step on the torch backend (the counting function behind ``engine.flops``); the torch
+    engine's cache is kept across fits of the same model (a new meta copy costs ~150 ms for a small model)."""
+
+    def __init__(self) -> None:
+        from green_callbacks.core.flops import TorchFlopCounter
+
+        self.counter = TorchFlopCounter()
+        self.info: dict[str, Any] = {}
+
+    def __call__(self, kind: str, model: Any, batch: Any, index: tuple[Any, ...]) -> float:
+        count = self.counter.count_train_step if kind == "train" else self.counter.count_eval_step
+        step = count(model, _keras_forward(kind), batch)
+        self.info.setdefault("per_step", {})[f"{kind} {_describe(batch)}"] = {"flops": step.flops,
+                                                                               "method": step.method}
+        return float(step.flops)
+
+
+def _hyperparameters(model: Any, params: dict[str, Any]) -> dict[str, Any]:
+    optimizer = getattr(model, "optimizer", None)
+    hyper: dict[str, Any] = {
+        "epochs": params.get("epochs"),
+        "steps_per_epoch": params.get("steps"),
+        "optimizer": None if optimizer is None else type(optimizer).__name__,
+    }
+    try:
+        hyper["learning_rate"] = float(keras.ops.convert_to_numpy(getattr(optimizer, "learning_rate", None)))
+    except Exception:
+        hyper["learning_rate"] = None
+    return hyper
 
 
 _FLOP_METHODS: dict[str, dict[str, str]] = {

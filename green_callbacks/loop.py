@@ -30,7 +30,6 @@ RAM) counted once per node, and only global rank zero logs and writes the record
 from __future__ import annotations
 
 import inspect
-import math
 import sys
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +37,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+from green_callbacks.core.metric_keys import nan_metrics
 from green_callbacks.core.throughput import batch_counts
 
 __all__ = ["METRIC_KEYS", "Epoch", "LogHook", "Tracker"]
@@ -128,8 +128,8 @@ class Tracker(GreenCallbackBase):
 
     Args:
         model: the ``torch.nn.Module`` you train; with it, :meth:`step` and :meth:`eval_step` count FLOPs (once per
-            batch signature, on a meta copy). Wrappers (DDP, Fabric, Accelerate, ``torch.compile``) are looked
-            through; for FSDP2 (``fully_shard``) the unsharded model is counted.
+            batch signature, on a meta copy). Wrappers (DDP, Fabric, Accelerate, DeepSpeed, ``torch.compile``) are
+            looked through; a model sharded by FSDP2 (``fully_shard``) or DeepSpeed ZeRO-3 is counted unsharded.
         forward: ``forward(model, batch)`` running one step's forward and returning the loss (or the output: the
             backward's FLOPs do not depend on which scalar it starts from). Default: ``model(**batch)`` for a
             mapping, ``model(batch[0])`` for a tuple or list, else ``model(batch)``.
@@ -174,7 +174,6 @@ class Tracker(GreenCallbackBase):
         self._device = device
         self._planned_epochs = planned_epochs
         self._hyperparameters = dict(hyperparameters or {})
-        self._counter: Any = None
         self._epoch: Epoch | None = None
 
     # ------------------------------------------------------------------ run
@@ -185,23 +184,20 @@ class Tracker(GreenCallbackBase):
     @property
     def should_stop(self) -> bool:
         """True once a budget would be exceeded (``budget_action="stop"``): end your loop after this epoch."""
-        return self.session.should_stop
+        return self._engine.should_stop
 
     @property
     def running(self) -> bool:
-        return self.session.status == "running"
+        return self._engine.running
 
     def start(self) -> Tracker:
         """Begin the run (``with tracker:`` does it for you). A finished tracker starts a new run."""
         if self.running:
             return self
         if self.session.status != "created":
-            self.session = self._new_session()
-        self.session.guard.call("start", self._start)
-        return self
-
-    def _start(self) -> None:
-        self.session.start(
+            self._engine.begin_fit()
+        self._engine.flops.use(None if self.model is None else _FlopCount(self))
+        self._engine.start(
             hyperparameters=self._hyperparameters,
             device_indices=_device_indices(self._device, self.model),
             planned_epochs=self._planned_epochs,
@@ -209,11 +205,11 @@ class Tracker(GreenCallbackBase):
             extra={"loop": {"model": None if self.model is None else type(self.model).__name__,
                             "logger": None if self._log is None else _name(self._log.fn)}},
         )
+        return self
 
     def finish(self, status: str = "completed", error: BaseException | str | None = None) -> Any:
         """End the run and write the final record; returns its path. Safe to call more than once."""
-        if self.running:
-            self.session.guard.call("finish", self.session.finish, status, error)
+        self._engine.finish(status, error)
         return self.record_path
 
     def __enter__(self) -> Tracker:
@@ -221,20 +217,19 @@ class Tracker(GreenCallbackBase):
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
-            self.finish("completed")
+            self._engine.finish("completed")
         else:
-            self.finish("interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed", exc)
+            self._engine.fail(exc)
 
     # ------------------------------------------------------------------ epochs
     def epoch_start(self, epoch: int | None = None) -> Epoch:
         """Open an epoch (``epoch``: your epoch number; default: the count so far). Starts the run if needed."""
-        if self.session.status != "running":
+        if not self.running:
             self.start()
         index = epoch if epoch is not None else (self._epoch.index + 1 if self._epoch is not None else
-                                                 len(self.session.rows))
+                                                 self.session.epochs_done)
         self._epoch = Epoch(index)
-        if self.running:
-            self.session.guard.call("epoch", self.session.epoch_start, index)
+        self._engine.epoch_start(index)
         return self._epoch
 
     def epoch_end(self, metrics: Mapping[str, Any] | None = None) -> dict[str, float]:
@@ -242,17 +237,14 @@ class Tracker(GreenCallbackBase):
 
         Under ``torch.distributed`` this is a collective call: every rank must make it.
         """
-        epoch = self._epoch or Epoch(len(self.session.rows))
+        epoch = self._epoch or Epoch(self.session.epochs_done)
         epoch.metrics.update(metrics or {})
-        values = None
-        if self.running and self.session.in_epoch:
-            values = self.session.guard.call("epoch", self.session.epoch_end, _numbers(epoch.metrics))
-        if values is None:  # every key, every epoch, even when measuring failed
-            values = dict.fromkeys(METRIC_KEYS, NAN)
+        values = self._engine.epoch_end(epoch.metrics)
+        if values is None:  # no epoch open (the run did not start): every key all the same
+            values = nan_metrics()
         epoch.green = dict(values)
-        self.last_metrics = dict(values)
         if self._log is not None and self.session.dist.is_global_zero:
-            self.session.guard.call("logging", self._log, values, epoch.index)
+            self._engine.guard("logging", self._log, values, epoch.index)
         return dict(values)
 
     @contextmanager
@@ -268,12 +260,10 @@ class Tracker(GreenCallbackBase):
 
     def eval_start(self) -> None:
         """Open an evaluation window inside the epoch (its energy is reported apart; several are summed)."""
-        if self.running and self.session.in_epoch:
-            self.session.guard.call("eval", self.session.eval_start)
+        self._engine.eval_start()
 
     def eval_end(self) -> None:
-        if self.running and self.session.in_epoch:
-            self.session.guard.call("eval", self.session.eval_end)
+        self._engine.eval_end()
 
     @contextmanager
     def evaluation(self) -> Iterator[None]:
@@ -293,52 +283,56 @@ class Tracker(GreenCallbackBase):
         Under gradient accumulation, once per micro-batch. ``samples``/``tokens`` override what is read from the
         batch's shapes (see :func:`green_callbacks.core.throughput.batch_counts`).
         """
-        self._step("train", batch, samples, tokens)
+        if samples is not None or tokens is not None or batch is None:
+            read = batch_counts(batch) if batch is not None else (None, None)
+            self._engine.add_samples(read[0] if samples is None else samples, read[1] if tokens is None else tokens)
+        else:
+            self._engine.add_batch(batch)
+        self._flops("train", batch)
         return _Step()
 
     def eval_step(self, batch: Any = None) -> _Step:
         """One evaluation step on ``batch``: counts its forward FLOPs (with ``model=``); ``with`` or a plain call."""
-        self._step("eval", batch, None, None)
+        self._flops("eval", batch)
         return _Step()
 
-    def _step(self, kind: str, batch: Any, samples: int | None, tokens: int | None) -> None:
-        if not (self.running and self.session.in_epoch):
-            return
-        if kind == "train":
-            self.session.guard.call("throughput", self._add_samples, batch, samples, tokens)
-        if batch is not None and self.model is not None and self.session.flops_available:
-            flops = self.session.guard.call("flops", self._count_flops, kind, batch)
-            if flops is not None:
-                self.session.add_flops(**{kind: flops})
-
-    def _add_samples(self, batch: Any, samples: int | None, tokens: int | None) -> None:
-        read_samples, read_tokens = batch_counts(batch) if batch is not None else (None, None)
-        self.session.add_samples(samples=read_samples if samples is None else samples,
-                                 tokens=read_tokens if tokens is None else tokens)
-
-    def _count_flops(self, kind: str, batch: Any) -> float:
-        """The one call into the core FLOP engine (cached per batch signature)."""
-        from green_callbacks._sharded import flop_model
-
-        if self._counter is None:
-            from green_callbacks.core.flops import TorchFlopCounter
-
-            # a real-step fallback would run collectives on one rank only: meta copies alone when distributed
-            self._counter = TorchFlopCounter(fallback_to_real_step=self.session.dist.world_size == 1)
-        model = flop_model(self.model)
-        count = self._counter.count_train_step if kind == "train" else self._counter.count_eval_step
-        return float(count(model, self._forward, batch).flops)
+    def _flops(self, kind: str, batch: Any) -> None:
+        model = self.model
+        if batch is not None and model is not None:
+            self._engine.flops.step(kind, model, batch)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
         """Save with your checkpoint; :meth:`load_state_dict` before :meth:`start` continues the run's totals."""
-        return self.session.guard.call("checkpoint", self.session.state_dict) or {}
+        return self._engine.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state:
             if self.session.status != "created":
-                self.session = self._new_session()
-            self.session.guard.call("checkpoint", self.session.load_state_dict, state)
+                self._engine.restart()
+            self._engine.load_state_dict(state)
+
+
+class _FlopCount:
+    """The counting function behind ``engine.flops`` for a plain loop: the one call into the core FLOP engine.
+
+    The engine counts ``forward(model, batch)`` (and its backward, for training) on a meta copy of the model, once
+    per batch signature; wrappers are looked through and sharded models counted unsharded
+    (:func:`green_callbacks._sharded.flop_model`). A real-step fallback would run collectives on one rank only, so
+    it is allowed in a single process alone.
+    """
+
+    def __init__(self, tracker: Tracker) -> None:
+        from green_callbacks.core.flops import TorchFlopCounter
+
+        self._forward = tracker._forward
+        self.engine = TorchFlopCounter(fallback_to_real_step=tracker.session.dist.world_size == 1)
+
+    def __call__(self, kind: str, model: Any, batch: Any, index: tuple[Any, ...]) -> float:
+        from green_callbacks._sharded import flop_model
+
+        count = self.engine.count_train_step if kind == "train" else self.engine.count_eval_step
+        return float(count(flop_model(model), self._forward, batch).flops)
 
 
 class _Step:
@@ -359,20 +353,6 @@ def default_forward(model: Any, batch: Any) -> Any:
     if isinstance(batch, (tuple, list)):
         return model(batch[0])
     return model(batch)
-
-
-def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, bool):
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(number) or math.isnan(number):
-            out[str(key)] = number
-    return out
 
 
 def _device_indices(device: Any, model: Any) -> list[int] | None:

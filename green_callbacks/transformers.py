@@ -96,6 +96,16 @@ def _device_uuids(indices: list[int]) -> list[str] | None:
     return [str(torch.cuda.get_device_properties(i).uuid) for i in indices]
 
 
+def _compute_dtype(args: Any) -> str:
+    """The dtype the Trainer's matmuls run in, for the MFU peak: ``bf16``/``fp16`` mixed precision, else TF32
+    when switched on, else FP32."""
+    if getattr(args, "bf16", False):
+        return "bf16"
+    if getattr(args, "fp16", False):
+        return "fp16"
+    return "tf32" if getattr(args, "tf32", None) else "fp32"
+
+
 def _hyperparameters(args: Any, state: Any, model: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model": type(model).__name__ if model is not None else None,
@@ -110,24 +120,6 @@ def _hyperparameters(args: Any, state: Any, model: Any) -> dict[str, Any]:
     if model is not None and hasattr(model, "num_parameters"):
         out["num_parameters"] = int(model.num_parameters())
     return out
-
-
-def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in logs.items():
-        if isinstance(value, bool) or key.startswith("green/"):
-            continue
-        try:
-            out[str(key)] = float(value)
-        except (TypeError, ValueError):
-            continue
-    return out
-
-
-def _new_flop_counter() -> Any:
-    from green_callbacks.core.flops import TorchFlopCounter
-
-    return TorchFlopCounter()
 
 
 def _step_loss(model: Any, batch: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
@@ -146,17 +138,24 @@ def _step_loss(model: Any, batch: tuple[tuple[Any, ...], dict[str, Any]]) -> Any
     return first.float().sum()
 
 
-def _count_step_flops(counter: Any, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, train: bool) -> float:
-    """FLOPs of one training step (forward + backward) or evaluation step (forward) of ``model`` on this batch.
+class _StepCounter:
+    """FLOPs of one training step (forward + backward) or evaluation step (forward) of the model on a batch
+    ``(args, kwargs)``: the counting function behind ``engine.flops``. The core engine counts on a meta copy once per
+    input signature (shapes, dtypes, train/eval) and answers repeated ones from its cache, so dynamic padding is
+    counted exactly. One per run."""
 
-    The one place that calls the core FLOP engine; it counts on a meta copy once per input signature (shapes,
-    dtypes, train/eval) and answers repeated signatures from its cache, so dynamic padding is counted exactly.
-    """
-    count = counter.count_train_step if train else counter.count_eval_step
-    return float(count(model, _step_loss, (tuple(args), dict(kwargs))).flops)
+    def __init__(self) -> None:
+        from green_callbacks.core.flops import TorchFlopCounter
+
+        self.counter = TorchFlopCounter()
+
+    def __call__(self, kind: str, model: Any, batch: Any, index: tuple[Any, ...]) -> float:
+        count = self.counter.count_train_step if kind == "train" else self.counter.count_eval_step
+        args, kwargs = batch
+        return float(count(model, _step_loss, (tuple(args), dict(kwargs))).flops)
 
 
-class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
+class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
     """Measures energy, emissions and FLOPs of a ``transformers.Trainer`` run and logs them every epoch.
 
     ``Trainer(..., callbacks=[GreenCallback()])`` is all it takes; the arguments are those of
@@ -169,14 +168,7 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
 
     framework = "transformers"
 
-    def __init__(self, **kwargs: Any) -> None:
-        GreenCallbackBase.__init__(self, **kwargs)
-        # What ExportableState stores so that HF can rebuild us (restore_callback_states_from_checkpoint=True).
-        self._init_kwargs = {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in kwargs.items()
-            if isinstance(v, _JSON_TYPES) or (isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))
-        }
+    def _init_adapter(self) -> None:
         self._token = uuid.uuid4().hex
         _LIVE[self._token] = self
         self.green_state: dict[str, Any] | None = None  # set by HF when it rebuilds us from a checkpoint
@@ -184,11 +176,16 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         self._trainer_ref: weakref.ReferenceType[Any] | None = None
         self._hook: Any = None
         self._pending: str | None = None  # "evaluate" | "log": what the open epoch still waits for
-        self._epoch_metrics: dict[str, float] = {}
+        self._epoch_metrics: dict[str, Any] = {}
         self._logging = False
-        self._counting = False
-        self._flop_counter: Any = None
         self._warned_no_trainer = False
+        self._hf_total_flos = math.nan
+
+    @property
+    def last_metrics(self) -> dict[str, float]:
+        """The ``green/...`` metrics of the last completed epoch, with the Trainer's own ``green/hf_total_flos``."""
+        metrics = self._engine.last_metrics
+        return {**metrics, HF_TOTAL_FLOS_KEY: self._hf_total_flos} if metrics else metrics
 
     # ------------------------------------------------------------------ binding to the Trainer
     @property
@@ -226,7 +223,9 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
             except BaseException as err:
                 callback = owner()
                 if callback is not None:
-                    callback._on_train_error(err)
+                    target = callback._adopted_by or callback
+                    target._remove_hook()
+                    target._engine.fail(err)
                 raise
 
         train._green_callbacks_wrapper = True  # type: ignore[attr-defined]
@@ -237,20 +236,12 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         if trainer is not None and trainer is not self.trainer:
             self.attach(trainer)
 
-    def _on_train_error(self, err: BaseException) -> None:
-        target = self._adopted_by or self
-        target._remove_hook()
-        if target.session.status == "running":
-            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            target.session.finish(status, err)
-
     # ------------------------------------------------------------------ ExportableState
     def state(self) -> dict[str, Any]:
         """What the Trainer writes into each checkpoint's ``trainer_state.json``."""
-        return {
-            "args": dict(self._init_kwargs),
-            "attributes": {_STATE_ATTRIBUTE: {**self.session.state_dict(), "instance": self._token}},
-        }
+        args = {k: list(v) if isinstance(v, tuple) else v for k, v in self._arguments.items()
+                if isinstance(v, _JSON_TYPES) or (isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))}
+        return {"args": args, "attributes": {_STATE_ATTRIBUTE: {**self._engine.state_dict(), "instance": self._token}}}
 
     def _stored_state(self, state: Any) -> dict[str, Any] | None:
         """This run's saved state when the Trainer resumed from a checkpoint, else ``None``."""
@@ -267,7 +258,7 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
 
     def _adopt_original(self) -> None:
         """HF rebuilt us from a checkpoint (``restore_callback_states_from_checkpoint=True``) and dropped the user's
-        instance: share that instance's config, sensors and session, so the user's reference stays live."""
+        instance: share that instance's engine, so the user's reference stays live."""
         trainer = self.trainer
         if self.green_state is None or trainer is None:
             return
@@ -276,21 +267,16 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
                          and cb not in registered and type(cb) is type(self)), None)
         if original is None:
             return
-        self.config, self._sensors = original.config, original._sensors
-        if original.session.status == "created":
-            self.session = original.session
-        else:
-            original.session = self.session
-        self.last_metrics = original.last_metrics
+        self.config, self._engine = original.config, original._engine
         original._adopted_by = self
 
     # ------------------------------------------------------------------ events
     def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.session.guard.call("trainer", self._bind)
+        self._engine.guard("logging", self._bind)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        self.session.guard.call("trainer", self._bind)
-        self.session.guard.call("session", self._train_begin, args, state, model)
+        self._engine.guard("logging", self._bind)
+        self._engine.guard("start", self._train_begin, args, state, model)
         if self.trainer is None and not self._warned_no_trainer:
             self._warned_no_trainer = True
             warnings.warn(
@@ -304,17 +290,12 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
     def _train_begin(self, args: Any, state: Any, model: Any) -> None:
         self._adopt_original()
         stored = self._stored_state(state)
-        if self.session.status == "running":
-            self.session.finish(
-                "failed", "a new training began before this one ended (an exception in train(), auto_find_batch_size)"
-            )
-        if self.session.status != "created":
-            self.session = self._new_session()
+        self._engine.begin_fit()
         if stored is not None:
-            self.session.load_state_dict(stored)
+            self._engine.load_state_dict(stored)
         monitor, mode = _monitor_of(args)
         devices = _device_indices(args)
-        self.session.start(
+        self._engine.start(
             output_dir=args.output_dir,
             hyperparameters=_hyperparameters(args, state, model),
             device_indices=devices,
@@ -323,81 +304,74 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
             mode=mode,
             planned_epochs=float(args.num_train_epochs) if args.max_steps <= 0 else None,
             extra={"transformers": {"version": transformers.__version__, "trainer": type(self.trainer).__name__}},
+            compute_dtype=_compute_dtype(args),
         )
         self._pending = None
         self._epoch_metrics = {}
-        self._flop_counter = None  # one counter (and cache) per run
+        self._engine.flops.use(_StepCounter())  # one counter (and cache) per run
         self._install_hook(model)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.session.in_epoch:  # an epoch whose closing event never came (e.g. no evaluation after all)
+        if self._engine.in_epoch:  # an epoch whose closing event never came (e.g. no evaluation after all)
             self._close_epoch(state, control)
         self._pending = None
         self._epoch_metrics = {}
-        self.session.guard.call("session", self.session.epoch_start)
+        self._engine.epoch_start()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if control.should_evaluate and self.session.in_epoch:
-            self.session.guard.call("session", self.session.eval_start)
+        if control.should_evaluate:
+            self._engine.eval_start()
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not self.session.in_epoch:
+        if not self._engine.in_epoch:
             return
         if control.should_evaluate:  # the Trainer evaluates right after this event: keep the epoch open
             self._pending = "evaluate"
-            self.session.guard.call("session", self.session.eval_start)
+            self._engine.eval_start()
         elif control.should_log:  # the epoch-end loss log follows: close after it, with the epoch's loss
             self._pending = "log"
         else:
             self._close_epoch(state, control)
 
     def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        meter = self.session.meter
-        if self.session.in_epoch and meter is not None and not meter.is_open("eval"):
-            self.session.guard.call("session", self.session.eval_start)  # an evaluation we were not told of
+        self._engine.eval_start()  # an evaluation we were not told of (no-op when one is open)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
-        if not self.session.in_epoch:
+        if not self._engine.in_epoch:
             return
-        self.session.guard.call("session", self.session.eval_end)
-        self._epoch_metrics.update(_numbers(metrics or {}))
+        self._engine.eval_end()
+        self._epoch_metrics.update(metrics or {})
         if self._pending == "evaluate":
             self._close_epoch(state, control)
 
     def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
-        if self.session.in_epoch:
-            self.session.guard.call("session", self.session.eval_end)
+        self._engine.eval_end()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-        if self._logging or not self.session.in_epoch or not logs:
+        if self._logging or not self._engine.in_epoch or not logs:
             return
-        self._epoch_metrics.update(_numbers(logs))
+        self._epoch_metrics.update(logs)
         if self._pending == "log" and "loss" in logs:
             self._close_epoch(state, control)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.session.in_epoch:
+        if self._engine.in_epoch:
             self._close_epoch(state, control)
         self._remove_hook()
-        self.session.guard.call("session", self.session.finish, "completed")
+        self._engine.finish("completed")
 
     # ------------------------------------------------------------------ closing an epoch and logging
     def _close_epoch(self, state: Any, control: Any) -> None:
         self._pending = None
-        metrics = self.session.guard.call(
-            "session", self.session.epoch_end, {**self._epoch_metrics, "epoch": state.epoch}
-        )
+        metrics = self._engine.epoch_end({**self._epoch_metrics, "epoch": state.epoch})
         if metrics is None:
             return
-        metrics = dict(metrics)
-        metrics[HF_TOTAL_FLOS_KEY] = self._hf_total_flos(state)
-        self.last_metrics.clear()
-        self.last_metrics.update(metrics)
-        self.session.guard.call("logging", self._log, state, control, metrics)
-        if self.session.should_stop:  # a budget would be exceeded (budget_action="stop")
+        self._hf_total_flos = self._engine.guard("logging", self._trainer_total_flos, state) or math.nan
+        self._engine.guard("logging", self._log, state, control, {**metrics, HF_TOTAL_FLOS_KEY: self._hf_total_flos})
+        if self._engine.should_stop:  # a budget would be exceeded (budget_action="stop")
             control.should_training_stop = True
 
-    def _hf_total_flos(self, state: Any) -> float:
+    def _trainer_total_flos(self, state: Any) -> float:
         """The Trainer's own estimate so far; its pending per-process count is folded in first (all ranks).
 
         NaN, not 0, when the Trainer cannot estimate (a model without ``num_parameters``, e.g. a plain
@@ -431,12 +405,16 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         if model is None or not hasattr(model, "register_forward_pre_hook"):
             return
         owner = weakref.ref(self)
+        import torch
 
         def count(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             # A plain function (not a bound method): a deep copy of the model copies hooks, and must not copy us.
             callback = owner()
             if callback is not None:
-                callback._on_forward(module, args, kwargs)
+                kind = "train" if module.training and torch.is_grad_enabled() else "eval"
+                callback._engine.flops.step(kind, module, (args, kwargs))
+                if kind == "train":
+                    callback._engine.add_batch(kwargs or args)
 
         self._hook = model.register_forward_pre_hook(count, with_kwargs=True)
 
@@ -444,26 +422,3 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-
-    def _on_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if self._counting or not self.session.in_epoch or not self.session.flops_available:
-            return
-        import torch
-
-        train = bool(module.training and torch.is_grad_enabled())
-        self._counting = True
-        try:
-            if self._flop_counter is None:
-                self._flop_counter = self.session.guard.call("flops", _new_flop_counter)
-            flops = None
-            if self._flop_counter is not None:
-                flops = self.session.guard.call(
-                    "flops", _count_step_flops, self._flop_counter, module, args, kwargs, train=train
-                )
-        finally:
-            self._counting = False
-        if flops is not None:
-            if train:
-                self.session.add_flops(train=flops)
-            else:
-                self.session.add_flops(eval=flops)

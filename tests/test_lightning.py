@@ -346,7 +346,7 @@ def test_a_failing_part_is_switched_off_and_training_goes_on(tmp_path, fake_cloc
         raise RuntimeError("engine exploded")
 
     monkeypatch.setenv("GREEN_CALLBACKS_STRICT", "0")
-    monkeypatch.setattr(adapter._FlopCounter, "count", broken)
+    monkeypatch.setattr(adapter._StepCounter, "__call__", broken)
     callback = green()
     tr = trainer(lp, tmp_path, [callback], max_epochs=2)
     with pytest.warns(RuntimeWarning, match="flops failed and is switched off"):

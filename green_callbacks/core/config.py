@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from green_callbacks.core.carbon import validate_intensity, validate_pue
+from green_callbacks.core.sensors.gpu_map import check_gpu_indices
 
-__all__ = ["GreenConfig"]
+__all__ = ["GreenConfig", "check_output_dir"]
 
 
 def _finite_positive(name: str, value: Any, *, allow_zero: bool = False) -> float | None:
@@ -29,6 +29,40 @@ def _finite_positive(name: str, value: Any, *, allow_zero: bool = False) -> floa
         allowed = "a finite number >= 0" if allow_zero else "a finite number > 0"
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return number
+
+
+def check_output_dir(value: Any) -> str:
+    """``output_dir=`` as a path string, if it is a folder this process can create or write into.
+
+    Raises ``ValueError`` at construction time (not a warning at the first write, and no record): an empty
+    string (it would silently mean the current folder), a path that is a file, or a folder that cannot be
+    created or written.
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"output_dir must be a path (str or os.PathLike), got {value!r}")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(
+            f"output_dir={value!r} is empty; pass a folder for the run records, e.g. output_dir='green_runs' "
+            "(or output_dir='.' for the current folder), or leave it unset for the framework's log folder."
+        )
+    path = Path(text).expanduser()
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing == path and not path.is_dir():
+        raise ValueError(f"output_dir={text!r} is a file, not a folder; pass a folder for the run records.")
+    if not existing.is_dir():
+        raise ValueError(
+            f"output_dir={text!r} cannot be created: {str(existing)!r} is a file, not a folder. Pass a folder "
+            "for the run records."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "written" if existing == path else f"created (no write permission in {str(existing)!r})"
+        raise ValueError(
+            f"output_dir={text!r} cannot be {what}; pass a folder this user can write, e.g. under your home."
+        )
+    return str(path)
 
 
 @dataclass(frozen=True)
@@ -91,18 +125,9 @@ class GreenConfig:
         object.__setattr__(self, "ram_watts_per_gb", _finite_positive("ram_watts_per_gb", self.ram_watts_per_gb))
         if self.budget_action not in ("stop", "warn"):
             raise ValueError(f"budget_action must be 'stop' or 'warn', got {self.budget_action!r}")
-        if self.gpus is not None:
-            gpus = self.gpus
-            if isinstance(gpus, int) and not isinstance(gpus, bool):
-                gpus = (gpus,)
-            if not isinstance(gpus, Sequence) or isinstance(gpus, str) or not all(
-                isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus
-            ):
-                raise ValueError(
-                    f"gpus must be a list of non-negative NVML device indices such as [0, 1], got {self.gpus!r}"
-                )
+        if self.gpus is not None:  # the one check of the form of gpus= (the GPU count is checked by the factory)
+            gpus = (self.gpus,) if isinstance(self.gpus, int) and not isinstance(self.gpus, bool) else self.gpus
+            check_gpu_indices(gpus)
             object.__setattr__(self, "gpus", tuple(int(g) for g in gpus))
         if self.output_dir is not None:
-            if not isinstance(self.output_dir, (str, os.PathLike)):
-                raise ValueError(f"output_dir must be a path, got {self.output_dir!r}")
-            object.__setattr__(self, "output_dir", str(Path(self.output_dir).expanduser()))
+            object.__setattr__(self, "output_dir", check_output_dir(self.output_dir))

@@ -11,7 +11,7 @@ fails (lost, reset, counter gone backwards), the reading becomes ``unavailable``
 the GPU: a sum over the remaining GPUs would be silently low. Windows that ended earlier keep their values.
 
 NVML is initialised once per process (:func:`nvml_library`), never shut down by us, and never reached through
-``nvidia-smi`` or any subprocess. ``pynvml`` is imported lazily, through :func:`_load_pynvml`, which tests patch
+``nvidia-smi`` or any subprocess. ``pynvml`` is loaded by :mod:`._nvml_lib` (the bottom layer), which tests patch
 with a fake module.
 """
 
@@ -27,8 +27,9 @@ from typing import Any
 
 from green_callbacks.core import clock
 from green_callbacks.core.guard import strict_mode
+from green_callbacks.core.sensors._nvml_lib import NvmlUnavailableError, nvml_library, nvml_text
 from green_callbacks.core.sensors.base import UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
-from green_callbacks.core.sensors.gpu_map import GpuId, check_gpu_indices, select_gpus
+from green_callbacks.core.sensors.gpu_map import GpuId, check_gpu_indices, dedupe_physical, select_gpus
 
 __all__ = [
     "DEFAULT_SAMPLE_PERIOD_S",
@@ -50,57 +51,11 @@ DEFAULT_SAMPLE_PERIOD_S = 0.1
 CPU_TRAINING_REASON = "training on CPU: this run uses no GPU, so GPU energy is not part of it"
 
 
-class NvmlUnavailableError(RuntimeError):
-    """NVML cannot be used here; the message says why and what to do."""
-
-
-# --------------------------------------------------------------------------------------------- library, init once
-
-_INIT_LOCK = threading.Lock()
-_init_lib: Any = None  # the module nvmlInit succeeded or failed on
-_init_error: NvmlUnavailableError | None = None
-
-
-def _load_pynvml() -> Any:
-    """Import and return the ``pynvml`` module (from ``nvidia-ml-py``). Tests patch this function."""
-    import pynvml
-
-    return pynvml
-
-
-def nvml_library() -> Any:
-    """The ``pynvml`` module, with ``nvmlInit`` called once per process (thread-safe, result remembered).
-
-    Raises:
-        NvmlUnavailableError: the package is missing, or NVML could not start (no driver, no GPU access); the
-            message tells the user what to do.
-    """
-    global _init_lib, _init_error
-    try:
-        lib = _load_pynvml()
-    except ImportError as err:
-        raise NvmlUnavailableError(
-            f"the NVML bindings are not installed ({err}); GPU energy is not measured. "
-            "Install them with `pip install nvidia-ml-py`."
-        ) from err
-    with _INIT_LOCK:
-        if _init_lib is not lib:
-            _init_lib, _init_error = lib, None
-            try:
-                lib.nvmlInit()
-            except lib.NVMLError as err:
-                _init_error = NvmlUnavailableError(_init_failure_reason(lib, err))
-        if _init_error is not None:
-            raise _init_error
-    return lib
-
-
 def check_gpus_on_this_machine(gpus: Sequence[int] | None) -> None:
-    """Construction-time check of ``gpus=``: its form always, its indices against NVML's device count when NVML
-    runs here (without NVML the GPU component is reported unavailable later, with the reason)."""
+    """Construction-time check of ``gpus=`` against NVML's device count, when NVML runs here (the form was checked
+    once by the config; without NVML the GPU component is reported unavailable later, with the reason)."""
     if gpus is None:
         return
-    check_gpu_indices(gpus)
     try:
         lib = nvml_library()
     except NvmlUnavailableError:
@@ -110,26 +65,6 @@ def check_gpus_on_this_machine(gpus: Sequence[int] | None) -> None:
     except lib.NVMLError:
         return
     check_gpu_indices(gpus, count)
-
-
-def _init_failure_reason(lib: Any, err: BaseException) -> str:
-    name = type(err).__name__
-    if isinstance(err, getattr(lib, "NVMLError_LibraryNotFound", ())):
-        return (
-            f"NVML could not start ({name}: {err}): no NVIDIA driver library (libnvidia-ml.so.1) here, so GPU "
-            "energy is not measured. On a machine with NVIDIA GPUs, install the driver; in a container, start it "
-            "with GPU access (`docker run --gpus all`, NVIDIA Container Toolkit)."
-        )
-    if isinstance(err, getattr(lib, "NVMLError_DriverNotLoaded", ())):
-        return (
-            f"NVML could not start ({name}: {err}): the NVIDIA driver is not loaded, so GPU energy is not "
-            "measured. Check `nvidia-smi` in a shell and load or reinstall the driver."
-        )
-    return f"NVML could not start ({name}: {err}), so GPU energy is not measured. Check that `nvidia-smi` works."
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # --------------------------------------------------------------------------------------------- pure arithmetic
@@ -184,7 +119,7 @@ class NvmlGpuSensor:
         self._lib = lib if lib is not None else nvml_library()
         self._period_s = float(sample_period_s)
         self._lock = threading.Lock()
-        self._devices = [self._open(gpu) for gpu in _one_per_physical_gpu(gpus)]
+        self._devices = [self._open(gpu) for gpu in dedupe_physical(gpus)]
         self._started = False
         self._start_s = 0.0
         self._lost_note: str | None = None
@@ -225,7 +160,7 @@ class NvmlGpuSensor:
 
         def optional(name: str) -> str | None:
             try:
-                return _text(getattr(lib, name)())
+                return nvml_text(getattr(lib, name)())
             except (AttributeError, lib.NVMLError):
                 return None
 
@@ -391,13 +326,6 @@ class NvmlGpuSensor:
         )
 
 
-def _one_per_physical_gpu(gpus: Sequence[GpuId]) -> list[GpuId]:
-    seen: dict[str, GpuId] = {}
-    for gpu in gpus:
-        seen.setdefault(gpu.uuid, gpu)
-    return list(seen.values())
-
-
 def _sampler_loop(sensor_ref: weakref.ref[NvmlGpuSensor], stop: threading.Event, period_s: float) -> None:
     """Call ``sample_once`` every ``period_s`` until stopped or the sensor is garbage-collected."""
     while not stop.wait(period_s):
@@ -435,7 +363,7 @@ def build_gpu_sensor(
     when ``nvidia-ml-py`` or the NVIDIA driver is missing, when no GPU is visible, or when the framework's devices
     cannot be mapped to NVML; the reason tells the user what to do.
     """
-    check_gpu_indices(gpus)
+    check_gpu_indices(gpus)  # the factory is public: its callers may not have a GreenConfig
     if gpus is None and device_uuids is None and device_indices is not None and len(device_indices) == 0:
         return NullSensor("gpu", CPU_TRAINING_REASON, scope="device")
     try:
