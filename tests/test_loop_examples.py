@@ -81,3 +81,14 @@ def test_accelerate_example_logs_through_accelerator_log(tmp_path):
     assert set(METRIC_KEYS) <= set(events.Tags()["scalars"])
     assert [(s.step, s.value) for s in events.Scalars("green/total_train_flops")] == [(0, TRAIN_FLOPS),
                                                                                        (1, 2 * TRAIN_FLOPS)]
+
+
+def test_fabric_example_under_ddp_on_two_processes(tmp_path):
+    """``--devices 2``: Fabric launches a second rank (gloo); the FLOPs and samples summed over both equal the
+    single-process counts (each rank trains on half the batches), and only rank zero writes the record and logs."""
+    pytest.importorskip("lightning")
+    record = check_record(run_example("loop_fabric.py", tmp_path, "--devices", "2"), eval_flops=None)
+    assert record["world_size"] == 2
+    with open(tmp_path / "fabric" / "version_0" / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["green/total_train_flops"]) for r in rows] == [TRAIN_FLOPS, 2 * TRAIN_FLOPS]

@@ -33,7 +33,7 @@ class EpochRow:
     missing_components: tuple[str, ...] = ()
     """Components unavailable in this epoch: ``energy_j`` and emissions are the sum of the others."""
     train_time_s: float | None = None
-    """The epoch's wall time less its evaluation windows (this process's clock)."""
+    """The epoch's wall time less its evaluation windows (global rank zero's clock)."""
     samples: float | None = None
     tokens: float | None = None
     """Training samples and input tokens of the epoch, summed over ranks; ``None`` = not known."""

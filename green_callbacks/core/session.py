@@ -13,6 +13,7 @@ exception, the stale-run reset and the FLOP tap.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -307,6 +308,7 @@ class Session:
         self._state.add_state("intensity", "rank_zero")
         for name in ("samples", "tokens", "peak_flops_per_s"):  # throughput: a rank without a count makes it unknown
             self._state.add_state(name, "sum")
+        self._state.add_state("train_time_s", "rank_zero")  # one clock for the rates, so all ranks log the same
 
     def _components(self) -> list[str]:
         assert self.meter is not None
@@ -320,15 +322,26 @@ class Session:
                 reasons.append(f"{name}: {reading.note or 'no sensor'}")
             else:
                 self._measured.add(name)
-        if self._peak.peak_flops_per_s is None:  # said once, with the energy that is not measured
-            reasons.append(f"green/mfu: {self._peak.reason}")
         if reasons and self.dist.is_global_zero:
             warnings.warn(
-                "green_callbacks: some values are not measured on this machine and are reported 'unavailable' "
-                "or NaN (never 0): " + "; ".join(reasons),
+                "green_callbacks: some energy is not measured on this machine and is reported 'unavailable' "
+                "(never 0): " + "; ".join(reasons),
                 UserWarning,
                 stacklevel=3,
             )
+        self._say_why_no_mfu()
+
+    def _say_why_no_mfu(self) -> None:
+        """Once per run: why ``green/mfu`` is NaN. A warning when an accelerator trains whose peak is not known
+        (the table or the dtype lacks it: something to fix); an INFO log on a CPU run, where NaN is expected."""
+        if self._peak.peak_flops_per_s is not None or not self.dist.is_global_zero:
+            return
+        message = f"green_callbacks: green/mfu is NaN in this run: {self._peak.reason}."
+        if self._peak.devices:
+            warnings.warn(message + " Add the device's dense peak to green_callbacks/core/flops/peaks.py.",
+                          UserWarning, stacklevel=4)
+        else:
+            logging.getLogger("green_callbacks").info(message)
 
     # ------------------------------------------------------------------ epochs
     def epoch_start(self, epoch: int | None = None) -> None:
@@ -450,6 +463,7 @@ class Session:
             "samples": self._batches.samples,
             "tokens": self._batches.tokens,
             "peak_flops_per_s": self._peak.peak_flops_per_s,
+            "train_time_s": max(epoch_m.duration_s - eval_m.duration_s, 0.0),
         }
         for n in names:
             local[f"energy_j/{n}"] = self._local_component_j(epoch_m, n)
@@ -489,7 +503,7 @@ class Session:
             totals=self._totals,
             metrics=metrics,
             missing_components=tuple(n for n in names if comp_j[n] is None),
-            train_time_s=max(epoch_m.duration_s - eval_m.duration_s, 0.0),
+            train_time_s=sums["train_time_s"],
             samples=sums["samples"],
             tokens=sums["tokens"],
             peak_flops_per_s=sums["peak_flops_per_s"],

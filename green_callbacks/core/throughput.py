@@ -3,7 +3,8 @@
 All the arithmetic of the ``green/samples_per_s``, ``green/tokens_per_s``, ``green/train_flops_per_s`` and
 ``green/mfu`` keys lives here; adapters only hand the session what they read from each batch
 (:func:`batch_counts`). The rates are over the epoch's **training time**: the epoch's wall time less its
-evaluation windows, on this process's clock (as ``green/epoch_time_s``). Counts are sums over all ranks.
+evaluation windows, on global rank zero's clock (so every rank logs the same rates). Counts are sums over all
+ranks.
 
 MFU is the training FLOPs of the epoch over (training time x the summed dense peak FLOP/s of every device that
 trained), the devices' peaks coming from :mod:`green_callbacks.core.flops.peaks` by the names the energy sensors
@@ -202,11 +203,11 @@ def local_peak(components: Mapping[str, Any], dtype: object | None) -> PeakInfo:
     """
     from green_callbacks.core.flops.peaks import normalize_dtype, peak_spec
 
+    names = _device_names(components)
     try:
         canonical = normalize_dtype("fp32" if dtype is None else dtype)
     except ValueError:
-        return PeakInfo(None, None, (), f"the compute dtype {dtype!r} has no peak FLOP/s figures")
-    names = _device_names(components)
+        return PeakInfo(None, None, tuple(names or ()), f"the compute dtype {dtype!r} has no peak FLOP/s figures")
     if names is None:
         return PeakInfo(None, canonical, (), "no accelerator with a known peak FLOP/s trains in this process "
                                              "(CPU peaks are not tabulated)")
