@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import io
 import json
@@ -45,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from overhead import CallLog, machine, quartiles  # benchmarks/overhead.py
 
 FRAMEWORKS = ("hf", "keras")
-HF_EXTRA = ("_on_forward",)  # the FLOP counter's forward pre-hook: per forward, not a Trainer event
+HF_EXTRA = ("_engine.flops.step",)  # called by the FLOP forward pre-hook: per forward, not a Trainer event
 KERAS_EXTRA = ("_note_batches",)  # called by the wrapped train/test function: per step, not a Keras hook
 
 
@@ -54,8 +55,10 @@ def time_instance(cb: Any, log: CallLog, extra: tuple[str, ...]) -> Any:
     for name in dir(type(cb)):
         if name.startswith("on_") and name in vars(type(cb)) and callable(getattr(cb, name)):
             setattr(cb, name, log.wrap(name, getattr(cb, name)))
-    for name in extra:
-        setattr(cb, name, log.wrap(name, getattr(cb, name)))
+    for name in extra:  # "a.b.c": the attribute c of cb.a.b (wrapped on that object)
+        *path, attr = name.split(".")
+        owner = functools.reduce(getattr, path, cb)
+        setattr(owner, attr, log.wrap(name, getattr(owner, attr)))
     return cb
 
 

@@ -142,7 +142,7 @@ def _measure(args: argparse.Namespace) -> int:
     return code if code >= 0 else 128 - code
 
 
-class _Interrupted(Exception):
+class _Interrupted(BaseException):  # like KeyboardInterrupt: no `except Exception` on the way may swallow it
     def __init__(self, signum: int) -> None:
         super().__init__(f"signal {signum}")
         self.signum = signum

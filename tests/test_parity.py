@@ -364,3 +364,86 @@ def test_hf_estimate_is_nan_not_zero_for_a_plain_module(tmp_path):
     trainer.train()
     [entry] = [h for h in trainer.state.log_history if HF_TOTAL_FLOS_KEY in h]
     assert math.isnan(entry[HF_TOTAL_FLOS_KEY])
+
+
+def test_record_metrics_hold_the_users_metrics_only(runs):
+    """The per-epoch ``metrics`` of the record are the framework's user metrics, never our own ``green/`` keys or
+    the progress bar's ``Wh``/``gCO2e`` (which Lightning would hand back one epoch late)."""
+    for name, (_, record) in runs.items():
+        for row in record["epochs"]:
+            own = [k for k in row["metrics"] if k.startswith("green/") or k in ("Wh", "gCO2e")]
+            assert not own, (name, row["epoch"], own)
+
+
+# ------------------------------------------------------------------------------------ one fault, three frameworks
+def _break_flops(monkeypatch: pytest.MonkeyPatch) -> None:
+    from green_callbacks.core.flops.torch_engine import TorchFlopCounter
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("injected FLOP fault")
+
+    monkeypatch.setattr(TorchFlopCounter, "_count", broken)
+
+
+def _break_eval_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from green_callbacks.core.meter import Meter
+
+    real = Meter.begin
+
+    def begin(self, name):
+        if name == "eval":
+            raise RuntimeError("injected eval-window fault")
+        return real(self, name)
+
+    monkeypatch.setattr(Meter, "begin", begin)
+
+
+FAULTS = {"flops": _break_flops, "eval": _break_eval_window}
+
+
+@pytest.mark.parametrize("part", list(FAULTS))
+def test_one_fault_degrades_the_same_way_in_all_three(tmp_path, monkeypatch, part):
+    """The same injected fault switches off the same part, under the same name, in all three adapters; the rest of
+    the run (energy, emissions, totals, the record) stays identical across them."""
+    if keras.backend.backend() != "torch":
+        pytest.skip("adapter parity runs Keras on the torch backend")
+    global CLOCK
+    from green_callbacks.core import clock
+
+    monkeypatch.setenv("GREEN_CALLBACKS_STRICT", "0")
+    FAULTS[part](monkeypatch)
+    results, messages = {}, {}
+    for name, runner in RUNNERS.items():
+        CLOCK = clock.FakeClock(1000.0)  # the batch hooks tick it: time keys compare exactly, as in ``runs``
+        monkeypatch.setattr(clock, "now_s", CLOCK)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results[name] = runner(tmp_path / name)
+        messages[name] = [str(w.message) for w in caught if "switched off" in str(w.message)]
+    for name, (per_epoch, record) in results.items():
+        assert record["status"] == "completed", name
+        assert list(record["lost"]) == [part] and "injected" in record["lost"][part], (name, record["lost"])
+        assert len(record["epochs"]) == len(per_epoch) == EPOCHS, name
+        assert messages[name] == [f"green_callbacks: {part} failed and is switched off for the rest of this run "
+                                  f"({record['lost'][part]}). Training goes on; the run record lists what was lost. "
+                                  "Set GREEN_CALLBACKS_STRICT=1 to raise instead, and please report this."], name
+    reference, ref_record = results["lightning"]
+    if part == "flops":  # unavailable, never 0; the energy is untouched
+        assert all(math.isnan(m["green/epoch_train_flops"]) for m in reference)
+        assert all(row["train_flops"] is None for row in ref_record["epochs"])
+        assert [m["green/epoch_energy_kwh"] for m in reference] == pytest.approx([EPOCH_J / J_PER_KWH] * EPOCHS)
+    else:  # no evaluation window: an epoch is read at its start and end only, one read of the three sensors
+        assert [m["green/epoch_energy_kwh"] for m in reference] == pytest.approx([PER_READ_J / J_PER_KWH] * EPOCHS)
+        assert [m["green/epoch_eval_flops"] for m in reference] == [EPOCH_EVAL_FLOPS] * EPOCHS
+    for other in ("keras", "transformers"):
+        values, record = results[other]
+        for e in range(EPOCHS):
+            differ = {k: (reference[e][k], values[e][k])
+                      for k in COMPARED_KEYS if not same(reference[e][k], values[e][k])}
+            assert not differ, f"{part}: lightning vs {other}, epoch {e}: {differ}"
+            strip = ("time_s", "metrics")
+            mine = {k: v for k, v in record["epochs"][e].items() if k not in strip}
+            theirs = {k: v for k, v in ref_record["epochs"][e].items() if k not in strip}
+            mine["totals"] = {k: v for k, v in mine["totals"].items() if k != "time_s"}
+            theirs["totals"] = {k: v for k, v in theirs["totals"].items() if k != "time_s"}
+            assert mine == theirs, (part, other, e)

@@ -261,19 +261,19 @@ def test_bad_sample_period_is_rejected(bad: float) -> None:
 
 def test_one_process_tree_listing_per_meter_read(monkeypatch) -> None:
     """The CPU and RAM estimates share one listing of the process tree at an epoch boundary (it scans /proc)."""
-    import psutil
 
     from green_callbacks.core.meter import Meter
+    from green_callbacks.core.sensors import estimate as estimate_module
     from green_callbacks.core.sensors.estimate import CpuTimeEstimateSensor, RssEstimateSensor
 
     calls = []
-    real_children = psutil.Process.children
+    real_descendants = estimate_module._descendants
 
-    def counting_children(self, *args, **kwargs):
-        calls.append(self.pid)
-        return real_children(self, *args, **kwargs)
+    def counting_descendants(process):
+        calls.append(process.pid)
+        return real_descendants(process)
 
-    monkeypatch.setattr(psutil.Process, "children", counting_children)
+    monkeypatch.setattr(estimate_module, "_descendants", counting_descendants)
     meter = Meter([CpuTimeEstimateSensor(), RssEstimateSensor(sample_period_s=3600.0)])
     meter.start()
     calls.clear()

@@ -34,11 +34,8 @@ def batch_signature(obj: Any) -> Any:
     """A cheap hashable description of a batch: shapes and dtypes of its arrays, its containers' structure,
     small config-like values (ints, bools, strings) by value, anything else by type. No device synchronisation."""
     shape = getattr(obj, "shape", None)
-    if shape is not None and not isinstance(obj, type):
-        try:
-            return (tuple(shape), str(getattr(obj, "dtype", "")), bool(getattr(obj, "requires_grad", False)))
-        except TypeError:  # a symbolic shape with unknown dimensions
-            return (type(obj).__name__, str(shape))
+    if shape is not None and not isinstance(obj, type):  # torch.Size and NumPy shapes are tuples: hashable as is
+        return (shape, getattr(obj, "dtype", None), getattr(obj, "requires_grad", False))
     if isinstance(obj, (list, tuple)):
         return (type(obj).__name__, *(batch_signature(v) for v in obj))
     if isinstance(obj, Mapping):
@@ -86,13 +83,17 @@ class FlopTap:
         if not self.active or self._busy:
             return
         key = (kind, id(module), index[1:], batch_signature(batch))
-        flops = self._memo.get(key)
+        try:
+            flops = self._memo.get(key)
+        except TypeError:  # a leaf whose shape or dtype is not hashable (symbolic shapes): describe it as text
+            key = (kind, id(module), repr(index[1:]), repr(key[3]))
+            flops = self._memo.get(key)
         if flops is None:
             flops = self._count_new(kind, module, batch, index)
             if flops is None:
                 return
             self._memo[key] = flops
-        self._engine.session.add_flops(**{kind: flops})
+        self._engine.session.add_step_flops(kind, flops)
 
     def add(self, train: float = 0.0, eval: float = 0.0) -> None:
         """FLOPs counted by the adapter itself (Keras counts its noted batch signatures at the epoch's end)."""

@@ -63,6 +63,11 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     log = data.get("epochs_log")
     if isinstance(log, str) and _EPOCHS_LOG_NAME.match(log):
         data["epochs"] = [*data["epochs"], *_read_epochs_log(source.with_name(log))]
+        last = data["epochs"][-1].get("totals") if data["epochs"] else None
+        if isinstance(last, dict) and isinstance(last.get("epochs"), int) and last["epochs"] > data["totals"].get(
+            "epochs", 0
+        ):  # killed between appending an epoch and replacing the header: the epoch's own running totals are newer
+            data["totals"] = dict(last)
     data["_path"] = str(source)
     return data
 

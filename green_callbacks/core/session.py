@@ -129,6 +129,7 @@ class Session:
         self._state = EpochState()
         self._last_metrics: dict[str, float] = {}
         self._write_warned = False
+        self._environment: threading.Thread | None = None
         self._batches = BatchCounter()
         self._peak = PeakInfo(None, None, (), "the run has not started")
 
@@ -278,8 +279,7 @@ class Session:
             self._status = "running"
             components = self.meter.info()
             self._peak = local_peak(components, compute_dtype)
-            self._info = {"hardware": hardware_info(components), "software": software_info(),
-                          "throughput": {"compute_dtype": self._peak.dtype, "devices": list(self._peak.devices),
+            self._info = {"throughput": {"compute_dtype": self._peak.dtype, "devices": list(self._peak.devices),
                                          "peak_flops_per_s": self._peak.peak_flops_per_s,
                                          "mfu_unavailable": self._peak.reason or None},
                           **dict(extra or {})}
@@ -294,6 +294,29 @@ class Session:
             self._warn_unavailable()
             self.write_record()
             self._exit.install(signals=handle_signals)
+            self._environment = threading.Thread(  # versions and machine facts can wait: not on the training thread
+                target=self._capture_environment, args=(components,), name="green-callbacks-env", daemon=True
+            )
+            self._environment.start()
+
+    def _capture_environment(self, sensors_info: dict[str, Any]) -> None:
+        try:
+            found = {"hardware": hardware_info(sensors_info), "software": software_info()}
+        except Exception as err:  # a machine fact that cannot be read is not worth a run
+            found = {"hardware": None, "software": None, "environment_error": f"{type(err).__name__}: {err}"}
+        self._info = {**found, **self._info}  # one assignment: the next header (every epoch, the end) has it
+        if not self._lock.acquire(timeout=0.5):  # the training thread is busy with the session: its next write
+            return
+        try:
+            if self._status == "running" and self._writes_here():
+                assert self._writer is not None
+                self._writer.header(self.to_record(with_epochs=False))
+        finally:
+            self._lock.release()
+
+    def _await_environment(self) -> None:
+        if self._environment is not None and self._environment is not threading.current_thread():
+            self._environment.join(timeout=10.0)
 
     def _declare_state(self) -> None:
         """What each epoch sums over ranks: every component's energy (epoch and evaluation), the FLOPs; rank
@@ -368,6 +391,11 @@ class Session:
         """Add counted FLOPs of training steps (forward + backward) and evaluation steps (forward) to this epoch."""
         self._flops["train"] += train
         self._flops["eval"] += eval
+        self._flops_seen = True
+
+    def add_step_flops(self, kind: str, flops: float) -> None:
+        """:meth:`add_flops` for one step of ``kind`` (``"train"`` or ``"eval"``): the per-batch path, kept short."""
+        self._flops[kind] += flops
         self._flops_seen = True
 
     def add_samples(self, *, samples: int | None = None, tokens: int | None = None) -> None:
@@ -530,6 +558,8 @@ class Session:
         """Stop the sensors and write the final record with ``status``. Safe to call more than once."""
         if status not in STATUSES[2:]:
             raise ValueError(f"status must be one of {', '.join(STATUSES[2:])}, got {status!r}")
+        if self._status == "running":
+            self._await_environment()  # the final record holds the machine and versions
         with self._lock:
             if self._status != "running":
                 return self._record_path
@@ -571,6 +601,7 @@ class Session:
 
     def _final_write(self) -> None:
         assert self._writer is not None
+        self._await_environment()
         try:
             self._writer.final(self.to_record())
         except OSError as err:
