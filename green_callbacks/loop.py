@@ -42,7 +42,6 @@ from green_callbacks.core.throughput import batch_counts
 
 __all__ = ["METRIC_KEYS", "Epoch", "LogHook", "Tracker"]
 
-NAN = float("nan")
 Forward = Callable[[Any, Any], Any]
 
 _SCALAR_NAMES = (("tag", "name", "key"), ("scalar_value", "value", "val", "scalar"))

@@ -301,3 +301,14 @@ def test_importing_the_loop_module_imports_no_framework():
             "print(','.join(m for m in ('torch', 'lightning', 'keras', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_device_indices_pick_the_gpu_whose_energy_is_measured():
+    from green_callbacks.loop import _device_indices
+
+    assert _device_indices("cuda:1", None) == [1]
+    assert _device_indices(torch.device("cuda", 2), None) == [2]
+    assert _device_indices(3, None) == [3]
+    assert _device_indices("cpu", None) == []  # training on CPU: no GPU energy, said as such
+    assert _device_indices(None, mlp()) == []  # the model's parameters are on the CPU
+    assert _device_indices(None, None) is None  # unknown: every visible GPU is measured
