@@ -84,3 +84,21 @@ def test_session_stops_after_first_projection_over_budget_past_warmup(tmp_path, 
     assert "budget" in record["stop_reason"]
     assert record["budget"]["projection"]["energy_j"]["projected"] == pytest.approx(100_000)
 
+
+
+def test_running_projection_equals_project_epoch_by_epoch():
+    """The O(1)-per-epoch projection the session keeps gives what project() computes from the whole list."""
+    from green_callbacks.core.budget import RunningProjection
+
+    values = [100.0, 120.0, 95.5, 101.25, 99.0, 130.0, 88.0]
+    running = RunningProjection()
+    for n, value in enumerate(values, start=1):
+        running.add(value)
+        for planned in (None, 10.0, 7.5):
+            mine, theirs = running.projection(planned), project(values[:n], planned)
+            assert mine.total == pytest.approx(theirs.total, rel=1e-12)
+            for field in ("projected", "low", "high"):
+                a, b = getattr(mine, field), getattr(theirs, field)
+                assert (a is None and b is None) or a == pytest.approx(b, rel=1e-12), (n, planned, field)
+    running.add(None)
+    assert running.projection(10.0).projected is None  # unavailable energy is not projected as zero

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from green_callbacks.core.units import joules_to_kwh, kwh_to_joules
 
-__all__ = ["BudgetDecision", "Projection", "decide", "plan_epochs", "project"]
+__all__ = ["BudgetDecision", "Projection", "RunningProjection", "decide", "plan_epochs", "project"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,56 @@ def project(per_epoch: Sequence[float | None], planned_epochs: float | None, *, 
     spread = statistics.stdev(steady) if len(steady) >= 2 else 0.0
     projected = total + rate * remaining
     return Projection(total, projected, max(projected - spread * remaining, total), projected + spread * remaining)
+
+
+class RunningProjection:
+    """:func:`project`, updated one epoch at a time in O(1): a run's 2,000th epoch costs what its 2nd did.
+
+    The total is a compensated (Neumaier) sum and the steady-state mean and spread a Welford update, so the values
+    equal :func:`project`'s up to float rounding.
+    """
+
+    def __init__(self, *, warmup_epochs: int = 1) -> None:
+        self.warmup_epochs = warmup_epochs
+        self.n = 0
+        self.missing = False
+        self._total = self._compensation = 0.0
+        self._first: list[float] = []  # the warm-up epochs (used alone while nothing else is known)
+        self._count = 0
+        self._mean = self._m2 = 0.0
+
+    def add(self, value: float | None) -> None:
+        self.n += 1
+        if value is None:
+            self.missing = True
+            return
+        v = float(value)
+        t = self._total + v
+        self._compensation += (self._total - t) + v if abs(self._total) >= abs(v) else (v - t) + self._total
+        self._total = t
+        if len(self._first) < self.warmup_epochs:
+            self._first.append(v)
+            return
+        self._count += 1
+        delta = v - self._mean
+        self._mean += delta / self._count
+        self._m2 += delta * (v - self._mean)
+
+    def projection(self, planned_epochs: float | None) -> Projection:
+        if self.missing or self.n == 0:
+            return Projection(math.nan, None, None, None)
+        total = self._total + self._compensation
+        if planned_epochs is None or not math.isfinite(planned_epochs):
+            return Projection(total, None, None, None)
+        remaining = max(float(planned_epochs) - self.n, 0.0)
+        if self._count:
+            rate = self._mean
+            spread = math.sqrt(self._m2 / (self._count - 1)) if self._count >= 2 else 0.0
+        else:  # warm-up epochs only: they are the rate
+            rate = math.fsum(self._first) / len(self._first)
+            spread = statistics.stdev(self._first) if len(self._first) >= 2 else 0.0
+        projected = total + rate * remaining
+        return Projection(total, projected, max(projected - spread * remaining, total), projected + spread * remaining)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from green_callbacks.core import clock
-from green_callbacks.core.budget import Projection, decide, project
+from green_callbacks.core.budget import Projection, RunningProjection, decide
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.convergence import ConvergenceTracker, Totals
 from green_callbacks.core.distributed import DistInfo, Reducer, default_reducer, dist_info
@@ -129,6 +129,9 @@ class Session:
         self._state = EpochState()
         self._last_metrics: dict[str, float] = {}
         self._write_warned = False
+        self._energy_projection = RunningProjection()
+        self._emissions_projection = RunningProjection()
+        self._methods: dict[str, list[str]] = {}  # every method each component used so far
         self._environment: threading.Thread | None = None
         self._batches = BatchCounter()
         self._peak = PeakInfo(None, None, (), "the run has not started")
@@ -422,6 +425,7 @@ class Session:
             eval_m = _sum_measurements("eval", self._eval, epoch_m.components)
             row = self._close_epoch(epoch_m, eval_m, user_metrics(metrics or {}))
             self._rows.append(row)
+            self._follow(row)
             self._warn_lost(row, epoch_m)
             self._check_budget()
             self._epoch_index += 1
@@ -456,9 +460,18 @@ class Session:
         """The number of epochs the whole run is planned to last (resumed epochs included); ``None``: unknown."""
         self._planned_epochs = None if epochs is None or not math.isfinite(epochs) or epochs <= 0 else float(epochs)
 
+    def _follow(self, row: EpochRow) -> None:
+        """Running summaries of the rows (projections, methods used), kept in O(1) per epoch."""
+        self._energy_projection.add(row.energy_j)
+        self._emissions_projection.add(row.emissions_gco2e)
+        for name, method in row.component_method.items():
+            used = self._methods.setdefault(name, [])
+            if method not in used:
+                used.append(method)
+
     def _check_budget(self) -> None:
-        energy = project([r.energy_j for r in self._rows], self._planned_epochs)
-        emissions = project([r.emissions_gco2e for r in self._rows], self._planned_epochs)
+        energy = self._energy_projection.projection(self._planned_epochs)
+        emissions = self._emissions_projection.projection(self._planned_epochs)
         self._projection = (energy, emissions)
         if self._stop_reason is not None:
             return
@@ -630,7 +643,7 @@ class Session:
             "world_size": self.dist.world_size,
             "carbon": {**self.carbon.to_record(), "pue": self.config.pue},
             "components": components,
-            "methods": _methods_so_far(self._rows, components),
+            "methods": _methods_so_far(self._methods, components),
             "convergence": {
                 "monitor": self.monitor,
                 "mode": None if conv is None else conv.mode,
@@ -716,6 +729,10 @@ class Session:
         self._totals = Totals(**state["totals"])
         self._epoch_index = int(state.get("epoch_index", self._totals.epochs))
         self._rows = [row_from_record(r) for r in state.get("rows", [])]
+        self._energy_projection, self._emissions_projection = RunningProjection(), RunningProjection()
+        self._methods = {}
+        for row in self._rows:
+            self._follow(row)
         conv = state.get("convergence")
         if conv is not None:
             if self._convergence is None:
@@ -759,13 +776,11 @@ def _sum_measurements(name: str, parts: Sequence[Measurement], like: Mapping[str
     return Measurement(name, sum(p.duration_s for p in parts), comps)
 
 
-def _methods_so_far(rows: Sequence[EpochRow], components: Mapping[str, Any]) -> dict[str, list[str]]:
+def _methods_so_far(used: Mapping[str, list[str]], components: Mapping[str, Any]) -> dict[str, list[str]]:
     """Every method each component used in the run (a lost GPU shows both its method and ``unavailable``)."""
-    out: dict[str, list[str]] = {name: [] for name in components}
-    for row in rows:
-        for name, method in row.component_method.items():
-            if method not in out.setdefault(name, []):
-                out[name].append(method)
+    out: dict[str, list[str]] = {name: list(used.get(name, ())) for name in components}
+    for name, methods in used.items():
+        out.setdefault(name, list(methods))
     for name, info in components.items():
         if not out[name]:
             out[name].append(str(info.get("method", UNAVAILABLE)))
