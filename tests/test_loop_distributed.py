@@ -81,7 +81,7 @@ def test_one_node_two_ranks_exact_flops_and_the_node_once(tmp_path, fake_clock, 
         pytest.importorskip("deepspeed", exc_type=ImportError)
     out = tmp_path / layout
     out.mkdir()
-    proc = _torchrun(out, layout, "--nproc-per-node", "2", "--master-port", _free_port())
+    proc = _torchrun(out, layout, "--standalone", "--nproc-per-node", "2")  # torchrun picks a free port itself
     (tmp_path / "single").mkdir()
     single = _single(tmp_path / "single", fake_clock.advance)
     _wait(proc)
