@@ -2,7 +2,8 @@
 
 Importing this package imports no ML framework. The adapters live in
 ``green_callbacks.lightning``, ``green_callbacks.keras`` and ``green_callbacks.transformers``
-and import their framework lazily.
+and import their framework lazily; ``green_callbacks.loop.Tracker`` measures any training loop with the same
+engine.
 """
 
 from __future__ import annotations

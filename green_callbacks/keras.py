@@ -268,6 +268,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
             mode=None if stopper is None or stopper.mode not in ("min", "max") else stopper.mode,
             planned_epochs=self.params.get("epochs"),
             extra={"keras": {"version": keras.__version__, "backend": backend}, "flops": self._flops_info},
+            compute_dtype=keras.config.dtype_policy().compute_dtype,
         )
         self._wrap(self.model, "train_function", "train")
 
@@ -455,13 +456,20 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
     def _note_batches(self, backend: str, kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
         if backend == "torch":  # train_function(data): data[0] is the batch
             self._engine.flops.step(kind, self.model, args[0][0])
+            if kind == "train":
+                self._engine.add_batch(args[0][0])
         elif not (self._engine.in_epoch and self._engine.session.flops_available):
             return args
         elif backend == "jax":  # train_function(state, iterator): the batches come out of the iterator
-            return (args[0], _PeekingIterator(args[1], lambda data: self._steps.add(kind, data)), *args[2:])
+            return (args[0], _PeekingIterator(args[1], lambda data: self._note_jax(kind, data)), *args[2:])
         elif backend == "tensorflow":  # train_function(iterator) runs inside tf.function: note the call only
             self._steps.add(kind, None, 1)
         return args
+
+    def _note_jax(self, kind: str, data: Any) -> None:
+        self._steps.add(kind, data)
+        if kind == "train":
+            self._engine.add_batch(data)
 
     def _unwrap(self) -> None:
         self._patches.restore()

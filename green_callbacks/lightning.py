@@ -116,6 +116,7 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
             extra={"lightning": {"strategy": type(trainer.strategy).__name__, "precision": str(trainer.precision),
                                  "num_nodes": trainer.num_nodes, "devices_per_node": trainer.num_devices}},
             handle_signals=False,  # Lightning turns SIGTERM into SIGTERMException -> on_exception
+            compute_dtype=str(trainer.precision),
         )
 
     # ------------------------------------------------------------------ epochs
@@ -127,6 +128,7 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if outputs is not None:  # None: the step was skipped, no backward ran
             self._engine.flops.step("train", pl_module, batch, batch_idx)
+            self._engine.add_batch(batch)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         if _stage(trainer) == "validate":

@@ -103,6 +103,16 @@ def _device_uuids(indices: list[int], device_type: str = "cuda") -> list[str] | 
     return [str(torch.cuda.get_device_properties(i).uuid) for i in indices]
 
 
+def _compute_dtype(args: Any) -> str:
+    """The dtype the Trainer's matmuls run in, for the MFU peak: ``bf16``/``fp16`` mixed precision, else TF32
+    when switched on, else FP32."""
+    if getattr(args, "bf16", False):
+        return "bf16"
+    if getattr(args, "fp16", False):
+        return "fp16"
+    return "tf32" if getattr(args, "tf32", None) else "fp32"
+
+
 def _hyperparameters(args: Any, state: Any, model: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model": type(model).__name__ if model is not None else None,
@@ -356,6 +366,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
             mode=mode,
             planned_epochs=float(args.num_train_epochs) if args.max_steps <= 0 else None,
             extra={"transformers": {"version": transformers.__version__, "trainer": type(self.trainer).__name__}},
+            compute_dtype=_compute_dtype(args),
         )
         self._pending = None
         self._epoch_metrics = {}
@@ -592,6 +603,8 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
             if callback is not None:
                 kind = "train" if module.training and torch.is_grad_enabled() else "eval"
                 callback._engine.flops.step(kind, module, (args, kwargs))
+                if kind == "train":
+                    callback._engine.add_batch(kwargs or args)
 
         self._hook = model.register_forward_pre_hook(count, with_kwargs=True)
 

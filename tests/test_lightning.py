@@ -158,6 +158,10 @@ def test_every_key_every_epoch_in_csv_and_tensorboard(tmp_path, fake_clock, pl):
         assert value["green/flops_to_convergence"] == (best_so_far + 1) * EPOCH_TRAIN_FLOPS
         assert value["green/energy_to_convergence_kwh"] == pytest.approx((best_so_far + 1) * 500 / 3.6e6, rel=1e-12)
         assert value["green/emissions_to_convergence_gco2e"] == pytest.approx((best_so_far + 1) / 12, rel=1e-12)
+        # throughput over the 3 s of training (epoch 4 s less 1 s of validation): 10 samples, 2240 FLOPs
+        assert value["green/samples_per_s"] == pytest.approx(10 / 3, rel=1e-12)
+        assert value["green/train_flops_per_s"] == pytest.approx(EPOCH_TRAIN_FLOPS / 3, rel=1e-12)
+        assert math.isnan(value["green/tokens_per_s"]) and math.isnan(value["green/mfu"])  # no tokens, no GPU peak
 
     events = EventAccumulator(tb_logger.log_dir)
     events.Reload()

@@ -8,7 +8,9 @@ DESIGN.md: "The same synthetic run driven through all three adapters must give i
   a validation pass at the end of every epoch;
 * energy from ``StepEnergySensor``s (gpu 1 J, cpu 2 J, ram 0.5 J per read = 3.5 J per read of the three), so the
   energies depend only on *where* the adapters read, not on the wall clock; ``carbon_intensity=300``, ``pue=1.5``;
-* convergence on the validation loss under each framework's own name (``val_loss``, ``val_loss``, ``eval_loss``).
+* convergence on the validation loss under each framework's own name (``val_loss``, ``val_loss``, ``eval_loss``);
+* a fake clock (green_callbacks' only clock) moved by 1 s at the start of every training batch and 0.5 s at every
+  validation batch, from each framework's own batch hooks; so an epoch lasts 3 + 0.5 = 3.5 s, of which 3 s train.
 
 The sensors are read at four boundaries per epoch: epoch start, evaluation start, evaluation end, epoch end. So, by
 hand, an epoch is 3 reads = 10.5 J, its evaluation 1 read = 3.5 J, its training part 7 J.
@@ -19,8 +21,11 @@ gradient in the backward, the data needs none). Per sample:
   backward dW₁ 2·8·16 + dW₂ 2·16·2 + dX₂ 2·16·2 = 256 + 64 + 64  = 384
   training step 704, evaluation step 320; an epoch: 704·25 = 17 600 training FLOPs, 320·7 = 2 240 evaluation FLOPs.
 
-Compared exactly: every ``green/`` key except ``green/epoch_time_s`` (wall clock) — energies, emissions, FLOPs,
-totals, FLOPs per joule (FLOPs / training joules, no time in it), projections and the convergence keys. The
+Throughput by hand, over the 3 s of training: 25 / 3 samples/s, 17 600 / 3 training FLOP/s; no tokens (the batches
+have no ``input_ids``) and no MFU (the sensors name no accelerator with a known peak): NaN.
+
+Compared exactly: every ``green/`` key — energies, emissions, time, FLOPs, totals, FLOPs per joule, throughput,
+projections and the convergence keys. The
 convergence keys depend on the validation-loss *values*; the setup makes the best epoch the same everywhere (the
 loss falls every epoch from the same start), and the test checks that precondition (the best epoch recorded by each
 run is the last one) before comparing them.
@@ -68,11 +73,16 @@ EPOCH_TRAIN_FLOPS = (FWD_PER_SAMPLE + BWD_PER_SAMPLE) * N_TRAIN  # 704 · 25 = 1
 EPOCH_EVAL_FLOPS = FWD_PER_SAMPLE * N_VAL  # 320 · 7 = 2 240
 EPOCH_GCO2E = EPOCH_J / J_PER_KWH * INTENSITY * PUE  # 10.5 J = 2.9167e-6 kWh → 1.3125e-3 g
 
-# wall clock: differs between runs by nature (embodied emissions are amortised over the epoch's wall time)
-TIME_KEYS = {"green/epoch_time_s", "green/epoch_embodied_gco2e", "green/total_embodied_gco2e"}
 # water: IT energy × (default WUE 0.49 L/kWh + PUE × the world's off-site L/kWh, as the grid has no country)
 WATER_L_PER_KWH = 0.49 + PUE * lookup_water("world").offsite_l_per_kwh
-COMPARED_KEYS = [k for k in METRIC_KEYS if k not in TIME_KEYS]
+TRAIN_BATCHES, TRAIN_TICK_S, VAL_TICK_S = 3, 1.0, 0.5  # the fake clock: per training / validation batch
+TRAIN_TIME_S = TRAIN_BATCHES * TRAIN_TICK_S  # 3 s
+COMPARED_KEYS = list(METRIC_KEYS)  # the fake clock makes the time keys reproducible too
+CLOCK: Any = None  # the fake clock of the module's runs (installed by the ``runs`` fixture)
+
+
+def tick(seconds: float) -> None:
+    CLOCK.advance(seconds)
 
 
 def expected_epoch(epoch: int) -> dict[str, float]:
@@ -99,6 +109,11 @@ def expected_epoch(epoch: int) -> dict[str, float]:
         "green/projected_total_energy_kwh": EPOCHS * EPOCH_J / J_PER_KWH,
         "green/projected_total_emissions_gco2e": EPOCHS * EPOCH_GCO2E,
         "green/total_water_l": n * EPOCH_J / J_PER_KWH * WATER_L_PER_KWH,
+        "green/epoch_time_s": TRAIN_TIME_S + VAL_TICK_S,  # 3.5 s
+        "green/samples_per_s": N_TRAIN / TRAIN_TIME_S,  # 25 / 3
+        "green/train_flops_per_s": EPOCH_TRAIN_FLOPS / TRAIN_TIME_S,  # 17 600 / 3
+        "green/tokens_per_s": math.nan,
+        "green/mfu": math.nan,
     }
 
 
@@ -156,6 +171,12 @@ def run_lightning(tmp_path: Path) -> tuple[list[dict[str, float]], dict[str, Any
         def on_train_epoch_end(self, trainer, pl_module):
             per_epoch.append(dict(green.last_metrics))
 
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            tick(TRAIN_TICK_S)
+
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            tick(VAL_TICK_S)
+
     trainer = pl.Trainer(max_epochs=EPOCHS, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
                          callbacks=[green, Collect()])
@@ -179,8 +200,10 @@ def run_keras(tmp_path: Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     xt, yt, xv, yv = (t.numpy() for t in data())
     green = GreenCallback(**green_kwargs(tmp_path, "keras", "val_loss"))
+    ticks = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs: tick(TRAIN_TICK_S),
+                                           on_test_batch_begin=lambda batch, logs: tick(VAL_TICK_S))
     history = model.fit(xt, yt, batch_size=BATCH, epochs=EPOCHS, validation_data=(xv, yv), shuffle=False,
-                        verbose=0, callbacks=[green])
+                        verbose=0, callbacks=[green, ticks])
     per_epoch = [{k: float(history.history[k][e]) for k in METRIC_KEYS} for e in range(len(history.epoch))]
     return per_epoch, read_record(green.record_path)
 
@@ -212,10 +235,17 @@ class Samples(torch.utils.data.Dataset):
 
 
 def run_transformers(tmp_path: Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     from green_callbacks.transformers import GreenCallback
+
+    class Ticks(TrainerCallback):  # after GreenCallback: its evaluation window is open at the prediction step
+        def on_step_begin(self, args, state, control, **kwargs):
+            tick(TRAIN_TICK_S)
+
+        def on_prediction_step(self, args, state, control, **kwargs):
+            tick(VAL_TICK_S)
 
     hf_logging.set_verbosity_error()
     xt, yt, xv, yv = data()
@@ -227,7 +257,7 @@ def run_transformers(tmp_path: Path) -> tuple[list[dict[str, float]], dict[str, 
     )
     green = GreenCallback(**green_kwargs(tmp_path, "transformers", "eval_loss"))
     trainer = Trainer(model=HFModel(), args=args, train_dataset=Samples(xt, yt), eval_dataset=Samples(xv, yv),
-                      callbacks=[green])
+                      callbacks=[green, Ticks()])
     trainer.train()
     per_epoch = [{k: float(h[k]) for k in METRIC_KEYS} for h in trainer.state.log_history
                  if "green/epoch_energy_kwh" in h]
@@ -242,10 +272,18 @@ pytestmark = pytest.mark.slow  # three real trainings in the module fixture: abo
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[dict[str, float]], dict[str, Any]]]:
     if keras.backend.backend() != "torch":
         pytest.skip(f"adapter parity runs Keras on the torch backend; KERAS_BACKEND is {keras.backend.backend()}")
+    global CLOCK
+    from green_callbacks.core import clock
+
     tmp_path = tmp_path_factory.mktemp("parity")
-    with warnings.catch_warnings():
+    out = {}
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
         warnings.filterwarnings("ignore", category=UserWarning)  # frameworks' own hints (few workers, CPU, ...)
-        return {name: runner(tmp_path) for name, runner in RUNNERS.items()}
+        for name, runner in RUNNERS.items():
+            CLOCK = clock.FakeClock(1000.0)
+            patch.setattr(clock, "now_s", CLOCK)
+            out[name] = runner(tmp_path)
+    return out
 
 
 def same(a: float, b: float) -> bool:
@@ -277,7 +315,8 @@ def test_each_adapter_equals_the_hand_computation(runs, name):
     per_epoch, _ = runs[name]
     for e, metrics in enumerate(per_epoch):
         expected = expected_epoch(e)
-        wrong = {k: (metrics[k], v) for k, v in expected.items() if not math.isclose(metrics[k], v, rel_tol=1e-9)}
+        wrong = {k: (metrics[k], v) for k, v in expected.items()
+                 if not (math.isclose(metrics[k], v, rel_tol=1e-9) or (math.isnan(metrics[k]) and math.isnan(v)))}
         assert not wrong, f"{name} epoch {e}: (got, expected) {wrong}"
 
 
@@ -373,10 +412,15 @@ def test_one_fault_degrades_the_same_way_in_all_three(tmp_path, monkeypatch, par
     the run (energy, emissions, totals, the record) stays identical across them."""
     if keras.backend.backend() != "torch":
         pytest.skip("adapter parity runs Keras on the torch backend")
+    global CLOCK
+    from green_callbacks.core import clock
+
     monkeypatch.setenv("GREEN_CALLBACKS_STRICT", "0")
     FAULTS[part](monkeypatch)
     results, messages = {}, {}
     for name, runner in RUNNERS.items():
+        CLOCK = clock.FakeClock(1000.0)  # the batch hooks tick it: time keys compare exactly, as in ``runs``
+        monkeypatch.setattr(clock, "now_s", CLOCK)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             results[name] = runner(tmp_path / name)

@@ -231,6 +231,11 @@ def test_dynamic_padding_counts_each_padded_length(tmp_path):
     entries = green_entries(trainer)
     per_epoch = [sum(train_step_flops(b, s) for b, s in shapes[i * 3:(i + 1) * 3]) for i in range(2)]
     assert [e["green/epoch_train_flops"] for e in entries] == per_epoch
+    # throughput counts from the same batches: 12 samples per epoch, tokens = input_ids elements (padding included)
+    rows = read_record(callback.record_path)["epochs"]
+    assert [row["samples"] for row in rows] == [12, 12]
+    assert [row["tokens"] for row in rows] == [sum(b * s for b, s in shapes[i * 3:(i + 1) * 3]) for i in range(2)]
+    assert all(e["green/tokens_per_s"] > 0 for e in entries)
 
 
 @pytest.mark.slow

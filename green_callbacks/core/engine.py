@@ -4,7 +4,8 @@ The engine holds what the three adapters would otherwise each carry: the guard w
 degrades the same way in every framework), the status of an exception (``interrupted`` or ``failed``), the reset
 of a session a previous ``fit`` left open, the filter of the framework's metrics, and the one FLOP wrapper
 (:class:`FlopTap`). An adapter maps its hooks to these calls and logs what ``epoch_end`` returns; it computes
-nothing. Guard parts: ``start``, ``epoch``, ``eval``, ``flops``, ``finish``, ``checkpoint``, ``logging``.
+nothing. Guard parts: ``start``, ``epoch``, ``eval``, ``flops``, ``throughput``, ``finish``, ``checkpoint``,
+``logging``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from green_callbacks.core.session import Session, status_for
 __all__ = ["PARTS", "Engine", "FlopTap", "batch_signature"]
 
 T = TypeVar("T")
-PARTS = ("start", "epoch", "eval", "flops", "finish", "checkpoint", "logging")
+PARTS = ("start", "epoch", "eval", "flops", "throughput", "finish", "checkpoint", "logging")
 """The guard's part names, identical in every adapter (the record's ``lost`` names them)."""
 
 Count = Callable[[str, Any, Any, tuple[Any, ...]], "float | None"]
@@ -71,6 +72,11 @@ class FlopTap:
 
     def stop(self) -> None:
         self.active = False
+
+    @property
+    def counting(self) -> bool:
+        """A count is running the model (on a meta copy): its forwards are not training steps."""
+        return self._busy
 
     def step(self, kind: str, module: Any, batch: Any, *index: Any) -> None:
         """FLOPs of one step of ``kind`` on ``batch``, added to the epoch (``index``: the step's extra positional
@@ -191,6 +197,16 @@ class Engine:
         if self.session.running:
             self.guard("epoch", self.session.epoch_start, epoch)
             self.flops.new_epoch()
+
+    def add_batch(self, batch: Any) -> None:
+        """A training step ran on ``batch``: its samples and tokens (read from shapes) go to the epoch's throughput."""
+        if self.session.in_epoch and not self.flops.counting:
+            self.guard("throughput", self.session.add_batch, batch)
+
+    def add_samples(self, samples: int | None = None, tokens: int | None = None) -> None:
+        """Samples and tokens of training steps the adapter counted itself."""
+        if self.session.in_epoch:
+            self.guard("throughput", self.session.add_samples, samples=samples, tokens=tokens)
 
     def eval_start(self) -> None:
         if self.session.in_epoch:

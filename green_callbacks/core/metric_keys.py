@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from green_callbacks.core.throughput import THROUGHPUT_KEYS, throughput
 from green_callbacks.core.units import joules_to_kwh
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -66,6 +67,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "green/projected_total_energy_kwh",
     "green/projected_total_emissions_gco2e",
     *FOOTPRINT_KEYS,
+    *THROUGHPUT_KEYS,
 )
 """Every key an epoch returns, from the first epoch on (NaN where a value is unavailable)."""
 
@@ -118,6 +120,8 @@ def epoch_metrics(
         "green/train_flops_per_joule": per_joule,
         "green/projected_total_energy_kwh": _kwh(energy_p),
         "green/projected_total_emissions_gco2e": _nan(emissions_p),
+        **throughput(train_time_s=row.train_time_s, samples=row.samples, tokens=row.tokens,
+                     train_flops=row.train_flops, peak_flops_per_s=row.peak_flops_per_s).metrics(),
     }
 
 

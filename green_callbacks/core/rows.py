@@ -32,6 +32,13 @@ class EpochRow:
     metrics: Mapping[str, float] = field(default_factory=dict)
     missing_components: tuple[str, ...] = ()
     """Components unavailable in this epoch: ``energy_j`` and emissions are the sum of the others."""
+    train_time_s: float | None = None
+    """The epoch's wall time less its evaluation windows (global rank zero's clock)."""
+    samples: float | None = None
+    tokens: float | None = None
+    """Training samples and input tokens of the epoch, summed over ranks; ``None`` = not known."""
+    peak_flops_per_s: float | None = None
+    """The dense peak FLOP/s of every device that trained (summed over ranks) at the run's compute dtype."""
 
     def to_record(self) -> dict[str, Any]:
         out = asdict(self)

@@ -13,6 +13,7 @@ exception, the stale-run reset and the FLOP tap.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -40,6 +41,7 @@ from green_callbacks.core.rows import EpochRow, row_from_record
 from green_callbacks.core.sensors.base import COMPONENTS, NOT_USED, UNAVAILABLE, Sensor
 from green_callbacks.core.sensors.factory import build_sensors
 from green_callbacks.core.signals import ExitHandlers, signals_held
+from green_callbacks.core.throughput import BatchCounter, PeakInfo, local_peak
 from green_callbacks.core.units import emissions_gco2e, joules_to_kwh
 
 __all__ = ["METRIC_KEYS", "STATUSES", "EpochRow", "Session"]
@@ -140,6 +142,8 @@ class Session:
         self._methods: dict[str, list[str]] = {}  # every method each component used so far
         self._environment: threading.Thread | None = None
         self._phases: list[dict[str, Any]] = []  # test/predict/evaluate run with this fit's model, newest last
+        self._batches = BatchCounter()
+        self._peak = PeakInfo(None, None, (), "the run has not started")
 
     # ------------------------------------------------------------------ read-only state
     @property
@@ -226,6 +230,11 @@ class Session:
         return self.meter is not None and self.meter.is_open("eval")
 
     @property
+    def peak(self) -> PeakInfo:
+        """This process's devices' dense peak FLOP/s at the run's compute dtype (for ``green/mfu``), or why not."""
+        return self._peak
+
+    @property
     def flops_available(self) -> bool:
         return self.guard.enabled("flops")
 
@@ -251,6 +260,7 @@ class Session:
         planned_epochs: float | None = None,
         extra: Mapping[str, Any] | None = None,
         handle_signals: bool = True,
+        compute_dtype: Any = None,
     ) -> None:
         """Begin the run: build and start the sensors, open the ``run`` window, write the first record.
 
@@ -261,6 +271,8 @@ class Session:
         :mod:`green_callbacks.core.sensors.accelerators`), which picks the sensor.
         ``planned_epochs`` (may be fractional) lets the session project the run's total and apply budgets.
         ``handle_signals=False``: the framework turns SIGTERM into its own exception (the exit hook stays).
+        ``compute_dtype`` (``"bf16"``, ``"16-mixed"``, ``torch.float32`` …; default fp32) picks the devices' peak
+        FLOP/s for ``green/mfu``.
         """
         with self._lock:
             if self._status == "running":
@@ -277,7 +289,12 @@ class Session:
             self._started_at = clock.wall_time_s()
             self._pid = os.getpid()
             self._status = "running"
-            self._info = dict(extra or {})
+            components = self.meter.info()
+            self._peak = local_peak(components, compute_dtype)
+            self._info = {"throughput": {"compute_dtype": self._peak.dtype, "devices": list(self._peak.devices),
+                                         "peak_flops_per_s": self._peak.peak_flops_per_s,
+                                         "mfu_unavailable": self._peak.reason or None},
+                          **dict(extra or {})}
             folder = self.config.output_dir or output_dir or "green_runs"
             if self._record_path is None:
                 self._record_path = new_record_path(folder)
@@ -290,7 +307,7 @@ class Session:
             self.write_record()
             self._exit.install(signals=handle_signals)
             self._environment = threading.Thread(  # versions and machine facts can wait: not on the training thread
-                target=self._capture_environment, args=(self.meter.info(),), name="green-callbacks-env", daemon=True
+                target=self._capture_environment, args=(components,), name="green-callbacks-env", daemon=True
             )
             self._environment.start()
 
@@ -325,6 +342,9 @@ class Session:
         self._state.add_state("eval_flops", "sum")
         self._state.add_state("intensity", "rank_zero")
         self._state.add_state("embodied_gco2e_per_h", "sum")
+        for name in ("samples", "tokens", "peak_flops_per_s"):  # throughput: a rank without a count makes it unknown
+            self._state.add_state(name, "sum")
+        self._state.add_state("train_time_s", "rank_zero")  # one clock for the rates, so all ranks log the same
 
     def _components(self) -> list[str]:
         assert self.meter is not None
@@ -356,6 +376,19 @@ class Session:
                 UserWarning,
                 stacklevel=3,
             )
+        self._say_why_no_mfu()
+
+    def _say_why_no_mfu(self) -> None:
+        """Once per run: why ``green/mfu`` is NaN. A warning when an accelerator trains whose peak is not known
+        (the table or the dtype lacks it: something to fix); an INFO log on a CPU run, where NaN is expected."""
+        if self._peak.peak_flops_per_s is not None or not self.dist.is_global_zero:
+            return
+        message = f"green_callbacks: green/mfu is NaN in this run: {self._peak.reason}."
+        if self._peak.devices:
+            warnings.warn(message + " Add the device's dense peak to green_callbacks/core/flops/peaks.py.",
+                          UserWarning, stacklevel=4)
+        else:
+            logging.getLogger("green_callbacks").info(message)
 
     # ------------------------------------------------------------------ epochs
     def epoch_start(self, epoch: int | None = None) -> None:
@@ -366,6 +399,7 @@ class Session:
             self._epoch = self._epoch_index if epoch is None else int(epoch)
             self._eval = []
             self._flops = {"train": 0.0, "eval": 0.0}
+            self._batches.reset()
             self.meter.begin("epoch")
 
     def eval_start(self) -> None:
@@ -387,6 +421,15 @@ class Session:
         """:meth:`add_flops` for one step of ``kind`` (``"train"`` or ``"eval"``): the per-batch path, kept short."""
         self._flops[kind] += flops
         self._flops_seen = True
+
+    def add_samples(self, *, samples: int | None = None, tokens: int | None = None) -> None:
+        """Add the training samples and input tokens of steps of this epoch (``None``: not known)."""
+        self._batches.add(samples, tokens)
+
+    def add_batch(self, batch: Any) -> None:
+        """Add a training batch's samples and tokens, read from its shapes
+        (:func:`~green_callbacks.core.throughput.batch_counts`; no device synchronisation)."""
+        self._batches.add_batch(batch)
 
     def epoch_end(self, metrics: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Close the epoch: sum over ranks, update totals and convergence, log the epoch, return the metrics.
@@ -479,6 +522,10 @@ class Session:
             "eval_flops": self._flops["eval"] if flops_ok else None,
             "intensity": self.carbon.intensity_gco2e_per_kwh,
             "embodied_gco2e_per_h": self.footprint.local_rate_gco2e_per_h,
+            "samples": self._batches.samples,
+            "tokens": self._batches.tokens,
+            "peak_flops_per_s": self._peak.peak_flops_per_s,
+            "train_time_s": max(epoch_m.duration_s - eval_m.duration_s, 0.0),
         }
         for n in names:
             local[f"energy_j/{n}"] = self._local_component_j(epoch_m, n)
@@ -524,6 +571,10 @@ class Session:
             totals=self._totals,
             metrics=metrics,
             missing_components=tuple(n for n in names if comp_j[n] is None and methods[n] != NOT_USED),
+            train_time_s=sums["train_time_s"],
+            samples=sums["samples"],
+            tokens=sums["tokens"],
+            peak_flops_per_s=sums["peak_flops_per_s"],
         )
 
     def metrics(self, row: EpochRow) -> dict[str, float]:

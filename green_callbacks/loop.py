@@ -1,0 +1,379 @@
+"""Any training loop: ``Tracker``, the same engine as the three callbacks, driven by hand.
+
+::
+
+    from green_callbacks.loop import Tracker
+
+    tracker = Tracker(country="FR", model=model, log=writer.add_scalar)   # the callbacks' keywords, plus a few
+    with tracker:                                    # start … finish ("completed" / "failed" / "interrupted")
+        for epoch in range(3):
+            with tracker.epoch() as ep:              # one epoch: the green/ keys are logged when it closes
+                for batch in train_loader:
+                    ...                              # your step
+                    tracker.step(batch)              # samples, tokens and (with model=) training FLOPs
+                with tracker.evaluation():
+                    for batch in val_loader:
+                        ...
+                        tracker.eval_step(batch)
+                ep.metrics["val_loss"] = val_loss    # the monitored metric, for "to convergence"
+            if tracker.should_stop:                  # a budget would be exceeded
+                break
+
+Every number comes from :class:`~green_callbacks.core.session.Session` — the same keys, record, report and
+never-break guard as ``GreenCallback`` in Lightning, Keras and transformers. ``log=`` takes any logging callable:
+``wandb.log``, ``SummaryWriter.add_scalar``, ``accelerator.log``, ``fabric.log_dict``, ``mlflow.log_metrics``, or
+your own ``print``-like function (see :class:`LogHook`). Under ``torch.distributed`` (DDP, FSDP, Fabric,
+Accelerate) every rank drives its tracker alike; values are summed over ranks, the node-level parts (CPU package,
+RAM) counted once per node, and only global rank zero logs and writes the record.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+from green_callbacks.core.metric_keys import nan_metrics
+from green_callbacks.core.throughput import batch_counts
+
+__all__ = ["METRIC_KEYS", "Epoch", "LogHook", "Tracker"]
+
+Forward = Callable[[Any, Any], Any]
+
+_SCALAR_NAMES = (("tag", "name", "key"), ("scalar_value", "value", "val", "scalar"))
+_STEP_NAMES = ("step", "global_step")
+
+
+class LogHook:
+    """Calls a user's logging function with one epoch's ``green/`` metrics.
+
+    Two shapes are recognised from the callable's signature:
+
+    * **a mapping at once** (``wandb.log(d)``, ``accelerator.log(d, step=)``, ``fabric.log_dict(d, step=)``,
+      ``mlflow.log_metrics(d, step=)``, ``print``): called once per epoch with the dict;
+    * **one scalar at a time** (``SummaryWriter.add_scalar(tag, value, global_step)``, ``fabric.log(name, value,
+      step)``): its first two parameters are named like ``tag``/``name`` and ``value``/``scalar_value``; called
+      once per key.
+
+    ``step``: the epoch number is passed as ``step=`` / ``global_step=`` when the callable takes one (or takes
+    only ``**kwargs``, as ``accelerator.log`` does behind its decorator), except to ``wandb.log``, whose step must keep
+    growing with your own per-batch logging (W&B drops smaller steps). ``step=True`` / ``False`` forces it either way.
+    """
+
+    def __init__(self, fn: Callable[..., Any], step: bool | None = None) -> None:
+        if not callable(fn):
+            raise ValueError(
+                f"log= must be a callable such as wandb.log, writer.add_scalar, accelerator.log or fabric.log_dict, "
+                f"got {fn!r} ({type(fn).__name__})"
+            )
+        if step not in (None, True, False):
+            raise ValueError(f"log_step must be True, False or None (automatic), got {step!r}")
+        self.fn = fn
+        params = _parameters(fn)
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self.scalar = len(names) >= 2 and names[0] in _SCALAR_NAMES[0] and names[1] in _SCALAR_NAMES[1]
+        self.step_name = next((p.name for p in params if p.name in _STEP_NAMES), None)
+        if self.step_name is None and any(p.kind is p.VAR_KEYWORD for p in params):
+            self.step_name = "step"  # a wrapper hiding its signature (accelerate's ``@on_main_process`` log)
+        module = str(getattr(fn, "__module__", "") or "")
+        wants_step = not module.startswith("wandb") if step is None else step
+        if wants_step and self.step_name is None and step:
+            raise ValueError(f"log_step=True, but {_name(fn)} takes no step= or global_step= argument")
+        self.pass_step = bool(wants_step and self.step_name is not None)
+
+    def __call__(self, metrics: Mapping[str, float], step: int) -> None:
+        extra = {self.step_name: step} if self.pass_step and self.step_name else {}
+        if self.scalar:
+            for key, value in metrics.items():
+                self.fn(key, value, **extra)
+        else:
+            self.fn(dict(metrics), **extra)
+
+
+def _parameters(fn: Callable[..., Any]) -> list[inspect.Parameter]:
+    try:
+        return list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature (e.g. print on some versions)
+        return []
+
+
+def _name(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__)
+
+
+class Epoch:
+    """The epoch a ``with tracker.epoch() as ep:`` block measures.
+
+    Put the epoch's own metrics into ``ep.metrics`` (``val_loss``, ``accuracy``): the monitored one drives
+    "to convergence", and all numbers go into the run record. After the block, ``ep.green`` holds the ``green/``
+    metrics that were logged.
+    """
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.metrics: dict[str, Any] = {}
+        self.green: dict[str, float] = {}
+
+
+class Tracker(GreenCallbackBase):
+    """Energy, emissions, FLOPs and throughput of any training loop, with the callbacks' keys and record.
+
+    Takes every keyword of the callbacks (``country=``, ``carbon_intensity=``, ``pue=``, ``monitor=``,
+    ``budget_kwh=``, ``output_dir=`` …; see :class:`~green_callbacks._adapter.GreenCallbackBase`) and these:
+
+    Args:
+        model: the ``torch.nn.Module`` you train; with it, :meth:`step` and :meth:`eval_step` count FLOPs (once per
+            batch signature, on a meta copy). Wrappers (DDP, Fabric, Accelerate, DeepSpeed, ``torch.compile``) are
+            looked through; a model sharded by FSDP2 (``fully_shard``) or DeepSpeed ZeRO-3 is counted unsharded.
+        forward: ``forward(model, batch)`` running one step's forward and returning the loss (or the output: the
+            backward's FLOPs do not depend on which scalar it starts from). Default: ``model(**batch)`` for a
+            mapping, ``model(batch[0])`` for a tuple or list, else ``model(batch)``.
+        log: any logging callable, called with the ``green/`` metrics at every epoch end (see :class:`LogHook`).
+        log_step: pass the epoch number as the logger's step (``None``: automatic, see :class:`LogHook`).
+        dtype: the compute dtype, for the MFU peak (``"bf16"``, ``"fp16"``, ``"tf32"``, ``"fp32"``, a
+            ``torch.dtype``); default ``"fp32"``.
+        device: the device this process trains on (default: the model's); picks the GPU(s) whose energy is measured.
+        planned_epochs: how many epochs the run will last, for the projection and budgets.
+        hyperparameters: kept in the run record.
+    """
+
+    framework = "loop"
+
+    def __init__(
+        self,
+        *,
+        model: Any = None,
+        forward: Forward | None = None,
+        log: Callable[..., Any] | None = None,
+        log_step: bool | None = None,
+        dtype: Any = None,
+        device: Any = None,
+        planned_epochs: float | None = None,
+        hyperparameters: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        GreenCallbackBase.__init__(self, **kwargs)
+        if forward is not None and not callable(forward):
+            raise ValueError(f"forward must be callable as forward(model, batch), got {forward!r}")
+        if planned_epochs is not None and (isinstance(planned_epochs, bool) or not isinstance(
+                planned_epochs, (int, float)) or not planned_epochs > 0):
+            raise ValueError(f"planned_epochs must be a positive number, got {planned_epochs!r}")
+        if dtype is not None:
+            from green_callbacks.core.flops.peaks import normalize_dtype
+
+            normalize_dtype(dtype)  # a clear ValueError now, not a NaN later
+        self._model_ref = None if model is None else weakref.ref(model)
+        self._forward = forward or default_forward
+        self._log = None if log is None else LogHook(log, log_step)
+        self._dtype = dtype
+        self._device = device
+        self._planned_epochs = planned_epochs
+        self._hyperparameters = dict(hyperparameters or {})
+        self._epoch: Epoch | None = None
+
+    # ------------------------------------------------------------------ run
+    @property
+    def model(self) -> Any:
+        return None if self._model_ref is None else self._model_ref()
+
+    @property
+    def should_stop(self) -> bool:
+        """True once a budget would be exceeded (``budget_action="stop"``): end your loop after this epoch."""
+        return self._engine.should_stop
+
+    @property
+    def running(self) -> bool:
+        return self._engine.running
+
+    def start(self) -> Tracker:
+        """Begin the run (``with tracker:`` does it for you). A finished tracker starts a new run."""
+        if self.running:
+            return self
+        if self.session.status != "created":
+            self._engine.begin_fit()
+        self._engine.flops.use(None if self.model is None else _FlopCount(self))
+        self._engine.start(
+            hyperparameters=self._hyperparameters,
+            device_indices=_device_indices(self._device, self.model),
+            planned_epochs=self._planned_epochs,
+            compute_dtype=self._dtype,
+            extra={"loop": {"model": None if self.model is None else type(self.model).__name__,
+                            "logger": None if self._log is None else _name(self._log.fn)}},
+        )
+        return self
+
+    def finish(self, status: str = "completed", error: BaseException | str | None = None) -> Any:
+        """End the run and write the final record; returns its path. Safe to call more than once."""
+        self._engine.finish(status, error)
+        return self.record_path
+
+    def __enter__(self) -> Tracker:
+        return self.start()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self._engine.finish("completed")
+        else:
+            self._engine.fail(exc)
+
+    # ------------------------------------------------------------------ epochs
+    def epoch_start(self, epoch: int | None = None) -> Epoch:
+        """Open an epoch (``epoch``: your epoch number; default: the count so far). Starts the run if needed."""
+        if not self.running:
+            self.start()
+        index = epoch if epoch is not None else (self._epoch.index + 1 if self._epoch is not None else
+                                                 self.session.epochs_done)
+        self._epoch = Epoch(index)
+        self._engine.epoch_start(index)
+        return self._epoch
+
+    def epoch_end(self, metrics: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """Close the epoch: the ``green/`` metrics (every key, NaN where unknown), logged through ``log=``.
+
+        Under ``torch.distributed`` this is a collective call: every rank must make it.
+        """
+        epoch = self._epoch or Epoch(self.session.epochs_done)
+        epoch.metrics.update(metrics or {})
+        values = self._engine.epoch_end(epoch.metrics)
+        if values is None:  # no epoch open (the run did not start): every key all the same
+            values = nan_metrics()
+        epoch.green = dict(values)
+        if self._log is not None and self.session.dist.is_global_zero:
+            self._engine.guard("logging", self._log, values, epoch.index)
+        return dict(values)
+
+    @contextmanager
+    def epoch(self, epoch: int | None = None) -> Iterator[Epoch]:
+        """``with tracker.epoch() as ep:`` — :meth:`epoch_start` on entry, :meth:`epoch_end` on a normal exit.
+
+        An exception inside the block leaves the epoch open (no collective call on a failure path); the run's
+        ``with tracker:`` then records it as the partial epoch of a failed run.
+        """
+        current = self.epoch_start(epoch)
+        yield current
+        self.epoch_end()
+
+    def eval_start(self) -> None:
+        """Open an evaluation window inside the epoch (its energy is reported apart; several are summed)."""
+        self._engine.eval_start()
+
+    def eval_end(self) -> None:
+        self._engine.eval_end()
+
+    @contextmanager
+    def evaluation(self) -> Iterator[None]:
+        """``with tracker.evaluation():`` around your validation loop."""
+        self.eval_start()
+        try:
+            yield
+        finally:
+            self.eval_end()
+
+    # ------------------------------------------------------------------ steps
+    def step(self, batch: Any = None, *, samples: int | None = None, tokens: int | None = None) -> _Step:
+        """One training step on ``batch``: counts its samples, tokens and (with ``model=``) its FLOPs.
+
+        Use it around the step's forward and backward, ``with tracker.step(batch): loss.backward()``, or call it
+        once after the step; both count the same (FLOPs on a meta copy of the model, once per batch signature).
+        Under gradient accumulation, once per micro-batch. ``samples``/``tokens`` override what is read from the
+        batch's shapes (see :func:`green_callbacks.core.throughput.batch_counts`).
+        """
+        if samples is not None or tokens is not None or batch is None:
+            read = batch_counts(batch) if batch is not None else (None, None)
+            self._engine.add_samples(read[0] if samples is None else samples, read[1] if tokens is None else tokens)
+        else:
+            self._engine.add_batch(batch)
+        self._flops("train", batch)
+        return _Step()
+
+    def eval_step(self, batch: Any = None) -> _Step:
+        """One evaluation step on ``batch``: counts its forward FLOPs (with ``model=``); ``with`` or a plain call."""
+        self._flops("eval", batch)
+        return _Step()
+
+    def _flops(self, kind: str, batch: Any) -> None:
+        model = self.model
+        if batch is not None and model is not None:
+            self._engine.flops.step(kind, model, batch)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """Save with your checkpoint; :meth:`load_state_dict` before :meth:`start` continues the run's totals."""
+        return self._engine.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state:
+            if self.session.status != "created":
+                self._engine.restart()
+            self._engine.load_state_dict(state)
+
+
+class _FlopCount:
+    """The counting function behind ``engine.flops`` for a plain loop: the one call into the core FLOP engine.
+
+    The engine counts ``forward(model, batch)`` (and its backward, for training) on a meta copy of the model, once
+    per batch signature; wrappers are looked through and sharded models counted unsharded
+    (:func:`green_callbacks._sharded.flop_model`). A real-step fallback would run collectives on one rank only, so
+    it is allowed in a single process alone.
+    """
+
+    def __init__(self, tracker: Tracker) -> None:
+        from green_callbacks.core.flops import TorchFlopCounter
+
+        self._forward = tracker._forward
+        self.engine = TorchFlopCounter(fallback_to_real_step=tracker.session.dist.world_size == 1)
+
+    def __call__(self, kind: str, model: Any, batch: Any, index: tuple[Any, ...]) -> float:
+        from green_callbacks._sharded import flop_model
+
+        count = self.engine.count_train_step if kind == "train" else self.engine.count_eval_step
+        return float(count(flop_model(model), self._forward, batch).flops)
+
+
+class _Step:
+    """What :meth:`Tracker.step` returns: usable as ``with tracker.step(batch): ...`` around the step, or ignored."""
+
+    def __enter__(self) -> _Step:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def default_forward(model: Any, batch: Any) -> Any:
+    """``model(**batch)`` for a mapping, ``model(batch[0])`` for a tuple/list (``(inputs, targets)``), else
+    ``model(batch)``."""
+    if isinstance(batch, Mapping):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(batch[0])
+    return model(batch)
+
+
+def _device_indices(device: Any, model: Any) -> list[int] | None:
+    """CUDA ordinals this process trains on: from ``device=``, else the model's parameters; ``None``: unknown."""
+    if device is None and model is not None and "torch" in sys.modules:
+        param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+        device = None if param is None else param.device
+    if device is None:
+        return None
+    if isinstance(device, int) and not isinstance(device, bool):
+        return [device]
+    kind = getattr(device, "type", None)
+    index = getattr(device, "index", None)
+    if kind is None:  # a string such as "cuda:1" or "cpu"
+        text = str(device)
+        kind, _, rest = text.partition(":")
+        index = int(rest) if rest.isdigit() else None
+    if kind != "cuda":
+        return []
+    if index is None:
+        import torch
+
+        index = torch.cuda.current_device()
+    return [int(index)]
+
