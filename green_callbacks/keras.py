@@ -8,9 +8,11 @@ order in ``callbacks=[...]`` does not matter; other callbacks before it that hav
 warning. See docs/keras.md.
 
 No per-batch hook is overridden (that would switch off Keras' asynchronous batch dispatch). Instead the model's
-``train_function``/``test_function`` are wrapped for the duration of ``fit``: the wrapper notes each batch's shapes
-(no device synchronisation) and, since Keras has no exception hook, closes the run record with status ``failed`` /
-``interrupted`` when a step raises. FLOPs are counted once per batch signature at the end of the epoch.
+``train_function``/``test_function`` are wrapped for the duration of ``fit``: the wrapper hands each batch to the
+core ``FlopTracker`` (torch backend: the first step of each batch signature is watched by the FLOP counter while it
+runs, nothing is re-run; JAX/TensorFlow: shapes are noted and counted from abstract shapes at the end of the epoch)
+and, since Keras has no exception hook, closes the run record with status ``failed`` / ``interrupted`` when a step
+raises.
 
 Resume: Keras callbacks have no checkpoint hook, so when ``fit`` has a ``BackupAndRestore`` the callback keeps its
 totals in a small JSON file beside that backup (``green_callbacks_state.json``) at each epoch end; a ``fit`` that
@@ -199,7 +201,7 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
         self._steps = _Steps()
         self._wrapped: list[tuple[Any, str, Any]] = []
         self._epoch_iterator: Any = None
-        self._flop_counter: Any = None
+        self._flops: Any = None  # core.flops.FlopTracker (torch backend), kept across fits of this callback
         self._flops_info: dict[str, Any] = {}
         self._warned_order = False
         self._backup_dir: str | None = None
@@ -353,11 +355,17 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
             try:
                 if this is not None and this.session.status == "running":
                     args = this._note_batches(backend, kind, args)
-                return original(*args, **kwargs)
+                out = original(*args, **kwargs)
             except BaseException as err:
-                if this is not None and type(err).__name__ not in _END_OF_DATA:
-                    this._fit_failed(err)
+                if this is not None:
+                    if this._flops is not None:
+                        this._flops.discard()
+                    if type(err).__name__ not in _END_OF_DATA:
+                        this._fit_failed(err)
                 raise
+            if this is not None and this._flops is not None and this._flops.in_step:
+                this.session.guard.call("flops", this._flops.end)
+            return out
 
         watched._green_callback = ref  # type: ignore[attr-defined]
         setattr(model, attr, watched)
@@ -366,8 +374,12 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
     def _note_batches(self, backend: str, kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
         if not self.session.guard.enabled("flops"):
             return args
-        if backend == "torch":  # train_function(data): data[0] is the batch
-            self._steps.add(kind, args[0][0])
+        if backend == "torch":  # train_function(data): data[0] is the batch; the call runs the step
+            if self._flops is None:
+                from green_callbacks.core.flops import FlopTracker
+
+                self._flops = FlopTracker()
+            self.session.guard.call("flops", self._flops.begin, kind, self.model, args[0][0])
         elif backend == "jax":  # train_function(state, iterator): the batches come out of the iterator
             return (args[0], _PeekingIterator(args[1], lambda data: self._steps.add(kind, data)), *args[2:])
         elif backend == "tensorflow":  # train_function(iterator) runs inside tf.function: note the call only
@@ -389,6 +401,14 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
     # ------------------------------------------------------------------ FLOPs
     def _add_flops(self) -> None:
         backend = keras.backend.backend()
+        if backend == "torch":
+            if self._flops is not None:
+                epoch = self._flops.take_epoch()
+                self._flops_info.update(self._flops.info(), per_step=self._flops.per_signature())
+                self.session.add_flops(train=epoch.train_flops, eval=epoch.eval_flops)
+            else:
+                self.session.add_flops()
+            return
         totals = {"train": 0.0, "eval": 0.0}
         for (kind, signature), count in self._steps.counts.items():
             example = self._steps.examples.get((kind, signature))
@@ -399,15 +419,6 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
 
     def _step_flops(self, backend: str, kind: str, batch: Any) -> float:
         cache = self._flops_info.setdefault("per_step", {})
-        if backend == "torch":
-            from green_callbacks.core.flops import TorchFlopCounter
-
-            if self._flop_counter is None:
-                self._flop_counter = TorchFlopCounter()
-            count = self._flop_counter.count_train_step if kind == "train" else self._flop_counter.count_eval_step
-            step = count(self.model, _keras_forward(kind), batch)
-            cache[f"{kind} {_describe(batch)}"] = {"flops": step.flops, "method": step.method}
-            return float(step.flops)
         key = f"{kind} {_describe(batch)}"
         if key not in cache:
             from green_callbacks.core.flops import keras_backends
@@ -421,21 +432,11 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
 
 
 _FLOP_METHODS: dict[str, dict[str, str]] = {
-    "torch": {"method": "torch-flop-counter (green_callbacks.core.flops)", "convention": "matmul-only"},
+    "torch": {"method": "torch-flop-counter (green_callbacks.core.flops, observed on the real step)",
+              "convention": "matmul-only"},
     "jax": {"method": "xla-cost-analysis", "convention": "all-ops"},
     "tensorflow": {"method": "tf-profiler", "convention": "all-ops (ops with a registered FLOP statistic)"},
 }
-
-
-def _keras_forward(kind: str) -> Callable[[Any, Any], Any]:
-    """The forward of one Keras step for the torch engine: ``model(x)`` (its outputs' sum stands in for the loss,
-    which adds no matmul; the loss itself is not counted under the matmul-only convention)."""
-
-    def forward(model: Any, batch: Any) -> Any:
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
-        return model(x, training=kind == "train")
-
-    return forward
 
 
 def _describe(batch: Any) -> str:
@@ -453,8 +454,6 @@ def _batches(
     backend: str, example: Any, count: int, kind: str, epoch_iterator: Any, model: Any
 ) -> list[tuple[Any, int]]:
     """(abstract batch, number of steps) pairs for one noted signature, ready for the backend's counter."""
-    if backend == "torch":
-        return [(example, count)]
     if backend == "jax":
         import jax
 

@@ -8,9 +8,9 @@ it returns; every number comes from the session. Hook → session call:
 ``load_state_dict`` / ``state_dict``      resume: the session's totals and convergence go on
 ``on_fit_start``                          ``session.start`` (log dir, hparams, device, framework monitor)
 ``on_train_epoch_start``                  ``session.epoch_start``
-``on_train_batch_end``                    ``session.add_flops(train=…)`` (cached count per batch signature)
-``on_validation_start/batch_end/end``     ``session.eval_start`` / ``add_flops(eval=…)`` / ``eval_end``
-``on_train_epoch_end``                    ``session.epoch_end`` → ``pl_module.log_dict`` (all loggers, monitors)
+``on_train_batch_start`` … ``_end``       ``flops.begin("train", …)`` … ``end()`` (or ``on_before_optimizer_step``)
+``on_validation_start/batch_*/end``       ``session.eval_start`` / ``flops.begin("eval", …)``, ``end()`` / ``eval_end``
+``on_train_epoch_end``                    ``session.add_flops`` + ``session.epoch_end`` → ``pl_module.log_dict``
 ``teardown`` / ``on_exception``           ``session.finish("completed" | "interrupted" | "failed")``
 ========================================  =================================================================
 
@@ -20,7 +20,6 @@ uses no ``isinstance`` check against one namespace, so either Trainer accepts th
 
 from __future__ import annotations
 
-import inspect
 import math
 import sys
 import warnings
@@ -71,7 +70,7 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
     def __init__(self, **kwargs: Any) -> None:
         _pl.Callback.__init__(self)
         GreenCallbackBase.__init__(self, **kwargs)
-        self._flop_counter: _FlopCounter | None = None
+        self._flops: Any = None  # core.flops.FlopTracker, one per fit
         # Lightning reads state_key at every hook call; the settings are frozen, so it is computed once
         self._state_key = self._generate_state_key(**{k: getattr(self.config, k) for k in _STATE_KEY_FIELDS})
 
@@ -91,7 +90,9 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
     def _setup(self, trainer: Any) -> None:
         dist = DistInfo(rank=trainer.global_rank, local_rank=trainer.local_rank, world_size=trainer.world_size)
         self.session = self._new_session(dist)
-        self._flop_counter = _FlopCounter(distributed=trainer.world_size > 1)
+        from green_callbacks.core.flops import FlopTracker
+
+        self._flops = FlopTracker()
         if trainer.world_size > 1:  # our values are already summed over ranks: Lightning's sync_dist hint is moot
             warnings.filterwarnings("ignore", message=_SYNC_HINT, category=Warning)
 
@@ -127,6 +128,8 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
         if self._running():
             self._guard("budget", self._plan, trainer)
             self._guard("epoch", self.session.epoch_start, trainer.current_epoch)
+            if self._flops is not None:
+                self._guard("flops", self._flops.refresh, pl_module)
 
     def _plan(self, trainer: Any) -> None:
         """``max_epochs``, or fewer when ``max_steps`` ends the run first (batches are known only from here on)."""
@@ -134,9 +137,31 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
         steps = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else None
         self.session.set_planned_epochs(plan_epochs(trainer.max_epochs, trainer.max_steps, steps))
 
+    # FLOPs: the tracker watches the first real step of each batch signature (nothing is re-run; docs/flops.md)
+    def _counting(self, pl_module: Any) -> bool:
+        if self._flops is None or not self.session.guard.enabled("flops"):
+            return False
+        if not pl_module.automatic_optimization:  # the step calls the optimizers itself: its FLOPs include theirs
+            self._flops = None
+            warnings.warn("green_callbacks: FLOPs are not counted under manual optimization; they are reported "
+                          "unavailable (NaN).", UserWarning, stacklevel=3)
+            return False
+        return True
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if self.session.in_epoch and self._counting(pl_module):
+            self._guard("flops", self._flops.begin, "train", pl_module, batch)
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        if self._flops is not None and self._flops.in_step:  # backward done: the optimizer's own work is not counted
+            self._guard("flops", self._flops.end)
+
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.session.in_epoch and outputs is not None:  # None: the step was skipped, no backward ran
-            self._guard("flops", self._add_flops, pl_module, batch, "train", batch_idx)
+        if self._flops is not None and self._flops.in_step:
+            if outputs is None:  # the step was skipped, no backward ran
+                self._flops.discard()
+            else:
+                self._guard("flops", self._flops.end)
 
     def _in_fit_validation(self, trainer: Any) -> bool:
         return self.session.in_epoch and not trainer.sanity_checking
@@ -145,25 +170,21 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
         if self._in_fit_validation(trainer):
             self._guard("eval", self.session.eval_start)
 
+    def on_validation_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if self._in_fit_validation(trainer) and self._counting(pl_module):
+            self._guard("flops", self._flops.begin, "eval", pl_module, batch)
+
     def on_validation_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self._in_fit_validation(trainer):
-            self._guard("flops", self._add_flops, pl_module, batch, "eval", batch_idx, dataloader_idx)
+        if self._flops is not None and self._flops.in_step:
+            self._guard("flops", self._flops.end)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if self._in_fit_validation(trainer):
             self._guard("eval", self.session.eval_end)
-
-    def _add_flops(self, pl_module: Any, batch: Any, kind: str, *index: int) -> None:
-        if self._flop_counter is None:
-            return
-        if not pl_module.automatic_optimization:  # the step calls the optimizers itself: not replayable
-            self._flop_counter = None
-            warnings.warn("green_callbacks: FLOPs are not counted under manual optimization; they are reported "
-                          "unavailable (NaN).", UserWarning, stacklevel=2)
-            return
-        self.session.add_flops(**{kind: self._flop_counter.count(pl_module, batch, kind, *index)})
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self.session.in_epoch:
@@ -171,6 +192,9 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
 
     def _epoch_end(self, trainer: Any, pl_module: Any) -> None:
         scalars = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.numel(torch.as_tensor(v)) == 1}
+        if self._flops is not None and self.session.guard.enabled("flops"):
+            flops = self._flops.take_epoch()
+            self.session.add_flops(train=flops.train_flops, eval=flops.eval_flops)
         metrics = self.session.epoch_end(scalars)  # a collective under DDP: every rank gets here
         self.last_metrics = metrics
         # float64 CPU tensors: exact values, no device copies; already summed over ranks, so no sync_dist
@@ -183,6 +207,8 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
 
     # ------------------------------------------------------------------ end
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if self._flops is not None:
+            self._flops.discard()  # a step that never ended (an exception): leave no counter behind
         if stage == "fit" and self._running():
             self._guard("finish", self._finish_completed, trainer)
 
@@ -193,6 +219,8 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
         self.session.finish("completed")
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if self._flops is not None:
+            self._flops.discard()
         if self._running():
             status = "interrupted" if type(exception).__name__ in _INTERRUPTS else "failed"
             self._guard("finish", self.session.finish, status, exception)
@@ -205,42 +233,3 @@ def _framework_monitor(trainer: Any) -> tuple[str | None, str | None]:
         if monitor and not monitor.startswith("green/"):
             return monitor, getattr(cb, "mode", None)
     return None, None
-
-
-class _FlopCounter:
-    """FLOPs of the module's ``training_step`` (forward + backward) or ``validation_step`` (forward) on ``batch``.
-
-    The engine runs the step on a meta-device copy, once per batch signature (cached). The trainer is detached
-    meanwhile, so ``self.log`` in the step is a no-op; a real-step fallback (when the meta run fails, e.g. on
-    ``.item()``) is allowed only in a single process, where it cannot touch a collective.
-    """
-
-    def __init__(self, *, distributed: bool = False) -> None:
-        from green_callbacks.core.flops import TorchFlopCounter
-
-        self.engine = TorchFlopCounter(fallback_to_real_step=not distributed)
-
-    def count(self, pl_module: Any, batch: Any, kind: str, *index: int) -> float:
-        hit = self.engine.cached(kind, pl_module, batch)  # the common path: no preparation needed
-        if hit is not None:
-            return float(hit.flops)
-        name = "training_step" if kind == "train" else "validation_step"
-        extra = _index_args(getattr(pl_module, name), index)
-        count = self.engine.count_train_step if kind == "train" else self.engine.count_eval_step
-        trainer = pl_module._trainer
-        pl_module.trainer = None
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*`self.trainer` reference is not registered")
-                return float(count(pl_module, lambda module, b: getattr(module, name)(b, *extra), batch).flops)
-        finally:
-            pl_module.trainer = trainer
-
-
-def _index_args(step: Any, index: tuple[int, ...]) -> tuple[int, ...]:
-    """As many of ``(batch_idx, dataloader_idx)`` as the step takes, passed positionally as Lightning does."""
-    params = inspect.signature(step).parameters.values()
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return index[:1]
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return index[: max(len(positional) - 1, 0)]

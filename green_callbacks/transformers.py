@@ -15,8 +15,11 @@ How the Trainer's events drive the session (see docs/transformers.md for the why
 * No event receives the Trainer, so it is found once on the call stack of ``on_init_end``/``on_train_begin`` (the
   Trainer is the caller of its callback handler). Its ``train`` is wrapped to learn of exceptions (the Trainer has
   no exception event): the record then ends ``failed`` or ``interrupted``.
-* FLOPs are counted by the core engine from a forward pre-hook on the model (training forward+backward when the
-  model is in training mode with gradients on, evaluation forward otherwise), once per input signature.
+* FLOPs: a forward pre-hook on the model hands each step's inputs to the core ``FlopTracker`` (training when the
+  model is in training mode with gradients on, evaluation otherwise). The first step of each new input signature
+  is watched by the counter while it runs (nothing is re-run); the step ends at ``on_substep_end`` /
+  ``on_pre_optimizer_step`` (training, before the optimizer) or at the forward hook (evaluation). The hooks are
+  kept out of ``torch.compile``'s trace.
 * The session's state is kept in the checkpoint (``ExportableState``) and read back on resume, with or without
   ``restore_callback_states_from_checkpoint``.
 """
@@ -124,36 +127,10 @@ def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _new_flop_counter() -> Any:
-    from green_callbacks.core.flops import TorchFlopCounter
+def _new_flop_tracker() -> Any:
+    from green_callbacks.core.flops import FlopTracker
 
-    return TorchFlopCounter()
-
-
-def _step_loss(model: Any, batch: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
-    """Run the model as the Trainer did; its loss, or (labels popped by the Trainer) its first output summed.
-
-    The backward FLOPs through the model do not depend on which scalar it starts from.
-    """
-    args, kwargs = batch
-    output = model(*args, **kwargs)
-    loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
-    if loss is not None:
-        return loss
-    first = next(iter(output.values())) if isinstance(output, Mapping) else output
-    if isinstance(first, (tuple, list)):
-        first = first[0]
-    return first.float().sum()
-
-
-def _count_step_flops(counter: Any, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, train: bool) -> float:
-    """FLOPs of one training step (forward + backward) or evaluation step (forward) of ``model`` on this batch.
-
-    The one place that calls the core FLOP engine; it counts on a meta copy once per input signature (shapes,
-    dtypes, train/eval) and answers repeated signatures from its cache, so dynamic padding is counted exactly.
-    """
-    count = counter.count_train_step if train else counter.count_eval_step
-    return float(count(model, _step_loss, (tuple(args), dict(kwargs))).flops)
+    return FlopTracker()
 
 
 class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
@@ -186,8 +163,7 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         self._pending: str | None = None  # "evaluate" | "log": what the open epoch still waits for
         self._epoch_metrics: dict[str, float] = {}
         self._logging = False
-        self._counting = False
-        self._flop_counter: Any = None
+        self._flops: Any = None  # core.flops.FlopTracker, one per run
         self._warned_no_trainer = False
 
     # ------------------------------------------------------------------ binding to the Trainer
@@ -240,6 +216,8 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
     def _on_train_error(self, err: BaseException) -> None:
         target = self._adopted_by or self
         target._remove_hook()
+        if target._flops is not None:
+            target._flops.discard()
         if target.session.status == "running":
             status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
             target.session.finish(status, err)
@@ -326,7 +304,7 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         )
         self._pending = None
         self._epoch_metrics = {}
-        self._flop_counter = None  # one counter (and cache) per run
+        self._flops = None  # one tracker (and cache) per run
         self._install_hook(model)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -336,7 +314,18 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         self._epoch_metrics = {}
         self.session.guard.call("session", self.session.epoch_start)
 
+    def _end_step(self) -> None:
+        if self._flops is not None and self._flops.in_step:
+            self.session.guard.call("flops", self._flops.end)
+
+    def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._end_step()  # a gradient-accumulation micro-batch ran its backward
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._end_step()  # backward done; the optimizer's own work is not counted
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._end_step()
         if control.should_evaluate and self.session.in_epoch:
             self.session.guard.call("session", self.session.eval_start)
 
@@ -384,6 +373,9 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
     # ------------------------------------------------------------------ closing an epoch and logging
     def _close_epoch(self, state: Any, control: Any) -> None:
         self._pending = None
+        if self._flops is not None and self.session.flops_available:
+            flops = self._flops.take_epoch()
+            self.session.add_flops(train=flops.train_flops, eval=flops.eval_flops)
         metrics = self.session.guard.call(
             "session", self.session.epoch_end, {**self._epoch_metrics, "epoch": state.epoch}
         )
@@ -432,38 +424,47 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
             return
         owner = weakref.ref(self)
 
-        def count(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            # A plain function (not a bound method): a deep copy of the model copies hooks, and must not copy us.
+        # Plain functions (not bound methods): a deep copy of the model copies hooks, and must not copy us. Kept out
+        # of torch.compile's trace: they read Python state that would otherwise recompile the model at every step.
+        @_not_traced
+        def before(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             callback = owner()
             if callback is not None:
                 callback._on_forward(module, args, kwargs)
 
-        self._hook = model.register_forward_pre_hook(count, with_kwargs=True)
+        @_not_traced
+        def after(module: Any, args: Any, output: Any) -> None:
+            callback = owner()
+            if callback is not None and callback._flops is not None and callback._flops.in_step and not module.training:
+                callback.session.guard.call("flops", callback._flops.end)  # evaluation: the forward is the step
+
+        self._hook = (model.register_forward_pre_hook(before, with_kwargs=True), model.register_forward_hook(after))
 
     def _remove_hook(self) -> None:
         if self._hook is not None:
-            self._hook.remove()
+            for handle in self._hook:
+                handle.remove()
             self._hook = None
+        if self._flops is not None:
+            self._flops.discard()
 
     def _on_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if self._counting or not self.session.in_epoch or not self.session.flops_available:
+        if not self.session.in_epoch or not self.session.flops_available:
             return
         import torch
 
+        if self._flops is None:
+            self._flops = self.session.guard.call("flops", _new_flop_tracker)
+            if self._flops is None:
+                return
         train = bool(module.training and torch.is_grad_enabled())
-        self._counting = True
-        try:
-            if self._flop_counter is None:
-                self._flop_counter = self.session.guard.call("flops", _new_flop_counter)
-            flops = None
-            if self._flop_counter is not None:
-                flops = self.session.guard.call(
-                    "flops", _count_step_flops, self._flop_counter, module, args, kwargs, train=train
-                )
-        finally:
-            self._counting = False
-        if flops is not None:
-            if train:
-                self.session.add_flops(train=flops)
-            else:
-                self.session.add_flops(eval=flops)
+        self.session.guard.call("flops", self._flops.begin, "train" if train else "eval", module, (args, kwargs))
+
+
+def _not_traced(fn: Any) -> Any:
+    """``fn`` run eagerly even when the model around it is compiled (``torch._dynamo.disable``)."""
+    try:
+        import torch._dynamo
+    except ImportError:  # pragma: no cover - torch without dynamo
+        return fn
+    return torch._dynamo.disable(fn, recursive=True)

@@ -67,11 +67,12 @@ class CounterStats:
     meta_counts: int
     real_step_counts: int
     counting_time_s: float
+    observed_counts: int = 0
 
     @property
     def counts(self) -> int:
-        """Steps actually counted (cache misses)."""
-        return self.meta_counts + self.real_step_counts
+        """Steps actually counted (cache misses, and real steps watched by :meth:`TorchFlopCounter.start_observing`)."""
+        return self.meta_counts + self.real_step_counts + self.observed_counts
 
 
 class TorchFlopCounter:
@@ -108,7 +109,10 @@ class TorchFlopCounter:
         self._meta_memo: dict[Hashable, Any] = {}  # output metadata of functional meta ops (see meta_memo.py)
         self._warned: set[str] = set()
         self._uncounted: dict[str, None] = {}
-        self._calls = self._hits = self._meta_counts = self._real_counts = 0
+        self._calls = self._hits = self._meta_counts = self._real_counts = self._observed_counts = 0
+        self._fast: weakref.WeakKeyDictionary[Any, tuple[int, list[Any], list[Any], Hashable]] = (
+            weakref.WeakKeyDictionary())
+        self._observe_start = 0.0
         self._counting_time_s = 0.0
 
     # -- public -----------------------------------------------------------------------------------------------
@@ -123,7 +127,8 @@ class TorchFlopCounter:
 
     @property
     def stats(self) -> CounterStats:
-        return CounterStats(self._calls, self._hits, self._meta_counts, self._real_counts, self._counting_time_s)
+        return CounterStats(self._calls, self._hits, self._meta_counts, self._real_counts, self._counting_time_s,
+                            self._observed_counts)
 
     @property
     def uncounted_ops(self) -> tuple[str, ...]:
@@ -134,6 +139,7 @@ class TorchFlopCounter:
         """Forget all cached counts and meta copies (e.g. after the model's architecture changed in place)."""
         self._cache.clear()
         self._meta_copies.clear()
+        self._fast.clear()
         self._meta_broken.clear()
         self._meta_memo.clear()
 
@@ -278,7 +284,58 @@ class TorchFlopCounter:
                 _restore_rng(rng)
             return self._result(kind, "real-step", counter)
 
-    def _result(self, kind: Kind, method: Literal["meta", "real-step"], counter: Any) -> StepFlops:
+    # -- counting the real step itself (used by FlopTracker) -----------------------------------------------------
+
+    def step_key(self, kind: Kind, model: Any, batch: Any) -> tuple[Hashable, tuple[int, ...]]:
+        """``(static part, tensor dims)`` of a step's signature, cheap enough for every batch (a few µs).
+
+        The static part holds the kind, the model (a serial number, its parameter shapes and dtypes, each module's
+        ``training`` flag and, for training, each parameter's ``requires_grad``) and the batch's structure (tensor
+        ranks, dtypes, ``requires_grad``; ``int``/``bool``/``str``/``None`` values). The dims are every tensor
+        dimension of the batch in order. The module and parameter lists are walked once per model and again after
+        :meth:`refresh`; the flags are read on every call, so freezing a layer between two batches is seen.
+        """
+        entry = self._fast.get(model)
+        if entry is None:
+            entry = self.refresh(model)
+        token, modules, params, structure = entry
+        dims: list[int] = []
+        static = _split_signature(batch, dims)
+        flags = tuple(map(_TRAINING, modules))
+        grads = tuple(map(_REQUIRES_GRAD, params)) if kind == "train" else None
+        return (kind, token, structure, flags, grads, static), tuple(dims)
+
+    def refresh(self, model: Any) -> tuple[int, list[Any], list[Any], Hashable]:
+        """Walk ``model`` again for :meth:`step_key` (after its modules or parameters may have been replaced)."""
+        modules, params = _modules_and_parameters(model)
+        token = self._tokens.get(model)
+        if token is None:
+            token = self._tokens[model] = next(self._serial)
+        entry = (token, modules, params, tuple(map(_SHAPE_DTYPE, params)))
+        self._fast[model] = entry
+        return entry
+
+    def start_observing(self) -> Any:
+        """Enter a FLOP counter around a real step that is about to run (close it with :meth:`stop_observing`).
+
+        Nothing is replayed or restored: the counter only watches the ops the step runs anyway, so the step's
+        results, its random numbers and its side effects are those of a run without counting.
+        """
+        counter = _make_counter()
+        counter.__enter__()
+        self._observe_start = time.perf_counter()
+        return counter
+
+    def stop_observing(self, counter: Any, kind: Kind) -> StepFlops:
+        """Leave the counter entered by :meth:`start_observing`; the FLOPs of what ran meanwhile."""
+        try:
+            counter.__exit__(None, None, None)
+        finally:
+            self._counting_time_s += time.perf_counter() - self._observe_start
+        self._observed_counts += 1
+        return self._result(kind, "observed", counter)
+
+    def _result(self, kind: Kind, method: Literal["meta", "real-step", "observed"], counter: Any) -> StepFlops:
         counts = counter.get_flop_counts().get("Global", {})
         by_op = {str(op): int(n) for op, n in counts.items() if n}
         uncounted = sorted({str(op) for op in counter.no_formula if _reportable(op)})
@@ -372,6 +429,29 @@ def _signature(obj: Any) -> Hashable:
                 tuple((f.name, _signature(getattr(obj, f.name))) for f in dataclasses.fields(obj)))
     if obj is None or isinstance(obj, (bool, int, str)):
         return ("V", type(obj).__name__, obj)
+    return ("O", type(obj).__name__)
+
+
+def _split_signature(obj: Any, dims: list[int]) -> Hashable:
+    """:func:`_signature` with the tensor dimensions taken out (appended to ``dims``, in order)."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        dims.extend(obj.shape)
+        return ("T", obj.dim(), obj.dtype, obj.requires_grad, obj.is_nested)
+    if isinstance(obj, Mapping):
+        return ("M", type(obj).__name__, tuple((k, _split_signature(v, dims)) for k, v in obj.items()))
+    if isinstance(obj, (list, tuple)):
+        return ("S", type(obj).__name__, tuple(_split_signature(v, dims) for v in obj))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return ("D", type(obj).__name__,
+                tuple((f.name, _split_signature(getattr(obj, f.name), dims)) for f in dataclasses.fields(obj)))
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return ("V", type(obj).__name__, obj)
+    shape = getattr(obj, "shape", None)
+    if isinstance(shape, tuple) and hasattr(obj, "dtype"):  # a NumPy (or similar) array: its shape counts too
+        dims.extend(shape)
+        return ("A", type(obj).__name__, len(shape), str(obj.dtype))
     return ("O", type(obj).__name__)
 
 
