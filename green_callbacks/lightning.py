@@ -195,6 +195,7 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
         if self._flops is not None and self.session.guard.enabled("flops"):
             flops = self._flops.take_epoch()
             self.session.add_flops(train=flops.train_flops, eval=flops.eval_flops)
+            self.session.info["flops"] = self._flops.info()  # how they were counted, into the run record
         metrics = self.session.epoch_end(scalars)  # a collective under DDP: every rank gets here
         self.last_metrics = metrics
         # float64 CPU tensors: exact values, no device copies; already summed over ranks, so no sync_dist

@@ -376,6 +376,7 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         if self._flops is not None and self.session.flops_available:
             flops = self._flops.take_epoch()
             self.session.add_flops(train=flops.train_flops, eval=flops.eval_flops)
+            self.session.info["flops"] = self._flops.info()  # how they were counted, into the run record
         metrics = self.session.guard.call(
             "session", self.session.epoch_end, {**self._epoch_metrics, "epoch": state.epoch}
         )

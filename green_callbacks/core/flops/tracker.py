@@ -155,6 +155,7 @@ class FlopTracker:
         self._epoch_steps = {"counted": 0, "interpolated-verified": 0}
         self._counts = {"observed": 0, "interpolated": 0, "verifications_failed": 0, "steps": 0}
         self._counting_s = 0.0
+        self._epoch_methods: list[str] = []
         self._warned: set[str] = set()
 
     # -- per step -----------------------------------------------------------------------------------------------
@@ -229,6 +230,7 @@ class FlopTracker:
         out = EpochFlops(float(self._epoch["train"]), float(self._epoch["eval"]), method, steps)
         self._epoch = {"train": 0, "eval": 0}
         self._epoch_steps = {"counted": 0, "interpolated-verified": 0}
+        self._epoch_methods.append(method)
         return out
 
     def info(self) -> dict[str, Any]:
@@ -245,6 +247,7 @@ class FlopTracker:
                               "verified on a further count, spot checks at the 8th, 16th, 32nd... value")
             if self.interpolate else "off",
             "counts": dict(self._counts),
+            "epoch_methods": list(self._epoch_methods),
             "lines_failed": sum(1 for line in self._lines.values() if line.failed),
             "counting_time_s": self._counting_s,
         }
