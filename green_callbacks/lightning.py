@@ -20,6 +20,7 @@ uses no ``isinstance`` check against one namespace, so either Trainer accepts th
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import warnings
@@ -150,7 +151,24 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if self.session.in_epoch and self._counting(pl_module):
-            self._guard("flops", self._flops.begin, "train", pl_module, batch)
+            self._guard("flops", self._begin, pl_module, batch, "train", batch_idx)
+
+    def _begin(self, pl_module: Any, batch: Any, kind: str, *index: int) -> None:
+        if not getattr(pl_module, "_compiler_ctx", None):
+            self._flops.begin(kind, pl_module, batch)
+            return
+        # fit(torch.compile(model)): inductor's fused kernels hide ops from an observing counter, so a new signature
+        # is counted on a meta copy of the uncompiled module (trainer detached: self.log is a no-op there)
+        name = "training_step" if kind == "train" else "validation_step"
+        extra = _index_args(getattr(pl_module, name), index)
+        trainer = pl_module._trainer
+        pl_module.trainer = None
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*`self.trainer` reference is not registered")
+                self._flops.begin(kind, pl_module, batch, lambda module, b: getattr(module, name)(b, *extra))
+        finally:
+            pl_module.trainer = trainer
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         if self._flops is not None and self._flops.in_step:  # backward done: the optimizer's own work is not counted
@@ -174,7 +192,7 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         if self._in_fit_validation(trainer) and self._counting(pl_module):
-            self._guard("flops", self._flops.begin, "eval", pl_module, batch)
+            self._guard("flops", self._begin, pl_module, batch, "eval", batch_idx, dataloader_idx)
 
     def on_validation_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -234,3 +252,12 @@ def _framework_monitor(trainer: Any) -> tuple[str | None, str | None]:
         if monitor and not monitor.startswith("green/"):
             return monitor, getattr(cb, "mode", None)
     return None, None
+
+
+def _index_args(step: Any, index: tuple[int, ...]) -> tuple[int, ...]:
+    """As many of ``(batch_idx, dataloader_idx)`` as the step takes, passed positionally as Lightning does."""
+    params = inspect.signature(step).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return index[:1]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return index[: max(len(positional) - 1, 0)]

@@ -127,6 +127,22 @@ def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def _step_loss(model: Any, batch: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
+    """Run the model as the Trainer did; its loss, or (labels popped by the Trainer) its first output summed.
+
+    The backward FLOPs through the model do not depend on which scalar it starts from.
+    """
+    args, kwargs = batch
+    output = model(*args, **kwargs)
+    loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+    if loss is not None:
+        return loss
+    first = next(iter(output.values())) if isinstance(output, Mapping) else output
+    if isinstance(first, (tuple, list)):
+        first = first[0]
+    return first.float().sum()
+
+
 def _new_flop_tracker() -> Any:
     from green_callbacks.core.flops import FlopTracker
 
@@ -164,6 +180,7 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         self._epoch_metrics: dict[str, float] = {}
         self._logging = False
         self._flops: Any = None  # core.flops.FlopTracker, one per run
+        self._compiled = False
         self._warned_no_trainer = False
 
     # ------------------------------------------------------------------ binding to the Trainer
@@ -305,6 +322,8 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         self._pending = None
         self._epoch_metrics = {}
         self._flops = None  # one tracker (and cache) per run
+        # compiled: inductor's fused kernels hide ops from an observing counter; count the uncompiled model on meta
+        self._compiled = bool(getattr(args, "torch_compile", False)) or type(model).__name__ == "OptimizedModule"
         self._install_hook(model)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -459,7 +478,8 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
             if self._flops is None:
                 return
         train = bool(module.training and torch.is_grad_enabled())
-        self.session.guard.call("flops", self._flops.begin, "train" if train else "eval", module, (args, kwargs))
+        self.session.guard.call("flops", self._flops.begin, "train" if train else "eval", module, (args, kwargs),
+                                _step_loss if self._compiled else None)
 
 
 def _not_traced(fn: Any) -> Any:

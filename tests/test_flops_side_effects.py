@@ -177,3 +177,4 @@ def test_keras_weights_and_layer_calls_are_unchanged(tmp_path, monkeypatch):
     # Dense 4->8->1, per sample: forward 2·4·8 + 2·8·1 = 80; backward dW 80 + dX of the second layer 16 = 96.
     assert green.last_metrics["green/epoch_train_flops"] == (80 + 96) * 10
     assert green.last_metrics["green/epoch_eval_flops"] == 80 * 6
+

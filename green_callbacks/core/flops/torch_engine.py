@@ -537,7 +537,13 @@ def _make_meta_copy(model: Any) -> Any:
             for value in vars(m).values():
                 if isinstance(value, torch.Tensor) and id(value) not in memo and value.numel() > _SMALL_TENSOR_NUMEL:
                     memo[id(value)] = torch.empty_like(value, device="meta")
-    return copy.deepcopy(model, memo)
+    meta = copy.deepcopy(model, memo)
+    for module in meta.modules():
+        # Lightning's fit(torch.compile(model)) sets the module's forward to a compiled function bound to the *real*
+        # module; the copy must run its own (class) forward, uncompiled.
+        if getattr(module, "_compiler_ctx", None) and "forward" in vars(module):
+            del module.forward
+    return meta
 
 
 def _rng_state() -> tuple[Any, Any]:

@@ -153,19 +153,24 @@ class FlopTracker:
         self._current: tuple[str, int | None, str, Any] | None = None
         self._epoch = {"train": 0, "eval": 0}
         self._epoch_steps = {"counted": 0, "interpolated-verified": 0}
-        self._counts = {"observed": 0, "interpolated": 0, "verifications_failed": 0, "steps": 0}
+        self._counts = {"observed": 0, "meta": 0, "interpolated": 0, "verifications_failed": 0, "steps": 0}
+        self._replaying = False
         self._counting_s = 0.0
         self._epoch_methods: list[str] = []
         self._warned: set[str] = set()
 
     # -- per step -----------------------------------------------------------------------------------------------
 
-    def begin(self, kind: Kind, model: Any, batch: Any) -> None:
+    def begin(self, kind: Kind, model: Any, batch: Any, replay: Any = None) -> None:
         """A step of ``kind`` on ``batch`` is about to run; a new signature opens a counter around it.
 
         A second ``begin`` before ``end`` (a step that calls the model twice) is part of the open step.
+
+        ``replay``: for a model whose real step the counter cannot see op by op (``torch.compile``: inductor's fused
+        kernels), a ``forward(model, batch)`` returning the loss; a new signature is then counted on a meta copy of
+        the *uncompiled* model instead, with every random generator (torch CPU/CUDA, NumPy, Python) restored after.
         """
-        if self._current is not None:
+        if self._current is not None or self._replaying:
             return
         static, dims = self.engine.step_key(kind, model, batch)
         key = (static, dims)
@@ -179,7 +184,27 @@ class FlopTracker:
             self._counts["interpolated"] += 1
             self._current = (kind, predicted, "interpolated-verified", None)
             return
+        if replay is not None:
+            flops = self._replay(kind, model, replay, batch)
+            self._exact[key] = (flops, "counted")
+            if self.interpolate:
+                self._learn(static, dims, flops)
+            self._current = (kind, flops, "counted", None)
+            return
         self._current = (kind, None, "counted", (static, dims, self.engine.start_observing()))
+
+    def _replay(self, kind: Kind, model: Any, forward: Any, batch: Any) -> int:
+        start = time.perf_counter()
+        self._replaying = True
+        state = _rng_states()
+        try:
+            count = self.engine.count_train_step if kind == "train" else self.engine.count_eval_step
+            return int(count(model, forward, batch).flops)
+        finally:
+            _restore_rng_states(state)
+            self._replaying = False
+            self._counts["meta"] += 1
+            self._counting_s += time.perf_counter() - start
 
     def end(self) -> None:
         """The step opened by :meth:`begin` has run its backward (training) or forward (evaluation)."""
@@ -308,6 +333,38 @@ class FlopTracker:
                     FlopCountWarning,
                     stacklevel=3,
                 )
+
+
+def _rng_states() -> tuple[Any, ...]:
+    """Every random generator a step may draw from: torch CPU (and CUDA when initialised), NumPy, Python."""
+    import random
+
+    import torch
+
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover
+        numpy_state = None
+    else:
+        numpy_state = numpy.random.get_state()
+    return torch.get_rng_state(), cuda, numpy_state, random.getstate()
+
+
+def _restore_rng_states(state: tuple[Any, ...]) -> None:
+    import random
+
+    import torch
+
+    cpu, cuda, numpy_state, python_state = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+    if numpy_state is not None:
+        import numpy
+
+        numpy.random.set_state(numpy_state)
+    random.setstate(python_state)
 
 
 def _engine_name() -> str:
