@@ -53,6 +53,9 @@ _SMALL_TENSOR_NUMEL = 1024
 _KEEP_REAL_NUMEL = 1 << 22
 """A real tensor up to this size moved explicitly to the meta device during a meta run keeps its values."""
 
+_RECHECK_FLAGS_EVERY = 32
+"""step_key re-reads every module's train/eval flag and parameter's requires_grad at least this often."""
+
 _SHAPE_DTYPE = attrgetter("shape", "dtype")
 _TRAINING = attrgetter("training")
 _REQUIRES_GRAD = attrgetter("requires_grad")
@@ -113,6 +116,9 @@ class TorchFlopCounter:
         self._fast: weakref.WeakKeyDictionary[Any, tuple[int, list[Any], list[Any], Hashable]] = (
             weakref.WeakKeyDictionary())
         self._observe_start = 0.0
+        self._flags: weakref.WeakKeyDictionary[Any, tuple[bool, tuple[bool, ...], tuple[bool, ...]]] = (
+            weakref.WeakKeyDictionary())
+        self._since_flags = 0
         self._counting_time_s = 0.0
 
     # -- public -----------------------------------------------------------------------------------------------
@@ -289,29 +295,38 @@ class TorchFlopCounter:
     def step_key(self, kind: Kind, model: Any, batch: Any) -> tuple[Hashable, tuple[int, ...]]:
         """``(static part, tensor dims)`` of a step's signature, cheap enough for every batch (a few µs).
 
-        The static part holds the kind, the model (a serial number, its parameter shapes and dtypes, each module's
-        ``training`` flag and, for training, each parameter's ``requires_grad``) and the batch's structure (tensor
-        ranks, dtypes, ``requires_grad``; ``int``/``bool``/``str``/``None`` values). The dims are every tensor
+        The static part holds the kind, the model (a serial number standing for its parameter shapes and dtypes, each
+        module's ``training`` flag and, for training, each parameter's ``requires_grad``) and the batch's structure
+        (tensor ranks, dtypes, ``requires_grad``; ``int``/``bool``/``str``/``None`` values). The dims are every tensor
         dimension of the batch in order. The module and parameter lists are walked once per model and again after
-        :meth:`refresh`; the flags are read on every call, so freezing a layer between two batches is seen.
+        :meth:`refresh`; the flags are re-read after :meth:`refresh`, whenever the root module's ``training`` flag
+        changes, and at least every 32 calls: a layer frozen in the middle of an epoch is seen within 32 steps.
         """
         entry = self._fast.get(model)
         if entry is None:
             entry = self.refresh(model)
-        token, modules, params, structure = entry
+        token, modules, params, _ = entry  # the token stands for the parameter structure (hashing it costs ~50 µs)
         dims: list[int] = []
         static = _split_signature(batch, dims)
-        flags = tuple(map(_TRAINING, modules))
-        grads = tuple(map(_REQUIRES_GRAD, params)) if kind == "train" else None
-        return (kind, token, structure, flags, grads, static), tuple(dims)
+        state = self._flags.get(model)
+        self._since_flags += 1
+        if state is None or state[0] != model.training or self._since_flags >= _RECHECK_FLAGS_EVERY:
+            # every module's train/eval flag and every parameter's requires_grad: ~50 µs for GPT-2 small, so they are
+            # re-read when the root's mode changes, every 32 steps and at refresh(), not on every step
+            self._since_flags = 0
+            state = (model.training, tuple(map(_TRAINING, modules)), tuple(map(_REQUIRES_GRAD, params)))
+            self._flags[model] = state
+        return (kind, token, state[1], state[2] if kind == "train" else None, static), tuple(dims)
 
     def refresh(self, model: Any) -> tuple[int, list[Any], list[Any], Hashable]:
         """Walk ``model`` again for :meth:`step_key` (after its modules or parameters may have been replaced)."""
         modules, params = _modules_and_parameters(model)
-        token = self._tokens.get(model)
-        if token is None:
-            token = self._tokens[model] = next(self._serial)
-        entry = (token, modules, params, tuple(map(_SHAPE_DTYPE, params)))
+        structure = tuple(map(_SHAPE_DTYPE, params))
+        old = self._fast.get(model)
+        same = old is not None and old[3] == structure and all(a is b for a, b in zip(old[2], params, strict=False))
+        token = old[0] if same and len(old[2]) == len(params) else next(self._serial)  # new structure: new token
+        entry = (token, modules, params, structure)
+        self._flags.pop(model, None)
         self._fast[model] = entry
         return entry
 
