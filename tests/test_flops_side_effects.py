@@ -178,3 +178,50 @@ def test_keras_weights_and_layer_calls_are_unchanged(tmp_path, monkeypatch):
     assert green.last_metrics["green/epoch_train_flops"] == (80 + 96) * 10
     assert green.last_metrics["green/epoch_eval_flops"] == 80 * 6
 
+
+
+@pytest.mark.slow
+def test_lightning_fit_of_a_compiled_module_counts_exactly(tmp_path):
+    """fit(torch.compile(model)): counted on a meta copy of the uncompiled module; no real-step fall-back."""
+    pytest.importorskip("lightning")
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from green_callbacks.core.sensors.fake import ConstantPowerSensor
+    from green_callbacks.lightning import GreenCallback
+
+    class Plain(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val_loss", nn.functional.cross_entropy(self(x), y))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    callback = GreenCallback(carbon_intensity=100.0, sensors=[ConstantPowerSensor("cpu", 10.0, scope="node")])
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, callbacks=[callback],
+                         default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(torch.compile(Plain()), DataLoader(TensorDataset(x[:10], y[:10]), batch_size=4),
+                    DataLoader(TensorDataset(x[10:], y[10:]), batch_size=4))
+    bad = [str(w.message) for w in caught if "real step" in str(w.message) or "recompile" in str(w.message).lower()]
+    assert not bad, bad
+    assert callback.last_metrics["green/epoch_train_flops"] == 224 * 10
+    assert callback.last_metrics["green/epoch_eval_flops"] == 96 * 6

@@ -554,10 +554,12 @@ def _make_meta_copy(model: Any) -> Any:
                     memo[id(value)] = torch.empty_like(value, device="meta")
     meta = copy.deepcopy(model, memo)
     for module in meta.modules():
-        # Lightning's fit(torch.compile(model)) sets the module's forward to a compiled function bound to the *real*
-        # module; the copy must run its own (class) forward, uncompiled.
-        if getattr(module, "_compiler_ctx", None) and "forward" in vars(module):
-            del module.forward
+        # Lightning's fit(torch.compile(model)) replaces the module's forward and *_step methods by compiled functions
+        # bound to the *real* module (keeping the originals in _compiler_ctx); the copy runs its own class methods.
+        ctx = getattr(module, "_compiler_ctx", None)
+        if isinstance(ctx, Mapping):
+            for name in ("forward", *(k[len("original_"):] for k in ctx if k.startswith("original_"))):
+                vars(module).pop(name, None)
     return meta
 
 

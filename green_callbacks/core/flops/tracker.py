@@ -130,7 +130,8 @@ class FlopTracker:
     """Counts the FLOPs of a run's steps for any adapter (see the module docstring for the method).
 
     Args:
-        engine: the counting engine; default a new :class:`~green_callbacks.core.flops.TorchFlopCounter`.
+        engine: the counting engine; default a new :class:`~green_callbacks.core.flops.TorchFlopCounter` whose meta
+            replays (compiled models only) raise instead of falling back to a real step.
         interpolate: predict new lengths from a verified polynomial (default True); False counts every new
             signature on its first real step.
         max_degree: degree of the polynomial fitted per varying dimension (2: a transformer's step is at most
@@ -143,7 +144,7 @@ class FlopTracker:
         if engine is None:
             from green_callbacks.core.flops.torch_engine import TorchFlopCounter
 
-            engine = TorchFlopCounter()
+            engine = TorchFlopCounter(fallback_to_real_step=False)  # a replay never runs a real (user) step
         self.engine = engine
         self.interpolate = bool(interpolate)
         self.max_degree = int(max_degree)
