@@ -448,26 +448,42 @@ def _signature(obj: Any) -> Hashable:
 
 
 def _split_signature(obj: Any, dims: list[int]) -> Hashable:
-    """:func:`_signature` with the tensor dimensions taken out (appended to ``dims``, in order)."""
-    import torch
+    """:func:`_signature` with the tensor dimensions taken out (appended to ``dims``, in order).
 
-    if isinstance(obj, torch.Tensor):
+    Called on every step: plain dicts, tuples and lists of tensors take the fast paths (about 1 µs per tensor).
+    """
+    tensor = _tensor_type()
+    kind = type(obj)
+    if kind is tensor or isinstance(obj, tensor):
         dims.extend(obj.shape)
         return ("T", obj.dim(), obj.dtype, obj.requires_grad, obj.is_nested)
+    if kind is dict:
+        return ("M", "dict", tuple([(k, _split_signature(v, dims)) for k, v in obj.items()]))
+    if kind is tuple or kind is list:
+        return ("S", kind.__name__, tuple([_split_signature(v, dims) for v in obj]))
+    if obj is None or kind is bool or kind is int or kind is str:
+        return ("V", kind.__name__, obj)
     if isinstance(obj, Mapping):
-        return ("M", type(obj).__name__, tuple((k, _split_signature(v, dims)) for k, v in obj.items()))
+        return ("M", kind.__name__, tuple([(k, _split_signature(v, dims)) for k, v in obj.items()]))
     if isinstance(obj, (list, tuple)):
-        return ("S", type(obj).__name__, tuple(_split_signature(v, dims) for v in obj))
+        return ("S", kind.__name__, tuple([_split_signature(v, dims) for v in obj]))
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return ("D", type(obj).__name__,
+        return ("D", kind.__name__,
                 tuple((f.name, _split_signature(getattr(obj, f.name), dims)) for f in dataclasses.fields(obj)))
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return ("V", type(obj).__name__, obj)
+    if isinstance(obj, (bool, int, str)):
+        return ("V", kind.__name__, obj)
     shape = getattr(obj, "shape", None)
     if isinstance(shape, tuple) and hasattr(obj, "dtype"):  # a NumPy (or similar) array: its shape counts too
         dims.extend(shape)
-        return ("A", type(obj).__name__, len(shape), str(obj.dtype))
-    return ("O", type(obj).__name__)
+        return ("A", kind.__name__, len(shape), str(obj.dtype))
+    return ("O", kind.__name__)
+
+
+@functools.cache
+def _tensor_type() -> type:
+    import torch
+
+    return torch.Tensor
 
 
 def _map_batch(obj: Any, leaf: Callable[[Any], Any]) -> Any:
