@@ -20,8 +20,7 @@ After ``max_degree + 1`` counted points the polynomial through them is fitted wi
 (:class:`fractions.Fraction`); the next counted point must match it exactly. From then on a new value of the
 dimension is *predicted* (method ``interpolated-verified``) when the prediction is an integer and the value lies
 on the lattice of the counted points (same residue modulo the gcd of their differences: lengths padded to a
-multiple of 8 predict multiples of 8 only). Spot checks count the 8th, 16th, 32nd, … distinct value again for
-real. A failed verification or spot check (data-dependent work, strided or windowed shapes, MoE routing) switches
+multiple of 8 predict multiples of 8 only). Spot checks count the 16th, 64th, 256th, … distinct value for real. A failed verification or spot check (data-dependent work, strided or windowed shapes, MoE routing) switches
 that dimension back to counting every value, with one warning. See docs/flops.md.
 """
 
@@ -45,7 +44,14 @@ EPOCH_METHODS = ("counted", "interpolated-verified")
 """How the steps of an epoch got their FLOPs: every one from a count (observed, or the cache of one), or some from
 the verified polynomial."""
 
-_FIRST_SPOT_CHECK = 8
+_FIRST_SPOT_CHECK = 16
+
+
+def _is_spot_check(n: int) -> bool:
+    """The 16th, 64th, 256th, ... distinct predicted value is counted on its real step and compared instead."""
+    while n > _FIRST_SPOT_CHECK and n % 4 == 0:
+        n //= 4
+    return n == _FIRST_SPOT_CHECK
 _MAX_REFS = 8
 
 
@@ -115,7 +121,7 @@ class _Line:
         if not self.verified or self.failed:
             return None
         self.seen += 1
-        if self.seen >= _FIRST_SPOT_CHECK and self.seen & (self.seen - 1) == 0:  # 8th, 16th, 32nd, ...: count
+        if _is_spot_check(self.seen):
             return None
         first = next(iter(self.points))
         if self.modulus > 1 and (x - first) % self.modulus:
@@ -270,7 +276,7 @@ class FlopTracker:
             "lower_bound": bool(uncounted),
             "uncounted_ops": uncounted,
             "interpolation": (f"polynomial of degree <= {self.max_degree} per varying dimension, exact rational fit, "
-                              "verified on a further count, spot checks at the 8th, 16th, 32nd... value")
+                              "verified on a further count, spot checks at the 16th, 64th, 256th... value")
             if self.interpolate else "off",
             "counts": dict(self._counts),
             "epoch_methods": list(self._epoch_methods),
