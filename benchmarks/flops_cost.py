@@ -29,6 +29,7 @@ import random
 import statistics
 import time
 import warnings
+from typing import Any
 
 
 def main() -> None:
@@ -160,7 +161,7 @@ def gpt2(args: argparse.Namespace) -> None:
         params = sum(p.numel() for p in model.parameters())
         before, tracker = TorchFlopCounter(), FlopTracker()
 
-        def step(batch: dict) -> None:
+        def step(batch: dict, model: Any = model, optimizer: Any = optimizer) -> None:
             optimizer.zero_grad(set_to_none=True)
             model(**batch).loss.backward()
             optimizer.step()

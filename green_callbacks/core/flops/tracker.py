@@ -20,7 +20,8 @@ After ``max_degree + 1`` counted points the polynomial through them is fitted wi
 (:class:`fractions.Fraction`); the next counted point must match it exactly. From then on a new value of the
 dimension is *predicted* (method ``interpolated-verified``) when the prediction is an integer and the value lies
 on the lattice of the counted points (same residue modulo the gcd of their differences: lengths padded to a
-multiple of 8 predict multiples of 8 only). Spot checks count the 16th, 64th, 256th, … distinct value for real. A failed verification or spot check (data-dependent work, strided or windowed shapes, MoE routing) switches
+multiple of 8 predict multiples of 8 only). Spot checks count the 16th, 64th, 256th, … distinct value for real.
+A failed verification or spot check (data-dependent work, strided or windowed shapes, MoE routing) switches
 that dimension back to counting every value, with one warning. See docs/flops.md.
 """
 
