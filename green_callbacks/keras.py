@@ -388,6 +388,9 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
 
     def _fit_failed(self, err: BaseException) -> None:
         self._unwrap()
+        if self._flops is not None and self.session.in_epoch and self.session.guard.enabled("flops"):
+            flops = self._flops.take_epoch()  # the partial epoch keeps its FLOPs
+            self.session.add_flops(train=flops.train_flops, eval=flops.eval_flops)
         status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
         if self.session.status == "running":
             self.session.finish(status, err)

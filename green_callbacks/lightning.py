@@ -240,6 +240,9 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if self._flops is not None:
             self._flops.discard()
+            if self.session.in_epoch and self.session.guard.enabled("flops"):  # the partial epoch keeps its FLOPs
+                flops = self._flops.take_epoch()
+                self.session.add_flops(train=flops.train_flops, eval=flops.eval_flops)
         if self._running():
             status = "interrupted" if type(exception).__name__ in _INTERRUPTS else "failed"
             self._guard("finish", self.session.finish, status, exception)

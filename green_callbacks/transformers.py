@@ -235,6 +235,9 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         target._remove_hook()
         if target._flops is not None:
             target._flops.discard()
+            if target.session.in_epoch and target.session.flops_available:  # the partial epoch keeps its FLOPs
+                flops = target._flops.take_epoch()
+                target.session.add_flops(train=flops.train_flops, eval=flops.eval_flops)
         if target.session.status == "running":
             status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
             target.session.finish(status, err)

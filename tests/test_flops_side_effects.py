@@ -86,6 +86,47 @@ def test_lightning_weights_and_user_step_calls_are_unchanged(tmp_path):
     # MLP 4-8-2, per sample: forward 96, backward 128 (no dX into the data): 224; evaluation 96.
     assert callback.last_metrics["green/epoch_train_flops"] == 224 * 10
     assert callback.last_metrics["green/epoch_eval_flops"] == 96 * 6
+    from green_callbacks.core.record import read_record
+
+    info = read_record(callback.record_path)["flops"]  # how the FLOPs were counted, in the run record
+    assert info["epoch_methods"] == ["counted", "counted"] and info["lower_bound"] is False
+    assert info["counts"]["observed"] == 4  # train batches of 4 and 2, validation batches of 4 and 2
+
+
+def test_lightning_failure_mid_epoch_keeps_the_partial_epochs_flops(tmp_path):
+    pytest.importorskip("lightning")
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from green_callbacks.core.record import read_record
+    from green_callbacks.core.sensors.fake import ConstantPowerSensor
+    from green_callbacks.lightning import GreenCallback
+
+    class Failing(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        def training_step(self, batch, batch_idx):
+            if self.current_epoch == 1 and batch_idx == 2:
+                raise RuntimeError("boom")
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    x = torch.randn(10, 4)
+    callback = GreenCallback(carbon_intensity=100.0, sensors=[ConstantPowerSensor("cpu", 10.0, scope="node")])
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=[callback],
+                         default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False)
+    with warnings.catch_warnings(), pytest.raises(RuntimeError, match="boom"):
+        warnings.simplefilter("ignore")
+        trainer.fit(Failing(), DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=4))
+    record = read_record(callback.record_path)
+    assert record["status"] == "failed"
+    assert record["partial_epoch"]["train_flops"] == 224 * 8  # the two batches of 4 that ran before the failure
 
 
 # ------------------------------------------------------------------------------------------------ transformers
