@@ -447,20 +447,20 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
             return
         owner = weakref.ref(self)
 
-        # Plain functions (not bound methods): a deep copy of the model copies hooks, and must not copy us. Kept out
-        # of torch.compile's trace: they read Python state that would otherwise recompile the model at every step.
-        @_not_traced
+        # Plain functions (not bound methods): a deep copy of the model copies hooks, and must not copy us. With
+        # torch.compile they are kept out of dynamo's trace: they read Python state that would recompile the model.
         def before(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             callback = owner()
             if callback is not None:
                 callback._on_forward(module, args, kwargs)
 
-        @_not_traced
         def after(module: Any, args: Any, output: Any) -> None:
             callback = owner()
             if callback is not None and callback._flops is not None and callback._flops.in_step and not module.training:
                 callback.session.guard.call("flops", callback._flops.end)  # evaluation: the forward is the step
 
+        if self._compiled:
+            before, after = _not_traced(before), _not_traced(after)
         self._hook = (model.register_forward_pre_hook(before, with_kwargs=True), model.register_forward_hook(after))
 
     def _remove_hook(self) -> None:
