@@ -21,6 +21,7 @@ The time an observed step costs is the same batch's step with the counter minus 
 
     python benchmarks/flops_cost.py --scenario gpt2 [--lengths 208] [--batch-size 2]
     python benchmarks/flops_cost.py --large
+    python benchmarks/flops_cost.py --hit        # FlopTracker.begin + end on a cached signature, GPT-2 small
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--scenario", choices=("bert", "gpt2"), default="bert")
     parser.add_argument("--large", action="store_true", help="peak RSS and time of one meta count of a ~1B model")
+    parser.add_argument("--hit", action="store_true", help="cost of FlopTracker.begin + end on a cached signature")
     args = parser.parse_args()
     if args.large:
         return large()
+    if args.hit:
+        return hit()
     if args.scenario == "gpt2":
         return gpt2(args)
 
@@ -223,6 +227,32 @@ def _counted(step: Any) -> Any:
         engine.stop_observing(handle, "train")
 
     return run
+
+
+def hit(calls: int = 20000) -> None:
+    import torch
+    import transformers
+
+    from green_callbacks.core.flops import FlopTracker
+
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=1000, bos_token_id=0, eos_token_id=0)  # GPT-2 small's layers
+    model = transformers.GPT2LMHeadModel(config)
+    ids = torch.randint(0, 1000, (2, 16))
+    batch = ((), {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+    tracker = FlopTracker()
+    tracker.begin("train", model, batch)
+    model(**batch[1]).loss.backward()
+    tracker.end()
+    start = time.perf_counter()
+    for _ in range(calls):
+        tracker.begin("train", model, batch)
+        tracker.end()
+    per_call = (time.perf_counter() - start) / calls
+    print(f"GPT-2 small layers ({sum(1 for _ in model.parameters())} parameter tensors, "
+          f"{sum(1 for _ in model.modules())} modules), HF batch of 3 tensors: begin + end on a cached signature "
+          f"{per_call * 1e6:.1f} us (mean of {calls})")
 
 
 def large() -> None:
