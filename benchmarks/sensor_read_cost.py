@@ -43,7 +43,7 @@ def machine_sensors():
 
 
 def fake_nvml_sensor(n_gpus: int):
-    from green_callbacks.core.sensors import nvml
+    from green_callbacks.core.sensors import _nvml_lib as nvml
     from tests.fakes import fake_pynvml
 
     fake = fake_pynvml.FakePynvml([fake_pynvml.FakeGpu() for _ in range(n_gpus)])

@@ -1,19 +1,25 @@
-"""What the three adapters share: the one constructor, and the session it builds.
+"""What the three adapters share: the one constructor, and the engine it builds.
 
-Each adapter subclasses its framework's callback class and :class:`GreenCallbackBase`; the base validates the
-user's arguments at construction time (a clear ``ValueError``) and owns the :class:`~green_callbacks.core.session.
-Session` that all arithmetic happens in. Adapters only read framework state, call the session, and log what it
-returns.
+``GreenCallback`` of each framework subclasses :class:`GreenCallbackBase` *first* and its framework's callback
+class second, and defines no ``__init__`` of its own: the keyword arguments below are the constructor of all three,
+declared once, seen as they are by ``help()`` and IDEs. They are validated at construction time (a clear
+``ValueError``) into a :class:`~green_callbacks.core.config.GreenConfig` with the same fields (a test keeps the two
+equal). All arithmetic happens in the :class:`~green_callbacks.core.engine.Engine` the base builds.
 """
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from green_callbacks.core.config import GreenConfig
-from green_callbacks.core.distributed import DistInfo
-from green_callbacks.core.session import METRIC_KEYS, Session
+from green_callbacks.core.engine import Engine
+from green_callbacks.core.metric_keys import METRIC_KEYS, progress_bar_metrics
+from green_callbacks.core.patches import InstancePatches
+from green_callbacks.core.session import Session
 
 __all__ = ["METRIC_KEYS", "GreenCallbackBase", "progress_bar_metrics"]
 
@@ -36,6 +42,13 @@ class GreenCallbackBase:
         live_intensity: an opt-in live intensity provider, e.g.
             ``green_callbacks.core.live.ElectricityMapsProvider(zone="DE")``.
         budget_action: ``"stop"`` the training when a budget would be exceeded, or only ``"warn"``.
+        console: ``"compact"`` (default): the console (Keras' progress line, the HF printed log, Lightning's
+            progress bar) shows only the running ``Wh`` and ``gCO2e``; ``"all"``: every ``green/`` key there too.
+            Loggers (TensorBoard, CSV, History, ``log_history``, ...) always receive every key.
+        embodied_lifetime_years, embodied_utilisation, embodied_host_share: how the hardware's manufacturing
+            emissions are amortised over the run (default 6 years, 0.85, the host's share by accelerator count;
+            see docs/footprint.md).
+        wue_l_per_kwh: on-site water usage effectiveness of the data centre (default 0.49 L/kWh, Microsoft FY2021).
         sensors: advanced — energy sensors to use instead of the machine's (one per component).
     """
 
@@ -47,7 +60,7 @@ class GreenCallbackBase:
         country: str | None = None,
         region: str | None = None,
         carbon_intensity: float | None = None,
-        pue: float = 1.0,
+        pue: float | str = 1.0,
         monitor: str | None = None,
         mode: str | None = None,
         target: float | None = None,
@@ -59,47 +72,67 @@ class GreenCallbackBase:
         ram_watts_per_gb: float | None = None,
         live_intensity: Any = None,
         budget_action: str = "stop",
+        console: str = "compact",
+        embodied_lifetime_years: float | None = None,
+        embodied_utilisation: float | None = None,
+        embodied_host_share: float | None = None,
+        wue_l_per_kwh: float | None = None,
         sensors: Sequence[Any] | None = None,
     ) -> None:
-        self.config = GreenConfig(
-            country=country,
-            region=region,
-            carbon_intensity=carbon_intensity,
-            pue=pue,
-            monitor=monitor,
-            mode=mode,
-            target=target,
-            budget_kwh=budget_kwh,
-            budget_gco2e=budget_gco2e,
-            gpus=None if gpus is None else tuple(gpus),
-            output_dir=output_dir,
-            cpu_watts_per_core=cpu_watts_per_core,
-            ram_watts_per_gb=ram_watts_per_gb,
-            live_intensity=live_intensity,
-            budget_action=budget_action,
-        )
+        given = {k: v for k, v in locals().items() if k in _PARAMETERS}
+        super().__init__()  # the framework's callback class, next in the MRO
+        settings = {k: v for k, v in given.items() if k != "sensors"}
+        self.config = GreenConfig(**settings)
+        self._arguments = {k: v for k, v in settings.items() if v is not _PARAMETERS[k].default}
+        """The arguments the user gave (what a framework that rebuilds callbacks from a checkpoint needs)."""
         if sensors is None:  # an unknown GPU index is the user's mistake: say so now, not at the first epoch
             from green_callbacks.core.sensors.nvml import check_gpus_on_this_machine
 
             check_gpus_on_this_machine(self.config.gpus)
-        self._sensors = None if sensors is None else list(sensors)
-        self.session = self._new_session()
-        self.last_metrics: dict[str, float] = {}
+        self._engine = Engine(self.config, framework=self.framework, sensors=sensors)
+        self._patches = InstancePatches()  # framework objects changed for one fit (see core/patches.py)
+        self._init_adapter()
 
-    def _new_session(self, dist: DistInfo | None = None) -> Session:
-        """A fresh session (one per fit); ``dist`` when the framework knows the ranks better than the environment."""
-        return Session(self.config, framework=self.framework, sensors=self._sensors, dist=dist)
+    def _init_adapter(self) -> None:
+        """The adapter's own per-instance state (framework objects it tracks), set up after the engine."""
+
+    def __getattr__(self, name: str) -> Any:
+        """Only for attributes this class lacks: when another framework asks for one of its hooks, the callback
+        was given to the wrong framework; say which import is the right one instead of an ``AttributeError``."""
+        if not name.startswith("_"):
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            used = next((f for f, roots in _FRAMEWORK_MODULES.items() if caller.split(".", 1)[0] in roots), None)
+            if used is not None and used != self.framework:
+                raise TypeError(
+                    f"green_callbacks.{self.framework}.GreenCallback is the {_TITLES[self.framework]} callback, but "
+                    f"{_TITLES[used]} is using it (it asked for {name!r}). For {_TITLES[used]}, use: "
+                    f"from green_callbacks.{used} import GreenCallback"
+                )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
-    def record_path(self) -> Any:
+    def session(self) -> Session:
+        """The session of the current (or last) fit: read its ``status``, ``rows``, ``record_path``."""
+        return self._engine.session
+
+    @property
+    def record_path(self) -> Path | None:
         """Where the run record is (or will be) written."""
-        return self.session.record_path
+        return self._engine.record_path
+
+    @property
+    def last_metrics(self) -> dict[str, float]:
+        """The ``green/...`` metrics of the last completed epoch."""
+        return self._engine.last_metrics
 
 
-def progress_bar_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """The compact running totals a progress bar shows: energy in Wh (small runs would show 0.000 kWh) and grams
-    CO2e so far."""
-    return {
-        "Wh": metrics["green/total_energy_kwh"] * 1000.0,
-        "gCO2e": metrics["green/total_emissions_gco2e"],
-    }
+_FRAMEWORK_MODULES = {
+    "lightning": ("lightning", "pytorch_lightning"),
+    "keras": ("keras", "tf_keras"),
+    "transformers": ("transformers",),
+}
+_TITLES = {"lightning": "PyTorch Lightning", "keras": "Keras", "transformers": "HF transformers"}
+
+_PARAMETERS = {
+    name: p for name, p in inspect.signature(GreenCallbackBase.__init__).parameters.items() if name != "self"
+}

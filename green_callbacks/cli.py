@@ -109,8 +109,9 @@ def _measure(args: argparse.Namespace) -> int:
             child.send_signal(signum)
         raise _Interrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, forward)
-    status, code = "completed", 0
+    forwarded = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, forward) for s in forwarded}
+    status, code, reason = "completed", 0, None
     try:
         session.epoch_start()
         while True:
@@ -122,15 +123,17 @@ def _measure(args: argparse.Namespace) -> int:
                 session.epoch_start()
         session.epoch_end()
         status = "completed" if code == 0 else "failed"
+        reason = None if code == 0 else f"exit code {code}"
     except (KeyboardInterrupt, _Interrupted) as err:
         status = "interrupted"
         code = _wait_after_signal(child)
-        session.error = f"{type(err).__name__}" if isinstance(err, KeyboardInterrupt) else "SIGTERM"
+        reason = type(err).__name__ if isinstance(err, KeyboardInterrupt) else signal.Signals(err.signum).name
         if session.in_epoch:
             session.epoch_end()
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        path = session.finish(status, None if code == 0 or status != "failed" else f"exit code {code}")
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        path = session.finish(status, reason)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         record = read_record(path) if path else session.to_record()

@@ -8,7 +8,8 @@ This is the project's main job (README command #1); it lives in the package so t
 
 The only line that concerns green_callbacks is ``callbacks=[GreenCallback(...), ...]``. Every epoch the green/
 metrics go to the Trainer's loggers (here a CSVLogger) and to ``trainer.callback_metrics``; at the end this script
-prints the per-epoch table and the convergence summary from the run record the callback wrote.
+prints the per-epoch table, the convergence summary and the footprint (operational emissions beside embodied
+emissions and water, and a few greener grids as counterfactuals) from the run record the callback wrote.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from green_callbacks.core.record import read_record
 from green_callbacks.lightning import GreenCallback, _pl
+from green_callbacks.report.footprint import FootprintOptions, footprint_text
 from green_callbacks.report.summary import format_epoch_table, format_run_summary
 
 
@@ -70,12 +72,15 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
     args = parser.parse_args(argv)
 
+    try:
+        green = GreenCallback(country=args.country)  # convergence follows EarlyStopping's val_loss
+    except ValueError as err:  # a bad --country: one line saying what to pass, not a traceback
+        parser.exit(2, f"{parser.prog}: --country: {err}\n")
     root = args.root_dir or tempfile.mkdtemp(prefix="green-lightning-")
     torch.manual_seed(0)
     train = DataLoader(synthetic_blobs(2048, seed=0), batch_size=64, shuffle=True)
     val = DataLoader(synthetic_blobs(500, seed=1), batch_size=128)  # 500 = 3 × 128 + 116: a partial last batch
 
-    green = GreenCallback(country=args.country)  # convergence follows EarlyStopping's val_loss
     trainer = _pl.Trainer(
         max_epochs=args.epochs,
         accelerator="cpu",
@@ -96,6 +101,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     print(format_epoch_table(record))
     print()
     print(format_run_summary(record))
+    footprint = footprint_text(record, FootprintOptions(cloud_regions=False, lowest=3))
+    if footprint:  # embodied emissions and water beside the operational emissions (docs/footprint.md)
+        print()
+        print(footprint, end="")
     print(f"\nLightning logs (metrics.csv with every green/ column): {trainer.log_dir}")
     return 0 if record["status"] == "completed" else 1
 

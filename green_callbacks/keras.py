@@ -8,11 +8,9 @@ order in ``callbacks=[...]`` does not matter; other callbacks before it that hav
 warning. See docs/keras.md.
 
 No per-batch hook is overridden (that would switch off Keras' asynchronous batch dispatch). Instead the model's
-``train_function``/``test_function`` are wrapped for the duration of ``fit``: the wrapper hands each batch to the
-core ``FlopTracker`` (torch backend: the first step of each batch signature is watched by the FLOP counter while it
-runs, nothing is re-run; JAX/TensorFlow: shapes are noted and counted from abstract shapes at the end of the epoch)
-and, since Keras has no exception hook, closes the run record with status ``failed`` / ``interrupted`` when a step
-raises.
+``train_function``/``test_function`` are wrapped for the duration of ``fit``: the wrapper notes each batch's shapes
+(no device synchronisation) and, since Keras has no exception hook, closes the run record with status ``failed`` /
+``interrupted`` when a step raises. FLOPs are counted once per batch signature at the end of the epoch.
 
 Resume: Keras callbacks have no checkpoint hook, so when ``fit`` has a ``BackupAndRestore`` the callback keeps its
 totals in a small JSON file beside that backup (``green_callbacks_state.json``) at each epoch end; a ``fit`` that
@@ -21,7 +19,6 @@ totals in a small JSON file beside that backup (``green_callbacks_state.json``) 
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
@@ -30,7 +27,10 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+from green_callbacks._adapter import GreenCallbackBase
+from green_callbacks.core.metric_keys import console_view, nan_metrics
+from green_callbacks.core.record_writer import write_json_atomic
+from green_callbacks.core.sensors.accelerators import jax_device_type, torch_device_type
 
 __all__ = ["GreenCallback"]
 
@@ -56,7 +56,6 @@ def _import_keras() -> Any:
 
 
 keras = _import_keras()
-NAN = float("nan")
 _END_OF_DATA = ("StopIteration", "OutOfRangeError")  # how Keras' step functions say "no more batches"
 
 
@@ -157,35 +156,46 @@ def _restored_state(backup_dir: str) -> dict[str, Any] | None:
     return state
 
 
-def _device_indices(model: Any) -> list[int]:
-    """The CUDA devices this process trains on (``[]`` on CPU)."""
+def _devices(model: Any) -> tuple[str, list[int]]:
+    """The device type and ordinals this process trains on (``("cpu", [])`` on CPU); see
+    :mod:`green_callbacks.core.sensors.accelerators` for the device types."""
     backend = keras.backend.backend()
     if backend == "torch":
         import torch
 
         weights = model.trainable_weights
-        if not weights or not torch.cuda.is_available():
-            return []
+        if not weights:
+            return "cpu", []
         device = weights[0].value.device
-        if device.type != "cuda":
-            return []
-        return [device.index if device.index is not None else torch.cuda.current_device()]
+        kind = torch_device_type(device)
+        if kind == "cpu":
+            return "cpu", []
+        if device.index is None and kind in ("cuda", "rocm"):
+            return kind, [torch.cuda.current_device()]
+        return kind, [device.index or 0]
     if backend == "jax":
         import jax
 
-        return [d.id for d in jax.local_devices() if d.platform == "gpu"]
+        accelerators = [d for d in jax.local_devices() if d.platform != "cpu"]
+        if not accelerators:
+            return "cpu", []
+        first = accelerators[0]
+        version = str(getattr(getattr(first, "client", None), "platform_version", ""))
+        return jax_device_type(first.platform, version), [d.id for d in accelerators]
     if backend == "tensorflow":
         import tensorflow as tf
 
         strategy = tf.distribute.get_strategy()
         if not tf.distribute.has_strategy():  # the default strategy places ops on the first visible GPU
-            return [0] if tf.config.list_physical_devices("GPU") else []
-        devices = strategy.extended.worker_devices
-        return sorted({int(d.rsplit(":", 1)[1]) for d in devices if "GPU:" in d.upper()})
-    return []
+            indices = [0] if tf.config.list_physical_devices("GPU") else []
+        else:
+            devices = strategy.extended.worker_devices
+            indices = sorted({int(d.rsplit(":", 1)[1]) for d in devices if "GPU:" in d.upper()})
+        return ("cuda" if indices else "cpu"), indices
+    return "cpu", []
 
 
-class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
+class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
     """Energy, emissions and FLOPs of a Keras 3 ``fit``, logged every epoch as ``green/...`` keys.
 
     Takes the keyword-only arguments of :class:`green_callbacks._adapter.GreenCallbackBase`. Convergence follows
@@ -195,116 +205,97 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
 
     framework = "keras"
 
-    def __init__(self, **kwargs: Any) -> None:
-        keras.callbacks.Callback.__init__(self)
-        GreenCallbackBase.__init__(self, **kwargs)
-        self._steps = _Steps()
+    def _init_adapter(self) -> None:
+        self._steps = _Steps()  # batch signatures of backends whose steps cannot be counted one by one (jax, tf)
         self._wrapped: list[tuple[Any, str, Any]] = []
         self._epoch_iterator: Any = None
-        self._flops: Any = None  # core.flops.FlopTracker (torch backend), kept across fits of this callback
         self._flops_info: dict[str, Any] = {}
+        self._torch_tracker: Any = None  # core.flops.FlopTracker, kept across fits: a later fit reuses its cache
         self._warned_order = False
         self._backup_dir: str | None = None
 
-    __init__.__signature__ = inspect.signature(GreenCallbackBase.__init__)  # type: ignore[attr-defined]
-
     # ------------------------------------------------------------------ fit begin / end
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self.session.status == "running":  # the previous fit died where no wrapper could see it
-            self.session.finish("failed", "the previous fit() stopped without reaching on_train_end")
-        if self.session.status != "created":
-            self.session = self._new_session()
-        # The FLOP counter is kept: its cache is keyed by model and signature, so a later fit of the same model
-        # does not pay for a new meta copy (~150 ms for a small Keras model).
+        self._engine.begin_fit()
         self._steps.reset()
-        self.session.guard.call("train_begin", self._train_begin, _find_fit_locals(self))
+        self._engine.guard("start", self._train_begin, _find_fit_locals(self))
 
     def _train_begin(self, fit_locals: dict[str, Any] | None) -> None:
-        callbacks = None if fit_locals is None else fit_locals["callbacks"]
+        callbacks = None if fit_locals is None else fit_locals["callbacks"].callbacks
         self._epoch_iterator = None if fit_locals is None else fit_locals.get("epoch_iterator")
-        if callbacks is not None:
-            self._put_before_loggers(callbacks.callbacks)
-        elif not self._warned_order:
-            self._warned_order = True
-            warnings.warn(
-                "green_callbacks: GreenCallback could not find the callback list of this fit(); list it first in "
-                "callbacks=[...] so that CSVLogger, TensorBoard and EarlyStopping see the green/ keys.",
-                UserWarning,
-                stacklevel=3,
-            )
-        stopper = None
-        if callbacks is not None:
-            stopper = next((c for c in callbacks.callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
-        model = self.model
+        self._put_before_loggers(callbacks)
+        for bar in (c for c in callbacks or [] if isinstance(c, keras.callbacks.ProgbarLogger)):
+            self._patches.wrap(bar, "on_epoch_end", self._compact)
+        stopper = next((c for c in callbacks or [] if isinstance(c, keras.callbacks.EarlyStopping)), None)
         backend = keras.backend.backend()
-        optimizer = getattr(model, "optimizer", None)
-        hyper: dict[str, Any] = {
-            "epochs": self.params.get("epochs"),
-            "steps_per_epoch": self.params.get("steps"),
-            "optimizer": None if optimizer is None else type(optimizer).__name__,
-        }
-        rate = getattr(optimizer, "learning_rate", None)
-        try:
-            hyper["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
-        except Exception:
-            hyper["learning_rate"] = None
         self._flops_info = {"backend": backend, **_FLOP_METHODS.get(backend, {"method": "unavailable"})}
-        self._backup_dir = None if callbacks is None else _backup_dir(callbacks.callbacks)
+        if backend == "torch" and self._torch_tracker is None:
+            from green_callbacks.core.flops import FlopTracker
+
+            self._torch_tracker = FlopTracker()
+        self._engine.flops.use(self._torch_tracker if backend == "torch" else None)
+        self._engine.flops.record_info = self._flops_info
+        self._backup_dir = None if callbacks is None else _backup_dir(callbacks)
         if self._backup_dir is not None:  # resuming a crashed fit with BackupAndRestore: the totals go on
             self._resume(self._backup_dir)
-        self.session.start(
-            hyperparameters=hyper,
-            device_indices=self.session.guard.call("devices", _device_indices, model),
+        device_type, device_indices = self._engine.guard("start", _devices, self.model) or ("cuda", None)
+        self._engine.start(
+            hyperparameters=_hyperparameters(self.model, self.params),
+            device_indices=device_indices,
+            device_type=device_type,
             monitor=None if stopper is None else stopper.monitor,
             mode=None if stopper is None or stopper.mode not in ("min", "max") else stopper.mode,
             planned_epochs=self.params.get("epochs"),
             extra={"keras": {"version": keras.__version__, "backend": backend}, "flops": self._flops_info},
         )
-        self._wrap(model, "train_function", "train")
+        self._wrap(self.model, "train_function", "train")
+
+    def _compact(self, on_epoch_end: Any) -> Any:
+        """The progress line's ``on_epoch_end``, shown the compact view of the logs (``console=``)."""
+        console = self.config.console
+
+        def shown(epoch: int, logs: dict[str, Any] | None = None) -> Any:
+            return on_epoch_end(epoch, None if logs is None else console_view(logs, console))
+
+        return shown
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._unwrap()
-        if self.session.status == "running":
-            self.session.guard.call("train_end", self.session.finish, "completed")
+        self._engine.finish("completed")
 
     # ------------------------------------------------------------------ epochs
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.session.status == "running":
-            if not self.session.rows and self.params.get("epochs"):  # fit(initial_epoch=...) runs epochs - initial
-                self.session.set_planned_epochs(self.params["epochs"] - epoch)
-            self.session.guard.call("epoch_begin", self.session.epoch_start, epoch)
+        self._engine.set_planned_epochs(self.params.get("epochs"), first_epoch=epoch)  # fit(initial_epoch=...)
+        self._engine.epoch_start(epoch)
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self.session.status == "running" and self.session.in_epoch:  # validation inside fit
+        if self._engine.in_epoch:  # validation inside fit
             self._wrap(self.model, "test_function", "eval")
-            self.session.guard.call("eval", self.session.eval_start)
+            self._engine.eval_start()
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self.session.status == "running" and self.session.in_epoch:
-            self.session.guard.call("eval", self.session.eval_end)
+        self._engine.eval_end()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        metrics = None
-        if self.session.status == "running" and self.session.in_epoch:
-            self.session.guard.call("flops", self._add_flops)
-            metrics = self.session.guard.call("epoch_end", self.session.epoch_end, dict(logs or {}))
-            if metrics is not None and self._backup_dir is not None:
-                self.session.guard.call("checkpoint", self._save_state)
-        if metrics is None:  # every key, every epoch: CSVLogger fixes its columns at epoch 0
-            metrics = dict.fromkeys(METRIC_KEYS, NAN)
-        self.last_metrics = metrics
-        if logs is not None:
-            logs.update(metrics)
-        if self.session.should_stop and self.model is not None:
+        if self._engine.in_epoch and self._steps.counts:
+            self._engine.guard("flops", self._add_noted_flops)
+        if self._torch_tracker is not None and keras.backend.backend() == "torch":
+            self._flops_info["per_step"] = self._torch_tracker.per_signature()
+        metrics = self._engine.epoch_end(logs or {})
+        if metrics is not None and self._backup_dir is not None:
+            self._engine.guard("checkpoint", self._save_state)
+        if logs is not None:  # every key, every epoch: CSVLogger fixes its columns at epoch 0
+            logs.update(metrics or nan_metrics())
+        if self._engine.should_stop and self.model is not None:
             self.model.stop_training = True
 
     def _resume(self, backup_dir: str) -> None:
         try:
             state = _restored_state(backup_dir)
             if state is not None:
-                self.session.load_state_dict(state)
+                self._engine.session.load_state_dict(state)
         except (OSError, ValueError, KeyError, TypeError) as err:  # an unreadable state file: start afresh
-            self.session = self._new_session()
+            self._engine.restart()
             warnings.warn(
                 f"green_callbacks: the totals saved in {backup_dir} could not be read ({type(err).__name__}: {err}); "
                 "this fit starts new totals and a new run record.",
@@ -314,33 +305,36 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
 
     def _save_state(self) -> None:
         """Keep the session's totals beside ``BackupAndRestore``'s backup, for a resumed fit to continue them."""
-        if self._backup_dir is not None and self.session.dist.is_global_zero:
-            from green_callbacks.core.record import write_record_atomic
-
-            write_record_atomic(os.path.join(self._backup_dir, _STATE_FILE), self.session.state_dict())
+        if self._backup_dir is not None and self._engine.session.dist.is_global_zero:
+            write_json_atomic(os.path.join(self._backup_dir, _STATE_FILE), self._engine.session.state_dict())
 
     # ------------------------------------------------------------------ order of callbacks
-    def _put_before_loggers(self, callbacks: list[Any]) -> None:
+    def _put_before_loggers(self, callbacks: list[Any] | None) -> None:
         """Move this callback just before the first Keras logger/monitor that precedes it.
 
         Called while ``CallbackList.on_train_begin`` iterates ``callbacks``: moving an element from index k to an
         earlier index leaves every index after k unchanged, so the iteration goes on with the right callback.
         """
+        if callbacks is None:
+            self._warn_order("GreenCallback could not find the callback list of this fit(); list it first in "
+                             "callbacks=[...] so that CSVLogger, TensorBoard and EarlyStopping see the green/ keys.")
+            return
         index = next(i for i, c in enumerate(callbacks) if c is self)
         first_reader = next((i for i, c in enumerate(callbacks[:index]) if _reads_logs(c)), None)
         if first_reader is not None:
             callbacks.insert(first_reader, callbacks.pop(index))
             index = first_reader
         hidden = [type(c).__name__ for c in callbacks[:index] if not getattr(c.on_epoch_end, "_is_default", False)]
-        if hidden and not self._warned_order:
+        if hidden:
+            self._warn_order(
+                f"{', '.join(hidden)} run(s) before GreenCallback in callbacks=[...] and will not see the green/ "
+                "keys. If it logs or monitors metrics, list GreenCallback before it; if it computes a metric you "
+                "monitor, this order is right.")
+
+    def _warn_order(self, message: str) -> None:
+        if not self._warned_order:
             self._warned_order = True
-            warnings.warn(
-                f"green_callbacks: {', '.join(hidden)} run(s) before GreenCallback in callbacks=[...] and will not "
-                "see the green/ keys. If it logs or monitors metrics, list GreenCallback before it; if it computes "
-                "a metric you monitor, this order is right.",
-                UserWarning,
-                stacklevel=4,
-            )
+            warnings.warn(f"green_callbacks: {message}", UserWarning, stacklevel=5)
 
     # ------------------------------------------------------------------ step functions: batches and failures
     def _wrap(self, model: Any, attr: str, kind: str) -> None:
@@ -353,18 +347,18 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
         def watched(*args: Any, **kwargs: Any) -> Any:
             this = ref()
             try:
-                if this is not None and this.session.status == "running":
+                if this is not None:
                     args = this._note_batches(backend, kind, args)
                 out = original(*args, **kwargs)
             except BaseException as err:
                 if this is not None:
-                    if this._flops is not None:
-                        this._flops.discard()
+                    this._engine.flops.discard()
                     if type(err).__name__ not in _END_OF_DATA:
-                        this._fit_failed(err)
+                        this._unwrap()
+                        this._engine.fail(err)
                 raise
-            if this is not None and this._flops is not None and this._flops.in_step:
-                this.session.guard.call("flops", this._flops.end)
+            if this is not None:
+                this._engine.flops.end()  # the call ran the step (forward, backward, optimizer's elementwise update)
             return out
 
         watched._green_callback = ref  # type: ignore[attr-defined]
@@ -372,55 +366,36 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
         self._wrapped.append((model, attr, original))
 
     def _note_batches(self, backend: str, kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        if not self.session.guard.enabled("flops"):
-            return args
         if backend == "torch":  # train_function(data): data[0] is the batch; the call runs the step
-            if self._flops is None:
-                from green_callbacks.core.flops import FlopTracker
-
-                self._flops = FlopTracker()
-            self.session.guard.call("flops", self._flops.begin, kind, self.model, args[0][0])
+            self._engine.flops.begin(kind, self.model, args[0][0])
+        elif not (self._engine.in_epoch and self._engine.session.flops_available):
+            return args
         elif backend == "jax":  # train_function(state, iterator): the batches come out of the iterator
             return (args[0], _PeekingIterator(args[1], lambda data: self._steps.add(kind, data)), *args[2:])
         elif backend == "tensorflow":  # train_function(iterator) runs inside tf.function: note the call only
             self._steps.add(kind, None, 1)
         return args
 
-    def _fit_failed(self, err: BaseException) -> None:
-        self._unwrap()
-        if self._flops is not None and self.session.in_epoch and self.session.guard.enabled("flops"):
-            flops = self._flops.take_epoch()  # the partial epoch keeps its FLOPs
-            self.session.add_flops(train=flops.train_flops, eval=flops.eval_flops)
-        status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
-        if self.session.status == "running":
-            self.session.finish(status, err)
-
     def _unwrap(self) -> None:
+        self._patches.restore()
         for model, attr, original in reversed(self._wrapped):
             if getattr(getattr(model, attr, None), "_green_callback", None) is not None:
                 setattr(model, attr, original)
         self._wrapped = []
 
-    # ------------------------------------------------------------------ FLOPs
-    def _add_flops(self) -> None:
+    # ------------------------------------------------------------------ FLOPs of the jax and tensorflow backends
+    def _add_noted_flops(self) -> None:
+        """Steps noted by signature (jax, tensorflow), counted at the epoch's end by the backend's engine."""
         backend = keras.backend.backend()
-        if backend == "torch":
-            if self._flops is not None:
-                epoch = self._flops.take_epoch()
-                self._flops_info.update(self._flops.info(), per_step=self._flops.per_signature())
-                self.session.add_flops(train=epoch.train_flops, eval=epoch.eval_flops)
-            else:
-                self.session.add_flops()
-            return
         totals = {"train": 0.0, "eval": 0.0}
         for (kind, signature), count in self._steps.counts.items():
             example = self._steps.examples.get((kind, signature))
             for batch, steps in _batches(backend, example, count, kind, self._epoch_iterator, self.model):
-                totals[kind] += steps * self._step_flops(backend, kind, batch)
+                totals[kind] += steps * self._backend_step_flops(backend, kind, batch)
         self._steps.reset()
-        self.session.add_flops(train=totals["train"], eval=totals["eval"])
+        self._engine.flops.add(train=totals["train"], eval=totals["eval"])
 
-    def _step_flops(self, backend: str, kind: str, batch: Any) -> float:
+    def _backend_step_flops(self, backend: str, kind: str, batch: Any) -> float:
         cache = self._flops_info.setdefault("per_step", {})
         key = f"{kind} {_describe(batch)}"
         if key not in cache:
@@ -432,6 +407,20 @@ class GreenCallback(keras.callbacks.Callback, GreenCallbackBase):
                 result = keras_backends.count_tf_step(self.model, batch, kind)  # type: ignore[arg-type]
             cache[key] = {"flops": result.flops, "matmul_flops": result.matmul_flops}
         return float(cache[key]["flops"])
+
+
+def _hyperparameters(model: Any, params: dict[str, Any]) -> dict[str, Any]:
+    optimizer = getattr(model, "optimizer", None)
+    hyper: dict[str, Any] = {
+        "epochs": params.get("epochs"),
+        "steps_per_epoch": params.get("steps"),
+        "optimizer": None if optimizer is None else type(optimizer).__name__,
+    }
+    try:
+        hyper["learning_rate"] = float(keras.ops.convert_to_numpy(getattr(optimizer, "learning_rate", None)))
+    except Exception:
+        hyper["learning_rate"] = None
+    return hyper
 
 
 _FLOP_METHODS: dict[str, dict[str, str]] = {

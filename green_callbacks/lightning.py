@@ -1,17 +1,17 @@
 """PyTorch Lightning adapter: ``Trainer(callbacks=[GreenCallback()])``.
 
-The callback only reads the trainer's state, calls the :class:`~green_callbacks.core.session.Session` and logs what
-it returns; every number comes from the session. Hook → session call:
+The callback only maps Lightning's hooks to calls of its :class:`~green_callbacks.core.engine.Engine` and logs what
+it returns; every number comes from the engine. Hook → engine call:
 
 ========================================  =================================================================
-``setup("fit")``                          a fresh session with the trainer's ranks
+``setup("fit")``                          ``begin_fit`` (a fresh session with the trainer's ranks)
 ``load_state_dict`` / ``state_dict``      resume: the session's totals and convergence go on
-``on_fit_start``                          ``session.start`` (log dir, hparams, device, framework monitor)
-``on_train_epoch_start``                  ``session.epoch_start``
+``on_fit_start``                          ``start`` (log dir, hparams, device, framework monitor)
+``on_train_epoch_start``                  ``epoch_start``
 ``on_train_batch_start`` … ``_end``       ``flops.begin("train", …)`` … ``end()`` (or ``on_before_optimizer_step``)
-``on_validation_start/batch_*/end``       ``session.eval_start`` / ``flops.begin("eval", …)``, ``end()`` / ``eval_end``
-``on_train_epoch_end``                    ``session.add_flops`` + ``session.epoch_end`` → ``pl_module.log_dict``
-``teardown`` / ``on_exception``           ``session.finish("completed" | "interrupted" | "failed")``
+``on_validation_start/batch_*/end``       ``eval_start`` / ``flops.begin("eval", …)``, ``end()`` / ``eval_end``
+``on_train_epoch_end``                    ``epoch_end`` → ``pl_module.log_dict`` (all loggers, monitors)
+``teardown`` / ``on_exception``           ``finish("completed")`` / ``fail(exception)``
 ========================================  =================================================================
 
 Works with both ``lightning.pytorch`` and ``pytorch_lightning``: Lightning calls hooks by name and the adapter
@@ -21,14 +21,15 @@ uses no ``isinstance`` check against one namespace, so either Trainer accepts th
 from __future__ import annotations
 
 import inspect
-import math
 import sys
 import warnings
 from typing import Any
 
 from green_callbacks._adapter import GreenCallbackBase, progress_bar_metrics
-from green_callbacks.core.budget import plan_epochs
+from green_callbacks.core.budget import plan_epochs_from_batches
 from green_callbacks.core.distributed import DistInfo
+from green_callbacks.core.patches import nan_tolerant
+from green_callbacks.core.sensors.accelerators import torch_device_type
 
 
 def _import_lightning() -> Any:
@@ -52,12 +53,11 @@ import torch  # noqa: E402  (after the Lightning check, whose error message is t
 
 __all__ = ["GreenCallback"]
 
-_INTERRUPTS = ("KeyboardInterrupt", "SIGTERMException")
 _SYNC_HINT = r".*self\.log\('(green/[^']*|Wh|gCO2e)', \.\.\., sync_dist=True\)"  # Lightning's hint, for our keys
 _STATE_KEY_FIELDS = ("monitor", "mode", "target", "country", "region", "carbon_intensity", "pue", "output_dir")
 
 
-class GreenCallback(_pl.Callback, GreenCallbackBase):
+class GreenCallback(GreenCallbackBase, _pl.Callback):
     """Measures energy, emissions, FLOPs and convergence of a Lightning ``fit`` and logs them every epoch.
 
     Takes the keyword arguments of :class:`~green_callbacks._adapter.GreenCallbackBase` (``country=``,
@@ -68,52 +68,43 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
 
     framework = "lightning"
 
-    def __init__(self, **kwargs: Any) -> None:
-        _pl.Callback.__init__(self)
-        GreenCallbackBase.__init__(self, **kwargs)
-        self._flops: Any = None  # core.flops.FlopTracker, one per fit
-        # Lightning reads state_key at every hook call; the settings are frozen, so it is computed once
-        self._state_key = self._generate_state_key(**{k: getattr(self.config, k) for k in _STATE_KEY_FIELDS})
-
     @property
     def state_key(self) -> str:
         """Checkpoint key: two callbacks with different settings (e.g. two grids) keep separate states."""
-        return self._state_key
-
-    def _guard(self, part: str, fn: Any, *args: Any) -> Any:
-        return self.session.guard.call(part, fn, *args)
+        key = self.__dict__.get("_state_key")
+        if key is None:  # Lightning reads it at every hook call; the settings are frozen, so it is built once
+            key = self._state_key = self._generate_state_key(**{k: getattr(self.config, k) for k in _STATE_KEY_FIELDS})
+        return key
 
     # ------------------------------------------------------------------ start, resume
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if stage == "fit":
-            self._guard("setup", self._setup, trainer)
-
-    def _setup(self, trainer: Any) -> None:
-        dist = DistInfo(rank=trainer.global_rank, local_rank=trainer.local_rank, world_size=trainer.world_size)
-        self.session = self._new_session(dist)
+        if stage != "fit":
+            return
+        self._engine.begin_fit(DistInfo(trainer.global_rank, trainer.local_rank, trainer.world_size))
         from green_callbacks.core.flops import FlopTracker
 
-        self._flops = FlopTracker()
+        self._engine.flops.use(FlopTracker())  # one per fit: it owns every FLOP cache
         if trainer.world_size > 1:  # our values are already summed over ranks: Lightning's sync_dist hint is moot
             warnings.filterwarnings("ignore", message=_SYNC_HINT, category=Warning)
 
     def state_dict(self) -> dict[str, Any]:
-        return self._guard("checkpoint", self.session.state_dict) or {}
+        return self._engine.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict:
-            self._guard("checkpoint", self.session.load_state_dict, state_dict)
+        self._engine.load_state_dict(state_dict)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        self._guard("start", self._start, trainer, pl_module)
-
-    def _start(self, trainer: Any, pl_module: Any) -> None:
+        for logger in trainer.loggers:  # Lightning calls them outside this callback: a refusal of NaN must not end
+            name = str(getattr(logger, "name", None) or type(logger).__name__)
+            self._patches.wrap(logger, "log_metrics", lambda log, name=name: nan_tolerant(log, name))
         monitor, mode = _framework_monitor(trainer)
         device = trainer.strategy.root_device
-        self.session.start(
+        device_type = torch_device_type(device)
+        self._engine.start(
             output_dir=trainer.log_dir or trainer.default_root_dir,  # log_dir broadcasts: every rank calls it
             hyperparameters=dict(getattr(pl_module, "hparams", {}) or {}),
-            device_indices=[device.index or 0] if device.type == "cuda" else [],
+            device_indices=[device.index or 0] if device_type != "cpu" else [],
+            device_type=device_type,
             monitor=monitor,
             mode=mode,
             extra={"lightning": {"strategy": type(trainer.strategy).__name__, "precision": str(trainer.precision),
@@ -122,43 +113,26 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
         )
 
     # ------------------------------------------------------------------ epochs
-    def _running(self) -> bool:
-        return self.session.status == "running"
-
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        if self._running():
-            self._guard("budget", self._plan, trainer)
-            self._guard("epoch", self.session.epoch_start, trainer.current_epoch)
-            if self._flops is not None:
-                self._guard("flops", self._flops.refresh, pl_module)
+        self._engine.set_planned_epochs(plan_epochs_from_batches(
+            trainer.max_epochs, trainer.max_steps, trainer.num_training_batches, trainer.accumulate_grad_batches))
+        self._engine.epoch_start(trainer.current_epoch, pl_module)
 
-    def _plan(self, trainer: Any) -> None:
-        """``max_epochs``, or fewer when ``max_steps`` ends the run first (batches are known only from here on)."""
-        batches = trainer.num_training_batches
-        steps = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else None
-        self.session.set_planned_epochs(plan_epochs(trainer.max_epochs, trainer.max_steps, steps))
-
-    # FLOPs: the tracker watches the first real step of each batch signature (nothing is re-run; docs/flops.md)
-    def _counting(self, pl_module: Any) -> bool:
-        if self._flops is None or not self.session.guard.enabled("flops"):
-            return False
-        if not pl_module.automatic_optimization:  # the step calls the optimizers itself: its FLOPs include theirs
-            self._flops = None
+    # FLOPs: the first real step of each batch signature is watched by the counter (nothing re-run; docs/flops.md)
+    def _flops_begin(self, kind: str, pl_module: Any, batch: Any, *index: int) -> None:
+        flops = self._engine.flops
+        if not flops.active:
+            return
+        if not pl_module.automatic_optimization:  # the step calls the optimizers itself: their work is in it
+            flops.use(None)
             warnings.warn("green_callbacks: FLOPs are not counted under manual optimization; they are reported "
                           "unavailable (NaN).", UserWarning, stacklevel=3)
-            return False
-        return True
-
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if self.session.in_epoch and self._counting(pl_module):
-            self._guard("flops", self._begin, pl_module, batch, "train", batch_idx)
-
-    def _begin(self, pl_module: Any, batch: Any, kind: str, *index: int) -> None:
-        if not getattr(pl_module, "_compiler_ctx", None):
-            self._flops.begin(kind, pl_module, batch)
             return
-        # fit(torch.compile(model)): inductor's fused kernels hide ops from an observing counter, so a new signature
-        # is counted on a meta copy of the uncompiled module (trainer detached: self.log is a no-op there)
+        if not getattr(pl_module, "_compiler_ctx", None):
+            flops.begin(kind, pl_module, batch)
+            return
+        # fit(torch.compile(model)): compiled kernels hide their ops from an observing counter, so a new signature is
+        # counted on a meta copy of the uncompiled module (trainer detached: self.log is a no-op there)
         name = "training_step" if kind == "train" else "validation_step"
         extra = _index_args(getattr(pl_module, name), index)
         trainer = pl_module._trainer
@@ -166,86 +140,75 @@ class GreenCallback(_pl.Callback, GreenCallbackBase):
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*`self.trainer` reference is not registered")
-                self._flops.begin(kind, pl_module, batch, lambda module, b: getattr(module, name)(b, *extra))
+                flops.begin(kind, pl_module, batch, lambda module, b: getattr(module, name)(b, *extra))
         finally:
             pl_module.trainer = trainer
 
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._flops_begin("train", pl_module, batch, batch_idx)
+
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        if self._flops is not None and self._flops.in_step:  # backward done: the optimizer's own work is not counted
-            self._guard("flops", self._flops.end)
+        self._engine.flops.end()  # backward done; the optimizer's own work is not counted
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._flops is not None and self._flops.in_step:
-            if outputs is None:  # the step was skipped, no backward ran
-                self._flops.discard()
-            else:
-                self._guard("flops", self._flops.end)
-
-    def _in_fit_validation(self, trainer: Any) -> bool:
-        return self.session.in_epoch and not trainer.sanity_checking
+        if outputs is None:  # the step was skipped, no backward ran
+            self._engine.flops.discard()
+        else:
+            self._engine.flops.end()
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
-        if self._in_fit_validation(trainer):
-            self._guard("eval", self.session.eval_start)
+        if not trainer.sanity_checking:
+            self._engine.eval_start()
 
     def on_validation_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self._in_fit_validation(trainer) and self._counting(pl_module):
-            self._guard("flops", self._begin, pl_module, batch, "eval", batch_idx, dataloader_idx)
+        if not trainer.sanity_checking:
+            self._flops_begin("eval", pl_module, batch, batch_idx, dataloader_idx)
 
     def on_validation_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self._flops is not None and self._flops.in_step:
-            self._guard("flops", self._flops.end)
+        self._engine.flops.end()
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._in_fit_validation(trainer):
-            self._guard("eval", self.session.eval_end)
+        if not trainer.sanity_checking:
+            self._engine.eval_end()
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if self.session.in_epoch:
-            self._guard("epoch", self._epoch_end, trainer, pl_module)
-
-    def _epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        scalars = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.numel(torch.as_tensor(v)) == 1}
-        if self._flops is not None and self.session.guard.enabled("flops"):
-            flops = self._flops.take_epoch()
-            self.session.add_flops(train=flops.train_flops, eval=flops.eval_flops)
-            self.session.info["flops"] = self._flops.info()  # how they were counted, into the run record
-        metrics = self.session.epoch_end(scalars)  # a collective under DDP: every rank gets here
-        self.last_metrics = metrics
-        # float64 CPU tensors: exact values, no device copies; already summed over ranks, so no sync_dist
-        as_tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()}
-        pl_module.log_dict(as_tensors, on_step=False, on_epoch=True, sync_dist=False)
-        bar = {k: torch.tensor(v, dtype=torch.float64) for k, v in progress_bar_metrics(metrics).items()}
-        pl_module.log_dict(bar, on_step=False, on_epoch=True, prog_bar=True, logger=False, sync_dist=False)
-        if self.session.should_stop:
+        metrics = self._engine.epoch_end(trainer.callback_metrics)  # a collective under DDP: every rank gets here
+        if metrics is None:
+            return
+        self._engine.guard("logging", _log, pl_module, metrics, self.config.console)
+        if self._engine.should_stop:
             trainer.should_stop = True
 
     # ------------------------------------------------------------------ end
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if self._flops is not None:
-            self._flops.discard()  # a step that never ended (an exception): leave no counter behind
-        if stage == "fit" and self._running():
-            self._guard("finish", self._finish_completed, trainer)
-
-    def _finish_completed(self, trainer: Any) -> None:
-        if trainer.should_stop and self.session.stop_reason is None:
-            reasons = [getattr(cb, "stopping_reason_message", None) for cb in trainer.early_stopping_callbacks]
-            self.session.stop_reason = next((r for r in reasons if r), "trainer.should_stop")
-        self.session.finish("completed")
+        if stage == "fit":
+            self._patches.restore()
+            self._engine.finish("completed", stop_reason=_stop_reason(trainer))
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if self._flops is not None:
-            self._flops.discard()
-            if self.session.in_epoch and self.session.guard.enabled("flops"):  # the partial epoch keeps its FLOPs
-                flops = self._flops.take_epoch()
-                self.session.add_flops(train=flops.train_flops, eval=flops.eval_flops)
-        if self._running():
-            status = "interrupted" if type(exception).__name__ in _INTERRUPTS else "failed"
-            self._guard("finish", self.session.finish, status, exception)
+        self._patches.restore()
+        self._engine.fail(exception)
+
+
+def _log(pl_module: Any, metrics: dict[str, float], console: str) -> None:
+    """To every logger (float64 CPU tensors: exact values, no device copies; already summed over ranks, so no
+    ``sync_dist``), and to the progress bar the running totals (``console="compact"``) or every key (``"all"``)."""
+    as_tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()}
+    pl_module.log_dict(as_tensors, on_step=False, on_epoch=True, prog_bar=console == "all", sync_dist=False)
+    bar = {k: torch.tensor(v, dtype=torch.float64) for k, v in progress_bar_metrics(metrics).items()}
+    pl_module.log_dict(bar, on_step=False, on_epoch=True, prog_bar=True, logger=False, sync_dist=False)
+
+
+def _stop_reason(trainer: Any) -> str | None:
+    """Why the trainer stopped early (its EarlyStopping's message), when it did."""
+    if not trainer.should_stop:
+        return None
+    reasons = [getattr(cb, "stopping_reason_message", None) for cb in trainer.early_stopping_callbacks]
+    return next((r for r in reasons if r), "trainer.should_stop")
 
 
 def _framework_monitor(trainer: Any) -> tuple[str | None, str | None]:

@@ -15,11 +15,12 @@ How the Trainer's events drive the session (see docs/transformers.md for the why
 * No event receives the Trainer, so it is found once on the call stack of ``on_init_end``/``on_train_begin`` (the
   Trainer is the caller of its callback handler). Its ``train`` is wrapped to learn of exceptions (the Trainer has
   no exception event): the record then ends ``failed`` or ``interrupted``.
-* FLOPs: a forward pre-hook on the model hands each step's inputs to the core ``FlopTracker`` (training when the
+* FLOPs: a forward pre-hook on the model hands each step's inputs to the engine's FLOP wrapper (training when the
   model is in training mode with gradients on, evaluation otherwise). The first step of each new input signature
   is watched by the counter while it runs (nothing is re-run); the step ends at ``on_substep_end`` /
-  ``on_pre_optimizer_step`` (training, before the optimizer) or at the forward hook (evaluation). The hooks are
-  kept out of ``torch.compile``'s trace.
+  ``on_pre_optimizer_step`` (training, before the optimizer) or at the forward hook (evaluation). With
+  ``torch_compile`` new signatures are counted on a meta copy of the uncompiled model and the hooks are kept out
+  of dynamo's trace.
 * The session's state is kept in the checkpoint (``ExportableState``) and read back on resume, with or without
   ``restore_callback_states_from_checkpoint``.
 """
@@ -36,6 +37,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+from green_callbacks.core.metric_keys import console_view
+from green_callbacks.core.sensors.accelerators import torch_device_type
 
 try:
     import transformers
@@ -81,18 +84,18 @@ def _monitor_of(args: Any) -> tuple[str | None, str | None]:
 
 
 def _device_indices(args: Any) -> list[int]:
-    """CUDA ordinals this process trains on: ``[]`` on CPU, all visible GPUs under ``nn.DataParallel``."""
+    """Accelerator ordinals this process trains on: ``[]`` on CPU, all visible GPUs under ``nn.DataParallel``."""
     device = args.device
-    if device.type != "cuda":
+    if torch_device_type(device) == "cpu":
         return []
     if args.n_gpu > 1:
         return list(range(args.n_gpu))
     return [0 if device.index is None else int(device.index)]
 
 
-def _device_uuids(indices: list[int]) -> list[str] | None:
+def _device_uuids(indices: list[int], device_type: str = "cuda") -> list[str] | None:
     """UUIDs of the CUDA devices (torch's, unprefixed: GPU or MIG), exact whatever ``CUDA_VISIBLE_DEVICES`` says."""
-    if not indices:
+    if not indices or device_type != "cuda":
         return None
     import torch
 
@@ -115,18 +118,6 @@ def _hyperparameters(args: Any, state: Any, model: Any) -> dict[str, Any]:
     return out
 
 
-def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in logs.items():
-        if isinstance(value, bool) or key.startswith("green/"):
-            continue
-        try:
-            out[str(key)] = float(value)
-        except (TypeError, ValueError):
-            continue
-    return out
-
-
 def _step_loss(model: Any, batch: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
     """Run the model as the Trainer did; its loss, or (labels popped by the Trainer) its first output summed.
 
@@ -143,13 +134,7 @@ def _step_loss(model: Any, batch: tuple[tuple[Any, ...], dict[str, Any]]) -> Any
     return first.float().sum()
 
 
-def _new_flop_tracker() -> Any:
-    from green_callbacks.core.flops import FlopTracker
-
-    return FlopTracker()
-
-
-class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
+class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
     """Measures energy, emissions and FLOPs of a ``transformers.Trainer`` run and logs them every epoch.
 
     ``Trainer(..., callbacks=[GreenCallback()])`` is all it takes; the arguments are those of
@@ -162,26 +147,25 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
 
     framework = "transformers"
 
-    def __init__(self, **kwargs: Any) -> None:
-        GreenCallbackBase.__init__(self, **kwargs)
-        # What ExportableState stores so that HF can rebuild us (restore_callback_states_from_checkpoint=True).
-        self._init_kwargs = {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in kwargs.items()
-            if isinstance(v, _JSON_TYPES) or (isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))
-        }
+    def _init_adapter(self) -> None:
         self._token = uuid.uuid4().hex
         _LIVE[self._token] = self
         self.green_state: dict[str, Any] | None = None  # set by HF when it rebuilds us from a checkpoint
         self._adopted_by: GreenCallback | None = None
         self._trainer_ref: weakref.ReferenceType[Any] | None = None
         self._hook: Any = None
-        self._pending: str | None = None  # "evaluate" | "log": what the open epoch still waits for
-        self._epoch_metrics: dict[str, float] = {}
-        self._logging = False
-        self._flops: Any = None  # core.flops.FlopTracker, one per run
         self._compiled = False
+        self._pending: str | None = None  # "evaluate" | "log": what the open epoch still waits for
+        self._epoch_metrics: dict[str, Any] = {}
+        self._logging = False
         self._warned_no_trainer = False
+        self._hf_total_flos = math.nan
+
+    @property
+    def last_metrics(self) -> dict[str, float]:
+        """The ``green/...`` metrics of the last completed epoch, with the Trainer's own ``green/hf_total_flos``."""
+        metrics = self._engine.last_metrics
+        return {**metrics, HF_TOTAL_FLOS_KEY: self._hf_total_flos} if metrics else metrics
 
     # ------------------------------------------------------------------ binding to the Trainer
     @property
@@ -219,7 +203,9 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
             except BaseException as err:
                 callback = owner()
                 if callback is not None:
-                    callback._on_train_error(err)
+                    target = callback._adopted_by or callback
+                    target._remove_hook()
+                    target._engine.fail(err)
                 raise
 
         train._green_callbacks_wrapper = True  # type: ignore[attr-defined]
@@ -230,25 +216,12 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         if trainer is not None and trainer is not self.trainer:
             self.attach(trainer)
 
-    def _on_train_error(self, err: BaseException) -> None:
-        target = self._adopted_by or self
-        target._remove_hook()
-        if target._flops is not None:
-            target._flops.discard()
-            if target.session.in_epoch and target.session.flops_available:  # the partial epoch keeps its FLOPs
-                flops = target._flops.take_epoch()
-                target.session.add_flops(train=flops.train_flops, eval=flops.eval_flops)
-        if target.session.status == "running":
-            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            target.session.finish(status, err)
-
     # ------------------------------------------------------------------ ExportableState
     def state(self) -> dict[str, Any]:
         """What the Trainer writes into each checkpoint's ``trainer_state.json``."""
-        return {
-            "args": dict(self._init_kwargs),
-            "attributes": {_STATE_ATTRIBUTE: {**self.session.state_dict(), "instance": self._token}},
-        }
+        args = {k: list(v) if isinstance(v, tuple) else v for k, v in self._arguments.items()
+                if isinstance(v, _JSON_TYPES) or (isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))}
+        return {"args": args, "attributes": {_STATE_ATTRIBUTE: {**self._engine.state_dict(), "instance": self._token}}}
 
     def _stored_state(self, state: Any) -> dict[str, Any] | None:
         """This run's saved state when the Trainer resumed from a checkpoint, else ``None``."""
@@ -265,7 +238,7 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
 
     def _adopt_original(self) -> None:
         """HF rebuilt us from a checkpoint (``restore_callback_states_from_checkpoint=True``) and dropped the user's
-        instance: share that instance's config, sensors and session, so the user's reference stays live."""
+        instance: share that instance's engine, so the user's reference stays live."""
         trainer = self.trainer
         if self.green_state is None or trainer is None:
             return
@@ -274,21 +247,16 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
                          and cb not in registered and type(cb) is type(self)), None)
         if original is None:
             return
-        self.config, self._sensors = original.config, original._sensors
-        if original.session.status == "created":
-            self.session = original.session
-        else:
-            original.session = self.session
-        self.last_metrics = original.last_metrics
+        self.config, self._engine = original.config, original._engine
         original._adopted_by = self
 
     # ------------------------------------------------------------------ events
     def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.session.guard.call("trainer", self._bind)
+        self._engine.guard("logging", self._bind)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        self.session.guard.call("trainer", self._bind)
-        self.session.guard.call("session", self._train_begin, args, state, model)
+        self._engine.guard("logging", self._bind)
+        self._engine.guard("start", self._train_begin, args, state, model)
         if self.trainer is None and not self._warned_no_trainer:
             self._warned_no_trainer = True
             warnings.warn(
@@ -302,21 +270,18 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
     def _train_begin(self, args: Any, state: Any, model: Any) -> None:
         self._adopt_original()
         stored = self._stored_state(state)
-        if self.session.status == "running":
-            self.session.finish(
-                "failed", "a new training began before this one ended (an exception in train(), auto_find_batch_size)"
-            )
-        if self.session.status != "created":
-            self.session = self._new_session()
+        self._engine.begin_fit()
         if stored is not None:
-            self.session.load_state_dict(stored)
+            self._engine.load_state_dict(stored)
         monitor, mode = _monitor_of(args)
         devices = _device_indices(args)
-        self.session.start(
+        device_type = torch_device_type(args.device)
+        self._engine.start(
             output_dir=args.output_dir,
             hyperparameters=_hyperparameters(args, state, model),
             device_indices=devices,
-            device_uuids=_device_uuids(devices),
+            device_uuids=_device_uuids(devices, device_type),
+            device_type=device_type,
             monitor=monitor,
             mode=mode,
             planned_epochs=float(args.num_train_epochs) if args.max_steps <= 0 else None,
@@ -324,95 +289,102 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         )
         self._pending = None
         self._epoch_metrics = {}
-        self._flops = None  # one tracker (and cache) per run
+        from green_callbacks.core.flops import FlopTracker
+
+        self._engine.flops.use(FlopTracker())  # one per run: it owns every FLOP cache
         # compiled: inductor's fused kernels hide ops from an observing counter; count the uncompiled model on meta
         self._compiled = bool(getattr(args, "torch_compile", False)) or type(model).__name__ == "OptimizedModule"
         self._install_hook(model)
+        self._compact_printers()
+
+    def _compact_printers(self) -> None:
+        """The Trainer's printed log (``PrinterCallback``/``ProgressCallback``) shows the compact view of our
+        epoch logs (``console=``); ``log_history`` and every ``report_to`` integration still get every key."""
+        trainer = self.trainer
+        if trainer is None:
+            return
+        console = self.config.console
+        printers = (transformers.trainer_callback.PrinterCallback, transformers.trainer_callback.ProgressCallback)
+        for printer in (c for c in trainer.callback_handler.callbacks if isinstance(c, printers)):
+
+            def make(on_log: Any) -> Any:
+                def shown(args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> Any:
+                    if isinstance(logs, Mapping):
+                        logs = console_view(logs, console)
+                    return on_log(args, state, control, logs=logs, **kwargs)
+
+                return shown
+
+            self._patches.wrap(printer, "on_log", make)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.session.in_epoch:  # an epoch whose closing event never came (e.g. no evaluation after all)
+        if self._engine.in_epoch:  # an epoch whose closing event never came (e.g. no evaluation after all)
             self._close_epoch(state, control)
         self._pending = None
         self._epoch_metrics = {}
-        self.session.guard.call("session", self.session.epoch_start)
-
-    def _end_step(self) -> None:
-        if self._flops is not None and self._flops.in_step:
-            self.session.guard.call("flops", self._flops.end)
+        self._engine.epoch_start(model=kwargs.get("model"))
 
     def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._end_step()  # a gradient-accumulation micro-batch ran its backward
+        self._engine.flops.end()  # a gradient-accumulation micro-batch ran its backward
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._end_step()  # backward done; the optimizer's own work is not counted
+        self._engine.flops.end()  # backward done; the optimizer's own work is not counted
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._end_step()
-        if control.should_evaluate and self.session.in_epoch:
-            self.session.guard.call("session", self.session.eval_start)
+        self._engine.flops.end()
+        if control.should_evaluate:
+            self._engine.eval_start()
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not self.session.in_epoch:
+        if not self._engine.in_epoch:
             return
         if control.should_evaluate:  # the Trainer evaluates right after this event: keep the epoch open
             self._pending = "evaluate"
-            self.session.guard.call("session", self.session.eval_start)
+            self._engine.eval_start()
         elif control.should_log:  # the epoch-end loss log follows: close after it, with the epoch's loss
             self._pending = "log"
         else:
             self._close_epoch(state, control)
 
     def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        meter = self.session.meter
-        if self.session.in_epoch and meter is not None and not meter.is_open("eval"):
-            self.session.guard.call("session", self.session.eval_start)  # an evaluation we were not told of
+        self._engine.eval_start()  # an evaluation we were not told of (no-op when one is open)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
-        if not self.session.in_epoch:
+        if not self._engine.in_epoch:
             return
-        self.session.guard.call("session", self.session.eval_end)
-        self._epoch_metrics.update(_numbers(metrics or {}))
+        self._engine.eval_end()
+        self._epoch_metrics.update(metrics or {})
         if self._pending == "evaluate":
             self._close_epoch(state, control)
 
     def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
-        if self.session.in_epoch:
-            self.session.guard.call("session", self.session.eval_end)
+        self._engine.eval_end()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-        if self._logging or not self.session.in_epoch or not logs:
+        if self._logging or not self._engine.in_epoch or not logs:
             return
-        self._epoch_metrics.update(_numbers(logs))
+        self._epoch_metrics.update(logs)
         if self._pending == "log" and "loss" in logs:
             self._close_epoch(state, control)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.session.in_epoch:
+        if self._engine.in_epoch:
             self._close_epoch(state, control)
         self._remove_hook()
-        self.session.guard.call("session", self.session.finish, "completed")
+        self._engine.finish("completed")
 
     # ------------------------------------------------------------------ closing an epoch and logging
     def _close_epoch(self, state: Any, control: Any) -> None:
         self._pending = None
-        if self._flops is not None and self.session.flops_available:
-            flops = self._flops.take_epoch()
-            self.session.add_flops(train=flops.train_flops, eval=flops.eval_flops)
-            self.session.info["flops"] = self._flops.info()  # how they were counted, into the run record
-        metrics = self.session.guard.call(
-            "session", self.session.epoch_end, {**self._epoch_metrics, "epoch": state.epoch}
-        )
+        metrics = self._engine.epoch_end({**self._epoch_metrics, "epoch": state.epoch})
         if metrics is None:
             return
-        metrics = dict(metrics)
-        metrics[HF_TOTAL_FLOS_KEY] = self._hf_total_flos(state)
-        self.last_metrics.clear()
-        self.last_metrics.update(metrics)
-        self.session.guard.call("logging", self._log, state, control, metrics)
-        if self.session.should_stop:  # a budget would be exceeded (budget_action="stop")
+        self._hf_total_flos = self._engine.guard("logging", self._trainer_total_flos, state) or math.nan
+        self._engine.guard("logging", self._log, state, control, {**metrics, HF_TOTAL_FLOS_KEY: self._hf_total_flos})
+        if self._engine.should_stop:  # a budget would be exceeded (budget_action="stop")
             control.should_training_stop = True
 
-    def _hf_total_flos(self, state: Any) -> float:
+    def _trainer_total_flos(self, state: Any) -> float:
         """The Trainer's own estimate so far; its pending per-process count is folded in first (all ranks).
 
         NaN, not 0, when the Trainer cannot estimate (a model without ``num_parameters``, e.g. a plain
@@ -446,43 +418,33 @@ class GreenCallback(TrainerCallback, ExportableState, GreenCallbackBase):
         if model is None or not hasattr(model, "register_forward_pre_hook"):
             return
         owner = weakref.ref(self)
+        import torch
 
         # Plain functions (not bound methods): a deep copy of the model copies hooks, and must not copy us. With
         # torch.compile they are kept out of dynamo's trace: they read Python state that would recompile the model.
         def before(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             callback = owner()
             if callback is not None:
-                callback._on_forward(module, args, kwargs)
+                kind = "train" if module.training and torch.is_grad_enabled() else "eval"
+                replay = _step_loss if callback._compiled else None
+                callback._engine.flops.begin(kind, module, (args, kwargs), replay)
 
         def after(module: Any, args: Any, output: Any) -> None:
             callback = owner()
-            if callback is not None and callback._flops is not None and callback._flops.in_step and not module.training:
-                callback.session.guard.call("flops", callback._flops.end)  # evaluation: the forward is the step
+            if callback is not None and not module.training:
+                callback._engine.flops.end()  # evaluation: the forward is the whole step
 
         if self._compiled:
             before, after = _not_traced(before), _not_traced(after)
         self._hook = (model.register_forward_pre_hook(before, with_kwargs=True), model.register_forward_hook(after))
 
     def _remove_hook(self) -> None:
+        self._patches.restore()
+        self._engine.flops.discard()
         if self._hook is not None:
             for handle in self._hook:
                 handle.remove()
             self._hook = None
-        if self._flops is not None:
-            self._flops.discard()
-
-    def _on_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if not self.session.in_epoch or not self.session.flops_available:
-            return
-        import torch
-
-        if self._flops is None:
-            self._flops = self.session.guard.call("flops", _new_flop_tracker)
-            if self._flops is None:
-                return
-        train = bool(module.training and torch.is_grad_enabled())
-        self.session.guard.call("flops", self._flops.begin, "train" if train else "eval", module, (args, kwargs),
-                                _step_loss if self._compiled else None)
 
 
 def _not_traced(fn: Any) -> Any:

@@ -42,21 +42,25 @@ def _raw_rows(name: str) -> list[list[str]]:
 
 def test_country_rows_have_source_year_and_plausible_value() -> None:
     rows = country_table()
-    assert len(rows) == 39  # 38 countries from the research note + the world row
+    # every country of the OWID/CodeCarbon energy-mix file (213) + the world row
+    assert len(rows) == 214
     for row in rows:
         assert row.source.strip(), row
-        assert 2015 <= row.year <= 2025, row
+        assert 2009 <= row.year <= 2025, row
         assert 0 < row.intensity_gco2e_per_kwh < 1500, row
         assert row.name
+        assert row.method in ("published", "derived from generation mix"), row
+    # the one old value is labelled with its year: Western Sahara's latest data are for 2009
+    assert [(r.iso2, r.year) for r in rows if r.year < 2015] == [("EH", 2009)]
     codes = [row.iso2 for row in rows if row.iso2]
-    assert len(codes) == len(set(codes)) == 38
+    assert len(codes) == len(set(codes)) == 213
     assert all(len(r.iso2) == 2 and len(r.iso3) == 3 for r in rows if r.iso2)
     assert sum(1 for r in rows if not r.iso2) == 1  # exactly one world row
 
 
 def test_country_csv_has_no_empty_cells_except_world_codes() -> None:
     header, *body = _raw_rows("countries.csv")
-    assert header == ["iso2", "iso3", "name", "gco2e_per_kwh", "year", "source"]
+    assert header == ["iso2", "iso3", "name", "gco2e_per_kwh", "year", "source", "method"]
     for cells in body:
         assert len(cells) == len(header)
         filled = cells[2:] if cells[2] == "World" else cells
@@ -286,6 +290,7 @@ def test_to_record_is_plain_and_complete() -> None:
         "location": "gcp:europe-west1",
         "basis": "operational grid average (location-based), annual average",
         "kind": "table",
+        "method": "published",
     }
 
 
@@ -364,3 +369,14 @@ def test_pue_below_one_is_physically_impossible(bad: float) -> None:
 def test_pue_must_be_finite_number(bad: object) -> None:
     with pytest.raises(ValueError, match="pue must be a"):
         validate_pue(bad)
+
+
+@pytest.mark.parametrize("bad", [3.01, 158.0, 1e308])
+def test_pue_above_three_is_implausible(bad: float) -> None:
+    with pytest.raises(ValueError, match=r"implausible.*1\.0 to 3") as info:
+        validate_pue(bad)
+    assert "1.58" in str(info.value)
+
+
+def test_pue_upper_bound_is_inclusive() -> None:
+    assert validate_pue(3.0) == 3.0

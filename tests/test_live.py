@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -9,7 +10,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import pytest
 
@@ -35,6 +36,8 @@ class _Server(ThreadingHTTPServer):
     body: bytes = b""
     release: threading.Event
     requests: list[tuple[str, dict[str, str]]]
+    location: str = ""
+    redirect_status: int = 302
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -49,6 +52,12 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "slow":
             self.server.release.wait(5)
             return
+        if mode == "redirect":
+            self.send_response(self.server.redirect_status)
+            self.send_header("Location", self.server.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         status = {"401": 401, "500": 500}.get(mode, 200)
         body = self.server.body if status == 200 else b'{"error": "nope"}'
         self.send_response(status)
@@ -58,11 +67,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Server]:
-    for name in list(os.environ):
-        if name.lower().endswith("_proxy"):
-            monkeypatch.delenv(name)
+@contextlib.contextmanager
+def _serving() -> Iterator[_Server]:
     srv = _Server(("127.0.0.1", 0), _Handler)
     srv.release = threading.Event()
     srv.requests = []
@@ -76,6 +82,23 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Server]:
         srv.shutdown()
         srv.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Server]:
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    with _serving() as srv:
+        yield srv
+
+
+@pytest.fixture
+def other_server(server: _Server) -> Iterator[_Server]:
+    """A second loopback server, reached by another host name ('localhost' rather than '127.0.0.1')."""
+    with _serving() as srv:
+        srv.body = json.dumps({**OK_BODY, "carbonIntensity": 999}).encode()
+        yield srv
 
 
 def _base_url(srv: _Server) -> str:
@@ -261,3 +284,72 @@ def test_live_with_explicit_value_is_an_error_without_the_token() -> None:
         resolve_carbon(live=provider, carbon_intensity=100, environ={})
     _assert_no_token(info.value)
     assert "token=<hidden>" in repr(provider)
+
+
+# --- the token never leaks (#15.7) --------------------------------------------------------------------------
+
+
+def test_token_read_from_a_file_loses_its_newline_and_works(server: _Server, tmp_path) -> None:
+    path = tmp_path / "em-token"
+    path.write_text(TOKEN + "\n", encoding="utf-8")  # as `echo TOKEN > file` writes it
+    provider = ElectricityMapsProvider("DE", token=path.read_text(), base_url=_base_url(server), timeout_s=2.0)
+    value, messages = _fetch_recording(provider)
+    assert messages == [] and provider.last_error is None
+    assert (value.kind, value.intensity_gco2e_per_kwh) == ("live", 312.0)
+    assert server.requests[0][1]["auth-token"] == TOKEN  # sent without the newline
+    env_provider = ElectricityMapsProvider(
+        "DE", base_url=_base_url(server), environ={"ELECTRICITYMAPS_API_TOKEN": " " + TOKEN + "\r\n"}
+    )
+    assert env_provider.fetch().kind == "live"
+    assert server.requests[1][1]["auth-token"] == TOKEN
+
+
+@pytest.mark.parametrize("inside", ["\n", " ", "\t", "\x00", "é"])
+def test_token_with_characters_a_header_cannot_carry_is_refused_without_showing_it(inside: str) -> None:
+    bad = TOKEN[:8] + inside + TOKEN[8:]
+    with pytest.raises(ValueError, match="cannot be sent in an HTTP header") as info:
+        ElectricityMapsProvider("DE", token=bad)
+    _assert_no_token(info.value, repr(info.value))
+    assert TOKEN[:8] not in str(info.value) and TOKEN[8:] not in str(info.value)
+
+
+def test_scrub_hides_escaped_quoted_and_encoded_forms() -> None:
+    token = "ab'c\\d\"e/f+g&h=i-0123456789"
+    provider = ElectricityMapsProvider("DE", token=token)
+    forms = [token, repr(token), repr(token.encode()), json.dumps(token), quote(token, safe=""), quote_plus(token)]
+    for form in forms:
+        text = provider._scrub(f"error near {form}: invalid header")
+        assert "0123456789" not in text and "<hidden>" in text, (form, text)
+
+
+def test_answer_echoing_the_token_never_reaches_the_record(server: _Server) -> None:
+    server.body = json.dumps({
+        **OK_BODY, "zone": TOKEN, "emissionFactorType": TOKEN, "isEstimated": True, "estimationMethod": TOKEN,
+        "datetime": TOKEN,
+    }).encode()
+    provider = _provider(server)
+    value, messages = _fetch_recording(provider)
+    assert messages == [] and (value.kind, value.intensity_gco2e_per_kwh) == ("live", 312.0)
+    assert value.location == "DE"  # the zone asked for, not the echoed field
+    assert value.basis == "lifecycle, latest hourly value, consumption-based, estimated by Electricity Maps"
+    assert value.year is None
+    _assert_no_token(value.to_record(), repr(value))
+    # an identifier-like echo of the token is also hidden
+    plain = "SECRET_9f8e7d6c5b4a"
+    server.body = json.dumps({**OK_BODY, "isEstimated": True, "estimationMethod": plain}).encode()
+    value = ElectricityMapsProvider("DE", token=plain, base_url=_base_url(server)).fetch()
+    assert plain not in json.dumps(value.to_record()) and "<hidden>" in value.basis
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirect_to_another_host_is_not_followed(server: _Server, other_server: _Server, status: int) -> None:
+    port = other_server.server_address[1]
+    server.mode = "redirect"
+    server.redirect_status = status
+    server.location = f"http://localhost:{port}/v3/carbon-intensity/latest?zone=DE"
+    provider = _provider(server)
+    value, messages = _fetch_recording(provider)
+    assert other_server.requests == []  # the other host never saw the request, let alone the token
+    assert value.kind == "table" and value.intensity_gco2e_per_kwh == 380.9  # not the other host's 999
+    assert len(messages) == 1 and f"HTTP {status} redirect to localhost not followed" in messages[0]
+    _assert_no_token(*messages, provider.last_error, value.to_record())

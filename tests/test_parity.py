@@ -47,6 +47,7 @@ from torch import nn  # noqa: E402
 from green_callbacks.core.record import read_record  # noqa: E402
 from green_callbacks.core.sensors.fake import StepEnergySensor  # noqa: E402
 from green_callbacks.core.session import METRIC_KEYS  # noqa: E402
+from green_callbacks.core.water import lookup_water  # noqa: E402
 
 N_IN, N_HIDDEN, N_OUT = 8, 16, 2
 N_TRAIN, N_VAL, BATCH, EPOCHS = 25, 7, 10, 3
@@ -67,7 +68,10 @@ EPOCH_TRAIN_FLOPS = (FWD_PER_SAMPLE + BWD_PER_SAMPLE) * N_TRAIN  # 704 · 25 = 1
 EPOCH_EVAL_FLOPS = FWD_PER_SAMPLE * N_VAL  # 320 · 7 = 2 240
 EPOCH_GCO2E = EPOCH_J / J_PER_KWH * INTENSITY * PUE  # 10.5 J = 2.9167e-6 kWh → 1.3125e-3 g
 
-TIME_KEYS = {"green/epoch_time_s"}  # wall clock: differs between runs by nature
+# wall clock: differs between runs by nature (embodied emissions are amortised over the epoch's wall time)
+TIME_KEYS = {"green/epoch_time_s", "green/epoch_embodied_gco2e", "green/total_embodied_gco2e"}
+# water: IT energy × (default WUE 0.49 L/kWh + PUE × the world's off-site L/kWh, as the grid has no country)
+WATER_L_PER_KWH = 0.49 + PUE * lookup_water("world").offsite_l_per_kwh
 COMPARED_KEYS = [k for k in METRIC_KEYS if k not in TIME_KEYS]
 
 
@@ -94,6 +98,7 @@ def expected_epoch(epoch: int) -> dict[str, float]:
         # every epoch costs the same, so the projection of the 3-epoch run is 3 epochs' worth from epoch 0 on
         "green/projected_total_energy_kwh": EPOCHS * EPOCH_J / J_PER_KWH,
         "green/projected_total_emissions_gco2e": EPOCHS * EPOCH_GCO2E,
+        "green/total_water_l": n * EPOCH_J / J_PER_KWH * WATER_L_PER_KWH,
     }
 
 
@@ -301,6 +306,7 @@ def test_identical_run_records_across_adapters(runs, other):
         assert comparable(record["epochs"][e]) == comparable(reference["epochs"][e]), e  # same arithmetic: same floats
     assert comparable({"totals": record["totals"]}) == comparable({"totals": reference["totals"]})
     assert record["carbon"] == reference["carbon"]
+    assert record["footprint"]["water"] == reference["footprint"]["water"]
     assert record["methods"] == reference["methods"]
     assert record["budget"]["planned_epochs"] == reference["budget"]["planned_epochs"] == EPOCHS
     assert record["budget"]["projection"] == reference["budget"]["projection"]

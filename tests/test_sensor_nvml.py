@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from green_callbacks.core.sensors import nvml
-from green_callbacks.core.sensors.base import UNAVAILABLE, NullSensor, Sensor
+from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE, NullSensor, Sensor
 from green_callbacks.core.sensors.gpu_map import GpuId, check_gpu_indices, parse_cuda_visible_devices, select_gpus
 from green_callbacks.core.sensors.nvml import (
     METHOD_COUNTER,
@@ -390,12 +390,14 @@ def test_empty_cuda_visible_devices_means_no_gpu(monkeypatch):
     assert fake.calls["nvmlDeviceGetTotalEnergyConsumption"] == 0
 
 
-def test_training_on_cpu_gives_unavailable_without_touching_nvml(monkeypatch):
+def test_training_on_cpu_gives_not_used_without_touching_nvml(monkeypatch):
+    """No GPU energy, and nothing missing: the run does not use a GPU (a different state from 'unavailable')."""
     fake = install(monkeypatch, four_gpus())
     sensor = build_gpu_sensor(device_indices=[])
     assert isinstance(sensor, NullSensor)
     reading = sensor.read()
-    assert reading.energy_j is None and reading.method == UNAVAILABLE and "training on CPU" in reading.note
+    assert reading.energy_j is None and reading.method == NOT_USED and "training on CPU" in reading.note
+    assert sensor.info()["method"] == NOT_USED
     assert fake.init_calls == 0
 
 

@@ -12,6 +12,7 @@ from green_callbacks.core import clock
 from green_callbacks.core.meter import Meter
 from green_callbacks.core.sensors import rapl
 from green_callbacks.core.sensors.base import Sensor
+from green_callbacks.core.sensors.cpu_tdp import CpuInfo
 from green_callbacks.core.sensors.estimate import CpuTimeEstimateSensor, RssEstimateSensor
 from green_callbacks.core.sensors.host import build_host_sensors
 from green_callbacks.core.sensors.rapl import (
@@ -349,7 +350,7 @@ def test_permission_denied_warns_once_with_the_fix_and_falls_back(tree: FakePowe
         tree.deny(zone)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cpu, ram = build_host_sensors(tree.root)
+        cpu, ram = build_host_sensors(tree.root, cpuinfo=CpuInfo(None, None, None, False))  # a CPU not in the table
     ours = [w for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(ours) == 1
     message = str(ours[0].message)

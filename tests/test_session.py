@@ -84,14 +84,16 @@ def test_totals_and_convergence_to_best(tmp_path, fake_clock):
 def test_record_written_every_epoch_and_final_status(tmp_path, fake_clock):
     session = make_session(tmp_path, monitor="val_acc")
     session.start(hyperparameters={"lr": 0.1})
+    session.flush()  # the record is written off the training thread
     first = read_record(session.record_path)
     assert first["status"] == "running" and first["epochs"] == []
     run_epoch(session, fake_clock, metrics={"val_acc": 0.8})
+    session.flush()
     mid = read_record(session.record_path)
     assert len(mid["epochs"]) == 1 and mid["status"] == "running"
     session.finish("completed")
     record = read_record(session.record_path)
-    assert record["schema"] == "green-callbacks/run/1"
+    assert record["schema"] == "green-callbacks/run/1.1"
     assert record["status"] == "completed"
     assert record["hyperparameters"] == {"lr": 0.1}
     assert record["carbon"]["intensity_gco2e_per_kwh"] == 400.0 and record["carbon"]["pue"] == 1.5

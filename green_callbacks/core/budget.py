@@ -95,3 +95,14 @@ def plan_epochs(max_epochs: float | None, max_steps: int | None, steps_per_epoch
     if max_steps is not None and max_steps > 0 and steps_per_epoch and math.isfinite(steps_per_epoch):
         epochs = min(epochs, max_steps / steps_per_epoch)
     return epochs if math.isfinite(epochs) else None
+
+
+def plan_epochs_from_batches(
+    max_epochs: float | None, max_steps: int | None, batches_per_epoch: float | None, accumulate: int = 1
+) -> float | None:
+    """:func:`plan_epochs` from the batches of an epoch and the gradient-accumulation factor (Lightning's view):
+    an epoch makes ``ceil(batches / accumulate)`` optimizer steps."""
+    steps = None
+    if batches_per_epoch is not None and math.isfinite(batches_per_epoch) and accumulate >= 1:
+        steps = math.ceil(batches_per_epoch / accumulate)
+    return plan_epochs(max_epochs, max_steps, steps)

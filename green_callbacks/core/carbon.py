@@ -1,8 +1,9 @@
 """Grid carbon intensity: packaged tables, selection, validation.
 
-Offline by default: the numbers come from two packaged tables (``data/countries.csv``, Ember/OWID lifecycle
-values per country, and ``data/gcp_regions.csv``, Google Cloud's published per-region grid values), from an
-explicit value, or from environment variables. No function here makes a network connection; the opt-in live
+Offline by default: the numbers come from two packaged tables (``data/countries.csv``, every country with public
+data: Ember/OWID lifecycle values, one value derived from its generation mix, each row with its own source, year
+and method; and ``data/gcp_regions.csv``, Google Cloud's published per-region grid values), from an explicit
+value, or from environment variables. No function here makes a network connection; the opt-in live
 provider lives in :mod:`green_callbacks.core.live` and is only used when passed as ``live=``.
 
 Precedence in :func:`resolve_carbon`: ``carbon_intensity`` > ``region`` > ``country`` (at most one of the three)
@@ -31,11 +32,17 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = [
     "COUNTRY_BASIS",
     "DEFAULT_PUE",
+    "DERIVED_BASIS",
     "ENV_CARBON_INTENSITY",
     "ENV_COUNTRY",
     "ENV_REGION",
     "GCP_BASIS",
     "MAX_INTENSITY_GCO2E_PER_KWH",
+    "MAX_PUE",
+    "METHOD_DERIVED",
+    "METHOD_PUBLISHED",
+    "MIX_FACTORS_GCO2E_PER_KWH",
+    "MIX_SOURCES",
     "PUE_PRESETS",
     "CarbonIntensity",
     "CountryRow",
@@ -43,6 +50,7 @@ __all__ = [
     "RegionRow",
     "country_table",
     "gcp_region_table",
+    "intensity_from_mix",
     "lookup_country",
     "lookup_region",
     "resolve_carbon",
@@ -56,6 +64,7 @@ ENV_REGION = "GREEN_CALLBACKS_REGION"
 ENV_CARBON_INTENSITY = "GREEN_CALLBACKS_CARBON_INTENSITY"
 
 COUNTRY_BASIS = "lifecycle, annual average, production-based"
+DERIVED_BASIS = "generation mix x per-source lifecycle factors, annual average, production-based"
 GCP_BASIS = "operational grid average (location-based), annual average"
 EXPLICIT_BASIS = "user-supplied value"
 
@@ -63,7 +72,41 @@ EXPLICIT_BASIS = "user-supplied value"
 #: basis (995 g in CodeCarbon's per-source table), so anything above 2000 is almost surely a unit mistake.
 MAX_INTENSITY_GCO2E_PER_KWH = 2000.0
 
+#: ``method`` of a value a source published as it is, and of one this package computed from a generation mix.
+METHOD_PUBLISHED = "published"
+METHOD_DERIVED = "derived from generation mix"
+_DEFAULT_METHODS = {
+    "table": METHOD_PUBLISHED, "explicit": "user-supplied", "live": "live API", "default": METHOD_PUBLISHED,
+}
+
+#: Generation sources of a mix (the ``<source>_TWh`` fields of the OWID/CodeCarbon energy-mix file).
+MIX_SOURCES = (
+    "coal", "oil", "gas", "nuclear", "hydroelectricity", "solar", "wind", "biofuel", "other_renewable_exc_biofuel",
+)
+#: Lifecycle gCO2e/kWh per generation source, used only to derive a country whose published value is missing.
+#: All but biofuel are CodeCarbon's ``carbon_intensity_per_source.json`` (MIT; fossil values from the
+#: energy-usage project, low-carbon values from the World Nuclear Association's lifecycle comparison);
+#: "other renewable" (geothermal, tidal, wave) takes its geothermal figure. Biofuel is the IPCC AR5 WGIII
+#: Annex III (2014) median for dedicated biomass. Sources and caveats: docs/carbon.md.
+MIX_FACTORS_GCO2E_PER_KWH: Mapping[str, float] = MappingProxyType(
+    {
+        "coal": 995.0,
+        "oil": 816.0,
+        "gas": 743.0,
+        "nuclear": 29.0,
+        "hydroelectricity": 26.0,
+        "solar": 48.0,
+        "wind": 26.0,
+        "biofuel": 230.0,
+        "other_renewable_exc_biofuel": 38.0,
+    }
+)
+
 DEFAULT_PUE = 1.0
+#: Upper bound for an accepted PUE. The Uptime Institute's first industry survey (2007) found an average of about
+#: 2.5, and averages have fallen since (1.58 in 2023); a facility using three times its IT energy is far outside
+#: any published average, so a larger value is almost surely a mistake (a percentage, or a unit mix-up).
+MAX_PUE = 3.0
 #: Named PUE values, each with its year. Sources are in docs/carbon.md.
 PUE_PRESETS: Mapping[str, float] = MappingProxyType(
     {
@@ -86,6 +129,10 @@ class CarbonIntensity:
 
     ``kind`` is ``"table"`` (packaged table), ``"explicit"`` (a value the user gave), ``"live"`` (a live API) or
     ``"default"`` (the world average used because nothing was set).
+
+    ``method`` says how the number was obtained: ``"published"`` (a source's value as it is),
+    ``"derived from generation mix"`` (computed here from a country's generation mix, see
+    :func:`intensity_from_mix`), ``"user-supplied"`` or ``"live API"``; left out, it follows ``kind``.
     """
 
     intensity_gco2e_per_kwh: float
@@ -94,15 +141,18 @@ class CarbonIntensity:
     location: str
     basis: str
     kind: str
+    method: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "intensity_gco2e_per_kwh", validate_intensity(self.intensity_gco2e_per_kwh)
         )
-        if self.kind not in {"table", "explicit", "live", "default"}:
+        if self.kind not in _DEFAULT_METHODS:
             raise ValueError(
                 f"CarbonIntensity.kind must be 'table', 'explicit', 'live' or 'default', got {self.kind!r}."
             )
+        if self.method is None:
+            object.__setattr__(self, "method", _DEFAULT_METHODS[self.kind])
 
     def to_record(self) -> dict[str, Any]:
         """Plain JSON-ready dict with the same field names."""
@@ -111,7 +161,10 @@ class CarbonIntensity:
 
 @dataclass(frozen=True)
 class CountryRow:
-    """One row of ``countries.csv``; ``iso2``/``iso3`` are empty for the world row."""
+    """One row of ``countries.csv``; ``iso2``/``iso3`` are empty for the world row.
+
+    ``method`` is :data:`METHOD_PUBLISHED` or :data:`METHOD_DERIVED`; ``basis`` follows from it.
+    """
 
     iso2: str
     iso3: str
@@ -119,6 +172,11 @@ class CountryRow:
     intensity_gco2e_per_kwh: float
     year: int
     source: str
+    method: str = METHOD_PUBLISHED
+
+    @property
+    def basis(self) -> str:
+        return DERIVED_BASIS if self.method == METHOD_DERIVED else COUNTRY_BASIS
 
 
 @dataclass(frozen=True)
@@ -175,24 +233,58 @@ def validate_intensity(value: object, what: str = "carbon_intensity") -> float:
 def validate_pue(pue: object = DEFAULT_PUE) -> float:
     """A power usage effectiveness (facility energy / IT energy) as a float, or a ``ValueError``.
 
-    Allowed: a finite number >= 1.0, or a preset name from :data:`PUE_PRESETS` (``"uptime-2023"`` = 1.58,
-    ``"google-2023"`` = 1.10, ``"none"`` = 1.0). A PUE below 1.0 is physically impossible (the facility would use
-    less energy than the IT equipment inside it). The default 1.0 counts IT energy only.
+    Allowed: a finite number from 1.0 to :data:`MAX_PUE` (3.0), or a preset name from :data:`PUE_PRESETS`
+    (``"uptime-2023"`` = 1.58, ``"google-2023"`` = 1.10, ``"none"`` = 1.0). A PUE below 1.0 is physically
+    impossible (the facility would use less energy than the IT equipment inside it); one above 3.0 is far beyond
+    any published average (about 2.5 in 2007, 1.58 in 2023) and is taken for a mistake. The default 1.0 counts IT
+    energy only.
     """
     presets = ", ".join(f"{name!r} ({value:g})" for name, value in PUE_PRESETS.items())
+    allowed = f"a number from 1.0 to {MAX_PUE:g} or one of {presets}"
     if isinstance(pue, str):
         key = pue.strip().lower()
         if key in PUE_PRESETS:
             return PUE_PRESETS[key]
-        raise ValueError(f"Unknown PUE preset {pue!r}; use a number >= 1.0 or one of {presets}.")
-    number = _as_real(pue, "pue", f"a number >= 1.0 or one of {presets}")
+        raise ValueError(f"Unknown PUE preset {pue!r}; use {allowed}.")
+    number = _as_real(pue, "pue", allowed)
     if number < 1.0:
         raise ValueError(
             f"pue={number!r} is physically impossible: PUE = facility energy / IT energy is at least 1.0. "
             f"Use 1.0 to count IT energy only, 1.58 (Uptime Institute industry average, 2023) for a typical data "
             f"centre, or your provider's published value."
         )
+    if number > MAX_PUE:
+        raise ValueError(
+            f"pue={number!r} is implausible: PUE = facility energy / IT energy, and published data-centre averages "
+            f"are 1.1-2.5 (Uptime Institute: about 2.5 in 2007, 1.58 in 2023), so the allowed range is 1.0 to "
+            f"{MAX_PUE:g}. A value such as 158 is probably a percentage: pass 1.58. Use your provider's published "
+            f"value, 1.58 ('uptime-2023') for a typical data centre, or 1.0 for IT energy only."
+        )
     return number
+
+
+def intensity_from_mix(mix_twh: Mapping[str, float]) -> float:
+    """Grid intensity in gCO2e/kWh of a generation mix: the generation-weighted mean of the per-source factors.
+
+    ``mix_twh`` maps sources from :data:`MIX_SOURCES` to generation (any one energy unit; TWh in the data file);
+    the result is ``sum(generation_s * factor_s) / sum(generation_s)`` with :data:`MIX_FACTORS_GCO2E_PER_KWH`.
+    Used to derive a country whose published intensity is missing; the row then says
+    ``method="derived from generation mix"``.
+    """
+    unknown = sorted(set(mix_twh) - set(MIX_FACTORS_GCO2E_PER_KWH))
+    if unknown:
+        raise ValueError(f"unknown generation source(s) {unknown}; known: {', '.join(MIX_SOURCES)}.")
+    total = 0.0
+    weighted = 0.0
+    for name, generation in mix_twh.items():
+        amount = _as_real(generation, f"generation of {name}", "a finite amount >= 0")
+        if amount < 0:
+            raise ValueError(f"generation of {name} must not be negative, got {amount!r}.")
+        total += amount
+        weighted += amount * MIX_FACTORS_GCO2E_PER_KWH[name]
+    if total <= 0:
+        raise ValueError("a generation mix needs some generation (all sources are zero or missing).")
+    return weighted / total
 
 
 # --- tables -------------------------------------------------------------------------------------------------
@@ -213,6 +305,7 @@ def _country_rows() -> tuple[CountryRow, ...]:
             intensity_gco2e_per_kwh=float(row["gco2e_per_kwh"]),
             year=int(row["year"]),
             source=row["source"].strip(),
+            method=(row.get("method") or METHOD_PUBLISHED).strip(),
         )
         for row in _read_csv("countries.csv")
     )
@@ -266,8 +359,9 @@ def world_average(kind: str = "table") -> CarbonIntensity:
         source=row.source,
         year=row.year,
         location="world",
-        basis=COUNTRY_BASIS,
+        basis=row.basis,
         kind=kind,
+        method=row.method,
     )
 
 
@@ -281,7 +375,10 @@ def _country_suggestions(code: str) -> list[str]:
             label = f"{row.iso2}/{row.iso3} ({row.name})"
             for key in (row.iso2, row.iso3, row.name.upper()):
                 labels[key] = label
-    hits = difflib.get_close_matches(code.upper(), list(labels), n=8, cutoff=0.6)
+    key = code.upper()
+    # a name that starts with what was typed first ('GER' -> Germany), then near spellings of codes and names
+    prefix = [name for name in labels if len(key) >= 3 and len(name) > 3 and name.startswith(key)]
+    hits = prefix + difflib.get_close_matches(key, list(labels), n=8, cutoff=0.6)
     seen: list[str] = []
     for hit in hits:
         if labels[hit] not in seen:
@@ -315,8 +412,9 @@ def lookup_country(code: str) -> CarbonIntensity:
         source=row.source,
         year=row.year,
         location=row.iso2,
-        basis=COUNTRY_BASIS,
+        basis=row.basis,
         kind="table",
+        method=row.method,
     )
 
 

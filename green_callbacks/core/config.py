@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from green_callbacks.core.carbon import validate_intensity, validate_pue
+from green_callbacks.core.sensors.gpu_map import check_gpu_indices
 
-__all__ = ["GreenConfig"]
+__all__ = ["GreenConfig", "check_output_dir"]
 
 
 def _finite_positive(name: str, value: Any, *, allow_zero: bool = False) -> float | None:
@@ -29,6 +29,43 @@ def _finite_positive(name: str, value: Any, *, allow_zero: bool = False) -> floa
         allowed = "a finite number >= 0" if allow_zero else "a finite number > 0"
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return number
+
+
+def check_output_dir(value: Any) -> str:
+    """``output_dir=`` as a path string, if it is a folder this process can create or write into.
+
+    Raises ``ValueError`` at construction time (not a warning at the first write, and no record): an empty
+    string (it would silently mean the current folder), a path that is a file, or a folder that cannot be
+    created or written.
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"output_dir must be a path (str or os.PathLike), got {value!r}")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(
+            f"output_dir={value!r} is empty; pass a folder for the run records, e.g. output_dir='green_runs' "
+            "(or output_dir='.' for the current folder), or leave it unset for the framework's log folder."
+        )
+    path = Path(text).expanduser()
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing == path and not path.is_dir():
+        raise ValueError(f"output_dir={text!r} is a file, not a folder; pass a folder for the run records.")
+    if not existing.is_dir():
+        raise ValueError(
+            f"output_dir={text!r} cannot be created: {str(existing)!r} is a file, not a folder. Pass a folder "
+            "for the run records."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "written" if existing == path else f"created (no write permission in {str(existing)!r})"
+        raise ValueError(
+            f"output_dir={text!r} cannot be {what}; pass a folder this user can write, e.g. under your home."
+        )
+    return str(path)
+
+
+CONSOLE_CHOICES = ("compact", "all")
 
 
 @dataclass(frozen=True)
@@ -48,6 +85,11 @@ class GreenConfig:
         cpu_watts_per_core, ram_watts_per_gb: constants of the CPU and RAM estimates where RAPL is missing.
         live_intensity: an opt-in live intensity provider (``green_callbacks.core.live``).
         budget_action: ``"stop"`` (stop the training at the end of the epoch) or ``"warn"``.
+        console: what the framework's console shows of the ``green/`` keys every epoch: ``"compact"`` (the
+            running totals in Wh and gCO2e) or ``"all"`` (every key). Loggers always receive every key.
+        embodied_lifetime_years, embodied_utilisation, embodied_host_share: how the hardware's manufacturing
+            emissions are amortised (default 6 years, 0.85, host share by accelerator count; docs/footprint.md).
+        wue_l_per_kwh: on-site water usage effectiveness (default 0.49 L/kWh, Microsoft FY2021).
     """
 
     country: str | None = None
@@ -65,6 +107,12 @@ class GreenConfig:
     ram_watts_per_gb: float | None = None
     live_intensity: Any = None
     budget_action: str = "stop"
+    console: str = "compact"
+    # footprint (#17): embodied emissions and water; None = the documented default
+    embodied_lifetime_years: float | None = None
+    embodied_utilisation: float | None = None
+    embodied_host_share: float | None = None
+    wue_l_per_kwh: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("country", "region", "monitor"):
@@ -89,20 +137,29 @@ class GreenConfig:
         object.__setattr__(self, "budget_gco2e", _finite_positive("budget_gco2e", self.budget_gco2e))
         object.__setattr__(self, "cpu_watts_per_core", _finite_positive("cpu_watts_per_core", self.cpu_watts_per_core))
         object.__setattr__(self, "ram_watts_per_gb", _finite_positive("ram_watts_per_gb", self.ram_watts_per_gb))
+        self._validate_footprint()
         if self.budget_action not in ("stop", "warn"):
             raise ValueError(f"budget_action must be 'stop' or 'warn', got {self.budget_action!r}")
-        if self.gpus is not None:
-            gpus = self.gpus
-            if isinstance(gpus, int) and not isinstance(gpus, bool):
-                gpus = (gpus,)
-            if not isinstance(gpus, Sequence) or isinstance(gpus, str) or not all(
-                isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus
-            ):
-                raise ValueError(
-                    f"gpus must be a list of non-negative NVML device indices such as [0, 1], got {self.gpus!r}"
-                )
+        if self.console not in CONSOLE_CHOICES:
+            raise ValueError(
+                f"console must be one of {', '.join(map(repr, CONSOLE_CHOICES))}, got {self.console!r}: 'compact' "
+                "shows the running Wh and gCO2e on the console, 'all' every green/ key (loggers get every key)"
+            )
+        if self.gpus is not None:  # the one check of the form of gpus= (the GPU count is checked by the factory)
+            gpus = (self.gpus,) if isinstance(self.gpus, int) and not isinstance(self.gpus, bool) else self.gpus
+            check_gpu_indices(gpus)
             object.__setattr__(self, "gpus", tuple(int(g) for g in gpus))
         if self.output_dir is not None:
-            if not isinstance(self.output_dir, (str, os.PathLike)):
-                raise ValueError(f"output_dir must be a path, got {self.output_dir!r}")
-            object.__setattr__(self, "output_dir", str(Path(self.output_dir).expanduser()))
+            object.__setattr__(self, "output_dir", check_output_dir(self.output_dir))
+
+    def _validate_footprint(self) -> None:
+        from green_callbacks.core.embodied import validate_fraction, validate_lifetime_years
+        from green_callbacks.core.water import validate_wue
+
+        if self.embodied_lifetime_years is not None:
+            object.__setattr__(self, "embodied_lifetime_years", validate_lifetime_years(self.embodied_lifetime_years))
+        for name in ("embodied_utilisation", "embodied_host_share"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, validate_fraction(getattr(self, name), name))
+        if self.wue_l_per_kwh is not None:
+            object.__setattr__(self, "wue_l_per_kwh", validate_wue(self.wue_l_per_kwh))

@@ -8,11 +8,23 @@ mode). Both are updated every epoch, so they are also the numbers of an interrup
 
 from __future__ import annotations
 
+import difflib
 import math
+import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["ConvergencePoint", "ConvergenceTracker", "Totals", "infer_mode"]
+__all__ = [
+    "VALIDATION_LOSS_NAMES",
+    "ConvergencePoint",
+    "ConvergenceTracker",
+    "MonitorWatch",
+    "Totals",
+    "closest_name",
+    "default_monitor",
+    "infer_mode",
+]
 
 Mode = Literal["min", "max"]
 
@@ -21,6 +33,25 @@ _MAX_HINTS = ("acc", "auc", "precision", "recall", "f1", "fmeasure", "bleu", "ro
               "r2", "score", "top_k", "top1", "top5", "mcc", "matthews", "spearman", "pearson", "exact_match")
 _MIN_HINTS = ("loss", "error", "err", "mse", "mae", "rmse", "mape", "perplexity", "ppl", "wer", "cer",
               "energy", "emissions", "flops", "time")
+
+
+VALIDATION_LOSS_NAMES: tuple[str, ...] = (
+    "val_loss", "eval_loss", "val/loss", "eval/loss", "validation_loss", "valid_loss", "validation/loss",
+)
+"""The names frameworks and common scripts give the validation loss (Lightning and Keras ``val_loss``, the HF
+Trainer ``eval_loss``): the metric convergence follows when neither the user nor the framework names one."""
+
+
+def default_monitor(names: Iterable[str]) -> str | None:
+    """The validation loss among an epoch's metric ``names`` (the first of :data:`VALIDATION_LOSS_NAMES` present)."""
+    present = set(names)
+    return next((n for n in VALIDATION_LOSS_NAMES if n in present), None)
+
+
+def closest_name(name: str, names: Iterable[str]) -> str | None:
+    """The metric name most like ``name`` (a typo, ``val_accuracy`` for ``val_acc``), or ``None`` if none is close."""
+    found = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 def infer_mode(monitor: str) -> Mode:
@@ -117,3 +148,63 @@ class ConvergenceTracker:
         best, at_target = state.get("best"), state.get("at_target")
         self.best = None if best is None else ConvergencePoint.from_record(best)
         self.at_target = None if at_target is None else ConvergencePoint.from_record(at_target)
+
+
+class MonitorWatch:
+    """Which metric convergence follows, and the one message a user needs about it.
+
+    Called at every epoch's end with the names of the user's metrics of that epoch:
+
+    * nothing names a metric (no ``monitor=``, no early-stopping or best-model metric): the validation loss is
+      adopted the first epoch it appears (:func:`default_monitor`), and said once, with how to choose another;
+      while it has not appeared, one message says there is no validation metric (the ``*_to_convergence`` keys
+      stay NaN, honestly);
+    * a named metric that is not among the first epoch's metrics (``"val_losss"``, or ``"val_accuracy"`` while the
+      model logs ``val_acc``): one warning naming it, the metrics that were logged and the closest match.
+    """
+
+    def __init__(self) -> None:
+        self._first_epoch_seen = False
+        self._said_no_validation = False
+
+    def observe(
+        self, tracker: ConvergenceTracker | None, names: Iterable[str], epoch: int, *, speak: bool = True
+    ) -> ConvergenceTracker | None:
+        """The tracker to use from this epoch on (a new one when the validation loss is adopted now); ``speak``:
+        this process may warn (global rank zero)."""
+        names = sorted(names)
+        first, self._first_epoch_seen = not self._first_epoch_seen, True
+        if tracker is not None:
+            if first and tracker.monitor not in names and speak:
+                close = closest_name(tracker.monitor, names)
+                hint = f"; did you mean {close!r}?" if close else ""
+                warnings.warn(
+                    f"green_callbacks: the monitored metric {tracker.monitor!r} was not logged in epoch {epoch} "
+                    f"(logged: {', '.join(map(repr, names)) or 'none'}){hint} The green/*_to_convergence keys stay "
+                    "NaN until it appears; check GreenCallback(monitor=...) or the framework's monitor.",
+                    UserWarning,
+                    stacklevel=5,
+                )
+            return tracker
+        chosen = default_monitor(names)
+        if chosen is not None:
+            if speak:
+                warnings.warn(
+                    f"green_callbacks: convergence (green/*_to_convergence) follows {chosen!r} (min), the validation "
+                    "loss, because no metric was named; pass GreenCallback(monitor=..., mode=...) to follow "
+                    "another metric.",
+                    UserWarning,
+                    stacklevel=5,
+                )
+            return ConvergenceTracker(chosen, "min", None)
+        if not self._said_no_validation and speak:
+            self._said_no_validation = True
+            warnings.warn(
+                f"green_callbacks: no validation metric was logged in epoch {epoch} (logged: "
+                f"{', '.join(map(repr, names)) or 'none'}), so green/*_to_convergence stay NaN; validate during the "
+                f"fit (a validation loss such as {VALIDATION_LOSS_NAMES[0]!r} or {VALIDATION_LOSS_NAMES[1]!r} is "
+                "followed by default) or pass GreenCallback(monitor=...) to name the metric that defines convergence.",
+                UserWarning,
+                stacklevel=5,
+            )
+        return None

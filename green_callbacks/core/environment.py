@@ -41,7 +41,7 @@ def _cpu_model() -> str | None:
 
 
 _PACKAGES = ("torch", "lightning", "pytorch-lightning", "keras", "tensorflow", "jax", "transformers",
-             "accelerate", "nvidia-ml-py", "psutil")
+             "accelerate", "nvidia-ml-py", "psutil", "amdsmi", "pyzes", "zeus-apple-silicon", "libtpu")
 
 
 def software_info() -> dict[str, Any]:

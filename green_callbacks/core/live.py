@@ -3,8 +3,11 @@
 Nothing here runs unless a provider is constructed and passed explicitly, e.g.
 ``resolve_carbon(live=ElectricityMapsProvider(zone="DE"))``. Standard library only (``urllib``).
 
-The API token is a secret: it is sent only in the ``auth-token`` request header, and it never appears in
-``repr()``, in warnings, in error messages or in the returned :class:`CarbonIntensity` record.
+The API token is a secret: it is sent only in the ``auth-token`` request header, only to the host of
+``base_url`` (redirects are never followed, so the header cannot be carried to another host), and it never
+appears in ``repr()``, in warnings, in error messages or in the returned :class:`CarbonIntensity` record (the
+record's text fields come from the request and from a fixed vocabulary, not from echoed response text). A token
+read from a file loses its surrounding whitespace; one with whitespace or control characters inside is refused.
 
 Any failure (network error, timeout, HTTP error status, malformed or implausible response) falls back to a
 packaged table value with one warning per provider; it is an expected outside condition, not a bug, so it does
@@ -32,6 +35,35 @@ ELECTRICITYMAPS_TOKEN_ENV = "ELECTRICITYMAPS_API_TOKEN"
 SOURCE = "Electricity Maps (live)"
 _ZONE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _FACTOR_TYPES = ("lifecycle", "direct")
+_ESTIMATION_METHOD_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect: a 3xx answer becomes an ``HTTPError`` (the token must not travel to another host)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+
+def _clean_token(token: object) -> str | None:
+    """The token without surrounding whitespace, ``None`` when empty; ``ValueError`` (token-free) when unusable."""
+    if token is None:
+        return None
+    if not isinstance(token, str):
+        raise ValueError(f"token must be a string, got {type(token).__name__}.")
+    token = token.strip()
+    if not token:
+        return None
+    bad = [i for i, char in enumerate(token) if not ("!" <= char <= "~")]
+    if bad:
+        raise ValueError(
+            f"The Electricity Maps token has {len(bad)} character(s) that cannot be sent in an HTTP header "
+            f"(whitespace, control or non-ASCII characters, first at position {bad[0]} of {len(token)}); it is not "
+            f"shown here. Check the file or variable it was read from: it should hold the token alone."
+        )
+    return token
 
 
 class _LiveError(Exception):
@@ -44,6 +76,8 @@ class ElectricityMapsProvider:
     Args:
         zone: an Electricity Maps zone id, e.g. ``"DE"``, ``"FR"``, ``"US-CAL-CISO"``, ``"SE-SE3"``.
         token: the API token; if ``None``, read from the environment variable ``ELECTRICITYMAPS_API_TOKEN``.
+            Surrounding whitespace (a file's trailing newline) is stripped; a token with whitespace, control or
+            non-ASCII characters inside is a ``ValueError`` that does not show it.
         base_url: API root (``https://api.electricitymaps.com/v3``); ``http``/``https`` only.
         timeout_s: seconds allowed for connecting and for each read.
         emission_factor_type: ``"lifecycle"`` (the default, same basis as the packaged country table),
@@ -69,9 +103,10 @@ class ElectricityMapsProvider:
                 f"zone must be an Electricity Maps zone id such as 'DE', 'FR' or 'US-CAL-CISO' "
                 f"(letters, digits, '-' and '_'), got {zone!r}."
             )
+        token = _clean_token(token)
         if token is None:
-            token = (environ.get(ELECTRICITYMAPS_TOKEN_ENV) or "").strip() or None
-        if not token or not isinstance(token, str):
+            token = _clean_token(environ.get(ELECTRICITYMAPS_TOKEN_ENV))
+        if token is None:
             raise ValueError(
                 f"ElectricityMapsProvider needs an API token: pass token=... or set the environment variable "
                 f"{ELECTRICITYMAPS_TOKEN_ENV}. Without one, use country=/region= (packaged tables) instead."
@@ -145,16 +180,36 @@ class ElectricityMapsProvider:
     # --- internals ------------------------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self.__token, "<hidden>")
+        """``text`` with the token replaced by ``<hidden>`` in every form a message may carry it."""
+        token = self.__token
+        forms = {
+            token,
+            repr(token)[1:-1],
+            repr(token.encode())[2:-1],
+            json.dumps(token)[1:-1],
+            urllib.parse.quote(token, safe=""),
+            urllib.parse.quote_plus(token),
+        }
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, "<hidden>")
+        return text
 
     def _fetch_live(self) -> CarbonIntensity:
         request = urllib.request.Request(
             self.url, headers={"auth-token": self.__token, "Accept": "application/json"}, method="GET"
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            # built per request so that proxy settings are read when the request is made, as urlopen does
+            with urllib.request.build_opener(_NoRedirect).open(request, timeout=self.timeout_s) as response:
                 body = response.read(1_000_000)
         except urllib.error.HTTPError as err:
+            err.close()
+            if err.code in _REDIRECT_CODES:
+                target = urllib.parse.urlsplit(str(err.headers.get("Location") or "")).hostname or "another URL"
+                raise _LiveError(
+                    f"HTTP {err.code} redirect to {target} not followed (the token is sent only to "
+                    f"{urllib.parse.urlsplit(self.base_url).hostname}; set base_url to the API's final address)"
+                ) from None
             reason = err.reason if isinstance(err.reason, str) else ""
             hint = " (check the token and the zone your plan covers)" if err.code in (401, 403) else ""
             raise _LiveError(f"HTTP {err.code} {reason}".rstrip() + hint) from None
@@ -175,26 +230,32 @@ class ElectricityMapsProvider:
             value = validate_intensity(data["carbonIntensity"], "carbonIntensity")
         except ValueError as err:
             raise _LiveError(f"implausible value in the response: {err}") from None
+        # Text fields never copy the answer: the location is the zone asked for, the basis is built from a fixed
+        # vocabulary, so a field that echoes the token (or anything else) cannot reach the record.
         return CarbonIntensity(
             intensity_gco2e_per_kwh=value,
             source=SOURCE,
             year=_year_of(data.get("datetime")),
-            location=str(data.get("zone") or self.zone),
-            basis=_basis_of(data, self.emission_factor_type),
+            location=self.zone,
+            basis=self._scrub(_basis_of(data, self.emission_factor_type)),
             kind="live",
         )
 
 
 def _year_of(stamp: object) -> int | None:
-    if isinstance(stamp, str) and len(stamp) >= 4 and stamp[:4].isdigit():
+    if isinstance(stamp, str) and len(stamp) >= 4 and stamp[:4].isdigit() and 1900 < int(stamp[:4]) < 2200:
         return int(stamp[:4])
     return None
 
 
 def _basis_of(data: Mapping[str, Any], requested: str | None) -> str:
-    factor = data.get("emissionFactorType") or requested or "factor type not stated"
+    answered = data.get("emissionFactorType")
+    factor = answered if answered in _FACTOR_TYPES else requested or "factor type not stated"
     basis = f"{factor}, latest hourly value, consumption-based"
     if data.get("isEstimated") is True:
         method = data.get("estimationMethod")
-        basis += f", estimated by Electricity Maps ({method})" if method else ", estimated by Electricity Maps"
+        if isinstance(method, str) and _ESTIMATION_METHOD_RE.match(method):  # an identifier like TIME_SLICER_AVERAGE
+            basis += f", estimated by Electricity Maps ({method})"
+        else:
+            basis += ", estimated by Electricity Maps"
     return basis

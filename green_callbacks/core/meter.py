@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from green_callbacks.core import clock
-from green_callbacks.core.sensors.base import UNAVAILABLE, Reading, Sensor, shared_boundary
+from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE, Reading, Sensor, shared_boundary
 
 __all__ = ["ComponentEnergy", "Measurement", "Meter"]
 
@@ -181,7 +181,8 @@ class Meter:
                 note = last.note or (first.note if first is not None else "")
                 if last.energy_j is not None:  # became available mid-window: the window is still unknown
                     note = note or "not measured at window start"
-                parts[name] = ComponentEnergy(None, UNAVAILABLE, note)
+                method = NOT_USED if last.method == NOT_USED else UNAVAILABLE
+                parts[name] = ComponentEnergy(None, method, note)
             elif last.gaps > first.gaps:  # energy left out inside this window: unknown, never an under-count
                 parts[name] = ComponentEnergy(None, UNAVAILABLE, last.note or "energy left out in this window")
             else:

@@ -1,113 +1,67 @@
-"""The engine every adapter drives: ``start`` → (``epoch_start`` → ``eval_start``/``eval_end`` → ``epoch_end``)* →
-``finish``.
+"""The engine's lifecycle: ``start`` → (``epoch_start`` → ``eval_start``/``eval_end`` → ``epoch_end``)* → ``finish``.
 
-The session owns the meter and its sensors, the carbon intensity, the FLOP and energy totals, convergence and the
-run record. ``epoch_end`` returns the ``green/...`` metrics of DESIGN.md as plain floats, already summed over all
-ranks of a distributed run; the adapter only hands them to its framework's logger.
+A :class:`Session` is one measured run. It keeps the lifecycle and the totals; it delegates the rest to one module
+each: the sensors to :class:`~green_callbacks.core.meter.Meter`, the cross-rank sums to the declared
+:class:`~green_callbacks.core.epoch_state.EpochState`, the metric names to :mod:`~green_callbacks.core.metric_keys`,
+the record file to :class:`~green_callbacks.core.record_writer.RecordWriter` (off the training thread), signals and
+exit to :class:`~green_callbacks.core.signals.ExitHandlers`, budgets to :mod:`~green_callbacks.core.budget`,
+convergence to :class:`~green_callbacks.core.convergence.ConvergenceTracker`. ``epoch_end`` returns the ``green/...``
+metrics as plain floats, already summed over all ranks. Callers use its methods; its state is read-only to them.
+Adapters drive it through :class:`~green_callbacks.core.engine.Engine`, which adds the guard, the status of an
+exception, the stale-run reset and the FLOP tap.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import math
 import os
-import signal
-import sys
 import threading
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from green_callbacks.core import clock
 from green_callbacks.core.budget import Projection, decide, project
 from green_callbacks.core.config import GreenConfig
-from green_callbacks.core.convergence import ConvergenceTracker, Totals
-from green_callbacks.core.distributed import DistInfo, Reducer, default_reducer, dist_info, sum_with_missing
+from green_callbacks.core.convergence import ConvergenceTracker, MonitorWatch, Totals
+from green_callbacks.core.distributed import DistInfo, Reducer, default_reducer, dist_info
 from green_callbacks.core.environment import hardware_info, software_info
+from green_callbacks.core.epoch_state import EpochState
+from green_callbacks.core.footprint import FootprintTracker
 from green_callbacks.core.guard import Guard, strict_mode
 from green_callbacks.core.meter import ComponentEnergy, Measurement, Meter
-from green_callbacks.core.record import SCHEMA, new_record_path, write_record_atomic
-from green_callbacks.core.sensors.base import COMPONENTS, UNAVAILABLE, Sensor
+from green_callbacks.core.metric_keys import METRIC_KEYS, epoch_metrics, user_metrics
+from green_callbacks.core.record import SCHEMA
+from green_callbacks.core.record_writer import RecordWriter, clean_stale_temp_files, epochs_log_name, new_record_path
+from green_callbacks.core.rows import EpochRow, row_from_record
+from green_callbacks.core.sensors.base import COMPONENTS, NOT_USED, UNAVAILABLE, Sensor
+from green_callbacks.core.signals import ExitHandlers, signals_held
 from green_callbacks.core.units import emissions_gco2e, joules_to_kwh
 
-__all__ = ["METRIC_KEYS", "EpochRow", "Session"]
+__all__ = ["METRIC_KEYS", "STATUSES", "EpochRow", "Session"]
 
-PREFIX = "green/"
-METRIC_KEYS: tuple[str, ...] = (
-    "green/epoch_energy_kwh",
-    "green/epoch_gpu_energy_kwh",
-    "green/epoch_cpu_energy_kwh",
-    "green/epoch_ram_energy_kwh",
-    "green/epoch_eval_energy_kwh",
-    "green/epoch_emissions_gco2e",
-    "green/epoch_time_s",
-    "green/epoch_train_flops",
-    "green/epoch_eval_flops",
-    "green/total_energy_kwh",
-    "green/total_emissions_gco2e",
-    "green/total_train_flops",
-    "green/flops_to_convergence",
-    "green/energy_to_convergence_kwh",
-    "green/emissions_to_convergence_gco2e",
-    "green/epochs_to_convergence",
-    "green/train_flops_per_joule",
-    "green/projected_total_energy_kwh",
-    "green/projected_total_emissions_gco2e",
-)
-"""Every key :meth:`Session.epoch_end` returns, from the first epoch on (NaN where a value is unavailable)."""
-
-NAN = float("nan")
-
-
-@dataclass(frozen=True)
-class EpochRow:
-    """One epoch of the run, summed over ranks. Energy in joules before PUE; ``None`` = unavailable.
-
-    ``energy_j`` sums the components that were measured; ``missing_components`` names the others (on a CPU-only
-    machine the GPU is always missing; a GPU lost mid-run is missing from that epoch on).
-    """
-
-    epoch: int
-    time_s: float
-    energy_j: float | None
-    component_energy_j: Mapping[str, float | None]
-    component_method: Mapping[str, str]
-    eval_energy_j: float | None
-    train_flops: float | None
-    eval_flops: float | None
-    emissions_gco2e: float | None
-    totals: Totals
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    missing_components: tuple[str, ...] = ()
-    """Components unavailable in this epoch: ``energy_j`` and emissions are the sum of the others."""
-
-    def to_record(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["component_energy_j"] = dict(self.component_energy_j)
-        out["component_method"] = dict(self.component_method)
-        out["metrics"] = dict(self.metrics)
-        out["missing_components"] = list(self.missing_components)
-        return out
-
-
-def _nan(value: float | None) -> float:
-    return NAN if value is None else float(value)
-
-
-def _kwh(value_j: float | None) -> float:
-    return NAN if value_j is None else joules_to_kwh(value_j)
+STATUSES = ("created", "running", "completed", "interrupted", "failed")
+_INTERRUPTS = ("KeyboardInterrupt", "SIGTERMException", "SystemExit")
 
 
 def _add(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a + b
 
 
+def status_for(error: BaseException | str | None) -> str:
+    """``"interrupted"`` for a user's or scheduler's stop (Ctrl-C, SIGTERM, exit), ``"failed"`` for anything else."""
+    if error is None:
+        return "completed"
+    if isinstance(error, str):
+        return "interrupted" if error.startswith("SIG") else "failed"
+    return "interrupted" if any(t.__name__ in _INTERRUPTS for t in type(error).__mro__) else "failed"
+
+
 class Session:
-    """One measured run. Adapters call its methods from their hooks; nothing here knows a framework.
+    """One measured run. Nothing here knows a framework.
 
     Args:
         config: the validated user settings.
@@ -136,7 +90,12 @@ class Session:
             carbon_intensity=config.carbon_intensity,
             live=config.live_intensity,
         )
-        self.convergence: ConvergenceTracker | None = (
+        self.footprint = FootprintTracker(
+            location=self.carbon.location, pue=config.pue, lifetime_years=config.embodied_lifetime_years,
+            utilisation=config.embodied_utilisation, host_share=config.embodied_host_share,
+            wue_l_per_kwh=config.wue_l_per_kwh,
+        )
+        self._convergence: ConvergenceTracker | None = (
             ConvergenceTracker(config.monitor, config.mode, config.target) if config.monitor else None
         )
         self._custom_sensors = list(sensors) if sensors is not None else None
@@ -145,33 +104,97 @@ class Session:
         self.guard = Guard("green_callbacks")
         self.meter: Meter | None = None
         self.run_id = uuid.uuid4().hex
-        self.status = "created"
-        self.rows: list[EpochRow] = []
-        self.totals = Totals()
-        self.record_path: Path | None = None
-        self.hyperparameters: dict[str, Any] = {}
-        self.info: dict[str, Any] = {}
-        self.stop_reason: str | None = None
-        self.should_stop = False
-        self.planned_epochs: float | None = None
-        self.projection: tuple[Projection, Projection] | None = None
-        self.resumed_from: dict[str, Any] | None = None
+        self._status = "created"
+        self._rows: list[EpochRow] = []
+        self._totals = Totals()
+        self._record_path: Path | None = None
+        self._writer: RecordWriter | None = None
+        self._logged_epochs = 0  # rows already appended to the record's epoch log
+        self._hyperparameters: dict[str, Any] = {}
+        self._info: dict[str, Any] = {}
+        self._stop_reason: str | None = None
+        self._should_stop = False
+        self._planned_epochs: float | None = None
+        self._projection: tuple[Projection, Projection] | None = None
+        self._resumed_from: dict[str, Any] | None = None
         self._epoch: int | None = None
         self._epoch_index = 0
         self._eval: list[Measurement] = []
         self._flops = {"train": 0.0, "eval": 0.0}
         self._flops_seen = False
         self._started_at: float | None = None
-        self._previous_sigterm: Any = None
         self._lock = threading.RLock()
-        self.error: str | None = None
-        self.partial_epoch: dict[str, Any] | None = None
-        self._write_failures = 0
+        self._error: str | None = None
+        self._partial_epoch: dict[str, Any] | None = None
         self._pid = os.getpid()  # a forked child (a DataLoader worker) holds a stale copy: it never writes
         self._measured: set[str] = set()  # components that gave a number at some point of this run
         self._warned_lost: set[str] = set()
+        self._exit = ExitHandlers(self._close_on_exit)
+        self._state = EpochState()
+        self._last_metrics: dict[str, float] = {}
+        self._write_warned = False
+        self._monitor_watch = MonitorWatch()
 
-    # ------------------------------------------------------------------ set-up
+    # ------------------------------------------------------------------ read-only state
+    @property
+    def status(self) -> str:
+        """``created`` → ``running`` → ``completed`` | ``interrupted`` | ``failed``."""
+        return self._status
+
+    @property
+    def running(self) -> bool:
+        return self._status == "running"
+
+    @property
+    def rows(self) -> tuple[EpochRow, ...]:
+        return tuple(self._rows)
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self._rows)
+
+    @property
+    def totals(self) -> Totals:
+        return self._totals
+
+    @property
+    def record_path(self) -> Path | None:
+        return self._record_path
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self._stop_reason
+
+    @property
+    def should_stop(self) -> bool:
+        """A budget would be exceeded and ``budget_action="stop"``: the adapter stops the training."""
+        return self._should_stop
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    @property
+    def planned_epochs(self) -> float | None:
+        return self._planned_epochs
+
+    @property
+    def projection(self) -> tuple[Projection, Projection] | None:
+        return self._projection
+
+    @property
+    def last_metrics(self) -> dict[str, float]:
+        """The ``green/...`` metrics of the last completed epoch (empty before the first)."""
+        return dict(self._last_metrics)
+
+    @property
+    def convergence(self) -> ConvergenceTracker | None:
+        return self._convergence
+
+    @property
+    def partial_epoch(self) -> dict[str, Any] | None:
+        return self._partial_epoch
+
     @property
     def dist(self) -> DistInfo:
         if self._dist is None:
@@ -186,15 +209,32 @@ class Session:
 
     @property
     def monitor(self) -> str | None:
-        return None if self.convergence is None else self.convergence.monitor
+        return None if self._convergence is None else self._convergence.monitor
 
-    def _build_sensors(self, device_indices: Sequence[int] | None, device_uuids: Sequence[str] | None) -> list[Sensor]:
+    @property
+    def in_epoch(self) -> bool:
+        return self.meter is not None and self.meter.is_open("epoch")
+
+    @property
+    def in_eval(self) -> bool:
+        return self.meter is not None and self.meter.is_open("eval")
+
+    @property
+    def flops_available(self) -> bool:
+        return self.guard.enabled("flops")
+
+    # ------------------------------------------------------------------ set-up
+    def _build_sensors(
+        self, device_indices: Sequence[int] | None, device_uuids: Sequence[str] | None, device_type: str = "cuda"
+    ) -> list[Sensor]:
         if self._custom_sensors is not None:
             return self._custom_sensors
+        from green_callbacks.core.sensors.accelerators import build_accelerator_sensor
         from green_callbacks.core.sensors.host import build_host_sensors
-        from green_callbacks.core.sensors.nvml import build_gpu_sensor
 
-        gpu = build_gpu_sensor(gpus=self.config.gpus, device_indices=device_indices, device_uuids=device_uuids)
+        gpu = build_accelerator_sensor(
+            device_type, device_indices, device_uuids, gpus=self.config.gpus
+        )
         cpu, ram = build_host_sensors(
             cpu_watts_per_core=self.config.cpu_watts_per_core, ram_watts_per_gb=self.config.ram_watts_per_gb
         )
@@ -207,6 +247,7 @@ class Session:
         hyperparameters: Mapping[str, Any] | None = None,
         device_indices: Sequence[int] | None = None,
         device_uuids: Sequence[str] | None = None,
+        device_type: str = "cuda",
         monitor: str | None = None,
         mode: str | None = None,
         planned_epochs: float | None = None,
@@ -217,39 +258,73 @@ class Session:
 
         ``monitor``/``mode`` are the framework's own early-stopping or best-model metric, used when the user gave
         no ``monitor=``. ``device_indices`` are the CUDA devices this process trains on (``[]`` for CPU);
-        ``device_uuids`` their UUIDs where the framework knows them (exact whatever the environment says).
+        ``device_uuids`` their UUIDs where the framework knows them (exact whatever the environment says);
+        ``device_type`` what they are (``"cuda"``, ``"rocm"``, ``"xpu"``, ``"mps"``, ``"tpu"``, ``"cpu"``; see
+        :mod:`green_callbacks.core.sensors.accelerators`), which picks the sensor.
         ``planned_epochs`` (may be fractional) lets the session project the run's total and apply budgets.
+        ``handle_signals=False``: the framework turns SIGTERM into its own exception (the exit hook stays).
         """
         with self._lock:
-            if self.status == "running":
+            if self._status == "running":
                 return
-            if self.convergence is None and monitor:
-                self.convergence = ConvergenceTracker(monitor, mode, None)
-            self.hyperparameters = dict(hyperparameters or {})
+            if self._convergence is None and monitor:
+                self._convergence = ConvergenceTracker(monitor, mode, None)
+            self._hyperparameters = dict(hyperparameters or {})
             self.set_planned_epochs(planned_epochs)
-            self.meter = Meter(self._build_sensors(device_indices, device_uuids))
+            self.meter = Meter(self._build_sensors(device_indices, device_uuids, device_type))
             self.meter.start()
             self.meter.begin("run")
+            self._declare_state()
+            self._configure_footprint(device_indices)
             self._started_at = clock.wall_time_s()
             self._pid = os.getpid()
-            self.status = "running"
-            self.info = {
-                "hardware": hardware_info(self.meter.info()),
-                "software": software_info(),
-                **dict(extra or {}),
-            }
+            self._status = "running"
+            self._info = {"hardware": hardware_info(self.meter.info()), "software": software_info(),
+                          **dict(extra or {})}
             folder = self.config.output_dir or output_dir or "green_runs"
-            if self.record_path is None:
-                self.record_path = new_record_path(folder)
+            if self._record_path is None:
+                self._record_path = new_record_path(folder)
+            if self.dist.is_global_zero:
+                clean_stale_temp_files(self._record_path.parent)
+                self._writer = RecordWriter(self._record_path)
+                if self._rows:  # resumed: the log is written afresh from the restored rows
+                    self._reset_epoch_log()
             self._warn_unavailable()
             self.write_record()
-            if handle_signals:
-                self._install_handlers()
+            self._exit.install(signals=handle_signals)
+
+    def _declare_state(self) -> None:
+        """What each epoch sums over ranks: every component's energy (epoch and evaluation), the FLOPs; rank
+        zero's intensity for everyone (with a live provider ranks may differ, and all must decide budgets alike)."""
+        assert self.meter is not None
+        self._state = EpochState()
+        for window in ("energy_j", "eval_energy_j"):
+            for name in self._components():
+                self._state.add_state(f"{window}/{name}", "sum")
+        self._state.add_state("train_flops", "sum")
+        self._state.add_state("eval_flops", "sum")
+        self._state.add_state("intensity", "rank_zero")
+        self._state.add_state("embodied_gco2e_per_h", "sum")
+
+    def _components(self) -> list[str]:
+        assert self.meter is not None
+        return [c for c in COMPONENTS if c in self.meter.sensors]
+
+    def _configure_footprint(self, device_indices: Sequence[int] | None) -> None:
+        """Footprint (#17): tell the tracker this process's hardware (GPU names, whether it holds the host)."""
+        from green_callbacks.core.sensors.cpu_tdp import read_cpuinfo
+
+        assert self.meter is not None
+        self.footprint.configure(self.meter.info(), device_indices=device_indices,
+                                 is_node_leader=self.dist.is_node_leader,
+                                 virtual_machine=read_cpuinfo().virtual_machine)
 
     def _warn_unavailable(self) -> None:
         assert self.meter is not None
         reasons = []
         for name, reading in self.meter.read().items():
+            if reading.method == NOT_USED:  # not part of this run: nothing to warn about (the record says so)
+                continue
             if reading.energy_j is None:
                 reasons.append(f"{name}: {reading.note or 'no sensor'}")
             else:
@@ -273,33 +348,31 @@ class Session:
             self._flops = {"train": 0.0, "eval": 0.0}
             self.meter.begin("epoch")
 
-    @property
-    def in_epoch(self) -> bool:
-        return self.meter is not None and self.meter.is_open("epoch")
-
     def eval_start(self) -> None:
         """Open an evaluation window inside the epoch (several per epoch are summed)."""
-        if self.meter is not None:
+        if self.meter is not None and not self.meter.is_open("eval"):
             self.meter.begin("eval")
 
     def eval_end(self) -> None:
         if self.meter is not None and self.meter.is_open("eval"):
             self._eval.append(self.meter.end("eval"))
 
+    def update_info(self, key: str, value: Any) -> None:
+        """Record-level information that changes during the run (how FLOPs were counted), under ``key`` of the
+        record; written with the record's next header and with the final record."""
+        self._info[key] = value
+
     def add_flops(self, *, train: float = 0.0, eval: float = 0.0) -> None:
         """Add counted FLOPs of training steps (forward + backward) and evaluation steps (forward) to this epoch."""
-        self._flops["train"] += float(train)
-        self._flops["eval"] += float(eval)
+        self._flops["train"] += train
+        self._flops["eval"] += eval
         self._flops_seen = True
 
-    @property
-    def flops_available(self) -> bool:
-        return self.guard.enabled("flops")
-
     def epoch_end(self, metrics: Mapping[str, Any] | None = None) -> dict[str, float]:
-        """Close the epoch: sum over ranks, update totals and convergence, write the record, return the metrics.
+        """Close the epoch: sum over ranks, update totals and convergence, log the epoch, return the metrics.
 
-        ``metrics`` are the framework's metrics of this epoch (the monitored one is read from them).
+        ``metrics`` are the framework's metrics of this epoch (the monitored one is read from them); only the
+        user's numbers are kept (:func:`~green_callbacks.core.metric_keys.user_metrics`).
         """
         with self._lock:
             if self.meter is None or not self.meter.is_open("epoch"):
@@ -308,14 +381,15 @@ class Session:
                 self.eval_end()
             epoch_m = self.meter.end("epoch")
             eval_m = _sum_measurements("eval", self._eval, epoch_m.components)
-            row = self._close_epoch(epoch_m, eval_m, dict(metrics or {}))
-            self.rows.append(row)
+            row = self._close_epoch(epoch_m, eval_m, user_metrics(metrics or {}))
+            self._rows.append(row)
             self._warn_lost(row, epoch_m)
             self._check_budget()
             self._epoch_index += 1
             self._epoch = None
             self.write_record()
-            return self.metrics(row)
+            self._last_metrics = self.metrics(row)
+            return dict(self._last_metrics)
 
     def _warn_lost(self, row: EpochRow, epoch_m: Measurement) -> None:
         """One warning per component that was measured and is not any more (a GPU lost, a RAPL zone gone)."""
@@ -340,28 +414,24 @@ class Session:
 
     def set_planned_epochs(self, epochs: float | None) -> None:
         """The number of epochs the whole run is planned to last (resumed epochs included); ``None``: unknown."""
-        self.planned_epochs = None if epochs is None or not math.isfinite(epochs) or epochs <= 0 else float(epochs)
+        self._planned_epochs = None if epochs is None or not math.isfinite(epochs) or epochs <= 0 else float(epochs)
 
     def _check_budget(self) -> None:
-        energy = project([r.energy_j for r in self.rows], self.planned_epochs)
-        emissions = project([r.emissions_gco2e for r in self.rows], self.planned_epochs)
-        self.projection = (energy, emissions)
-        if self.stop_reason is not None:
+        energy = project([r.energy_j for r in self._rows], self._planned_epochs)
+        emissions = project([r.emissions_gco2e for r in self._rows], self._planned_epochs)
+        self._projection = (energy, emissions)
+        if self._stop_reason is not None:
             return
         decision = decide(energy, emissions, budget_kwh=self.config.budget_kwh, budget_gco2e=self.config.budget_gco2e,
-                          use_projection=len(self.rows) >= 2)
+                          use_projection=len(self._rows) >= 2)
         if not decision.exceeded:
             return
         stop = self.config.budget_action == "stop"
-        self.stop_reason = f"budget: {decision.reason}" + ("" if stop else " (budget_action='warn': not stopped)")
-        self.should_stop = stop
+        self._stop_reason = f"budget: {decision.reason}" + ("" if stop else " (budget_action='warn': not stopped)")
+        self._should_stop = stop
         if self.dist.is_global_zero:
             then = "the training stops at the end of this epoch" if stop else "training goes on (budget_action='warn')"
-            warnings.warn(
-                f"green_callbacks: {decision.reason}; {then}",
-                UserWarning,
-                stacklevel=4,
-            )
+            warnings.warn(f"green_callbacks: {decision.reason}; {then}", UserWarning, stacklevel=4)
 
     def _local_component_j(self, m: Measurement, name: str) -> float | None:
         """This rank's share: node-level sensors count on the node leader only."""
@@ -371,31 +441,34 @@ class Session:
             return 0.0
         return m.component_j(name)
 
-    def _close_epoch(self, epoch_m: Measurement, eval_m: Measurement, metrics: dict[str, Any]) -> EpochRow:
-        assert self.meter is not None
-        names = [c for c in COMPONENTS if c in epoch_m.components]
+    def _close_epoch(self, epoch_m: Measurement, eval_m: Measurement, metrics: dict[str, float]) -> EpochRow:
+        names = [c for c in self._components() if c in epoch_m.components]
         flops_ok = self.flops_available and self._flops_seen
-        local: list[float | None] = [self._local_component_j(epoch_m, n) for n in names]
-        local += [self._local_component_j(eval_m, n) for n in names]
-        local += [self._flops["train"] if flops_ok else None, self._flops["eval"] if flops_ok else None]
-        # rank zero's intensity for everyone: with a live provider ranks may differ, and every rank must take the
-        # same budget decision
-        local.append(self.carbon.intensity_gco2e_per_kwh if self.dist.is_global_zero else 0.0)
-        sums, lacks = sum_with_missing(local, self.reducer)
-        k = len(names)
-        comp_j = dict(zip(names, sums[:k], strict=True))
-        eval_comp_j = dict(zip(names, sums[k:2 * k], strict=True))
-        train_flops, eval_flops, intensity = sums[2 * k], sums[2 * k + 1], sums[2 * k + 2]
-        methods = {}
-        for i, n in enumerate(names):
-            part = epoch_m.components[n]
-            methods[n] = part.method if lacks[i] == 0 else UNAVAILABLE
+        local: dict[str, float | None] = {
+            "train_flops": self._flops["train"] if flops_ok else None,
+            "eval_flops": self._flops["eval"] if flops_ok else None,
+            "intensity": self.carbon.intensity_gco2e_per_kwh,
+            "embodied_gco2e_per_h": self.footprint.local_rate_gco2e_per_h,
+        }
+        for n in names:
+            local[f"energy_j/{n}"] = self._local_component_j(epoch_m, n)
+            local[f"eval_energy_j/{n}"] = self._local_component_j(eval_m, n)
+        reduced = self._state.reduce(local, self.dist, self.reducer)
+        sums, lacking = reduced.values, reduced.lacking
+        comp_j = {n: sums[f"energy_j/{n}"] for n in names}
+        methods = {n: epoch_m.components[n].method
+                   if lacking[f"energy_j/{n}"] == 0 or epoch_m.components[n].method == NOT_USED else UNAVAILABLE
+                   for n in names}
         energy_j = _sum_known(comp_j.values())
-        eval_j = _sum_known(eval_comp_j.values()) if self._eval else 0.0
+        eval_j = _sum_known(sums[f"eval_energy_j/{n}"] for n in names) if self._eval else 0.0
+        intensity = sums["intensity"]
         assert intensity is not None
         emissions = None if energy_j is None else emissions_gco2e(joules_to_kwh(energy_j), intensity, self.config.pue)
-        previous = self.totals
-        self.totals = Totals(
+        train_flops, eval_flops = sums["train_flops"], sums["eval_flops"]
+        assert self._epoch is not None
+        self.footprint.add_epoch(self._epoch, epoch_m.duration_s, energy_j, sums["embodied_gco2e_per_h"])
+        previous = self._totals
+        self._totals = Totals(
             epochs=previous.epochs + 1,
             time_s=previous.time_s + epoch_m.duration_s,
             train_flops=_add(previous.train_flops, train_flops),
@@ -403,10 +476,11 @@ class Session:
             energy_j=_add(previous.energy_j, energy_j),
             emissions_gco2e=_add(previous.emissions_gco2e, emissions),
         )
-        numeric = {str(k): float(v) for k, v in metrics.items() if _is_number(v) and not str(k).startswith(PREFIX)}
         assert self._epoch is not None
-        if self.convergence is not None:
-            self.convergence.update(self._epoch, numeric.get(self.convergence.monitor), self.totals)
+        self._convergence = self._monitor_watch.observe(
+            self._convergence, metrics, self._epoch, speak=self.dist.is_global_zero)
+        if self._convergence is not None:
+            self._convergence.update(self._epoch, metrics.get(self._convergence.monitor), self._totals)
         return EpochRow(
             epoch=self._epoch,
             time_s=epoch_m.duration_s,
@@ -417,61 +491,50 @@ class Session:
             train_flops=train_flops,
             eval_flops=eval_flops,
             emissions_gco2e=emissions,
-            totals=self.totals,
-            metrics=numeric,
-            missing_components=tuple(n for n in names if comp_j[n] is None),
+            totals=self._totals,
+            metrics=metrics,
+            missing_components=tuple(n for n in names if comp_j[n] is None and methods[n] != NOT_USED),
         )
 
     def metrics(self, row: EpochRow) -> dict[str, float]:
-        """The ``green/...`` metrics of one epoch row, every key of :data:`METRIC_KEYS`, as plain floats."""
-        best = None if self.convergence is None else self.convergence.best
-        train_j = None
-        if row.energy_j is not None and row.eval_energy_j is not None:
-            train_j = row.energy_j - row.eval_energy_j
-        per_joule = NAN
-        if row.train_flops is not None and train_j:
-            per_joule = row.train_flops / train_j
-        return {
-            "green/epoch_energy_kwh": _kwh(row.energy_j),
-            "green/epoch_gpu_energy_kwh": _kwh(row.component_energy_j.get("gpu")),
-            "green/epoch_cpu_energy_kwh": _kwh(row.component_energy_j.get("cpu")),
-            "green/epoch_ram_energy_kwh": _kwh(row.component_energy_j.get("ram")),
-            "green/epoch_eval_energy_kwh": _kwh(row.eval_energy_j),
-            "green/epoch_emissions_gco2e": _nan(row.emissions_gco2e),
-            "green/epoch_time_s": float(row.time_s),
-            "green/epoch_train_flops": _nan(row.train_flops),
-            "green/epoch_eval_flops": _nan(row.eval_flops),
-            "green/total_energy_kwh": _kwh(row.totals.energy_j),
-            "green/total_emissions_gco2e": _nan(row.totals.emissions_gco2e),
-            "green/total_train_flops": _nan(row.totals.train_flops),
-            "green/flops_to_convergence": NAN if best is None else _nan(best.totals.train_flops),
-            "green/energy_to_convergence_kwh": NAN if best is None else _kwh(best.totals.energy_j),
-            "green/emissions_to_convergence_gco2e": NAN if best is None else _nan(best.totals.emissions_gco2e),
-            "green/epochs_to_convergence": NAN if best is None else float(best.totals.epochs),
-            "green/train_flops_per_joule": per_joule,
-            "green/projected_total_energy_kwh": _kwh(self._projected(0)),
-            "green/projected_total_emissions_gco2e": _nan(self._projected(1)),
-        }
-
-    def _projected(self, which: int) -> float | None:
-        return None if self.projection is None else self.projection[which].projected
+        """The ``green/...`` metrics of one epoch row (see :func:`~green_callbacks.core.metric_keys.epoch_metrics`)."""
+        best = None if self._convergence is None else self._convergence.best
+        return {**epoch_metrics(row, best, self._projection), **self.footprint.metrics()}
 
     # ------------------------------------------------------------------ end
-    def finish(self, status: str = "completed", error: BaseException | str | None = None) -> Path | None:
+    def request_stop(self, reason: str) -> None:
+        """Why the training was told to stop (early stopping, a budget); the first reason given is kept."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    def finish(
+        self,
+        status: str = "completed",
+        error: BaseException | str | None = None,
+        *,
+        stop_reason: str | None = None,
+    ) -> Path | None:
         """Stop the sensors and write the final record with ``status``. Safe to call more than once."""
+        if status not in STATUSES[2:]:
+            raise ValueError(f"status must be one of {', '.join(STATUSES[2:])}, got {status!r}")
         with self._lock:
-            if self.status not in ("running",):
-                return self.record_path
+            if self._status != "running":
+                return self._record_path
+            if stop_reason is not None:
+                self.request_stop(stop_reason)
             if error is not None:
-                self.error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+                self._error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
             if self.meter is not None:
                 if self.meter.is_open("epoch"):  # this rank's part only: no collective call on a failure path
-                    self.partial_epoch = _partial_record(self._epoch, self.meter.end("epoch"), self._flops)
+                    self._partial_epoch = _partial_record(self._epoch, self.meter.end("epoch"), self._flops)
                 self.meter.close()
-            self.status = status
-            self._uninstall_handlers()
+            self._status = status
+            self._exit.uninstall()
             self._write_final()
-            return self.record_path
+            return self._record_path
+
+    def _close_on_exit(self, status: str, reason: BaseException | str) -> None:
+        self.finish(status, reason)
 
     def _write_final(self) -> None:
         """The last write of the run, safe from other code's signal handlers.
@@ -480,180 +543,162 @@ class Session:
         is killed, e.g. by a scheduler's SIGTERM to the whole job). Signals are held back during the write, and a
         write cut short by one already pending is done again; that exception then goes on to the training loop.
         """
+        if not self._writes_here():
+            return
         error: BaseException | None = None
-        with _signals_held():
+        with signals_held():
             for _ in range(3):
                 try:
-                    self.write_record()
+                    self._final_write()
                     break
                 except BaseException as err:
                     error = error or err
-        if error is not None:
+        if error is not None and not isinstance(error, OSError):
             raise error
 
+    def _final_write(self) -> None:
+        assert self._writer is not None
+        try:
+            self._writer.final(self.to_record())
+        except OSError as err:
+            self._report_write_error(err)
+
     # ------------------------------------------------------------------ record
-    def to_record(self) -> dict[str, Any]:
-        best = None if self.convergence is None else self.convergence.best
-        at_target = None if self.convergence is None else self.convergence.at_target
-        assert self.meter is not None or self.status == "created"
+    def to_record(self, *, with_epochs: bool = True) -> dict[str, Any]:
+        """The run record as a dict (the one place it is built). ``with_epochs=False``: the header of a running
+        record, whose epochs are in the epoch log."""
+        conv = self._convergence
+        best = None if conv is None else conv.best
+        at_target = None if conv is None else conv.at_target
         components = self.meter.info() if self.meter is not None else {}
+        log = None
+        if not with_epochs and self._record_path is not None:
+            log = epochs_log_name(self._record_path)
         return {
             "schema": SCHEMA,
             "run_id": self.run_id,
             "framework": self.framework,
-            "status": self.status,
-            "error": self.error,
-            "stop_reason": self.stop_reason,
+            "status": self._status,
+            "error": self._error,
+            "stop_reason": self._stop_reason,
             "started_at": self._started_at,
             "updated_at": clock.wall_time_s(),
             "world_size": self.dist.world_size,
             "carbon": {**self.carbon.to_record(), "pue": self.config.pue},
             "components": components,
-            "methods": _methods_so_far(self.rows, components),
+            "methods": _methods_so_far(self._rows, components),
             "convergence": {
                 "monitor": self.monitor,
-                "mode": None if self.convergence is None else self.convergence.mode,
-                "target": None if self.convergence is None else self.convergence.target,
+                "mode": None if conv is None else conv.mode,
+                "target": None if conv is None else conv.target,
                 "best": None if best is None else best.to_record(),
                 "at_target": None if at_target is None else at_target.to_record(),
             },
-            "hyperparameters": self.hyperparameters,
+            "hyperparameters": self._hyperparameters,
             "lost": dict(self.guard.lost),
-            "resumed_from": self.resumed_from,
+            "resumed_from": self._resumed_from,
             "budget": {
                 "budget_kwh": self.config.budget_kwh,
                 "budget_gco2e": self.config.budget_gco2e,
                 "action": self.config.budget_action,
-                "planned_epochs": self.planned_epochs,
-                "projection": None if self.projection is None else {
-                    name: asdict(p) for name, p in zip(("energy_j", "emissions_gco2e"), self.projection, strict=True)
+                "planned_epochs": self._planned_epochs,
+                "projection": None if self._projection is None else {
+                    name: asdict(p) for name, p in zip(("energy_j", "emissions_gco2e"), self._projection, strict=True)
                 },
             },
-            "totals": asdict(self.totals),
-            "epochs": [row.to_record() for row in self.rows],
-            "partial_epoch": self.partial_epoch,
-            **self.info,
+            "totals": asdict(self._totals),
+            "epochs": [row.to_record() for row in self._rows] if with_epochs else [],
+            "epochs_log": log,
+            "partial_epoch": self._partial_epoch,
+            "footprint": self.footprint.to_record(),
+            **self._info,
         }
 
+    def _writes_here(self) -> bool:
+        return self._writer is not None and self.dist.is_global_zero and os.getpid() == self._pid
+
     def write_record(self) -> Path | None:
-        """Write the record now (atomically; global rank zero only). A failed write warns and is retried later."""
-        if self.record_path is None or not self.dist.is_global_zero or os.getpid() != self._pid:
+        """Hand the record to the writer (global rank zero only): new epochs are appended to the epoch log and the
+        header replaced, both off the training thread. A failed write warns once and is retried with the next."""
+        if not self._writes_here():
             return None
-        try:
-            written = write_record_atomic(self.record_path, self.to_record())
-        except OSError as err:
-            if strict_mode():
-                raise
-            self._write_failures += 1
-            if self._write_failures == 1:  # one warning per run, not one per epoch of a full disk
-                warnings.warn(
-                    f"green_callbacks: could not write the run record {self.record_path} ({err}); "
-                    "it is retried after every epoch and at the end (not warned again). Set output_dir= to a "
-                    "writable folder with free space.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            return None
-        return written
+        assert self._writer is not None
+        while self._logged_epochs < len(self._rows):
+            self._writer.epoch(self._rows[self._logged_epochs].to_record())
+            self._logged_epochs += 1
+        self._writer.header(self.to_record(with_epochs=False))
+        err = self._writer.take_error()
+        if err is not None:
+            self._report_write_error(err)
+        return self._record_path
+
+    def flush(self, timeout_s: float | None = 30.0) -> bool:
+        """Wait until the record on disk holds everything handed to the writer (tests, benchmarks)."""
+        if self._writer is None:
+            return True
+        done = self._writer.flush(timeout_s)
+        err = self._writer.take_error()
+        if err is not None:
+            self._report_write_error(err)
+        return done
+
+    def _report_write_error(self, err: OSError) -> None:
+        if strict_mode():
+            raise err
+        if self._write_warned:  # one warning per run, not one per epoch of a full disk
+            return
+        self._write_warned = True
+        warnings.warn(
+            f"green_callbacks: could not write the run record {self._record_path} ({err}); "
+            "it is retried after every epoch and at the end (not warned again). Set output_dir= to a "
+            "writable folder with free space.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps so that a resumed run continues its totals and convergence."""
         return {
             "run_id": self.run_id,
-            "record_path": None if self.record_path is None else str(self.record_path),
-            "totals": asdict(self.totals),
+            "record_path": None if self._record_path is None else str(self._record_path),
+            "totals": asdict(self._totals),
             "epoch_index": self._epoch_index,
-            "convergence": None if self.convergence is None else self.convergence.state_dict(),
-            "rows": [row.to_record() for row in self.rows],
+            "convergence": None if self._convergence is None else self._convergence.state_dict(),
+            "rows": [row.to_record() for row in self._rows],
+            "footprint": self.footprint.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue a run from a checkpoint: totals, convergence and rows go on; the record file is reused."""
-        self.totals = Totals(**state["totals"])
-        self._epoch_index = int(state.get("epoch_index", self.totals.epochs))
-        self.rows = [_row_from_record(r) for r in state.get("rows", [])]
+        self._totals = Totals(**state["totals"])
+        self._epoch_index = int(state.get("epoch_index", self._totals.epochs))
+        self._rows = [row_from_record(r) for r in state.get("rows", [])]
         conv = state.get("convergence")
         if conv is not None:
-            if self.convergence is None:
-                self.convergence = ConvergenceTracker(conv["monitor"], conv["mode"], conv.get("target"))
-            self.convergence.load_state_dict(conv)
-        self.resumed_from = {"run_id": state.get("run_id"), "epochs": self.totals.epochs}
+            if self._convergence is None:
+                self._convergence = ConvergenceTracker(conv["monitor"], conv["mode"], conv.get("target"))
+            self._convergence.load_state_dict(conv)
+        if state.get("footprint") is not None:
+            self.footprint.load_state_dict(state["footprint"])
+        self._resumed_from = {"run_id": state.get("run_id"), "epochs": self._totals.epochs}
         if state.get("record_path"):
-            self.record_path = Path(state["record_path"])
-        if self.status == "running":
+            self._record_path = Path(state["record_path"])
+            if self._writer is not None:
+                self._writer = RecordWriter(self._record_path)
+        self._logged_epochs = 0  # the resumed record's log is written afresh from the restored rows
+        if self._status == "running":
+            if self._writer is not None:
+                self._reset_epoch_log()
             self.write_record()
 
-    # ------------------------------------------------------------------ signals
-    def _install_handlers(self) -> None:
-        atexit.register(self._atexit)
-        if threading.current_thread() is not threading.main_thread():
-            return
+    def _reset_epoch_log(self) -> None:
+        assert self._writer is not None
+        self._writer.flush()
         try:
-            self._previous_sigterm = signal.getsignal(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, self._on_sigterm)
-        except (ValueError, OSError):  # not the main interpreter / not allowed here
-            self._previous_sigterm = None
-
-    def _uninstall_handlers(self) -> None:
-        atexit.unregister(self._atexit)
-        if self._previous_sigterm is None or threading.current_thread() is not threading.main_thread():
-            return
-        try:
-            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-                signal.signal(signal.SIGTERM, self._previous_sigterm)
-        except (ValueError, OSError):
+            os.unlink(self._writer.log_path)
+        except OSError:
             pass
-        self._previous_sigterm = None
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        previous = self._previous_sigterm
-        if os.getpid() == self._pid:  # not in a forked child (a DataLoader worker), whose session is a stale copy
-            self.finish("interrupted", "SIGTERM")
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_IGN:
-            return
-        else:  # the default action: die of SIGTERM, as the process would have without us
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def _atexit(self) -> None:
-        if os.getpid() != self._pid:
-            return
-        last = getattr(sys, "last_value", None)
-        if isinstance(last, KeyboardInterrupt):
-            self.finish("interrupted", last)
-        elif last is not None:
-            self.finish("failed", last)
-        else:
-            self.finish("interrupted", "the process exited before the run finished")
-
-
-_HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGCHLD", "SIGHUP")
-                      if hasattr(signal, name))
-
-
-@contextlib.contextmanager
-def _signals_held() -> Any:
-    """Hold back SIGINT, SIGTERM, SIGCHLD and SIGHUP in this thread (where the OS allows it); delivered after."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(float(value)) or math.isnan(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def _sum_known(values: Any) -> float | None:
@@ -685,13 +730,6 @@ def _methods_so_far(rows: Sequence[EpochRow], components: Mapping[str, Any]) -> 
         if not out[name]:
             out[name].append(str(info.get("method", UNAVAILABLE)))
     return out
-
-
-def _row_from_record(data: Mapping[str, Any]) -> EpochRow:
-    values = dict(data)
-    values["totals"] = Totals(**values["totals"])
-    values["missing_components"] = tuple(values.get("missing_components", ()))
-    return EpochRow(**values)
 
 
 def _partial_record(epoch: int | None, m: Measurement, flops: Mapping[str, float]) -> dict[str, Any]:

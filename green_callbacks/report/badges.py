@@ -96,11 +96,20 @@ def pledge_badge(link: str | None = None) -> Badge:
                  "Green AI pledge")
 
 
-def carbon_neutral_badge(certificate_url: str) -> Badge:
-    """Carbon neutral, linking to the offset certificate the user gives (required: the claim must be checkable)."""
+def carbon_neutral_badge(certificate_url: str, covers: str = "operational") -> Badge:
+    """Carbon neutral, linking to the offset certificate the user gives (required: the claim must be checkable).
+
+    ``covers`` says which total the certificate offsets: ``"operational"`` (energy × PUE × intensity) or
+    ``"operational+embodied"`` (plus the hardware's amortised manufacturing emissions); the badge says it."""
+    from green_callbacks.report.offsets import COVERS
+
+    if covers not in COVERS:
+        raise ValueError(f"covers must be one of {COVERS}, got {covers!r}")
     url = _check_url(certificate_url, "offset certificate URL")
-    label, message = "carbon", "neutral (offset)"
-    title = f"Emissions offset; certificate: {url}"
+    scope = "operational" if covers == "operational" else "incl. embodied"
+    label, message = "carbon", f"neutral (offset, {scope})"
+    what = "operational emissions only" if covers == "operational" else "operational and embodied emissions"
+    title = f"Emissions offset ({what}); certificate: {url}"
     return Badge("carbon-neutral", label, message, "#44cc11", _render(label, message, "#44cc11", title, url), url,
                  "carbon neutral (offset certificate)")
 

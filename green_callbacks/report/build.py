@@ -10,9 +10,18 @@ from green_callbacks.report.badges import Badge, carbon_neutral_badge, emissions
 from green_callbacks.report.efficiency import Mfu, run_mfu
 from green_callbacks.report.offsets import DEFAULT_PRICE, OffsetCost, OffsetPrice, offset_cost
 from green_callbacks.report.runs import LoadResult, RunSummary
-from green_callbacks.report.sweep import SweepAnalysis, analyze_sweep
+from green_callbacks.report.stats import parse_tolerance
+from green_callbacks.report.sweep import SweepAnalysis, analyze_sweep, comparable_groups, describe_key, is_search
 
-__all__ = ["Report", "ReportOptions", "build_report", "figure_runs", "make_figures", "run_figure_prefix"]
+__all__ = [
+    "Report",
+    "ReportOptions",
+    "build_report",
+    "figure_runs",
+    "make_figures",
+    "run_figure_prefix",
+    "sweep_figure_prefix",
+]
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,8 @@ class ReportOptions:
 class Report:
     runs: tuple[RunSummary, ...]
     skipped: tuple[tuple[str, str], ...]
-    sweep: SweepAnalysis | None
+    sweeps: tuple[SweepAnalysis, ...]
+    """One analysis per group of comparable runs (same framework, model and monitored metric) of two or more."""
     mfu: tuple[Mfu, ...]
     emissions_gco2e: float | None
     """All runs' emissions together (the measured ones)."""
@@ -43,6 +53,32 @@ class Report:
     offset: OffsetCost | None
     badges: tuple[Badge, ...]
     options: ReportOptions = field(default_factory=ReportOptions)
+    search_note: str | None = None
+    """Why runs with a monitored metric were not analysed as a search (they are not comparable), if so."""
+
+    @property
+    def sweep(self) -> SweepAnalysis | None:
+        """The search analysis when the runs hold exactly one search, else ``None`` (see :attr:`sweeps`)."""
+        return self.sweeps[0] if len(self.sweeps) == 1 else None
+
+
+def _searches(runs: tuple[RunSummary, ...], tolerance: str) -> tuple[tuple[SweepAnalysis, ...], str | None]:
+    groups = comparable_groups(runs)
+    searches = [(key, group) for key, group in groups if is_search(group)]
+    out = []
+    for key, group in searches:
+        analysis = analyze_sweep(group, tolerance=tolerance, group=describe_key(key) if len(groups) > 1 else "")
+        if analysis is not None:
+            out.append(analysis)
+    note = None
+    scored = [key for key, group in groups if any(r.convergence and r.convergence.best_value is not None
+                                                   for r in group)]
+    alone = [key for key, group in groups if not is_search(group) and key in scored]
+    if alone and (len(scored) > 1):
+        note = ("Not analysed as a search: " + "; ".join(describe_key(k) for k in alone)
+                + " — a search compares runs of the same framework, model and monitored metric, and each of these "
+                  "has a single run")
+    return tuple(out), note
 
 
 def build_report(loaded: LoadResult, options: ReportOptions | None = None) -> Report:
@@ -51,7 +87,8 @@ def build_report(loaded: LoadResult, options: ReportOptions | None = None) -> Re
     if options.mfu_dtype is not None:
         normalize_dtype(options.mfu_dtype)  # a bad dtype is an error even when no run has a GPU
     runs = loaded.runs
-    sweep = analyze_sweep(runs, tolerance=options.tolerance)
+    parse_tolerance(options.tolerance)  # a bad tolerance is an error even when the runs form no search
+    sweeps, search_note = _searches(runs, options.tolerance)
     known = [r.emissions_gco2e for r in runs if r.emissions_gco2e is not None]
     missing = len(runs) - len(known)
     total = sum(known) if known else None
@@ -69,7 +106,7 @@ def build_report(loaded: LoadResult, options: ReportOptions | None = None) -> Re
     return Report(
         runs=runs,
         skipped=loaded.skipped,
-        sweep=sweep,
+        sweeps=sweeps,
         mfu=tuple(run_mfu(r, options.peak_flops_per_s, options.mfu_dtype) for r in runs),
         emissions_gco2e=total,
         emissions_runs_unavailable=missing,
@@ -77,6 +114,7 @@ def build_report(loaded: LoadResult, options: ReportOptions | None = None) -> Re
         offset=None if total is None else offset_cost(total, options.offset_price),
         badges=tuple(badges),
         options=options,
+        search_note=search_note,
     )
 
 
@@ -94,10 +132,40 @@ RUN_FIGURES_LIMIT = 4
 
 
 def figure_runs(report: Report, all_runs: bool = False) -> tuple[RunSummary, ...]:
-    """The runs that get their own figures: all of them, or for a sweep of many runs the best run only."""
-    if all_runs or report.sweep is None or len(report.runs) <= RUN_FIGURES_LIMIT:
+    """The runs that get their own figures: all of them, or when searches hold many runs, the best run of each
+    search (and every run in no search)."""
+    if all_runs or not report.sweeps or len(report.runs) <= RUN_FIGURES_LIMIT:
         return report.runs
-    return tuple(r for r in report.runs if r.label == report.sweep.best_run)
+    best = {s.best_run for s in report.sweeps}
+    in_search = {id(r) for key, group in comparable_groups(report.runs) if is_search(group) for r in group}
+    return tuple(r for r in report.runs if r.label in best or id(r) not in in_search)
+
+
+class _Safe:
+    """The plot functions, each returning ``None`` (no figure) instead of raising on values it cannot draw."""
+
+    def __init__(self, module: object) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> object:
+        function = getattr(self._module, name)
+
+        def call(*args: object) -> object:
+            try:
+                return function(*args)
+            except (ArithmeticError, ValueError, RuntimeError) as err:
+                import warnings
+
+                warnings.warn(f"green_callbacks report: figure {name} left out ({type(err).__name__}: {err})",
+                              RuntimeWarning, stacklevel=2)
+                return None
+
+        return call
+
+
+def sweep_figure_prefix(report: Report, index: int) -> str:
+    """File-name prefix of a search's figures: ``sweep-`` (the first), ``sweep2-``, ``sweep3-``, ..."""
+    return "sweep-" if index == 0 else f"sweep{index + 1}-"
 
 
 def make_figures(report: Report, all_runs: bool = False) -> dict[str, bytes]:
@@ -109,11 +177,13 @@ def make_figures(report: Report, all_runs: bool = False) -> dict[str, bytes]:
     from green_callbacks.report import plots
 
     figures: dict[str, bytes | None] = {}
-    if report.sweep is not None:
-        sweep = report.sweep
+    plots = _Safe(plots)  # type: ignore[assignment]
+    groups = [group for _, group in comparable_groups(report.runs) if is_search(group)]
+    for index, (sweep, group) in enumerate(zip(report.sweeps, groups, strict=False)):
+        prefix = sweep_figure_prefix(report, index)
         mean_j = sweep.efficiency.mean_energy_per_run_j if sweep.efficiency else None
-        figures["sweep-best-vs-energy.png"] = plots.plot_sweep_energy(report.runs, sweep.monitor, sweep.best_run)
-        figures["sweep-expected-best.png"] = plots.plot_expected_best(
+        figures[prefix + "best-vs-energy.png"] = plots.plot_sweep_energy(group, sweep.monitor, sweep.best_run)
+        figures[prefix + "expected-best.png"] = plots.plot_expected_best(
             sweep.curve, sweep.monitor, sweep.mode, sweep.best_value, mean_j)
     for run in figure_runs(report, all_runs):
         figures[run_figure_prefix(run) + "energy.png"] = plots.plot_energy_per_epoch(run)

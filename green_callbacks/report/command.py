@@ -6,7 +6,8 @@ Wiring (in ``green_callbacks/cli.py``)::
     ...
     return run_report(args)
 
-Exit status: 0 when at least one record was read, 1 when none was, 2 for bad options or a missing path.
+Exit status: 0 when at least one record was read, 1 when none was, 2 for bad options, a missing path or an output
+that cannot be written (one line on standard error says what and how to fix it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from green_callbacks.report._text import strip_control
 
 __all__ = ["FORMATS", "add_report_arguments", "run_report"]
 
@@ -29,6 +32,9 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     from green_callbacks.report.offsets import DEFAULT_PRICE
 
     parser.add_argument("paths", nargs="+", metavar="PATH", help="run records (green-run-*.json) or folders of them")
+    parser.add_argument("--max-record-mb", type=float, metavar="MB",
+                        help="skip record files larger than MB MiB (default 64, or $GREEN_CALLBACKS_MAX_RECORD_MB); "
+                             "only regular files are read")
     out = parser.add_argument_group("output")
     out.add_argument("--format", choices=FORMATS, default="text",
                      help="text (terminal, default), markdown (for a paper's appendix), html (one self-contained "
@@ -80,12 +86,19 @@ def _relative(path: Path, out: str | None) -> str:
 
 
 def _error(message: str) -> int:
-    print(f"green-callbacks report: {message}", file=sys.stderr)
+    print(strip_control(f"green-callbacks report: {message}"), file=sys.stderr)
     return 2
+
+
+def _write_error(what: str, target: Path, err: OSError, option: str) -> int:
+    reason = err.strerror or type(err).__name__
+    where = f" ({err.filename})" if err.filename and str(err.filename) != str(target) else ""
+    return _error(f"cannot write the {what} to {target}: {reason}{where}; give {option} a writable place")
 
 
 def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwargs: Any) -> int:
     """Run ``green-callbacks report`` with parsed ``args`` (or keyword options); return the exit status."""
+    from green_callbacks.core.record import max_record_bytes
     from green_callbacks.report.build import ReportOptions, build_report, make_figures
     from green_callbacks.report.offsets import DEFAULT_PRICE, OffsetPrice
     from green_callbacks.report.plots import PlotUnavailable
@@ -96,11 +109,15 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
     if ns.format not in FORMATS:
         return _error(f"--format must be one of {', '.join(FORMATS)}, got {ns.format!r}")
     try:
-        loaded = load_runs(ns.paths)
+        limit = max_record_bytes(ns.max_record_mb)
+    except ValueError as err:
+        return _error(str(err).replace("max_record_mb", "--max-record-mb"))
+    try:
+        loaded = load_runs(ns.paths, max_bytes=limit)
     except FileNotFoundError as err:
         return _error(str(err))
     for path, reason in loaded.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(strip_control(f"skipped {path}: {reason}"), file=sys.stderr)
     if not loaded.runs:
         print("green-callbacks report: no readable run record (green-run-*.json) found", file=sys.stderr)
         return 1
@@ -133,20 +150,26 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
     images: dict[str, str] = {}
     if ns.plots:
         folder = Path(ns.plots).expanduser()
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, png in figures.items():
-            (folder / name).write_bytes(png)
-            images[name] = _relative(folder / name, ns.out)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, png in figures.items():
+                (folder / name).write_bytes(png)
+                images[name] = _relative(folder / name, ns.out)
+        except OSError as err:
+            return _write_error("figures", folder, err, "--plots")
         print(f"wrote {len(figures)} figure(s) to {folder}", file=sys.stderr)
 
     snippets: list[str] = []
     if ns.badges:
         folder = Path(ns.badges).expanduser()
-        folder.mkdir(parents=True, exist_ok=True)
-        for badge in report.badges:
-            target = folder / f"{badge.name}.svg"
-            target.write_text(badge.svg, encoding="utf-8")
-            snippets.append(badge.markdown(_relative(target, ns.out)))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for badge in report.badges:
+                target = folder / f"{badge.name}.svg"
+                target.write_text(badge.svg, encoding="utf-8")
+                snippets.append(badge.markdown(_relative(target, ns.out)))
+        except OSError as err:
+            return _write_error("badges", folder, err, "--badges")
     if ns.format == "text":
         text = render_text(report, snippets)
     elif ns.format == "markdown":
@@ -161,11 +184,14 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
         text = render_json(report, snippets)
     if ns.out:
         target = Path(ns.out).expanduser()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        except OSError as err:
+            return _write_error(f"{ns.format} report", target, err, "--out")
         print(f"wrote {ns.format} report to {target}", file=sys.stderr)
         if snippets and ns.format != "csv":
             print("Badges (Markdown to paste):\n" + "\n".join(snippets), file=sys.stderr)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(text if ns.format in ("html", "json") else strip_control(text))
     return 0

@@ -1,36 +1,57 @@
 """A :class:`~green_callbacks.report.build.Report` as terminal text, Markdown, self-contained HTML, CSV or JSON.
 
-Every value that was not measured is printed as ``unavailable`` (or ``partial`` with what is missing), never 0.
+The report is laid out once by :func:`build_document` as a list of blocks (the section model); the text, Markdown
+and HTML emitters only walk those blocks. Every value that was not measured is printed as ``unavailable`` (or
+``partial`` with what is missing), never 0; a component the run does not use is ``not used by this run``. Text from
+records is made inert in each format: escaped in Markdown and HTML, formula-neutralised in CSV, control characters
+removed from text and Markdown.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import html
 import io
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import quote
 
 from green_callbacks.core.units import JOULES_PER_KWH
+from green_callbacks.report._text import strip_control
 from green_callbacks.report.badges import format_grams
-from green_callbacks.report.build import Report, run_figure_prefix
+from green_callbacks.report.build import Report, run_figure_prefix, sweep_figure_prefix
 from green_callbacks.report.efficiency import Mfu
+from green_callbacks.report.footprint import (
+    GRIDS_TITLE,
+    INFRASTRUCTURE_TITLE,
+    footprint_section,
+    footprint_summary_lines,
+    grid_table,
+    infrastructure_table,
+)
 from green_callbacks.report.runs import RunSummary
-from green_callbacks.report.summary import format_epoch_table, format_run_summary
+from green_callbacks.report.summary import epoch_table, run_summary_lines, text_table
 from green_callbacks.report.sweep import SweepAnalysis
 
 __all__ = [
     "CSV_COLUMNS",
+    "Block",
+    "build_document",
+    "csv_cell",
+    "md_escape",
     "render_csv",
     "render_html",
     "render_json",
     "render_markdown",
     "render_text",
     "run_rows",
+    "strip_control",
     "sweep_sentences",
 ]
 
@@ -87,13 +108,15 @@ def _energy_total(run: RunSummary) -> str:
     text = _j(run.energy_j)
     if run.energy_partial:
         missing = [f"{c.name} unavailable in {c.epochs_unavailable} of {run.epochs} epoch(s)"
-                   for c in run.components if c.status != "measured"]
+                   for c in run.components if c.missing]
         text += f" — partial: {', '.join(missing)}"
     return text
 
 
 def _component(run: RunSummary, name: str) -> str:
     part = next(c for c in run.components if c.name == name)
+    if part.status == "not used":
+        return "not used by this run" + (f" ({part.note})" if part.note else "")
     text = _j(part.energy_j) if part.energy_j is not None else NA
     if part.status == "partial":
         text += f" (partial: unavailable in {part.epochs_unavailable} epoch(s))"
@@ -187,7 +210,11 @@ def sweep_sentences(sweep: SweepAnalysis) -> list[str]:
         else:
             reach = (f"{eff.trials_needed} random trial(s) would on average reach within {tol} "
                      f"({sweep.monitor} {bound} {eff.threshold:.4g})")
-            if not eff.trials_saved:
+            if eff.trials_needed > eff.runs:
+                out.append(f"{reach}, more than the {eff.runs} run(s) of this search: these runs do not suffice to "
+                           "say whether random search would have reached it sooner (it would have saved nothing "
+                           "at this tolerance).")
+            elif not eff.trials_saved:
                 out.append(f"{reach}, as many as the {eff.runs} run(s) of this search: random search would have "
                            "saved nothing at this tolerance.")
             else:
@@ -236,94 +263,213 @@ def _offset_text(report: Report) -> str | None:
             f"(price: {price.source}; as of {price.as_of}). Offsetting does not reduce emissions.")
 
 
-# ---------------------------------------------------------------- text
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+# ---------------------------------------------------------------- the section model
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
 
 
-def render_text(report: Report, badge_snippets: Sequence[str] = ()) -> str:
-    """The terminal report: the lead's per-run summary, then efficiency, the sweep, offsets and badges."""
-    parts = []
-    for run, mfu in zip(report.runs, report.mfu, strict=True):
-        parts.append(format_epoch_table(run.record))
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    right: bool = False
+    """Right-align the cells in text (numeric tables such as the epoch table)."""
+
+
+@dataclass(frozen=True)
+class Lines:
+    """Preformatted lines: the terminal summary of a run, the badges' Markdown."""
+
+    lines: tuple[str, ...]
+    language: str = ""
+
+
+@dataclass(frozen=True)
+class Items:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    """A figure's file name (``run-<id>-energy.png``); shown where the emitter has the figure, else left out."""
+
+
+@dataclass(frozen=True)
+class Badges:
+    """The report's badges: inline SVG in HTML; text and Markdown show the snippets (:class:`Lines`) instead."""
+
+
+Block = Heading | Paragraph | Table | Lines | Items | Figure | Badges
+
+
+def _t(rows: Sequence[Sequence[str]]) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(str(c) for c in row) for row in rows)
+
+
+def _sweep_blocks(sweep: SweepAnalysis, prefix: str, terminal: bool) -> list[Block]:
+    title = f"{sweep.runs} runs, {sweep.monitor} ({sweep.mode})" + (f" — {sweep.group}" if sweep.group else "")
+    out: list[Block] = [Heading(2, ("Sweep: " if terminal else "Hyperparameter search: ") + title)]
+    out += [Paragraph(s) for s in sweep_sentences(sweep)]
+    if sweep.sensitivity:
+        out += [Heading(3, f"Sensitivity of the best {sweep.monitor} to each hyperparameter"),
+                Paragraph("Variance explained = between-value sum of squares / total sum of squares of the runs' "
+                          f"best {sweep.monitor} (eta squared); std is the sample standard deviation (n − 1)."),
+                Table(tuple(_SENS_HEADER), _t(_sensitivity_rows(sweep)))]
+    out += [Heading(3, "Expected best of n random trials (Dodge et al. 2019)"),
+            Table(tuple(_CURVE_HEADER), _t(_curve_rows(sweep))),
+            Figure(prefix + "best-vs-energy.png"), Figure(prefix + "expected-best.png")]
+    return out
+
+
+def _run_blocks(run: RunSummary, mfu: Mfu, terminal: bool) -> list[Block]:
+    header, rows = epoch_table(run)
+    out: list[Block] = [Heading(3, f"Run {run.label} ({run.status})")]
+    if terminal:
         extra = [f"  training FLOPs per joule: {_num(run.train_flops_per_j) or NA}; MFU: {_mfu(mfu)}"]
         if run.energy_partial:
             missing = [f"{c.name} unavailable in {c.epochs_unavailable} of {run.epochs} epoch(s)"
-                       for c in run.components if c.status != "measured"]
+                       for c in run.components if c.missing]
             extra.append(f"  total energy is partial: {'; '.join(missing)}")
         if not run.complete:
             extra.append(f"  run {run.status}: totals cover the {run.epochs} complete epoch(s) only")
-        parts.append(format_run_summary(run.record) + "\n" + "\n".join(extra) + "\n")
-    if report.sweep is not None:
-        sweep = report.sweep
-        parts.append(f"== Sweep: {sweep.runs} runs, {sweep.monitor} ({sweep.mode}) ==")
-        parts += sweep_sentences(sweep)
-        if sweep.sensitivity:
-            parts.append("\nHyperparameter sensitivity of the best " + sweep.monitor
-                         + " (variance explained = between-value / total sum of squares):")
-            parts.append(_table(_SENS_HEADER, _sensitivity_rows(sweep)))
-        parts.append("\nExpected best of n random trials (Dodge et al. 2019):")
-        parts.append(_table(_CURVE_HEADER, _curve_rows(sweep)) + "\n")
+        return [*out, Table(tuple(header), _t(rows), right=True), Lines((*run_summary_lines(run), *extra)),
+                *_footprint_blocks(run)]
+    out.append(Table(("Quantity", "Value"), _t(run_rows(run, mfu))))
+    if rows:
+        out.append(Table(tuple(header), _t(rows), right=True))
+    out += [Figure(run_figure_prefix(run) + "energy.png"), Figure(run_figure_prefix(run) + "metric.png")]
+    return [*out, *_footprint_blocks(run)]
+
+
+def _footprint_blocks(run: RunSummary) -> list[Block]:
+    """Operational beside embodied emissions and water, and the counterfactual grids (records with a footprint)."""
+    section = None if run.record is None else footprint_section(run.record)
+    if section is None:
+        return []
+    out: list[Block] = [Heading(4, "Footprint: operational, embodied, water"),
+                        Lines(tuple(footprint_summary_lines(section)))]
+    for title, (header, rows) in ((GRIDS_TITLE, grid_table(section)),
+                                  (INFRASTRUCTURE_TITLE, infrastructure_table(section))):
+        if rows:
+            out += [Paragraph(title), Table(tuple(header), _t(rows))]
+    return out
+
+
+def build_document(report: Report, badge_snippets: Sequence[str] = (), *, terminal: bool = False,
+                   note: str = "", figures_drawn: Sequence[str] | None = None,
+                   inline_badges: bool = False) -> list[Block]:
+    """The report as one list of blocks, walked by every emitter (text, Markdown, HTML).
+
+    ``terminal``: the terminal's layout (each run's epoch table and summary first, then the searches);
+    ``figures_drawn``: the figure names that exist, to say when per-run figures cover the best runs only.
+    """
+    out: list[Block] = [Heading(1, "Energy and emissions report (green_callbacks)")]
+    if note:
+        out.append(Paragraph(note))
+    searches: list[Block] = []
+    for index, sweep in enumerate(report.sweeps):
+        searches += _sweep_blocks(sweep, sweep_figure_prefix(report, index), terminal)
+    if report.search_note:
+        searches.append(Paragraph(report.search_note + "."))
+    runs: list[Block] = [Heading(2, "Runs")]
+    drawn = set(figures_drawn or ())
+    if drawn and not all(any(n.startswith(run_figure_prefix(r)) for n in drawn) for r in report.runs):
+        runs.append(Paragraph(_FIGURES_NOTE))
+    for run, mfu in zip(report.runs, report.mfu, strict=True):
+        runs += _run_blocks(run, mfu, terminal)
+    out += [*runs, *searches] if terminal else [*searches, *runs]
     offset = _offset_text(report)
     if offset:
-        parts.append(offset)
-    if badge_snippets:
-        parts.append("Badges (Markdown to paste):\n" + "\n".join(badge_snippets))
-    for path, reason in report.skipped:
-        parts.append(f"skipped {path}: {reason}")
-    return "\n".join(parts).rstrip() + "\n"
+        out += [Heading(2, "Offsetting"), Paragraph(offset)]
+    if (report.badges and inline_badges) or badge_snippets:
+        out.append(Heading(2, "Badges"))
+        if report.badges and inline_badges:
+            out.append(Badges())
+        if badge_snippets:
+            out += [Paragraph("Badges (Markdown to paste):"), Lines(tuple(badge_snippets), "markdown")]
+    if report.skipped:
+        out += [Heading(2, "Skipped files"), Items(tuple(f"{path}: {reason}" for path, reason in report.skipped))]
+    return out
+
+
+# ---------------------------------------------------------------- text
+def render_text(report: Report, badge_snippets: Sequence[str] = ()) -> str:
+    """The terminal report: each run's epoch table and summary, then the searches, offsets, badges, skipped files.
+
+    Control characters from the records (ESC and OSC sequences) are removed.
+    """
+    parts: list[str] = []
+    for block in build_document(report, badge_snippets, terminal=True):
+        if isinstance(block, Heading):
+            if block.level == 2 and block.text.startswith("Sweep: "):
+                parts.append(f"== {block.text} ==")
+            elif block.level == 3 and not block.text.startswith("Run "):
+                parts.append("\n" + block.text + ":")
+        elif isinstance(block, Paragraph):
+            parts.append(block.text)
+        elif isinstance(block, Table):
+            parts.append(text_table(block.header, block.rows, right=block.right)
+                         + ("" if block.right else "\n"))
+        elif isinstance(block, Lines):
+            parts.append("\n".join(block.lines) + ("" if block.language else "\n"))
+        elif isinstance(block, Items):
+            parts += [f"skipped {item}" for item in block.items]
+    return strip_control("\n".join(parts).rstrip() + "\n")
 
 
 # ---------------------------------------------------------------- Markdown
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+_MD_SPECIAL = re.compile(r"([\\`*\[\]!|])")
+
+
+def md_escape(text: str) -> str:
+    """Text from a record, safe in Markdown: HTML escaped (no ``<script>``, ``<img onerror>``), and the characters
+    that make links, images, code or table cells backslash-escaped (no ``[x](javascript:...)``, no remote image)."""
+    escaped = str(text).replace("&", "&amp;").replace("<", "&lt;")  # no tag can open; ">" alone is text
+    return _MD_SPECIAL.sub(r"\\\1", escaped).replace("\n", " ")
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _md_link(path: str) -> str:
+    return quote(path, safe="/._-~:")
 
 
 def render_markdown(report: Report, images: Mapping[str, str] | None = None,
                     badge_snippets: Sequence[str] = ()) -> str:
-    """Markdown fit for a paper's appendix; ``images`` maps figure file names to the paths to link."""
+    """Markdown fit for a paper's appendix; ``images`` maps figure file names to the paths to link.
+
+    Every text from a record is escaped (HTML, links, images); control characters are removed.
+    """
     images = images or {}
-    out = ["# Energy and emissions report (green_callbacks)", ""]
-    if report.sweep is not None:
-        sweep = report.sweep
-        out += [f"## Hyperparameter search: {sweep.runs} runs, {sweep.monitor} ({sweep.mode})", ""]
-        out += [" ".join(sweep_sentences(sweep)), ""]
-        if sweep.sensitivity:
-            out += [f"### Sensitivity of the best {sweep.monitor} to each hyperparameter", "",
-                    "Variance explained = between-value sum of squares / total sum of squares of the runs' best "
-                    f"{sweep.monitor} (eta squared); std is the sample standard deviation (n − 1).", "",
-                    _md_table(_SENS_HEADER, _sensitivity_rows(sweep)), ""]
-        out += ["### Expected best of n random trials (Dodge et al. 2019)", "",
-                _md_table(_CURVE_HEADER, _curve_rows(sweep)), ""]
-        links = [f"![{name}]({images[name]})" for name in ("sweep-best-vs-energy.png", "sweep-expected-best.png")
-                 if name in images]
-        out += [*links, ""] if links else []
-    out += ["## Runs", ""]
-    if images and not all(any(n.startswith(run_figure_prefix(r)) for n in images) for r in report.runs):
-        out += [_FIGURES_NOTE, ""]
-    for run, mfu in zip(report.runs, report.mfu, strict=True):
-        out += [f"### Run {run.label} ({run.status})", "", _md_table(["Quantity", "Value"], run_rows(run, mfu)), ""]
-        links = [f"![{name}]({path})" for name, path in images.items() if name.startswith(run_figure_prefix(run))]
-        out += [*links, ""] if links else []
-    offset = _offset_text(report)
-    if offset:
-        out += ["## Offsetting", "", offset, ""]
-    if badge_snippets:
-        out += ["## Badges", "", "```markdown", *badge_snippets, "```", ""]
-    if report.skipped:
-        out += ["## Skipped files", "", *[f"- `{path}`: {reason}" for path, reason in report.skipped], ""]
-    return "\n".join(out).rstrip() + "\n"
+    out: list[str] = []
+    for block in build_document(report, badge_snippets, figures_drawn=list(images)):
+        if isinstance(block, Heading):
+            out += ["#" * block.level + " " + md_escape(block.text), ""]
+        elif isinstance(block, Paragraph):
+            out += [md_escape(block.text), ""]
+        elif isinstance(block, Table):
+            out += [_md_table(block.header, block.rows), ""]
+        elif isinstance(block, Lines):
+            longest = max((len(m) for line in block.lines for m in re.findall("`+", line)), default=0)
+            fence = "`" * max(3, longest + 1)
+            out += [fence + block.language, *block.lines, fence, ""]
+        elif isinstance(block, Items):
+            out += [*(f"- {md_escape(item)}" for item in block.items), ""]
+        elif isinstance(block, Figure) and block.name in images:
+            out += [f"![{md_escape(block.name)}]({_md_link(images[block.name])})", ""]
+    return strip_control("\n".join(out).rstrip() + "\n")
 
 
 # ---------------------------------------------------------------- HTML
@@ -348,38 +494,23 @@ def render_html(report: Report, figures: Mapping[str, bytes] | None = None, note
     """One self-contained HTML page: tables, prose, the PNG figures embedded as base64, the badges inline."""
     figures = figures or {}
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           "<title>green_callbacks report</title>", f"<style>{_CSS}</style></head><body>",
-           "<h1>Energy and emissions report (green_callbacks)</h1>"]
-    if note:
-        out.append(f"<p><em>{html.escape(note)}</em></p>")
-    if report.sweep is not None:
-        sweep = report.sweep
-        out.append(f"<h2>Hyperparameter search: {sweep.runs} runs, {html.escape(sweep.monitor)} ({sweep.mode})</h2>")
-        out += [f"<p>{html.escape(s)}</p>" for s in sweep_sentences(sweep)]
-        if sweep.sensitivity:
-            out.append(f"<h3>Sensitivity of the best {html.escape(sweep.monitor)}</h3><p>Variance explained = "
-                       "between-value / total sum of squares (eta squared); std is the sample std (n − 1).</p>")
-            out.append(_html_table(_SENS_HEADER, _sensitivity_rows(sweep)))
-        out.append("<h3>Expected best of n random trials (Dodge et al. 2019)</h3>")
-        out.append(_html_table(_CURVE_HEADER, _curve_rows(sweep)))
-        out += [_img(n, figures[n]) for n in ("sweep-best-vs-energy.png", "sweep-expected-best.png") if n in figures]
-    out.append("<h2>Runs</h2>")
-    if figures and not all(any(n.startswith(run_figure_prefix(r)) for n in figures) for r in report.runs):
-        out.append(f"<p>{html.escape(_FIGURES_NOTE)}</p>")
-    for run, mfu in zip(report.runs, report.mfu, strict=True):
-        out.append(f"<h3>Run {html.escape(run.label)} ({html.escape(run.status)})</h3>")
-        out.append(_html_table(["Quantity", "Value"], run_rows(run, mfu)))
-        out += [_img(n, png) for n, png in figures.items() if n.startswith(run_figure_prefix(run))]
-    offset = _offset_text(report)
-    if offset:
-        out.append(f"<h2>Offsetting</h2><p>{html.escape(offset)}</p>")
-    if report.badges:
-        out.append('<h2>Badges</h2><p class="badges">' + "".join(b.svg for b in report.badges) + "</p>")
-        if badge_snippets:
-            out.append("<pre>" + html.escape("\n".join(badge_snippets)) + "</pre>")
-    if report.skipped:
-        out.append("<h2>Skipped files</h2><ul>" + "".join(
-            f"<li><code>{html.escape(p)}</code>: {html.escape(r)}</li>" for p, r in report.skipped) + "</ul>")
+           "<title>green_callbacks report</title>", f"<style>{_CSS}</style></head><body>"]
+    for block in build_document(report, badge_snippets, note=note, figures_drawn=list(figures),
+                                inline_badges=True):
+        if isinstance(block, Heading):
+            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            out.append(f"<p>{html.escape(block.text)}</p>")
+        elif isinstance(block, Table):
+            out.append(_html_table(block.header, block.rows))
+        elif isinstance(block, Lines):
+            out.append("<pre>" + html.escape("\n".join(block.lines)) + "</pre>")
+        elif isinstance(block, Items):
+            out.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in block.items) + "</ul>")
+        elif isinstance(block, Figure) and block.name in figures:
+            out.append(_img(block.name, figures[block.name]))
+        elif isinstance(block, Badges):
+            out.append('<p class="badges">' + "".join(b.svg for b in report.badges) + "</p>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -416,13 +547,34 @@ def _csv_row(run: RunSummary, mfu: Mfu) -> dict[str, Any]:
     }
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet will not run as a formula (OWASP CSV injection): text starting with ``=``,
+    ``+``, ``-``, ``@``, tab or carriage return gets a leading ``'``. Numbers stay numbers (``-1.5`` too);
+    ``None`` (unavailable) is an empty cell, never 0."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, int, float)):
+        return value
+    text = str(value)
+    if text.startswith(_FORMULA_START):
+        try:
+            float(text)
+            return text  # a plain number such as -1.5
+        except ValueError:
+            return "'" + text
+    return text
+
+
 def render_csv(report: Report) -> str:
-    """One row per run; an unmeasured value is an empty cell (never 0)."""
+    """One row per run; an unmeasured value is an empty cell (never 0); no cell can start a formula."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for run, mfu in zip(report.runs, report.mfu, strict=True):
-        writer.writerow({k: ("" if v is None else v) for k, v in _csv_row(run, mfu).items()})
+        writer.writerow({k: csv_cell(v) for k, v in _csv_row(run, mfu).items()})
     return buffer.getvalue()
 
 
@@ -440,8 +592,8 @@ def render_json(report: Report, badge_snippets: Sequence[str] = ()) -> str:
     """The whole report as JSON (``null`` = unavailable); the raw records are not repeated."""
     runs = []
     for run, mfu in zip(report.runs, report.mfu, strict=True):
-        data = asdict(run)
-        data.pop("record", None)
+        data = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.name != "record"}
+        data["convergence"] = None if run.convergence is None else asdict(run.convergence)
         data["components"] = [{**asdict(c), "status": c.status} for c in run.components]
         data["mfu"] = asdict(mfu)
         runs.append(data)
@@ -449,6 +601,8 @@ def render_json(report: Report, badge_snippets: Sequence[str] = ()) -> str:
         "runs": runs,
         "sweep": None if report.sweep is None else asdict(report.sweep),
         "sweep_summary": [] if report.sweep is None else sweep_sentences(report.sweep),
+        "sweeps": [asdict(s) for s in report.sweeps],
+        "search_note": report.search_note,
         "emissions_gco2e": report.emissions_gco2e,
         "emissions_partial": report.emissions_partial,
         "offset": None if report.offset is None else asdict(report.offset),

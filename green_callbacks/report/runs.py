@@ -1,10 +1,11 @@
 """One run record -> :class:`RunSummary`: the numbers a report shows, with what is unavailable or partial said so.
 
 Conventions kept from the record: energy in joules before PUE, emissions in grams CO2e after PUE, ``None`` for a
-value that was not measured (never shown as 0). Two silent-zero traps of the record are handled here:
+value that was not measured (never shown as 0). A component the run does not use (a GPU on a CPU-only run) is
+``not used``, which is neither missing nor partial. Two silent-zero traps of the record are handled here:
 
 * an epoch's ``energy_j`` is the sum of the components that *were* measured, so a run whose GPU was unavailable
-  has a CPU-only total; :attr:`RunSummary.energy_partial` says so;
+  has a CPU-only total; :attr:`RunSummary.energy_partial` says so (not when the GPU is one the run does not use);
 * ``totals.train_flops`` is 0.0 when FLOPs were not counted; the epoch rows' ``None`` decide instead.
 """
 
@@ -17,7 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from green_callbacks.core.record import RecordError, find_records, read_record
+from green_callbacks.core.record import (
+    METHOD_NOT_USED,
+    METHOD_UNAVAILABLE,
+    EpochEntry,
+    RecordError,
+    RunRecord,
+    find_records,
+    load_record,
+    max_record_bytes,
+    parse_record,
+)
 
 __all__ = [
     "ComponentSummary",
@@ -39,13 +50,20 @@ class ComponentSummary:
     epochs_unavailable: int
     methods: tuple[str, ...]
     note: str = ""
+    not_used: bool = False
+    """The run does not use this component (a GPU on a CPU-only run): nothing to measure, nothing missing."""
 
     @property
     def status(self) -> str:
-        """``"measured"``, ``"partial"`` (some epochs unavailable) or ``"unavailable"``."""
+        """``"measured"``, ``"partial"`` (some epochs unavailable), ``"unavailable"`` or ``"not used"``."""
         if self.energy_j is None:
-            return "unavailable"
+            return "not used" if self.not_used else "unavailable"
         return "partial" if self.epochs_unavailable else "measured"
+
+    @property
+    def missing(self) -> bool:
+        """Energy that the run used but that was not measured (in some or all epochs)."""
+        return self.status in ("partial", "unavailable")
 
 
 @dataclass(frozen=True)
@@ -68,7 +86,7 @@ class ConvergenceSummary:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """Everything a report prints about one run. ``record`` is the raw record (kept for the terminal summary)."""
+    """Everything a report prints about one run, computed from its :class:`~green_callbacks.core.record.RunRecord`."""
 
     path: str
     run_id: str
@@ -94,7 +112,10 @@ class RunSummary:
     gpu_names: tuple[str, ...]
     partial_epoch: Mapping[str, Any] | None
     lost: Mapping[str, Any]
-    record: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    model: str | None = None
+    """The model's name where the record gives one (see :attr:`RunRecord.model`)."""
+    record: RunRecord = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    """The validated record (also a read-only mapping of its JSON)."""
 
     @property
     def label(self) -> str:
@@ -105,85 +126,75 @@ class RunSummary:
         return self.status == "completed"
 
 
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
-def _components(record: Mapping[str, Any]) -> tuple[ComponentSummary, ...]:
-    rows = record.get("epochs") or []
-    info = record.get("components") or {}
-    methods = record.get("methods") or {}
-    names = list(info)
+def _components(record: RunRecord) -> tuple[ComponentSummary, ...]:
+    rows = record.epochs
+    names = list(record.components)
     for row in rows:
-        names += [n for n in (row.get("component_energy_j") or {}) if n not in names]
+        names += [n for n in row.component_energy_j if n not in names]
     out = []
     for name in names:
-        values = [_num((row.get("component_energy_j") or {}).get(name)) for row in rows]
+        values = [row.component_energy_j.get(name) for row in rows]
         known = [v for v in values if v is not None]
-        details = info.get(name) or {}
-        note = str(details.get("reason") or details.get("note") or details.get("lost") or "")
+        info = record.components.get(name)
+        methods = record.methods.get(name) or ((info.method,) if info else (METHOD_UNAVAILABLE,))
+        row_methods = {row.component_method.get(name) for row in rows} - {None}
+        not_used = not known and (
+            (info is not None and info.not_used) or (bool(row_methods) and row_methods == {METHOD_NOT_USED}))
         out.append(ComponentSummary(
             name=name,
-            energy_j=sum(known) if known else None,
+            energy_j=math.fsum(known) if known else None,
             epochs_unavailable=len(values) - len(known) if rows else 0,
-            methods=tuple(str(m) for m in (methods.get(name) or [details.get("method", "unavailable")])),
-            note=note,
+            methods=tuple(methods),
+            note=info.note if info else "",
+            not_used=not_used,
         ))
     return tuple(out)
 
 
-def _flops(rows: Sequence[Mapping[str, Any]], key: str) -> float | None:
-    values = [_num(row.get(key)) for row in rows]
+def _flops(rows: Sequence[EpochEntry], key: str) -> float | None:
+    values = [getattr(row, key) for row in rows]
     if not values or any(v is None for v in values):
         return None
-    return float(sum(v for v in values if v is not None))
+    return math.fsum(v for v in values if v is not None)
 
 
-def _train_flops_per_j(rows: Sequence[Mapping[str, Any]]) -> float | None:
+def _train_flops_per_j(rows: Sequence[EpochEntry]) -> float | None:
     """Training FLOPs per joule of training energy (epoch energy minus its evaluation energy), whole run."""
     flops = _flops(rows, "train_flops")
     if flops is None:
         return None
     energy = 0.0
     for row in rows:
-        total, evaluation = _num(row.get("energy_j")), _num(row.get("eval_energy_j"))
-        if total is None or evaluation is None:
+        if row.energy_j is None or row.eval_energy_j is None:
             return None
-        energy += total - evaluation
+        energy += row.energy_j - row.eval_energy_j
     return flops / energy if energy > 0 else None
 
 
-def _convergence(record: Mapping[str, Any], flops_counted: bool) -> ConvergenceSummary | None:
-    conv = record.get("convergence") or {}
-    if not conv.get("monitor"):
+def _convergence(record: RunRecord, flops_counted: bool) -> ConvergenceSummary | None:
+    conv = record.convergence
+    if not conv.monitor:
         return None
-    best = conv.get("best") or {}
-    target = conv.get("at_target") or {}
+    best, target = conv.best, conv.at_target
     return ConvergenceSummary(
-        monitor=str(conv["monitor"]),
-        mode=str(conv.get("mode") or "min"),
-        best_value=_num(best.get("value")),
-        best_epoch=best.get("epoch"),
-        epochs=best.get("epochs"),
-        time_s=_num(best.get("time_s")),
-        train_flops=_num(best.get("train_flops")) if flops_counted and best else None,
-        energy_j=_num(best.get("energy_j")),
-        emissions_gco2e=_num(best.get("emissions_gco2e")),
-        target=_num(conv.get("target")),
-        target_epoch=target.get("epoch"),
-        target_energy_j=_num(target.get("energy_j")),
+        monitor=conv.monitor,
+        mode=conv.mode or "min",
+        best_value=None if best is None else best.value,
+        best_epoch=None if best is None else best.epoch,
+        epochs=None if best is None else best.epochs,
+        time_s=None if best is None else best.time_s,
+        train_flops=best.train_flops if flops_counted and best else None,
+        energy_j=None if best is None else best.energy_j,
+        emissions_gco2e=None if best is None else best.emissions_gco2e,
+        target=conv.target,
+        target_epoch=None if target is None else target.epoch,
+        target_energy_j=None if target is None else target.energy_j,
     )
 
 
-def _gpu_names(record: Mapping[str, Any]) -> tuple[str, ...]:
-    gpu = (record.get("components") or {}).get("gpu") or {}
-    return tuple(str(d.get("name")) for d in gpu.get("devices") or [] if d.get("name"))
+def _gpu_names(record: RunRecord) -> tuple[str, ...]:
+    gpu = record.components.get("gpu")
+    return gpu.device_names if gpu is not None else ()
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -197,63 +208,68 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def summarize_run(record: Mapping[str, Any]) -> RunSummary:
-    """The report's view of one record read by :func:`~green_callbacks.core.record.read_record`."""
-    rows = list(record.get("epochs") or [])
-    totals = record.get("totals") or {}
-    carbon = record.get("carbon") or {}
+def summarize_run(record: RunRecord | Mapping[str, Any]) -> RunSummary:
+    """The report's view of one record: a :class:`~green_callbacks.core.record.RunRecord`, or a record's dict
+    (validated here; :class:`~green_callbacks.core.record.RecordError` if it is not a valid record)."""
+    if not isinstance(record, RunRecord):
+        record = parse_record(dict(record), str(record.get("_path") or "<record>"))
+    rows = record.epochs
     components = _components(record)
     flops = _flops(rows, "train_flops")
-    energy = _num(totals.get("energy_j")) if rows else None
+    energy = record.totals.energy_j if rows else None
+    carbon = record.carbon
     return RunSummary(
-        path=str(record.get("_path", "")),
-        run_id=str(record.get("run_id") or ""),
-        framework=str(record.get("framework") or "?"),
-        status=str(record.get("status")),
-        error=record.get("error"),
+        path=record.path,
+        run_id=record.run_id,
+        framework=record.framework,
+        status=record.status,
+        error=record.error,
         epochs=len(rows),
-        time_s=float(_num(totals.get("time_s")) or 0.0),
+        time_s=record.totals.time_s or 0.0,
         components=components,
         energy_j=energy,
-        energy_partial=energy is not None and any(c.status != "measured" for c in components),
-        emissions_gco2e=_num(totals.get("emissions_gco2e")) if rows else None,
-        intensity_gco2e_per_kwh=_num(carbon.get("intensity_gco2e_per_kwh")),
-        intensity_source=str(carbon.get("source") or "unknown"),
-        intensity_year=carbon.get("year"),
-        location=carbon.get("location"),
-        pue=_num(carbon.get("pue")),
+        energy_partial=energy is not None and any(c.missing for c in components),
+        emissions_gco2e=record.totals.emissions_gco2e if rows else None,
+        intensity_gco2e_per_kwh=carbon.intensity_gco2e_per_kwh,
+        intensity_source=carbon.source or "unknown",
+        intensity_year=carbon.year,
+        location=carbon.location,
+        pue=carbon.pue,
         train_flops=flops,
         eval_flops=_flops(rows, "eval_flops"),
         train_flops_per_j=_train_flops_per_j(rows),
         convergence=_convergence(record, flops is not None),
-        hyperparameters=_flatten(record.get("hyperparameters") or {}),
+        hyperparameters=_flatten(record.hyperparameters),
         gpu_names=_gpu_names(record),
-        partial_epoch=record.get("partial_epoch"),
-        lost=dict(record.get("lost") or {}),
+        partial_epoch=record.partial_epoch,
+        lost=dict(record.lost),
+        model=record.model,
         record=record,
     )
 
 
 @dataclass(frozen=True)
 class LoadResult:
-    """The runs read, and the files skipped with the reason (corrupt, not a record, a newer schema)."""
+    """The runs read, and the files skipped with the reason (corrupt, not a record, a newer schema, a bad field)."""
 
     runs: tuple[RunSummary, ...]
     skipped: tuple[tuple[str, str], ...]
 
 
-def load_runs(paths: Iterable[str | os.PathLike[str]]) -> LoadResult:
+def load_runs(paths: Iterable[str | os.PathLike[str]], max_bytes: int | None = None) -> LoadResult:
     """Read every record among ``paths`` (files, or folders searched for ``green-run-*.json``).
 
-    A file that is not a readable record is skipped and named with the reason; a missing path raises
+    A file that is not a valid record (unreadable, not a regular file, over ``max_bytes`` — default
+    :func:`~green_callbacks.core.record.max_record_bytes` —, corrupt, of another schema, or with a field of the
+    wrong type or range) is skipped and named with the reason; every good record is kept. A missing path raises
     ``FileNotFoundError``.
     """
+    limit = max_record_bytes() if max_bytes is None else max_bytes
     runs: list[RunSummary] = []
     skipped: list[tuple[str, str]] = []
     for path in find_records(paths):
         try:
-            runs.append(summarize_run(read_record(path)))
+            runs.append(summarize_run(load_record(path, limit)))
         except RecordError as err:
-            reason = str(err)
-            skipped.append((str(path), reason.removeprefix(f"{path}: ")))
+            skipped.append((str(path), err.reason))
     return LoadResult(tuple(runs), tuple(skipped))

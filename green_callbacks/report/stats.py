@@ -43,9 +43,28 @@ def _clean(values: Sequence[float]) -> list[float]:
     return out
 
 
-def _weights(count: int, n: int) -> list[float]:
-    """P(the best of n draws is the i-th value in best-last order), i = 1..count (they sum to 1)."""
-    return [(i / count) ** n - ((i - 1) / count) ** n for i in range(1, count + 1)]
+def _ordered(values: Sequence[float], mode: str) -> list[float]:
+    """The values best-last: ascending in ``"max"`` mode, descending in ``"min"`` mode."""
+    return sorted(_clean(values), reverse=(mode == "min"))
+
+
+def _moments(ordered: Sequence[float], n: int) -> tuple[float, float]:
+    """E[best of n] and E[best of n squared] for values sorted best-last, in O(N).
+
+    By summation by parts, ``E[f(best)] = f(v(N)) - sum_{i<N} (f(v(i+1)) - f(v(i))) (i/N)^n``: only the gaps between
+    neighbours are weighted, so a run of equal values costs nothing and the terms fall off fast for large ``n``.
+    """
+    count = len(ordered)
+    mean, second = ordered[-1], ordered[-1] * ordered[-1]
+    for i in range(count - 1, 0, -1):
+        weight = (i / count) ** n
+        if weight == 0.0:  # (i/N)^n only shrinks as i falls: every further term is 0
+            break
+        low, high = ordered[i - 1], ordered[i]
+        if high != low:
+            mean -= (high - low) * weight
+            second -= (high * high - low * low) * weight
+    return mean, second
 
 
 @dataclass(frozen=True)
@@ -57,22 +76,54 @@ class ExpectedBest:
     std: float
 
 
-def expected_best(values: Sequence[float], n: int, mode: str = "max") -> ExpectedBest:
-    """Expected best (max in ``"max"`` mode, min in ``"min"`` mode) of ``n`` draws with replacement from ``values``."""
-    _check_mode(mode)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n (number of trials) must be an integer >= 1, got {n!r}")
-    ordered = sorted(_clean(values), reverse=(mode == "min"))
-    weights = _weights(len(ordered), n)
-    mean = sum(w * v for w, v in zip(weights, ordered, strict=True))
-    second = sum(w * v * v for w, v in zip(weights, ordered, strict=True))
+def _expected(ordered: Sequence[float], n: int) -> ExpectedBest:
+    mean, second = _moments(ordered, n)
     return ExpectedBest(n=n, mean=mean, std=math.sqrt(max(second - mean * mean, 0.0)))
 
 
-def expected_best_curve(values: Sequence[float], mode: str = "max", n_max: int | None = None) -> list[ExpectedBest]:
-    """:func:`expected_best` for n = 1 .. ``n_max`` (default: the number of observed values)."""
-    count = len(values)
-    return [expected_best(values, n, mode) for n in range(1, (n_max or count) + 1)]
+def _check_n(n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (number of trials) must be an integer >= 1, got {n!r}")
+    return n
+
+
+def expected_best(values: Sequence[float], n: int, mode: str = "max") -> ExpectedBest:
+    """Expected best (max in ``"max"`` mode, min in ``"min"`` mode) of ``n`` draws with replacement from ``values``."""
+    _check_mode(mode)
+    return _expected(_ordered(values, mode), _check_n(n))
+
+
+CURVE_POINTS_ALL = 50
+"""Up to this many trials every n is on the curve; beyond, n follows a 1-2-5 series (60, 70, ..., 100, 200, 500...)."""
+
+
+def curve_points(n_max: int) -> list[int]:
+    """The trial counts of a curve up to ``n_max``: every n up to 50, then 60, 70, 80, 90, 100, 200, 500, 1000, ...
+
+    About 50 + 3 per decade points whatever ``n_max``, so a curve costs O(N log N) for N observed values.
+    """
+    points = list(range(1, min(n_max, CURVE_POINTS_ALL) + 1))
+    points += [n for n in range(60, 101, 10) if n <= n_max]
+    scale = 100
+    while scale * 2 <= n_max:
+        points += [n for n in (scale * 2, scale * 5, scale * 10) if n <= n_max]
+        scale *= 10
+    if n_max > points[-1]:
+        points.append(n_max)
+    return sorted(set(points))
+
+
+def expected_best_curve(values: Sequence[float], mode: str = "max", n_max: int | None = None,
+                        points: Sequence[int] | None = None) -> list[ExpectedBest]:
+    """:func:`expected_best` for n = 1 .. ``n_max`` (default: the number of observed values).
+
+    ``points`` chooses the n instead (e.g. :func:`curve_points`); the values are sorted once, so the curve costs
+    O(N log N + N x len(points)).
+    """
+    _check_mode(mode)
+    ordered = _ordered(values, mode)
+    chosen = range(1, (n_max or len(ordered)) + 1) if points is None else [_check_n(n) for n in points]
+    return [_expected(ordered, n) for n in chosen]
 
 
 def parse_tolerance(text: str | float) -> tuple[float, bool]:
@@ -99,16 +150,30 @@ def reach_threshold(best: float, mode: str, tolerance: float, relative: bool) ->
 
 
 def trials_to_reach(values: Sequence[float], mode: str, threshold: float, n_max: int = 10_000) -> int | None:
-    """The smallest n whose expected best reaches ``threshold``; ``None`` if not within ``n_max`` trials."""
+    """The smallest n whose expected best reaches ``threshold``; ``None`` if not within ``n_max`` trials.
+
+    The expected best of n draws never gets worse as n grows, so n is found by bisection: O(N log N) to sort and
+    O(N log n_max) for the search, instead of one O(N) sum for every n.
+    """
     _check_mode(mode)
-    ordered = sorted(_clean(values), reverse=(mode == "min"))
+    ordered = _ordered(values, mode)
     scale = max(1.0, max(abs(v) for v in ordered))
-    eps = 1e-12 * scale  # the sum of n weights carries rounding error; do not miss an exact hit by it
-    for n in range(1, n_max + 1):
-        mean = sum(w * v for w, v in zip(_weights(len(ordered), n), ordered, strict=True))
-        if (mode == "max" and mean >= threshold - eps) or (mode == "min" and mean <= threshold + eps):
-            return n
-    return None
+    eps = 1e-12 * scale  # the sums carry rounding error; do not miss an exact hit by it
+
+    def reaches(n: int) -> bool:
+        mean = _moments(ordered, n)[0]
+        return mean >= threshold - eps if mode == "max" else mean <= threshold + eps
+
+    if n_max < 1 or not reaches(n_max):
+        return None
+    low, high = 1, n_max  # reaches(high) holds; find the smallest such n
+    while low < high:
+        middle = (low + high) // 2
+        if reaches(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,27 @@
-"""Plain-text summaries of a run record, for the terminal (``measure``, ``demo``, ``report``)."""
+"""Plain-text summaries of one run, for the terminal (``measure``, ``demo``, ``report``).
+
+Both functions take a :class:`~green_callbacks.report.runs.RunSummary`, a
+:class:`~green_callbacks.core.record.RunRecord` or a record's dict (as :func:`~green_callbacks.core.record.read_record`
+returns it), and read it through the one typed record reader.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from green_callbacks.core.units import JOULES_PER_KWH
+from green_callbacks.report.runs import ComponentSummary, RunSummary, summarize_run
 
-__all__ = ["format_energy", "format_epoch_table", "format_run_summary"]
+__all__ = [
+    "component_text",
+    "epoch_table",
+    "format_energy",
+    "format_epoch_table",
+    "format_run_summary",
+    "run_summary_lines",
+    "text_table",
+]
 
 
 def format_energy(energy_j: float | None) -> str:
@@ -25,92 +39,111 @@ def _flops(value: float | None) -> str:
     return "not counted" if value is None else f"{value:.4g}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def _summary(run: RunSummary | Mapping[str, Any]) -> RunSummary:
+    return run if isinstance(run, RunSummary) else summarize_run(run)
+
+
+def text_table(header: list[str] | tuple[str, ...], rows: list[list[str]] | tuple[tuple[str, ...], ...],
+               right: bool = False) -> str:
+    """Columns padded to their widest cell, a dashed rule under the header; ``right`` aligns cells right."""
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
-    line = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+
+    def line(cells: Any) -> str:
+        return "  ".join(str(c).rjust(w) if right else str(c).ljust(w)
+                         for c, w in zip(cells, widths, strict=True)).rstrip()
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def format_epoch_table(record: Mapping[str, Any]) -> str:
-    """One line per epoch: time, energy by component, emissions, FLOPs, the monitored metric."""
-    monitor = (record.get("convergence") or {}).get("monitor")
-    components = list(record.get("components") or {})
-    header = ["epoch", "time s", *[f"{c} J" for c in components], "total J", "gCO2e", "train FLOPs", "eval FLOPs"]
+def epoch_table(run: RunSummary) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-epoch table: time, energy by component, emissions, FLOPs, the monitored metric."""
+    monitor = run.convergence.monitor if run.convergence else None
+    names = [c.name for c in run.components]
+    header = ["epoch", "time s", *[f"{c} J" for c in names], "total J", "gCO2e", "train FLOPs", "eval FLOPs"]
     if monitor:
         header.append(monitor)
     rows = []
-    for row in record.get("epochs", []):
-        energy = row.get("component_energy_j", {})
-        cells = [str(row["epoch"]), f"{row['time_s']:.2f}"]
-        cells += ["n/a" if energy.get(c) is None else f"{energy[c]:.4g}" for c in components]
+    for row in run.record.epochs:
+        energy = row.component_energy_j
+        cells = [str(row.epoch), f"{row.time_s:.2f}"]
+        cells += ["n/a" if energy.get(c) is None else f"{energy[c]:.4g}" for c in names]
         cells += [
-            "n/a" if row.get("energy_j") is None else f"{row['energy_j']:.4g}",
-            "n/a" if row.get("emissions_gco2e") is None else f"{row['emissions_gco2e']:.4g}",
-            _flops(row.get("train_flops")),
-            _flops(row.get("eval_flops")),
+            "n/a" if row.energy_j is None else f"{row.energy_j:.4g}",
+            "n/a" if row.emissions_gco2e is None else f"{row.emissions_gco2e:.4g}",
+            _flops(row.train_flops),
+            _flops(row.eval_flops),
         ]
         if monitor:
-            value = row.get("metrics", {}).get(monitor)
+            value = row.metrics.get(monitor)
             cells.append("" if value is None else f"{value:.4g}")
         rows.append(cells)
-    return _table(header, rows)
+    return header, rows
 
 
-def format_run_summary(record: Mapping[str, Any]) -> str:
-    """Energy by component with its method, emissions with the intensity's source and year, convergence."""
-    totals = record.get("totals", {})
-    carbon = record.get("carbon", {})
-    lines = [f"green_callbacks run {record.get('run_id', '?')[:8]} ({record.get('framework')}): {record.get('status')}"]
-    if record.get("error"):
-        lines.append(f"  error: {record['error']}")
-    lines.append(f"  time: {totals.get('time_s', 0.0):.2f} s over {totals.get('epochs', 0)} epoch(s)")
-    epochs = record.get("epochs", [])
-    methods = record.get("methods", {})
-    for name in record.get("components", {}):
-        values = [row.get("component_energy_j", {}).get(name) for row in epochs]
-        known = [v for v in values if v is not None]
-        method = ", ".join(methods.get(name, [])) or "unavailable"
-        info = record["components"][name]
-        note = info.get("reason") or info.get("note") or ""
-        if not epochs:
-            text = "no complete epoch"
-        elif not known:
-            text = "unavailable" + (f" ({note})" if note else "")
-        else:
-            text = format_energy(sum(known))
-            if len(known) < len(values):  # measured in some epochs only: say so, keep what was measured
-                text += f" (partial: unavailable in {len(values) - len(known)} of {len(values)} epochs)"
-        lines.append(f"  {name:>4} energy: {text}  [method: {method}]")
-    partly = sorted({name for row in epochs for name in row.get("missing_components", [])
-                     if any(other.get("component_energy_j", {}).get(name) is not None for other in epochs)})
+def format_epoch_table(run: RunSummary | Mapping[str, Any]) -> str:
+    """One line per epoch: time, energy by component, emissions, FLOPs, the monitored metric."""
+    header, rows = epoch_table(_summary(run))
+    return text_table(header, rows, right=True)
+
+
+def component_text(part: ComponentSummary, epochs: int) -> str:
+    """One component's energy as the terminal says it: measured, partial, unavailable (why), or not used."""
+    if part.status == "not used":
+        return "not used by this run" + (f" ({part.note})" if part.note else "")
+    if not epochs:
+        text = "no complete epoch"
+    elif part.energy_j is None:
+        text = "unavailable" + (f" ({part.note})" if part.note else "")
+    else:
+        text = format_energy(part.energy_j)
+        if part.epochs_unavailable:  # measured in some epochs only: say so, keep what was measured
+            text += f" (partial: unavailable in {part.epochs_unavailable} of {epochs} epochs)"
+    return f"{text}  [method: {', '.join(part.methods) or 'unavailable'}]"
+
+
+def run_summary_lines(run: RunSummary) -> list[str]:
+    """The terminal summary of one run, line by line."""
+    record = run.record
+    lines = [f"green_callbacks run {run.run_id[:8] or '?'} ({run.framework}): {run.status}"]
+    if run.error:
+        lines.append(f"  error: {run.error}")
+    epochs = record.totals.epochs if record.totals.epochs is not None else run.epochs
+    lines.append(f"  time: {run.time_s:.2f} s over {epochs} epoch(s)")
+    for part in run.components:
+        lines.append(f"  {part.name:>4} energy: {component_text(part, run.epochs)}")
+    partly = [c.name for c in run.components if c.status == "partial"]
     caveat = f"; partial: {', '.join(partly)} unavailable in some epochs" if partly else ""
-    lines.append(f"  total energy: {format_energy(totals.get('energy_j'))} (IT energy, before PUE{caveat})")
-    source = carbon.get("source", "?")
-    year = carbon.get("year")
+    lines.append(f"  total energy: {format_energy(record.totals.energy_j)} (IT energy, before PUE{caveat})")
+    year = f", {run.intensity_year}" if run.intensity_year else ""
     lines.append(
-        f"  emissions: {_grams(totals.get('emissions_gco2e'))} at {carbon.get('intensity_gco2e_per_kwh')} gCO2e/kWh "
-        f"({carbon.get('location')}; {source}{', ' + str(year) if year else ''}), PUE {carbon.get('pue')}"
+        f"  emissions: {_grams(record.totals.emissions_gco2e)} at {run.intensity_gco2e_per_kwh} gCO2e/kWh "
+        f"({run.location}; {run.intensity_source}{year}), PUE {run.pue}"
     )
-    if totals.get("train_flops"):
-        lines.append(f"  FLOPs: training {totals['train_flops']:.4g}, evaluation {totals.get('eval_flops', 0.0):.4g}")
-    conv = record.get("convergence") or {}
-    best = conv.get("best")
-    if conv.get("monitor"):
-        if best:
+    if run.train_flops:
+        lines.append(f"  FLOPs: training {run.train_flops:.4g}, evaluation {run.eval_flops or 0.0:.4g}")
+    conv = run.convergence
+    if conv is not None:
+        if conv.best_value is not None:
+            time_s = f"{conv.time_s:.2f}" if conv.time_s is not None else "?"
             lines.append(
-                f"  convergence ({conv['monitor']}, {conv['mode']}): best {best['value']:.4g} at epoch {best['epoch']}"
-                f" after {best['epochs']} epoch(s), {best['time_s']:.2f} s, training FLOPs "
-                f"{_flops(best.get('train_flops'))}, {format_energy(best.get('energy_j'))}, "
-                f"{_grams(best.get('emissions_gco2e'))}"
+                f"  convergence ({conv.monitor}, {conv.mode}): best {conv.best_value:.4g} at epoch {conv.best_epoch}"
+                f" after {conv.epochs} epoch(s), {time_s} s, training FLOPs "
+                f"{_flops(conv.train_flops)}, {format_energy(conv.energy_j)}, {_grams(conv.emissions_gco2e)}"
             )
         else:
-            lines.append(f"  convergence ({conv['monitor']}): the metric was never logged")
-    if record.get("partial_epoch"):
-        part = record["partial_epoch"]
-        lines.append(f"  incomplete epoch {part.get('epoch')}: {part.get('time_s', 0):.2f} s, "
+            lines.append(f"  convergence ({conv.monitor}): the metric was never logged")
+    if run.partial_epoch:
+        part = run.partial_epoch
+        time_s = part.get("time_s") or 0.0
+        lines.append(f"  incomplete epoch {part.get('epoch')}: {time_s:.2f} s, "
                      f"{format_energy(part.get('energy_j'))} (this process only)")
-    if record.get("lost"):
-        lines.append("  switched off after a failure: " + "; ".join(f"{k} ({v})" for k, v in record["lost"].items()))
-    if record.get("_path"):
-        lines.append(f"  record: {record['_path']}")
-    return "\n".join(lines)
+    if run.lost:
+        lines.append("  switched off after a failure: " + "; ".join(f"{k} ({v})" for k, v in run.lost.items()))
+    if run.path:
+        lines.append(f"  record: {run.path}")
+    return lines
+
+
+def format_run_summary(run: RunSummary | Mapping[str, Any]) -> str:
+    """Energy by component with its method, emissions with the intensity's source and year, convergence."""
+    return "\n".join(run_summary_lines(_summary(run)))

@@ -19,6 +19,7 @@ from green_callbacks.report.runs import RunSummary
 from green_callbacks.report.stats import (
     ExpectedBest,
     GroupStats,
+    curve_points,
     expected_best_curve,
     group_stats,
     parse_tolerance,
@@ -33,6 +34,8 @@ __all__ = [
     "Sensitivity",
     "SweepAnalysis",
     "analyze_sweep",
+    "comparable_groups",
+    "comparable_key",
     "detect_grid",
 ]
 
@@ -93,7 +96,10 @@ class SweepAnalysis:
     grid: Grid | None
     grid_note: str
     curve: tuple[ExpectedBest, ...]
+    """Expected best of n random trials for n = 1 .. runs (beyond 50 runs, on :func:`~.stats.curve_points`)."""
     efficiency: SearchEfficiency | None
+    group: str = ""
+    """What makes the runs comparable (framework, model, monitored metric), when the report grouped them."""
 
 
 def _label(value: Any) -> str:
@@ -145,9 +151,14 @@ def _sum_known(values: Sequence[float | None]) -> tuple[float | None, int]:
 
 
 def analyze_sweep(
-    runs: Sequence[RunSummary], tolerance: str | float = "1%", n_max: int = 10_000
+    runs: Sequence[RunSummary], tolerance: str | float = "1%", n_max: int = 10_000, group: str = ""
 ) -> SweepAnalysis | None:
-    """Analyse ``runs`` as one search; ``None`` when fewer than two runs have a best value of a common metric."""
+    """Analyse ``runs`` as one search; ``None`` when fewer than two runs have a best value of a common metric.
+
+    The caller says which runs form the search (the report passes one group of :func:`comparable_groups`); all
+    their energy counts in the search's cost, and runs of another monitored metric are left out of the metric's
+    analysis with a note.
+    """
     scored: list[tuple[RunSummary, str, str, float]] = []
     for run in runs:
         conv = run.convergence
@@ -188,7 +199,7 @@ def analyze_sweep(
             variance_explained=variance_explained([groups[label] for label in ordered]),
         ))
     grid, grid_note = detect_grid(used, names)
-    curve = tuple(expected_best_curve(values, mode))
+    curve = tuple(expected_best_curve(values, mode, points=curve_points(len(values))))
 
     amount, relative = parse_tolerance(tolerance)
     threshold = reach_threshold(best_value, mode, amount, relative)
@@ -228,4 +239,34 @@ def analyze_sweep(
         grid_note=grid_note,
         curve=curve,
         efficiency=efficiency,
+        group=group,
     )
+
+
+def comparable_key(run: RunSummary) -> tuple[str, str, str, str] | None:
+    """What must be equal for two runs to belong to one search: framework, model (``""`` when the record names
+    none) and the monitored metric with its mode. ``None`` for a run that monitors no metric."""
+    conv = run.convergence
+    if conv is None:
+        return None
+    return (run.framework, run.model or "", conv.monitor, conv.mode)
+
+
+def describe_key(key: tuple[str, str, str, str]) -> str:
+    framework, model, monitor, mode = key
+    return f"{framework} runs{f' of model {model}' if model else ''} monitoring {monitor} ({mode})"
+
+
+def comparable_groups(runs: Sequence[RunSummary]) -> list[tuple[tuple[str, str, str, str], list[RunSummary]]]:
+    """The runs grouped by :func:`comparable_key`, in order of first appearance; a group is a search when two or
+    more of its runs have a best value (runs monitoring nothing are in no group)."""
+    groups: dict[tuple[str, str, str, str], list[RunSummary]] = {}
+    for run in runs:
+        key = comparable_key(run)
+        if key is not None:
+            groups.setdefault(key, []).append(run)
+    return list(groups.items())
+
+
+def is_search(group: Sequence[RunSummary]) -> bool:
+    return sum(1 for r in group if r.convergence is not None and r.convergence.best_value is not None) >= 2

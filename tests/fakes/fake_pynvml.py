@@ -286,7 +286,7 @@ class FakePynvml:
 
 def install(monkeypatch: Any, fake: FakePynvml | None) -> FakePynvml | None:
     """Make green_callbacks load ``fake`` as ``pynvml`` (``None``: the package is missing); reset init state."""
-    from green_callbacks.core.sensors import nvml
+    from green_callbacks.core.sensors import _nvml_lib as nvml
 
     def load() -> Any:
         if fake is None:

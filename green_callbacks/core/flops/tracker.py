@@ -266,6 +266,11 @@ class FlopTracker:
         self._epoch_methods.append(method)
         return out
 
+    def reset_epoch(self) -> None:
+        """Forget the sums since the last :meth:`take_epoch` (steps outside any epoch); no epoch is recorded."""
+        self._epoch = {"train": 0, "eval": 0}
+        self._epoch_steps = {"counted": 0, "interpolated-verified": 0}
+
     def info(self) -> dict[str, Any]:
         """How the FLOPs were counted: engine, convention, lower-bound flag, counts made; JSON-ready."""
         uncounted = list(getattr(self.engine, "uncounted_ops", ()))

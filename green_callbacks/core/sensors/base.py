@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "COMPONENTS",
+    "NOT_USED",
     "UNAVAILABLE",
     "Component",
     "NullSensor",
@@ -39,6 +40,9 @@ Component = Literal["gpu", "cpu", "ram"]
 Scope = Literal["device", "process", "node"]
 COMPONENTS: tuple[Component, ...] = ("gpu", "cpu", "ram")
 UNAVAILABLE = "unavailable"
+NOT_USED = "not-used"
+"""The method of a component this run does not use (no GPU when training on the CPU): no energy, and nothing
+missing either: the run's total is complete without it."""
 
 
 @dataclass(frozen=True)
@@ -86,24 +90,26 @@ class Sensor(Protocol):
 
 @dataclass
 class NullSensor:
-    """A component that cannot be measured here: always ``unavailable``, never zero."""
+    """A component that cannot be measured here: always ``unavailable``, never zero; or, with
+    ``method=NOT_USED``, one this run does not use (its energy is not part of the run)."""
 
     component: Component
     reason: str
     scope: Scope = "node"
+    method: str = UNAVAILABLE
     _info: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> None:
         pass
 
     def read(self) -> Reading:
-        return Reading(None, UNAVAILABLE, self.reason)
+        return Reading(None, self.method, self.reason)
 
     def close(self) -> None:
         pass
 
     def info(self) -> dict[str, Any]:
-        return {"method": UNAVAILABLE, "reason": self.reason, **self._info}
+        return {"method": self.method, "reason": self.reason, **self._info}
 
 
 _BOUNDARY: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar("green_boundary", default=None)

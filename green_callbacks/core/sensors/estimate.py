@@ -1,6 +1,10 @@
 """Labelled estimates of CPU and RAM energy for when RAPL cannot be read.
 
-- CPU (``"estimate-cpu-time"``): CPU seconds used by this process and its children × watts per core.
+- CPU (``"estimate-cpu-tdp"``): where the CPU model is in the packaged TDP table (CodeCarbon's ``cpu_power.csv``,
+  MIT; matched by :mod:`green_callbacks.core.sensors.cpu_tdp`) and the machine is not a virtual machine: CPU
+  seconds of this process tree × TDP / logical CPUs of the package, i.e. the package's TDP × this process's share
+  of its thread time.
+- CPU (``"estimate-cpu-time"``, the fallback): CPU seconds used by this process and its children × watts per core.
 - RAM (``"estimate-rss"``): ∫ resident memory (GB) × watts per GB dt, by the trapezoid rule over samples.
 
 Both use Green Algorithms' reference values (Lannelongue, Grealey & Inouye, "Green Algorithms: Quantifying the
@@ -21,17 +25,20 @@ import psutil
 
 from green_callbacks.core import clock
 from green_callbacks.core.sensors.base import UNAVAILABLE, Component, Reading, boundary_cache
+from green_callbacks.core.sensors.cpu_tdp import CpuMatch
 from green_callbacks.core.sensors.rapl import Ticker
 
 __all__ = [
     "BYTES_PER_GB",
     "CPU_METHOD",
+    "CPU_TDP_METHOD",
     "CPU_WATTS_SOURCE",
     "DEFAULT_CPU_WATTS_PER_CORE",
     "DEFAULT_RAM_WATTS_PER_GB",
     "DEFAULT_RSS_SAMPLE_PERIOD_S",
     "RAM_METHOD",
     "RAM_WATTS_SOURCE",
+    "CpuTdpEstimateSensor",
     "CpuTimeEstimateSensor",
     "RssEstimateSensor",
     "cpu_energy_j",
@@ -42,6 +49,7 @@ __all__ = [
 ]
 
 CPU_METHOD = "estimate-cpu-time"
+CPU_TDP_METHOD = "estimate-cpu-tdp"
 RAM_METHOD = "estimate-rss"
 DEFAULT_CPU_WATTS_PER_CORE = 12.0
 DEFAULT_RAM_WATTS_PER_GB = 0.3725
@@ -165,6 +173,7 @@ class CpuTimeEstimateSensor:
         self.include_children = include_children
         self._source = cpu_seconds or (lambda: process_tree_cpu_seconds(include_children=include_children))
         self.reason = reason
+        self.tdp_reason = ""  # why the per-model TDP estimate was not used (set by build_host_sensors)
         self._base_s: float | None = None
         self._last_s = 0.0
         self._lock = threading.Lock()
@@ -186,11 +195,12 @@ class CpuTimeEstimateSensor:
             # Monotonic: a child that exited but is not yet reaped can vanish from the sum for a moment.
             self._last_s = max(self._last_s, now_s)
             used_s = self._last_s - self._base_s
-        return Reading(cpu_energy_j(used_s, self.watts_per_core), CPU_METHOD, self._note())
+        return Reading(cpu_energy_j(used_s, self.watts_per_core), self.method, self._note())
 
     def _note(self) -> str:
         why = f"; RAPL not used: {self.reason}" if self.reason else ""
-        return f"estimate: CPU seconds × {self.watts_per_core:g} W per core{why}"
+        tdp = f"; per-model TDP not used: {self.tdp_reason}" if self.tdp_reason else ""
+        return f"estimate: CPU seconds × {self.watts_per_core:g} W per core{why}{tdp}"
 
     def close(self) -> None:
         pass
@@ -202,6 +212,61 @@ class CpuTimeEstimateSensor:
             "formula": "energy_j = cpu_seconds (user+system) × cpu_watts_per_core",
             "cpu_watts_per_core": self.watts_per_core,
             "source": CPU_WATTS_SOURCE if default else "user-provided cpu_watts_per_core",
+            "includes_children": self.include_children,
+            "rapl_not_used_because": self.reason or None,
+            "tdp_not_used_because": self.tdp_reason or None,
+        }
+
+
+class CpuTdpEstimateSensor(CpuTimeEstimateSensor):
+    """CPU energy estimated from the CPU model's TDP (``"estimate-cpu-tdp"``, scope ``"process"``):
+    ``energy_j = cpu_seconds × tdp_w / threads_per_package``.
+
+    TDP is the package's rated sustained power with all its logical CPUs busy; a process that keeps ``k`` of the
+    package's ``n`` logical CPUs busy is charged ``k/n`` of it. Idle power of the package is not charged (it
+    belongs to no process). Published error of TDP-based estimates: −60 % to +190 % against RAPL in CodeCarbon's
+    own comparison (docs/cpu-and-ram.md).
+
+    Args:
+        match: the table row of this CPU (:func:`green_callbacks.core.sensors.cpu_tdp.match_cpu_model`).
+        threads_per_package: logical CPUs of one package (``siblings`` in ``/proc/cpuinfo``).
+        include_children, cpu_seconds, reason: as :class:`CpuTimeEstimateSensor`.
+    """
+
+    method = CPU_TDP_METHOD
+
+    def __init__(
+        self,
+        match: CpuMatch,
+        threads_per_package: int,
+        *,
+        include_children: bool = True,
+        cpu_seconds: Callable[[], float] | None = None,
+        reason: str = "",
+    ) -> None:
+        if not (isinstance(threads_per_package, int) and threads_per_package > 0):
+            raise ValueError(f"threads_per_package must be a positive integer, got {threads_per_package!r}")
+        self.match = match
+        self.threads_per_package = threads_per_package
+        super().__init__(validate_watts(match.tdp_w / threads_per_package, "TDP per thread"),
+                         include_children=include_children, cpu_seconds=cpu_seconds, reason=reason)
+
+    def _note(self) -> str:
+        why = f"; RAPL not used: {self.reason}" if self.reason else ""
+        return (f"estimate: CPU seconds × {self.match.tdp_w:g} W TDP ({self.match.row_name}) / "
+                f"{self.threads_per_package} logical CPUs{why}")
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "method": CPU_TDP_METHOD,
+            "formula": "energy_j = cpu_seconds (user+system) × tdp_w / threads_per_package",
+            "cpu_model": self.match.query,
+            "matched_row": self.match.row_name,
+            "match": self.match.how,
+            "tdp_w": self.match.tdp_w,
+            "threads_per_package": self.threads_per_package,
+            "watts_per_busy_thread": self.watts_per_core,
+            "source": self.match.source,
             "includes_children": self.include_children,
             "rapl_not_used_because": self.reason or None,
         }

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from green_callbacks.core.sensors._nvml_lib import nvml_library, nvml_text
+
 __all__ = [
     "GpuId",
     "check_gpu_indices",
@@ -60,11 +62,6 @@ class GpuId:
     def label(self) -> str:
         """``"GPU 1 (NVIDIA H100, GPU-8a3c…)"``: how notes and warnings name it."""
         return f"GPU {self.nvml_index} ({self.name}, {self.uuid})"
-
-
-def _text(value: Any) -> str:
-    """NVML strings are ``str`` in nvidia-ml-py ≥ 11, ``bytes`` in older bindings."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def parse_cuda_visible_devices(value: str | None) -> list[int] | list[str] | None:
@@ -126,8 +123,8 @@ def check_gpu_indices(gpus: Sequence[int] | None, count: int | None = None) -> N
     for index in gpus:
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise ValueError(
-                f"gpus={list(gpus)!r} holds {index!r}; each entry must be a non-negative int NVML index "
-                "(as `nvidia-smi -L` numbers them), e.g. gpus=[0]."
+                f"gpus must be a list of non-negative NVML device indices such as [0, 1]: gpus={list(gpus)!r} "
+                f"holds {index!r}; number GPUs as `nvidia-smi -L` does, e.g. gpus=[0]."
             )
     if len(set(gpus)) != len(gpus):
         raise ValueError(f"gpus={list(gpus)!r} repeats an index; list each GPU once.")
@@ -165,31 +162,29 @@ def select_gpus(
             make visible, or a UUID no GPU has.
     """
     if lib is None:
-        from green_callbacks.core.sensors.nvml import nvml_library
-
         lib = nvml_library()
     machine = _Machine(lib)
     check_gpu_indices(gpus, machine.count)
     if gpus is not None:
-        return _dedupe([machine.gpu(i) for i in gpus])
+        return dedupe_physical([machine.gpu(i) for i in gpus])
     if device_uuids is not None:
         chosen = []
         for cuda_index, uuid in enumerate(device_uuids):
-            found = machine.by_uuid(_text(uuid))
+            found = machine.by_uuid(nvml_text(uuid))
             if found is None:
                 raise ValueError(
                     f"device_uuids[{cuda_index}]={uuid!r} matches no GPU or MIG instance NVML can see "
                     f"(GPUs: {', '.join(machine.uuids) or 'none'}); pass gpus=[...] to choose by NVML index."
                 )
             chosen.append(_with_cuda_index(found, cuda_index))
-        return _dedupe(chosen)
+        return dedupe_physical(chosen)
     if device_indices is not None and len(device_indices) == 0:
         return []
     visible, by_ordinal = _visible_devices(machine)
     chosen = list(visible) if device_indices is None else [_pick(visible, i) for i in device_indices]
     if by_ordinal and len({g.uuid for g in chosen}) < machine.count:
         _warn_if_order_ambiguous(machine)
-    return _dedupe(chosen)
+    return dedupe_physical(chosen)
 
 
 def _pick(visible: Sequence[GpuId], cuda_index: int) -> GpuId:
@@ -209,7 +204,7 @@ def _with_cuda_index(gpu: GpuId, cuda_index: int) -> GpuId:
     return GpuId(gpu.nvml_index, gpu.uuid, gpu.name, cuda_index, gpu.mig_uuid, gpu.mig_enabled)
 
 
-def _dedupe(chosen: Sequence[GpuId]) -> list[GpuId]:
+def dedupe_physical(chosen: Sequence[GpuId]) -> list[GpuId]:
     """One entry per physical GPU: two MIG instances of one GPU share its single energy counter."""
     seen: dict[str, GpuId] = {}
     for gpu in chosen:
@@ -276,8 +271,8 @@ class _Machine:
             handle = self.lib.nvmlDeviceGetHandleByIndex(index)
             self._gpus[index] = GpuId(
                 nvml_index=index,
-                uuid=_text(self.lib.nvmlDeviceGetUUID(handle)),
-                name=_text(self.lib.nvmlDeviceGetName(handle)),
+                uuid=nvml_text(self.lib.nvmlDeviceGetUUID(handle)),
+                name=nvml_text(self.lib.nvmlDeviceGetName(handle)),
                 mig_enabled=self._mig_enabled(handle),
             )
         return self._gpus[index]
@@ -322,6 +317,6 @@ class _Machine:
                         mig_handle = self.lib.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
                     except self.lib.NVMLError:  # NotFound: an empty slot
                         continue
-                    mig_uuid = _text(self.lib.nvmlDeviceGetUUID(mig_handle))
+                    mig_uuid = nvml_text(self.lib.nvmlDeviceGetUUID(mig_handle))
                     self._mig[mig_uuid] = GpuId(index, parent.uuid, parent.name, None, mig_uuid, True)
         return self._mig

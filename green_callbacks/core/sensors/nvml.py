@@ -11,7 +11,7 @@ fails (lost, reset, counter gone backwards), the reading becomes ``unavailable``
 the GPU: a sum over the remaining GPUs would be silently low. Windows that ended earlier keep their values.
 
 NVML is initialised once per process (:func:`nvml_library`), never shut down by us, and never reached through
-``nvidia-smi`` or any subprocess. ``pynvml`` is imported lazily, through :func:`_load_pynvml`, which tests patch
+``nvidia-smi`` or any subprocess. ``pynvml`` is loaded by :mod:`._nvml_lib` (the bottom layer), which tests patch
 with a fake module.
 """
 
@@ -20,15 +20,16 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from green_callbacks.core import clock
 from green_callbacks.core.guard import strict_mode
-from green_callbacks.core.sensors.base import UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
-from green_callbacks.core.sensors.gpu_map import GpuId, check_gpu_indices, select_gpus
+from green_callbacks.core.sensors._nvml_lib import NvmlUnavailableError, nvml_library, nvml_text
+from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
+from green_callbacks.core.sensors.gpu_map import GpuId, check_gpu_indices, dedupe_physical, select_gpus
+from green_callbacks.core.sensors.polling import PowerTrace, Sampler, trapezoid_j
 
 __all__ = [
     "DEFAULT_SAMPLE_PERIOD_S",
@@ -50,57 +51,11 @@ DEFAULT_SAMPLE_PERIOD_S = 0.1
 CPU_TRAINING_REASON = "training on CPU: this run uses no GPU, so GPU energy is not part of it"
 
 
-class NvmlUnavailableError(RuntimeError):
-    """NVML cannot be used here; the message says why and what to do."""
-
-
-# --------------------------------------------------------------------------------------------- library, init once
-
-_INIT_LOCK = threading.Lock()
-_init_lib: Any = None  # the module nvmlInit succeeded or failed on
-_init_error: NvmlUnavailableError | None = None
-
-
-def _load_pynvml() -> Any:
-    """Import and return the ``pynvml`` module (from ``nvidia-ml-py``). Tests patch this function."""
-    import pynvml
-
-    return pynvml
-
-
-def nvml_library() -> Any:
-    """The ``pynvml`` module, with ``nvmlInit`` called once per process (thread-safe, result remembered).
-
-    Raises:
-        NvmlUnavailableError: the package is missing, or NVML could not start (no driver, no GPU access); the
-            message tells the user what to do.
-    """
-    global _init_lib, _init_error
-    try:
-        lib = _load_pynvml()
-    except ImportError as err:
-        raise NvmlUnavailableError(
-            f"the NVML bindings are not installed ({err}); GPU energy is not measured. "
-            "Install them with `pip install nvidia-ml-py`."
-        ) from err
-    with _INIT_LOCK:
-        if _init_lib is not lib:
-            _init_lib, _init_error = lib, None
-            try:
-                lib.nvmlInit()
-            except lib.NVMLError as err:
-                _init_error = NvmlUnavailableError(_init_failure_reason(lib, err))
-        if _init_error is not None:
-            raise _init_error
-    return lib
-
-
 def check_gpus_on_this_machine(gpus: Sequence[int] | None) -> None:
-    """Construction-time check of ``gpus=``: its form always, its indices against NVML's device count when NVML
-    runs here (without NVML the GPU component is reported unavailable later, with the reason)."""
+    """Construction-time check of ``gpus=`` against NVML's device count, when NVML runs here (the form was checked
+    once by the config; without NVML the GPU component is reported unavailable later, with the reason)."""
     if gpus is None:
         return
-    check_gpu_indices(gpus)
     try:
         lib = nvml_library()
     except NvmlUnavailableError:
@@ -112,32 +67,6 @@ def check_gpus_on_this_machine(gpus: Sequence[int] | None) -> None:
     check_gpu_indices(gpus, count)
 
 
-def _init_failure_reason(lib: Any, err: BaseException) -> str:
-    name = type(err).__name__
-    if isinstance(err, getattr(lib, "NVMLError_LibraryNotFound", ())):
-        return (
-            f"NVML could not start ({name}: {err}): no NVIDIA driver library (libnvidia-ml.so.1) here, so GPU "
-            "energy is not measured. On a machine with NVIDIA GPUs, install the driver; in a container, start it "
-            "with GPU access (`docker run --gpus all`, NVIDIA Container Toolkit)."
-        )
-    if isinstance(err, getattr(lib, "NVMLError_DriverNotLoaded", ())):
-        return (
-            f"NVML could not start ({name}: {err}): the NVIDIA driver is not loaded, so GPU energy is not "
-            "measured. Check `nvidia-smi` in a shell and load or reinstall the driver."
-        )
-    return f"NVML could not start ({name}: {err}), so GPU energy is not measured. Check that `nvidia-smi` works."
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-# --------------------------------------------------------------------------------------------- pure arithmetic
-
-
-def trapezoid_j(t0_s: float, p0_w: float, t1_s: float, p1_w: float) -> float:
-    """Energy in joules between two power samples, by the trapezoid rule: ``(p0 + p1) / 2 · (t1 - t0)``."""
-    return 0.5 * (p0_w + p1_w) * (t1_s - t0_s)
 
 
 # --------------------------------------------------------------------------------------------- the sensor
@@ -151,9 +80,7 @@ class _Device:
     handle: Any
     method: str
     baseline_mj: int = 0  # counter at start()
-    last_t_s: float | None = None  # last power sample
-    last_p_w: float = 0.0
-    energy_j: float = 0.0  # integrated power since start()
+    trace: PowerTrace = field(default_factory=PowerTrace)  # integrated power since start()
 
 
 class NvmlGpuSensor:
@@ -184,14 +111,13 @@ class NvmlGpuSensor:
         self._lib = lib if lib is not None else nvml_library()
         self._period_s = float(sample_period_s)
         self._lock = threading.Lock()
-        self._devices = [self._open(gpu) for gpu in _one_per_physical_gpu(gpus)]
+        self._devices = [self._open(gpu) for gpu in dedupe_physical(gpus)]
         self._started = False
         self._start_s = 0.0
         self._lost_note: str | None = None
         self._sampler_error: BaseException | None = None
         self._final: Reading | None = None  # set by close()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sampler: Sampler | None = None
         self._static_info = self._describe()
 
     # -- construction helpers
@@ -225,7 +151,7 @@ class NvmlGpuSensor:
 
         def optional(name: str) -> str | None:
             try:
-                return _text(getattr(lib, name)())
+                return nvml_text(getattr(lib, name)())
             except (AttributeError, lib.NVMLError):
                 return None
 
@@ -257,7 +183,7 @@ class NvmlGpuSensor:
     @property
     def sampling(self) -> bool:
         """Whether the background power sampler is running."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._sampler is not None and self._sampler.alive
 
     def start(self) -> None:
         """Zero the energy now (again, if called twice) and start the power sampler if any GPU needs it."""
@@ -268,7 +194,7 @@ class NvmlGpuSensor:
             self._start_s = clock.now_s()
             self._lost_note = None
             for device in self._devices:
-                device.energy_j, device.last_t_s = 0.0, None
+                device.trace.reset()
                 try:
                     if device.method == METHOD_COUNTER:
                         device.baseline_mj = int(self._lib.nvmlDeviceGetTotalEnergyConsumption(device.handle))
@@ -276,15 +202,8 @@ class NvmlGpuSensor:
                         self._sample_device(device, self._start_s)
                 except self._lib.NVMLError as err:
                     self._mark_lost(device, err)
-            if self._thread is None and any(d.method == METHOD_POWER for d in self._devices):
-                self._thread = threading.Thread(
-                    target=_sampler_loop,
-                    args=(weakref.ref(self), self._stop, self._period_s),
-                    name="green-callbacks-nvml-power",
-                    daemon=True,
-                )
-                weakref.finalize(self, self._stop.set)
-                self._thread.start()
+            if self._sampler is None and any(d.method == METHOD_POWER for d in self._devices):
+                self._sampler = Sampler(self, self._period_s, "green-callbacks-nvml-power")
 
     def read(self) -> Reading:
         """Joules since ``start()`` over all selected GPUs; ``unavailable`` (never raises) once a GPU failed."""
@@ -310,10 +229,8 @@ class NvmlGpuSensor:
 
     def close(self) -> None:
         """Stop the sampler (joined) and freeze the reading; later reads return the frozen one. Idempotent."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=max(5.0, 10 * self._period_s))
+        if self._sampler is not None:
+            self._sampler.stop()
         with self._lock:
             if self._final is None:
                 never = Reading(None, UNAVAILABLE, "the GPU sensor was closed before it started")
@@ -356,17 +273,14 @@ class NvmlGpuSensor:
                     total_mj += counter_mj - device.baseline_mj
                 else:
                     self._sample_device(device, now_s)
-                    total_j += device.energy_j
+                    total_j += device.trace.energy_j
             except self._lib.NVMLError as err:
                 self._mark_lost(device, err)
                 return Reading(None, UNAVAILABLE, self._lost_note or "")
         return Reading(total_mj / 1000.0 + total_j, self.method, self._mig_note())
 
     def _sample_device(self, device: _Device, now_s: float) -> None:
-        power_w = float(self._lib.nvmlDeviceGetPowerUsage(device.handle)) / 1000.0
-        if device.last_t_s is not None and now_s > device.last_t_s:
-            device.energy_j += trapezoid_j(device.last_t_s, device.last_p_w, now_s, power_w)
-        device.last_t_s, device.last_p_w = now_s, power_w
+        device.trace.add(now_s, float(self._lib.nvmlDeviceGetPowerUsage(device.handle)) / 1000.0)
 
     def _mark_lost(self, device: _Device, err: BaseException | None, why: str = "") -> None:
         if self._lost_note is not None:
@@ -391,26 +305,6 @@ class NvmlGpuSensor:
         )
 
 
-def _one_per_physical_gpu(gpus: Sequence[GpuId]) -> list[GpuId]:
-    seen: dict[str, GpuId] = {}
-    for gpu in gpus:
-        seen.setdefault(gpu.uuid, gpu)
-    return list(seen.values())
-
-
-def _sampler_loop(sensor_ref: weakref.ref[NvmlGpuSensor], stop: threading.Event, period_s: float) -> None:
-    """Call ``sample_once`` every ``period_s`` until stopped or the sensor is garbage-collected."""
-    while not stop.wait(period_s):
-        sensor = sensor_ref()
-        if sensor is None:
-            return
-        try:
-            sensor.sample_once()
-        except Exception as err:  # a bug, not a hardware problem: surface it at the next read
-            sensor._sampler_error = err
-            return
-        finally:
-            del sensor
 
 
 # --------------------------------------------------------------------------------------------- factory
@@ -431,13 +325,14 @@ def build_gpu_sensor(
         device_uuids: UUIDs of those devices, when the adapter can get them (exact; preferred).
         sample_period_s: power-sampling period for GPUs without an energy counter.
 
-    Returns a ``NullSensor("gpu", reason, scope="device")`` (method ``unavailable``, never 0) when training on CPU,
+    Returns a ``NullSensor("gpu", reason, scope="device")``: method ``not-used`` when training on CPU (the run has
+    no GPU energy, and nothing is missing), method ``unavailable`` (never 0)
     when ``nvidia-ml-py`` or the NVIDIA driver is missing, when no GPU is visible, or when the framework's devices
     cannot be mapped to NVML; the reason tells the user what to do.
     """
-    check_gpu_indices(gpus)
+    check_gpu_indices(gpus)  # the factory is public: its callers may not have a GreenConfig
     if gpus is None and device_uuids is None and device_indices is not None and len(device_indices) == 0:
-        return NullSensor("gpu", CPU_TRAINING_REASON, scope="device")
+        return NullSensor("gpu", CPU_TRAINING_REASON, scope="device", method=NOT_USED)
     try:
         lib = nvml_library()
     except NvmlUnavailableError as err:

@@ -1,0 +1,216 @@
+"""What every adapter drives: one :class:`Engine` per ``GreenCallback``, one :class:`Session` per ``fit``.
+
+The engine holds what the three adapters would otherwise each carry: the guard with fixed part names (so one fault
+degrades the same way in every framework), the status of an exception (``interrupted`` or ``failed``), the reset
+of a session a previous ``fit`` left open, the filter of the framework's metrics, and the one FLOP wrapper
+(:class:`FlopTap`). An adapter maps its hooks to these calls and logs what ``epoch_end`` returns; it computes
+nothing. Guard parts: ``start``, ``epoch``, ``eval``, ``flops``, ``finish``, ``checkpoint``, ``logging``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from green_callbacks.core.config import GreenConfig
+from green_callbacks.core.distributed import DistInfo
+from green_callbacks.core.metric_keys import nan_metrics
+from green_callbacks.core.session import Session, status_for
+
+__all__ = ["PARTS", "Engine", "FlopTap"]
+
+T = TypeVar("T")
+PARTS = ("start", "epoch", "eval", "flops", "finish", "checkpoint", "logging")
+"""The guard's part names, identical in every adapter (the record's ``lost`` names them)."""
+
+class FlopTap:
+    """The one FLOP wrapper of all three adapters, around the core :class:`~green_callbacks.core.flops.FlopTracker`.
+
+    Per batch: ``begin(kind, module, batch)`` before the framework runs the step and ``end()`` after its backward
+    (training) or forward (evaluation); ``discard()`` for a step that was skipped. The first step of each new batch
+    signature is watched by the FLOP counter while it runs (nothing is re-run: the training computes what it would
+    without the callback); later ones are cache hits or exact predictions (docs/flops.md). ``replay``: for a
+    compiled model, ``forward(model, batch)`` to count new signatures on a meta copy of the uncompiled model.
+
+    The epoch's sums go to the session when the epoch ends (and when the run finishes in the middle of one), with
+    the tracker's :meth:`~green_callbacks.core.flops.FlopTracker.info` in the record as ``flops``. A failure
+    switches the ``flops`` part off (FLOPs: NaN).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.tracker: Any = None
+        self.active = False
+        self.record_info: dict[str, Any] = {}  # what the adapter adds to the record's "flops" (Keras: its backend)
+
+    def use(self, tracker: Any) -> None:
+        """The run's tracker (a :class:`~green_callbacks.core.flops.FlopTracker`; ``None``: FLOPs not counted)."""
+        if self.tracker is not None:
+            self.tracker.discard()
+        self.tracker = tracker
+        self.active = tracker is not None and self._engine.session.in_epoch and self._engine.session.flops_available
+
+    def new_epoch(self, model: Any = None) -> None:
+        self.active = self.tracker is not None and self._engine.session.flops_available
+        if self.active:
+            self.tracker.discard()
+            self.tracker.reset_epoch()  # steps seen outside an epoch are not this epoch's
+            if model is not None:
+                self._engine.guard("flops", self.tracker.refresh, model)
+
+    @property
+    def in_step(self) -> bool:
+        return self.tracker is not None and self.tracker.in_step
+
+    def begin(self, kind: str, module: Any, batch: Any, replay: Any = None) -> None:
+        """A step of ``kind`` (``"train"``/``"eval"``) on ``batch`` is about to run."""
+        if self.active and not self.tracker.in_step:
+            self._engine.guard("flops", self.tracker.begin, kind, module, batch, replay)
+            self.active = self._engine.session.flops_available
+
+    def end(self) -> None:
+        """The step opened by :meth:`begin` has run its backward (training) or forward (evaluation)."""
+        if self.tracker is not None and self.tracker.in_step:
+            self._engine.guard("flops", self.tracker.end)
+
+    def discard(self) -> None:
+        """The open step was skipped or raised: nothing is added."""
+        if self.tracker is not None:
+            self.tracker.discard()
+
+    def stop(self) -> None:
+        """The epoch (or the run) ends: its FLOPs go to the session; counting is off until the next epoch."""
+        self.discard()
+        if self.active and self._engine.session.in_epoch and self._engine.session.flops_available:
+            epoch = self.tracker.take_epoch()
+            self._engine.session.add_flops(train=epoch.train_flops, eval=epoch.eval_flops)
+            self._engine.session.update_info("flops", {**self.record_info, **self.tracker.info()})
+        self.active = False
+
+    def add(self, train: float = 0.0, eval: float = 0.0) -> None:
+        """FLOPs counted by the adapter itself (Keras on JAX/TensorFlow counts its noted batch signatures at the
+        epoch's end)."""
+        if self._engine.running:
+            self._engine.session.add_flops(train=train, eval=eval)
+
+
+class Engine:
+    """The framework-neutral part of ``GreenCallback``; see the module docstring.
+
+    Args:
+        config: the validated settings.
+        framework: ``"lightning"``, ``"keras"``, ``"transformers"`` (the record's ``framework``).
+        sensors: sensors to use instead of the machine's (advanced; tests).
+    """
+
+    def __init__(self, config: GreenConfig, *, framework: str, sensors: Sequence[Any] | None = None) -> None:
+        self.config = config
+        self.framework = framework
+        self._sensors = None if sensors is None else list(sensors)
+        self.session = self._new_session()
+        self.flops = FlopTap(self)
+
+    def _new_session(self, dist: DistInfo | None = None) -> Session:
+        return Session(self.config, framework=self.framework, sensors=self._sensors, dist=dist)
+
+    # ------------------------------------------------------------------ state, read-only
+    @property
+    def running(self) -> bool:
+        return self.session.running
+
+    @property
+    def in_epoch(self) -> bool:
+        return self.session.in_epoch
+
+    @property
+    def in_eval(self) -> bool:
+        return self.session.in_eval
+
+    @property
+    def should_stop(self) -> bool:
+        return self.session.should_stop
+
+    @property
+    def record_path(self) -> Path | None:
+        return self.session.record_path
+
+    @property
+    def last_metrics(self) -> dict[str, float]:
+        return self.session.last_metrics
+
+    @staticmethod
+    def status_for(error: BaseException | str | None) -> str:
+        return status_for(error)
+
+    def guard(self, part: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """``fn(*args, **kwargs)``, or ``None`` when ``part`` failed now or before (warned once, then off)."""
+        return self.session.guard.call(part, fn, *args, **kwargs)
+
+    # ------------------------------------------------------------------ lifecycle
+    def begin_fit(self, dist: DistInfo | None = None) -> None:
+        """A new ``fit``: a session a previous fit left running is closed ``failed`` (it ended where no hook saw
+        it), and a used one replaced by a fresh one; ``dist`` when the framework knows the ranks."""
+        if self.session.running:
+            self.session.finish("failed", "a new fit() began before the previous one ended")
+        if self.session.status != "created" or dist is not None:
+            self.session = self._new_session(dist)
+        self.flops.stop()
+
+    def restart(self) -> None:
+        """Drop the session (not started yet) for a fresh one, e.g. after unreadable saved totals."""
+        self.session = self._new_session()
+
+    def start(self, **kwargs: Any) -> None:
+        """:meth:`Session.start` under the ``start`` guard."""
+        self.guard("start", self.session.start, **kwargs)
+
+    def set_planned_epochs(self, epochs: float | None, *, first_epoch: int = 0) -> None:
+        """The run's planned epochs; ``first_epoch``: a fit that starts later (Keras' ``initial_epoch``) runs
+        ``epochs - first_epoch`` of them. Only before the first completed epoch when ``first_epoch`` is given."""
+        if first_epoch and self.session.epochs_done:
+            return
+        self.session.set_planned_epochs(None if epochs is None else epochs - first_epoch)
+
+    def epoch_start(self, epoch: int | None = None, model: Any = None) -> None:
+        """Open an epoch; ``model``: the module whose FLOPs are counted (its module lists are re-read)."""
+        if self.session.running:
+            self.guard("epoch", self.session.epoch_start, epoch)
+            self.flops.new_epoch(model)
+
+    def eval_start(self) -> None:
+        if self.session.in_epoch:
+            self.guard("eval", self.session.eval_start)
+
+    def eval_end(self) -> None:
+        if self.session.in_epoch:
+            self.guard("eval", self.session.eval_end)
+
+    def epoch_end(self, metrics: Mapping[str, Any] | None = None) -> dict[str, float] | None:
+        """Close the open epoch; its ``green/...`` metrics (every key: NaN where lost), or ``None`` when no epoch is
+        open (nothing to log)."""
+        if not self.session.in_epoch:
+            return None
+        self.flops.stop()
+        found = self.guard("epoch", self.session.epoch_end, metrics)
+        return nan_metrics() if found is None else found
+
+    def finish(
+        self, status: str = "completed", error: BaseException | str | None = None, *, stop_reason: str | None = None
+    ) -> None:
+        """Close the run (no-op unless running) with ``status``; its record is written in full now."""
+        self.flops.stop()
+        if self.session.running:
+            self.guard("finish", self.session.finish, status, error, stop_reason=stop_reason)
+
+    def fail(self, error: BaseException) -> None:
+        """The fit raised ``error``: close the run ``interrupted`` or ``failed`` accordingly."""
+        self.finish(status_for(error), error)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return self.guard("checkpoint", self.session.state_dict) or {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state:
+            self.guard("checkpoint", self.session.load_state_dict, state)

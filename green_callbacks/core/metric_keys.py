@@ -1,0 +1,176 @@
+"""The one place where the ``green/...`` metric keys are named and built (DESIGN.md's contract).
+
+An epoch's keys are built from its :class:`~green_callbacks.core.session.EpochRow` by :func:`epoch_metrics`; a new
+per-epoch key is added here (its name in :data:`METRIC_KEYS`, its value in :func:`epoch_metrics`) and reaches all
+three frameworks' loggers without a change in any adapter. :func:`user_metrics` is the one filter of a framework's
+metrics down to the user's own numbers (the record's per-epoch ``metrics`` and the monitored value).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from green_callbacks.core.units import joules_to_kwh
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from green_callbacks.core.budget import Projection
+    from green_callbacks.core.convergence import ConvergencePoint
+    from green_callbacks.core.rows import EpochRow
+
+__all__ = [
+    "FOOTPRINT_KEYS",
+    "METRIC_KEYS",
+    "PREFIX",
+    "PROGRESS_BAR_KEYS",
+    "console_view",
+    "epoch_metrics",
+    "is_own_key",
+    "nan_metrics",
+    "progress_bar_metrics",
+    "to_number",
+    "user_metrics",
+]
+
+PREFIX = "green/"
+PROGRESS_BAR_KEYS: tuple[str, ...] = ("Wh", "gCO2e")
+"""The compact running totals a progress bar shows (logged to the bar only, never to loggers)."""
+
+FOOTPRINT_KEYS: tuple[str, ...] = (
+    "green/epoch_embodied_gco2e",
+    "green/total_embodied_gco2e",
+    "green/total_water_l",
+)
+"""The hardware's manufacturing emissions amortised over the epoch and the run, and the run's water (built by
+:class:`~green_callbacks.core.footprint.FootprintTracker`; beside the operational emissions, never folded in)."""
+
+METRIC_KEYS: tuple[str, ...] = (
+    "green/epoch_energy_kwh",
+    "green/epoch_gpu_energy_kwh",
+    "green/epoch_cpu_energy_kwh",
+    "green/epoch_ram_energy_kwh",
+    "green/epoch_eval_energy_kwh",
+    "green/epoch_emissions_gco2e",
+    "green/epoch_time_s",
+    "green/epoch_train_flops",
+    "green/epoch_eval_flops",
+    "green/total_energy_kwh",
+    "green/total_emissions_gco2e",
+    "green/total_train_flops",
+    "green/flops_to_convergence",
+    "green/energy_to_convergence_kwh",
+    "green/emissions_to_convergence_gco2e",
+    "green/epochs_to_convergence",
+    "green/train_flops_per_joule",
+    "green/projected_total_energy_kwh",
+    "green/projected_total_emissions_gco2e",
+    *FOOTPRINT_KEYS,
+)
+"""Every key an epoch returns, from the first epoch on (NaN where a value is unavailable)."""
+
+NAN = float("nan")
+
+
+def _nan(value: float | None) -> float:
+    return NAN if value is None else float(value)
+
+
+def _kwh(value_j: float | None) -> float:
+    return NAN if value_j is None else joules_to_kwh(value_j)
+
+
+def nan_metrics() -> dict[str, float]:
+    """Every key, all NaN: what an epoch logs when its measurement was lost (loggers keep their columns)."""
+    return dict.fromkeys(METRIC_KEYS, NAN)
+
+
+def epoch_metrics(
+    row: EpochRow,
+    best: ConvergencePoint | None,
+    projection: tuple[Projection, Projection] | None,
+) -> dict[str, float]:
+    """The ``green/...`` metrics of one epoch row, every key of :data:`METRIC_KEYS`, as plain floats."""
+    train_j = None
+    if row.energy_j is not None and row.eval_energy_j is not None:
+        train_j = row.energy_j - row.eval_energy_j
+    per_joule = NAN
+    if row.train_flops is not None and train_j:
+        per_joule = row.train_flops / train_j
+    energy_p, emissions_p = (None, None) if projection is None else (p.projected for p in projection)
+    return {
+        "green/epoch_energy_kwh": _kwh(row.energy_j),
+        "green/epoch_gpu_energy_kwh": _kwh(row.component_energy_j.get("gpu")),
+        "green/epoch_cpu_energy_kwh": _kwh(row.component_energy_j.get("cpu")),
+        "green/epoch_ram_energy_kwh": _kwh(row.component_energy_j.get("ram")),
+        "green/epoch_eval_energy_kwh": _kwh(row.eval_energy_j),
+        "green/epoch_emissions_gco2e": _nan(row.emissions_gco2e),
+        "green/epoch_time_s": float(row.time_s),
+        "green/epoch_train_flops": _nan(row.train_flops),
+        "green/epoch_eval_flops": _nan(row.eval_flops),
+        "green/total_energy_kwh": _kwh(row.totals.energy_j),
+        "green/total_emissions_gco2e": _nan(row.totals.emissions_gco2e),
+        "green/total_train_flops": _nan(row.totals.train_flops),
+        "green/flops_to_convergence": NAN if best is None else _nan(best.totals.train_flops),
+        "green/energy_to_convergence_kwh": NAN if best is None else _kwh(best.totals.energy_j),
+        "green/emissions_to_convergence_gco2e": NAN if best is None else _nan(best.totals.emissions_gco2e),
+        "green/epochs_to_convergence": NAN if best is None else float(best.totals.epochs),
+        "green/train_flops_per_joule": per_joule,
+        "green/projected_total_energy_kwh": _kwh(energy_p),
+        "green/projected_total_emissions_gco2e": _nan(emissions_p),
+    }
+
+
+def progress_bar_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Energy in Wh (small runs would show 0.000 kWh) and grams CO2e so far, for a progress bar."""
+    return {
+        "Wh": metrics["green/total_energy_kwh"] * 1000.0,
+        "gCO2e": metrics["green/total_emissions_gco2e"],
+    }
+
+
+def console_view(logs: Mapping[str, Any], console: str) -> dict[str, Any]:
+    """What a console line shows of an epoch's logs: ``"all"``: everything; ``"compact"``: the user's own keys and
+    the running totals in Wh and gCO2e in place of the ``green/...`` keys (loggers still get every key)."""
+    if console == "all" or "green/total_energy_kwh" not in logs:
+        return dict(logs)
+    out = {k: v for k, v in logs.items() if not is_own_key(str(k))}
+    out.update(progress_bar_metrics(logs))
+    return out
+
+
+def is_own_key(key: str) -> bool:
+    """A key this library logs itself (``green/...`` and the progress-bar totals), never a user metric."""
+    return key.startswith(PREFIX) or key in PROGRESS_BAR_KEYS
+
+
+def to_number(value: Any) -> float | None:
+    """``value`` as a float when it is one number (a Python/NumPy scalar, a one-element tensor), else ``None``.
+
+    Booleans are not numbers here; NaN and infinities are kept (a diverged loss is still the loss).
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        if getattr(value, "ndim", 0):  # an array or tensor: only a one-element one is a number
+            if math.prod(value.shape) != 1:
+                return None
+            value = value.reshape(())
+        return float(value)
+    except (TypeError, ValueError, RuntimeError, AttributeError):
+        return None
+
+
+def user_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The user's own numeric metrics of an epoch: one-number values only, this library's keys left out."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = str(key)
+        if is_own_key(name):
+            continue
+        number = to_number(value)
+        if number is not None:
+            out[name] = number
+    return out

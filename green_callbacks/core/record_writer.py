@@ -1,0 +1,302 @@
+"""Writing a run record: a small header replaced atomically, one appended line per epoch, the full record at the end.
+
+The format is that of BRIEF.md's shared decision (read back by :mod:`green_callbacks.core.record`):
+
+* while the run goes on, ``green-run-<stamp>-<id>.json`` is the header — everything but the epochs — with
+  ``"epochs": []`` and ``"epochs_log": "green-run-<stamp>-<id>.epochs.jsonl"``; every completed epoch is appended to
+  that log once, as one newline-terminated JSON object. Nothing is rewritten in full per epoch, so an epoch costs the
+  same at epoch 2,000 as at epoch 2, and a SIGKILL leaves every completed epoch readable;
+* at the end (any status), the complete record with every epoch inline and ``"epochs_log": null`` is written
+  atomically and the log deleted.
+
+Header and epoch lines are written by one background thread (``RecordWriter``), off the training thread; the last
+write (:meth:`RecordWriter.final`) is synchronous. A write that fails (a full disk) is kept and retried with the next
+one, and reported once through :meth:`RecordWriter.take_error`. Temporary files are named with the writer's process
+id, so that a later run in the same folder removes those a killed process left behind; files get the permissions
+the umask allows, like any file the user's program writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from green_callbacks.core.record import EPOCHS_LOG_SUFFIX
+
+__all__ = [
+    "RecordWriter",
+    "clean_stale_temp_files",
+    "epochs_log_name",
+    "jsonable",
+    "new_record_path",
+    "write_json_atomic",
+]
+
+_TMP_PREFIX = ".green-run-"
+_TMP_PATTERN = re.compile(r"^\.green-run-(\d+)-.*\.tmp$")
+
+
+def new_record_path(output_dir: str | os.PathLike[str]) -> Path:
+    """A fresh, unique record path in ``output_dir`` (``~`` expanded, made absolute now, so that a later change of
+    the working directory does not move the record); two runs never share one."""
+    folder = Path(output_dir).expanduser().absolute()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return folder / f"green-run-{stamp}-{uuid.uuid4().hex[:8]}.json"
+
+
+def epochs_log_name(record_path: str | os.PathLike[str]) -> str:
+    """``green-run-<stamp>-<id>.epochs.jsonl`` for ``green-run-<stamp>-<id>.json``: a plain name, same folder."""
+    name = Path(record_path).name
+    return (name[: -len(".json")] if name.endswith(".json") else name) + EPOCHS_LOG_SUFFIX
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: NaN/infinite floats become ``None``, containers are walked, numbers (NumPy, torch
+    scalars) become floats, anything else its text — and an object whose text cannot be had a labelled string.
+    Never raises: an odd hyperparameter must not cost the record."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {_text(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    try:
+        number = float(value)
+    except Exception:
+        return _text(value)
+    return number if math.isfinite(number) else None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception as err:  # e.g. a tensor on a device that cannot be read
+        return f"<unserialisable {type(value).__name__}: {type(err).__name__}>"
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where ``/proc`` says it (else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any], *, indent: int | None = 2) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file in the same folder, fsync, rename)."""
+    target = Path(path).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(jsonable(data), indent=indent, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=target.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a record is as readable as the user's other files
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return target
+
+
+def clean_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove ``.green-run-<pid>-*.tmp`` files in ``folder`` whose process is gone (a write cut by SIGKILL)."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TMP_PATTERN.match(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process: not ours to judge
+    return True
+
+
+class RecordWriter:
+    """Writes one run's record: header and epoch lines in a background thread, the final record synchronously."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.log_path = self.path.with_name(epochs_log_name(self.path))
+        self._cond = threading.Condition()
+        self._header: Mapping[str, Any] | None = None
+        self._lines: list[Mapping[str, Any] | str] = []
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._error: OSError | None = None
+        self._reported = False
+        self._pid = os.getpid()
+
+    # -- called from the training thread ---------------------------------------------------------------------
+
+    def header(self, record: Mapping[str, Any]) -> None:
+        """Replace the header (asynchronously; only the newest pending one is written)."""
+        self._submit(header=record)
+
+    def epoch(self, entry: Mapping[str, Any]) -> None:
+        """Append one completed epoch to the log (asynchronously, in order, once)."""
+        self._submit(line=entry)
+
+    def flush(self, timeout_s: float | None = 30.0) -> bool:
+        """Wait until everything submitted so far was written (or failed); True when nothing is pending."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            while self._busy or (self._thread is not None and self._thread.is_alive() and self._pending()):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def final(self, record: Mapping[str, Any]) -> Path:
+        """The complete record, every epoch inline, written now (atomically); then the epoch log is deleted."""
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._header, self._lines = None, []
+            self._cond.notify_all()
+        written = write_json_atomic(self.path, {**record, "epochs_log": None})
+        try:
+            os.unlink(self.log_path)
+        except FileNotFoundError:
+            pass
+        except OSError:  # the complete record is written: a leftover log is harmless (epochs_log is null)
+            pass
+        return written
+
+    def take_error(self) -> OSError | None:
+        """The first write error since the last call (each error reported once), else ``None``."""
+        with self._cond:
+            err, self._error = self._error, None
+        return err
+
+    # -- the background thread -------------------------------------------------------------------------------
+
+    def _pending(self) -> bool:
+        return self._header is not None or bool(self._lines)
+
+    def _submit(self, *, header: Mapping[str, Any] | None = None, line: Mapping[str, Any] | None = None) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            if header is not None:
+                self._header = header
+            if line is not None:
+                self._lines.append(line)
+            if self._thread is None or not self._thread.is_alive() or os.getpid() != self._pid:
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="green-callbacks-record", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending() and not self._closed:
+                    if not self._cond.wait(timeout=5.0) and not self._pending():  # idle: end; a submit restarts
+                        self._thread = None
+                        self._cond.notify_all()
+                        return
+                if self._closed and not self._pending():
+                    self._cond.notify_all()
+                    return
+                header, lines = self._header, list(self._lines)
+                self._header, self._lines = None, []
+                self._busy = True
+            failed = False
+            try:
+                if lines:
+                    self._append(lines)
+                    lines = []
+                if header is not None:
+                    write_json_atomic(self.path, header)
+                    header = None
+            except OSError as err:
+                failed = True
+                with self._cond:
+                    if self._error is None and not self._reported:
+                        self._error = err
+                        self._reported = True
+            except Exception as err:  # a bug: keep it for the training thread to raise or warn about
+                failed = True
+                with self._cond:
+                    self._error = OSError(f"{type(err).__name__}: {err}")
+            finally:
+                with self._cond:
+                    if lines:  # not written: kept, in order, for the next attempt
+                        self._lines[:0] = lines
+                    if header is not None and self._header is None:
+                        self._header = header
+                    self._busy = False
+                    if failed:  # retried with the next submission (the next epoch), not in a tight loop
+                        self._thread = None
+                    self._cond.notify_all()
+            if failed:
+                return
+
+    def _append(self, lines: list[Mapping[str, Any] | str]) -> None:
+        text = "".join(
+            (line if isinstance(line, str) else json.dumps(jsonable(line), allow_nan=False)) + "\n" for line in lines
+        )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        size = os.fstat(fd).st_size
+        try:
+            data = text.encode("utf-8")
+            while data:  # one write() in practice; a short write goes on where it stopped
+                written = os.write(fd, data)
+                data = data[written:]
+            os.fsync(fd)
+        except OSError:
+            try:  # no torn line in the middle of the log: the retry appends these lines whole
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise
+        finally:
+            os.close(fd)

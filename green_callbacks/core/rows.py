@@ -1,0 +1,51 @@
+"""One epoch of a run as the engine computed it: the row the record, the metrics and the report are built from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from green_callbacks.core.convergence import Totals
+
+__all__ = ["EpochRow", "row_from_record"]
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    """One epoch of the run, summed over ranks. Energy in joules before PUE; ``None`` = unavailable.
+
+    ``energy_j`` sums the components that were measured; ``missing_components`` names the others (on a CPU-only
+    machine the GPU is always missing; a GPU lost mid-run is missing from that epoch on).
+    """
+
+    epoch: int
+    time_s: float
+    energy_j: float | None
+    component_energy_j: Mapping[str, float | None]
+    component_method: Mapping[str, str]
+    eval_energy_j: float | None
+    train_flops: float | None
+    eval_flops: float | None
+    emissions_gco2e: float | None
+    totals: Totals
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    missing_components: tuple[str, ...] = ()
+    """Components unavailable in this epoch: ``energy_j`` and emissions are the sum of the others."""
+
+    def to_record(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["component_energy_j"] = dict(self.component_energy_j)
+        out["component_method"] = dict(self.component_method)
+        out["metrics"] = dict(self.metrics)
+        out["missing_components"] = list(self.missing_components)
+        return out
+
+
+def row_from_record(data: Mapping[str, Any]) -> EpochRow:
+    values = dict(data)
+    values["totals"] = Totals(**values["totals"])
+    values["missing_components"] = tuple(values.get("missing_components", ()))
+    return EpochRow(**values)
+
+

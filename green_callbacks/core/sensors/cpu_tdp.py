@@ -1,0 +1,155 @@
+"""The CPU model of this machine and its TDP from a packaged table, for the CPU estimate where RAPL is unreadable.
+
+The table ``data/cpu_power.csv`` (4,903 models, ``Name,TDP`` in watts) is CodeCarbon's ``cpu_power.csv``, MIT
+(see ``core/data/SOURCES.md``). Matching is done here, on normalised names:
+
+1. the name is normalised: lower case; ``(R)``, ``(TM)``, ``®``, ``™`` dropped; the words ``CPU``,
+   ``Processor``, ``@ 2.20GHz``, ``N-Core``, ``Nth Gen``, ``with Radeon Graphics`` dropped; spaces collapsed;
+2. an identical normalised name wins;
+3. otherwise a row matches when its *model tokens* (the words holding a digit: ``i7-8700k``, ``8375c``, ``v4``)
+   are exactly the name's and its other words are the same apart from vendor names (``Xeon 8375`` never
+   matches ``Xeon 8375C``; ``Apple M1 Pro`` never matches ``Apple M1``); rows that agree on the TDP count as one;
+4. no match — or several rows with different TDPs — is no match: the caller falls back to the per-core estimate.
+   A name without a model number (``AMD EPYC``, as some virtual machines show) never matches.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+__all__ = ["CpuInfo", "CpuMatch", "cpu_tdp_table", "match_cpu_model", "normalise_cpu_model", "read_cpuinfo"]
+
+TABLE_SOURCE = "CodeCarbon cpu_power.csv (mlco2/codecarbon b05965e, MIT), green_callbacks/core/data/cpu_power.csv"
+
+_DROP = [
+    r"\((?:r|tm)\)", "®", "™",
+    r"@\s*[\d.]+\s*[gm]hz",               # "@ 2.20GHz"
+    r"\b\d+(?:st|nd|rd|th)\s+gen\b",      # "12th Gen"
+    r"\b\d+-cores?\b", r"\b(?:eight|six|quad|dual|octa|hexa)-core\b",
+    r"\bwith radeon(?: \w+)* graphics\b", r"\bw/ radeon(?: \w+)* graphics\b",
+    r"\bcpu\b", r"\bprocessors?\b", r"\bapu\b",
+]
+
+
+def normalise_cpu_model(name: str) -> str:
+    """``"Intel(R) Xeon(R) CPU E5-2686 v4 @ 2.30GHz"`` → ``"intel xeon e5-2686 v4"``."""
+    text = name.lower()
+    for pattern in _DROP:
+        text = re.sub(pattern, " ", text)
+    text = re.sub(r"[,;]", " ", text)
+    return " ".join(text.split())
+
+
+def _split(normalised: str) -> tuple[frozenset[str], frozenset[str]]:
+    words = normalised.split()
+    model = frozenset(w for w in words if any(c.isdigit() for c in w))
+    return model, frozenset(words) - model
+
+
+@dataclass(frozen=True)
+class CpuMatch:
+    """The table row used for a CPU model name: ``row_name`` as written in the table, its TDP, and how it matched
+    (``"exact"`` or ``"model-number"``)."""
+
+    query: str
+    row_name: str
+    tdp_w: float
+    how: str
+    source: str = TABLE_SOURCE
+
+
+@lru_cache(maxsize=1)
+def cpu_tdp_table() -> tuple[tuple[str, float], ...]:
+    """``(name, tdp_w)`` for every row of the packaged table."""
+    text = (resources.files("green_callbacks.core") / "data" / "cpu_power.csv").read_text(encoding="utf-8")
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        try:
+            rows.append((row["Name"].strip(), float(row["TDP"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(rows)
+
+
+@lru_cache(maxsize=1)
+def _index() -> tuple[Mapping[str, list[tuple[str, float]]], Mapping[frozenset[str], list[tuple[str, float]]]]:
+    exact: dict[str, list[tuple[str, float]]] = {}
+    by_model: dict[frozenset[str], list[tuple[str, float]]] = {}
+    for name, tdp in cpu_tdp_table():
+        norm = normalise_cpu_model(name)
+        exact.setdefault(norm, []).append((name, tdp))
+        model, _ = _split(norm)
+        if model:
+            by_model.setdefault(model, []).append((name, tdp))
+    return exact, by_model
+
+
+_VENDORS = frozenset({"intel", "amd", "apple", "arm"})
+
+
+def _same_words(row_words: frozenset[str], words: frozenset[str]) -> bool:
+    """Equal apart from vendor names (a row may lack ``intel``; an ``M1 Pro`` is not an ``M1``)."""
+    return row_words - _VENDORS == words - _VENDORS
+
+
+def match_cpu_model(name: str | None) -> CpuMatch | None:
+    """The table row for a CPU model name (``/proc/cpuinfo``'s ``model name``), or ``None`` (see module doc)."""
+    if not name or not name.strip():
+        return None
+    query = normalise_cpu_model(name)
+    exact, by_model = _index()
+    hits = exact.get(query)
+    if hits and len({tdp for _, tdp in hits}) == 1:
+        return CpuMatch(name, hits[0][0], hits[0][1], "exact")
+    model, words = _split(query)
+    if not model:
+        return None
+    candidates = [(row, tdp) for row, tdp in by_model.get(model, [])
+                  if _same_words(_split(normalise_cpu_model(row))[1], words)]
+    if not candidates or len({tdp for _, tdp in candidates}) != 1:
+        return None
+    best = min(candidates)
+    return CpuMatch(name, best[0], best[1], "model-number")
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What ``/proc/cpuinfo`` says: the model name, logical CPUs per package (``siblings``), packages, and whether
+    the kernel runs under a hypervisor (the ``hypervisor`` flag)."""
+
+    model: str | None
+    threads_per_package: int | None
+    packages: int | None
+    virtual_machine: bool
+
+
+def read_cpuinfo(path: str = "/proc/cpuinfo") -> CpuInfo:
+    """Parse ``path`` (Linux); an empty :class:`CpuInfo` where it cannot be read."""
+    model: str | None = None
+    siblings: int | None = None
+    packages: set[str] = set()
+    vm = False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, sep, value = line.partition(":")
+                if not sep:
+                    continue
+                key, value = key.strip().lower(), value.strip()
+                if key == "model name" and model is None:
+                    model = value or None
+                elif key == "siblings" and siblings is None and value.isdigit():
+                    siblings = int(value)
+                elif key == "physical id":
+                    packages.add(value)
+                elif key == "flags" and not vm:
+                    vm = "hypervisor" in value.split()
+    except OSError:
+        return CpuInfo(None, None, None, False)
+    return CpuInfo(model, siblings, len(packages) or None, vm)

@@ -1,0 +1,220 @@
+"""The report's footprint section, from one parsed run record: operational beside embodied emissions, water, and
+where the run could have been greener (labelled as counterfactual).
+
+Self-contained on purpose (it takes the record ``dict`` and returns frozen rows and text) so that the report's
+section model can take it in as one section; the arithmetic is in :mod:`green_callbacks.core.counterfactual`,
+:mod:`green_callbacks.core.embodied` and :mod:`green_callbacks.core.water`. A record without a ``footprint``
+block (written before it existed) gives no section.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from green_callbacks.core.counterfactual import (
+    LABEL,
+    Counterfactual,
+    Infrastructure,
+    InfrastructureOutcome,
+    compare_infrastructure,
+    counterfactuals,
+)
+from green_callbacks.core.units import joules_to_kwh
+from green_callbacks.core.water import DEFAULT_WUE_L_PER_KWH
+
+__all__ = [
+    "FootprintOptions",
+    "FootprintSection",
+    "footprint_section",
+    "footprint_text",
+]
+
+
+@dataclass(frozen=True)
+class FootprintOptions:
+    """What the footprint section compares against.
+
+    Attributes:
+        alternatives: grids the user considers (ISO codes, ``"gcp:<region>"``, numbers in gCO2e/kWh).
+        cloud_regions: list every packaged Google Cloud region.
+        lowest: how many of the lowest-intensity countries/regions to list.
+        local, cloud: the infrastructure comparison (both or neither): a shared local machine
+            (:meth:`Infrastructure.local`, its PUE and utilisation given) against an on-demand cloud region
+            (:meth:`Infrastructure.cloud`).
+    """
+
+    alternatives: tuple[str | float, ...] = ()
+    cloud_regions: bool = True
+    lowest: int = 5
+    local: Infrastructure | None = None
+    cloud: Infrastructure | None = None
+
+
+@dataclass(frozen=True)
+class FootprintSection:
+    """Everything the section shows for one run. ``None`` = unavailable (never shown as 0)."""
+
+    energy_kwh: float | None
+    hours: float
+    pue: float
+    intensity_gco2e_per_kwh: float | None
+    operational_gco2e: float | None
+    embodied_gco2e: float | None
+    embodied_partial: bool
+    embodied_missing: tuple[str, ...]
+    embodied_assumptions: tuple[str, ...]
+    embodied_sources: tuple[str, ...]
+    accelerators: tuple[str, ...]
+    water_l: float | None
+    wue_l_per_kwh: float
+    offsite_l_per_kwh: float | None
+    water_location: str
+    water_method: str
+    water_sources: tuple[str, ...]
+    grids: tuple[Counterfactual, ...] = ()
+    infrastructure: tuple[InfrastructureOutcome, ...] = field(default_factory=tuple)
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        return None
+    return float(value)
+
+
+def footprint_section(record: Mapping[str, Any], options: FootprintOptions | None = None) -> FootprintSection | None:
+    """The section for one record, or ``None`` when the record has no ``footprint`` block."""
+    options = options or FootprintOptions()
+    block = record.get("footprint")
+    if not isinstance(block, Mapping):
+        return None
+    embodied = block.get("embodied") or {}
+    water = block.get("water") or {}
+    offsite = water.get("offsite") or {}
+    totals = record.get("totals") or {}
+    carbon = record.get("carbon") or {}
+    energy_j = _num(totals.get("energy_j"))
+    energy_kwh = None if energy_j is None else joules_to_kwh(energy_j)
+    hours = (_num(totals.get("time_s")) or 0.0) / 3600.0
+    pue = _num(carbon.get("pue")) or 1.0
+    intensity = _num(carbon.get("intensity_gco2e_per_kwh"))
+    wue = _num(water.get("wue_l_per_kwh"))
+    wue = DEFAULT_WUE_L_PER_KWH if wue is None else wue
+    accelerators = tuple(str(a) for a in embodied.get("accelerators") or ())
+    parts = embodied.get("parts") or []
+    grids: tuple[Counterfactual, ...] = ()
+    if energy_kwh is not None and intensity is not None:
+        grids = tuple(counterfactuals(
+            energy_kwh, pue, actual_gco2e_per_kwh=intensity, actual_label="this run",
+            actual_location=str(carbon.get("location") or ""), alternatives=options.alternatives,
+            cloud_regions=options.cloud_regions, lowest=options.lowest, wue_l_per_kwh=wue))
+    infra: tuple[InfrastructureOutcome, ...] = ()
+    if energy_kwh is not None and options.local is not None and options.cloud is not None:
+        named = [a for a in accelerators if a != "unidentified"]
+        infra = tuple(compare_infrastructure(energy_kwh, hours, named, [options.local, options.cloud]))
+    return FootprintSection(
+        energy_kwh=energy_kwh,
+        hours=hours,
+        pue=pue,
+        intensity_gco2e_per_kwh=intensity,
+        operational_gco2e=_num(totals.get("emissions_gco2e")),
+        embodied_gco2e=_num(embodied.get("total_gco2e")),
+        embodied_partial=bool(embodied.get("partial")),
+        embodied_missing=tuple(str(m) for m in embodied.get("missing") or ()),
+        embodied_assumptions=tuple(str(a) for a in embodied.get("assumptions") or ()),
+        embodied_sources=tuple(sorted({f"{p.get('name')}: {p.get('kgco2e')} kgCO2e, {p.get('source')}"
+                                       for p in parts if isinstance(p, Mapping) and p.get("kgco2e") is not None})),
+        accelerators=accelerators,
+        water_l=_num(water.get("total_l")),
+        wue_l_per_kwh=wue,
+        offsite_l_per_kwh=_num(offsite.get("offsite_l_per_kwh")),
+        water_location=str(offsite.get("location") or ""),
+        water_method=str(offsite.get("method") or ""),
+        water_sources=tuple(s for s in (str(water.get("wue_source") or ""), str(offsite.get("source") or "")) if s),
+        grids=grids,
+        infrastructure=infra,
+    )
+
+
+def _g(value: float | None) -> str:
+    if value is None:
+        return "unavailable"
+    for unit, size in (("t", 1e6), ("kg", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value:.3g} g"
+
+
+def _l(value: float | None) -> str:
+    return "unavailable" if value is None else f"{value:.3g} L"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def footprint_summary_lines(section: FootprintSection) -> list[str]:
+    """Operational beside embodied emissions, and water, with every assumption and source, as plain-text lines."""
+    out = [f"  operational emissions: {_g(section.operational_gco2e)} CO2e (energy × PUE {section.pue:g} × "
+           f"{section.intensity_gco2e_per_kwh if section.intensity_gco2e_per_kwh is not None else '?'} "
+           "gCO2e/kWh)"]
+    partial = " (partial: " + "; ".join(section.embodied_missing) + ")" if section.embodied_partial else ""
+    out.append(f"  embodied emissions:    {_g(section.embodied_gco2e)} CO2e{partial}, amortised over "
+               f"{section.hours:.3g} h; reported beside the operational emissions, not in them")
+    for line in section.embodied_assumptions:
+        out.append(f"    assumption: {line}")
+    for line in section.embodied_sources:
+        out.append(f"    source: {line}")
+    if section.operational_gco2e is not None and section.embodied_gco2e is not None:
+        out.append(f"  operational + embodied: {_g(section.operational_gco2e + section.embodied_gco2e)} CO2e")
+    offsite = "?" if section.offsite_l_per_kwh is None else f"{section.offsite_l_per_kwh:.3g}"
+    out.append(f"  water: {_l(section.water_l)} = energy × (WUE {section.wue_l_per_kwh:g} + PUE {section.pue:g} × "
+               f"{offsite} L/kWh off-site, {section.water_location}: {section.water_method})")
+    for source in section.water_sources:
+        out.append(f"    source: {source}")
+    return out
+
+
+GRIDS_TITLE = f"Where could this run have been greener? ({LABEL})"
+INFRASTRUCTURE_TITLE = ("Shared local machine vs on-demand cloud (Green AI Standard, infrastructure; counterfactual, "
+                        "embodied included):")
+
+
+def grid_table(section: FootprintSection) -> tuple[list[str], list[list[str]]]:
+    """The same measured energy under other grids: header and rows (empty rows when there are none)."""
+    rows = [[g.group, g.label, f"{g.intensity_gco2e_per_kwh:g}", str(g.year or ""), _g(g.emissions_gco2e),
+             "" if g.group == "actual" else f"{g.difference_gco2e:+.3g} g",
+             "" if g.ratio_to_actual is None else f"{g.ratio_to_actual:.2f}×", _l(g.water_l)]
+            for g in section.grids]
+    return ["", "grid", "gCO2e/kWh", "year", "emissions", "vs this run", "ratio", "water"], rows
+
+
+def infrastructure_table(section: FootprintSection) -> tuple[list[str], list[list[str]]]:
+    """A shared local machine against an on-demand cloud region: header and rows (empty when not asked for)."""
+    rows = [[o.label, f"{o.pue:g}", f"{o.intensity_gco2e_per_kwh:g}", f"{o.utilisation:g}",
+             _g(o.operational_gco2e), _g(o.embodied_gco2e) + (" (partial)" if o.embodied_missing else ""),
+             _g(o.total_gco2e)] for o in section.infrastructure]
+    return ["infrastructure", "PUE", "gCO2e/kWh", "utilisation", "operational", "embodied", "total"], rows
+
+
+def footprint_lines(section: FootprintSection) -> list[str]:
+    """The section as plain-text lines (the report's emitters use the same parts as blocks and tables)."""
+    out = ["== Footprint: operational, embodied, water ==", *footprint_summary_lines(section)]
+    if section.grids:
+        out += ["", GRIDS_TITLE, *_table(*grid_table(section))]
+    if section.infrastructure:
+        out += ["", INFRASTRUCTURE_TITLE, *_table(*infrastructure_table(section))]
+    return out
+
+
+def footprint_text(record: Mapping[str, Any], options: FootprintOptions | None = None) -> str | None:
+    """The section as text for one record, or ``None`` when the record has no footprint block."""
+    section = footprint_section(record, options)
+    return None if section is None else "\n".join(footprint_lines(section)) + "\n"
