@@ -7,6 +7,21 @@ counted on a meta copy (one per length), the other 180 are answered from the cac
 counting alternate, ``--repeats`` times each; the medians are compared.
 
     python benchmarks/flops_cost.py [--repeats 3] [--batches 200] [--batch-size 32] [--threads 1]
+
+``--scenario gpt2`` (#20): GPT-2-style models at three sizes (``transformers.GPT2Config``, built from the config, no
+download) train one dynamic-padding epoch whose padded lengths take ``--lengths`` (default 208) distinct values.
+Before: the meta-copy engine counts every new shape (``TorchFlopCounter.count_train_step`` before each batch). After:
+``FlopTracker`` observes the first real step of a shape, fits a verified polynomial and predicts the rest. Both
+totals must agree exactly. Reported per size: counts performed, seconds on the training thread, share of the epoch.
+The time an observed step costs is the same batch's step with the counter minus without it, both on warm kernels
+(best of 3); a cache hit or prediction costs the time of ``begin`` + ``end``.
+
+``--large``: a ~1B-parameter GPT-2 built on the meta device; one meta count of a training step (batch 1, length
+1024): its time and the process's peak RSS before and after (no real memory for weights or activations).
+
+    python benchmarks/flops_cost.py --scenario gpt2 [--lengths 208] [--batch-size 2]
+    python benchmarks/flops_cost.py --large
+    python benchmarks/flops_cost.py --hit        # FlopTracker.begin + end on a cached signature, GPT-2 small
 """
 
 from __future__ import annotations
@@ -16,6 +31,7 @@ import random
 import statistics
 import time
 import warnings
+from typing import Any
 
 
 def main() -> None:
@@ -25,7 +41,16 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, default=20, help="distinct padded lengths (8, 16, ... 8·n)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--scenario", choices=("bert", "gpt2"), default="bert")
+    parser.add_argument("--large", action="store_true", help="peak RSS and time of one meta count of a ~1B model")
+    parser.add_argument("--hit", action="store_true", help="cost of FlopTracker.begin + end on a cached signature")
     args = parser.parse_args()
+    if args.large:
+        return large()
+    if args.hit:
+        return hit()
+    if args.scenario == "gpt2":
+        return gpt2(args)
 
     import torch
     import transformers
@@ -109,6 +134,156 @@ def main() -> None:
     print(f"per count {med(counting) / stats.counts * 1e3:.1f} ms; per cache hit (key + look-up) "
           f"{hits_s / max(stats.cache_hits, 1) * 1e6:.0f} us")
     print(f"training FLOPs counted per epoch: {flops:.4e}")
+
+
+GPT2_SIZES = ((128, 2, 2), (256, 4, 4), (512, 6, 8))  # (n_embd, n_layer, n_head)
+
+
+def gpt2(args: argparse.Namespace) -> None:
+    import torch
+    import transformers
+
+    from green_callbacks.core.flops import FlopTracker, TorchFlopCounter
+
+    warnings.simplefilter("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n_lengths = args.lengths if args.lengths != 20 else 208
+    batch_size = args.batch_size if args.batch_size != 32 else 2
+    rng = random.Random(0)
+    lengths = [8 + i for i in range(n_lengths)]  # every length once, shuffled: the worst case for a shape cache
+    rng.shuffle(lengths)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
+          f"batch size {batch_size}, {len(lengths)} steps, lengths {min(lengths)}..{max(lengths)} "
+          f"({len(set(lengths))} distinct)")
+    for n_embd, n_layer, n_head in GPT2_SIZES:
+        torch.manual_seed(0)
+        config = transformers.GPT2Config(n_embd=n_embd, n_layer=n_layer, n_head=n_head, vocab_size=1000,
+                                         n_positions=max(lengths), bos_token_id=0, eos_token_id=0)
+        config._attn_implementation = "eager"
+        model = transformers.GPT2LMHeadModel(config)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        params = sum(p.numel() for p in model.parameters())
+        before, tracker = TorchFlopCounter(), FlopTracker()
+
+        def step(batch: dict, model: Any = model, optimizer: Any = optimizer) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            model(**batch).loss.backward()
+            optimizer.step()
+
+        epoch_s = before_s = after_s = 0.0
+        before_total = 0
+        observed_batches = []
+        for seq in lengths:
+            ids = torch.randint(0, 1000, (batch_size, seq))
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+            start = time.perf_counter()
+            before_total += before.count_train_step(model, lambda m, b: m(**b).loss, batch).flops
+            before_s += time.perf_counter() - start
+            observed = tracker.info()["counts"]["observed"]
+            start = time.perf_counter()
+            tracker.begin("train", model, ((), batch))
+            began = time.perf_counter()
+            step(batch)
+            stepped = time.perf_counter()
+            tracker.end()
+            ended = time.perf_counter()
+            epoch_s += stepped - began
+            if tracker.info()["counts"]["observed"] > observed:
+                observed_batches.append(batch)  # its counter overhead is measured below, on warm kernels
+            else:
+                after_s += (began - start) + (ended - stepped)  # the cache hit or prediction alone
+        # What watching a step costs: the same batch with and without the counter, both after a warm-up run (the
+        # first step at a new shape is slower on CPU with or without counting), best of 3 each.
+        for batch in observed_batches:
+            step(batch)
+            plain = min(_timed(step, batch) for _ in range(3))
+            counted = min(_timed(_counted(step), batch) for _ in range(3))
+            after_s += max(counted - plain, 0.0)
+        epoch = tracker.take_epoch()
+        info = tracker.info()
+        assert epoch.train_flops == before_total, (epoch.train_flops, before_total)
+        print(f"GPT-2 {params / 1e6:.1f}M (n_embd {n_embd}, n_layer {n_layer}): epoch {epoch_s:.1f} s; "
+              f"before: {before.stats.counts} meta counts, {before_s:.2f} s = {before_s / epoch_s:.1%} of the epoch; "
+              f"after: {info['counts']['observed']} observed counts, {info['counts']['interpolated']} predicted, "
+              f"{after_s:.3f} s = {after_s / epoch_s:.2%}; FLOPs equal ({before_total:.4e}), method {epoch.method}")
+
+
+def _timed(fn: Any, batch: Any) -> float:
+    start = time.perf_counter()
+    fn(batch)
+    return time.perf_counter() - start
+
+
+def _counted(step: Any) -> Any:
+    """``step`` inside the engine's counter, entered and left as FlopTracker does for an observed step."""
+    from green_callbacks.core.flops import TorchFlopCounter
+
+    engine = TorchFlopCounter()
+
+    def run(batch: Any) -> None:
+        handle = engine.start_observing()
+        step(batch)
+        engine.stop_observing(handle, "train")
+
+    return run
+
+
+def hit(calls: int = 20000) -> None:
+    import torch
+    import transformers
+
+    from green_callbacks.core.flops import FlopTracker
+
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=1000, bos_token_id=0, eos_token_id=0)  # GPT-2 small's layers
+    model = transformers.GPT2LMHeadModel(config)
+    ids = torch.randint(0, 1000, (2, 16))
+    batch = ((), {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+    tracker = FlopTracker()
+    tracker.begin("train", model, batch)
+    model(**batch[1]).loss.backward()
+    tracker.end()
+    start = time.perf_counter()
+    for _ in range(calls):
+        tracker.begin("train", model, batch)
+        tracker.end()
+    per_call = (time.perf_counter() - start) / calls
+    print(f"GPT-2 small layers ({sum(1 for _ in model.parameters())} parameter tensors, "
+          f"{sum(1 for _ in model.modules())} modules), HF batch of 3 tensors: begin + end on a cached signature "
+          f"{per_call * 1e6:.1f} us (mean of {calls})")
+
+
+def large() -> None:
+    import resource
+
+    import torch
+    import transformers
+
+    from green_callbacks.core.flops import TorchFlopCounter
+
+    warnings.simplefilter("ignore")
+
+    def peak_mib() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    config = transformers.GPT2Config(n_embd=2048, n_layer=18, n_head=16, n_positions=1024)
+    with torch.device("meta"):
+        model = transformers.GPT2LMHeadModel(config)
+    params = sum(p.numel() for p in model.parameters())
+    ids = torch.randint(0, config.vocab_size, (1, 1024))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    counter = TorchFlopCounter(fallback_to_real_step=False)
+    rss0 = peak_mib()
+    for seq in (1024, 1000, 512):
+        ids = torch.randint(0, config.vocab_size, (1, seq))
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+        start = time.perf_counter()
+        flops = counter.count_train_step(model, lambda m, b: m(**b).loss, batch).flops
+        print(f"GPT-2 {params / 1e9:.2f}B params (fp32 weights would be {params * 4 / 2**30:.1f} GiB), length {seq}: "
+              f"meta count {time.perf_counter() - start:.2f} s, {flops:.4e} FLOPs; peak RSS {rss0:.0f} MiB before, "
+              f"{peak_mib():.0f} MiB after")
 
 
 if __name__ == "__main__":

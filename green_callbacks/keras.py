@@ -233,7 +233,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         self._wrapped: list[tuple[Any, str, Any]] = []
         self._epoch_iterator: Any = None
         self._flops_info: dict[str, Any] = {}
-        self._torch_counter: _TorchStepCounter | None = None  # kept across fits: a later fit reuses its cache
+        self._torch_tracker: Any = None  # core.flops.FlopTracker, kept across fits: a later fit reuses its cache
         self._warned_order = False
         self._backup_dir: str | None = None
 
@@ -252,10 +252,12 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         stopper = next((c for c in callbacks or [] if isinstance(c, keras.callbacks.EarlyStopping)), None)
         backend = keras.backend.backend()
         self._flops_info = {"backend": backend, **_FLOP_METHODS.get(backend, {"method": "unavailable"})}
-        if backend == "torch":
-            self._torch_counter = self._torch_counter or _TorchStepCounter()
-            self._torch_counter.info = self._flops_info
-        self._engine.flops.use(self._torch_counter if backend == "torch" else None)
+        if backend == "torch" and self._torch_tracker is None:
+            from green_callbacks.core.flops import FlopTracker
+
+            self._torch_tracker = FlopTracker()
+        self._engine.flops.use(self._torch_tracker if backend == "torch" else None)
+        self._engine.flops.record_info = self._flops_info
         self._backup_dir = None if callbacks is None else _backup_dir(callbacks)
         if self._backup_dir is not None:  # resuming a crashed fit with BackupAndRestore: the totals go on
             self._resume(self._backup_dir)
@@ -340,8 +342,11 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
     def _phase_flops(self, batch: Any) -> float:
         """Forward FLOPs of one batch, by the fit's torch counter (its cache and meta copy; the fit's record keeps
         only the fit's own step shapes)."""
-        self._torch_counter = self._torch_counter or _TorchStepCounter()
-        return float(self._torch_counter.counter.count_eval_step(self.model, _keras_forward("eval"), batch).flops)
+        if self._torch_tracker is None:
+            from green_callbacks.core.flops import FlopTracker
+
+            self._torch_tracker = FlopTracker()
+        return float(self._torch_tracker.engine.count_eval_step(self.model, _eval_forward, batch).flops)
 
     def _wrap_phase(self, model: Any, attr: str) -> None:
         """Note each batch of ``evaluate``/``predict`` (torch backend: ``test_function(data)``, ``data[0]`` the
@@ -374,6 +379,8 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._engine.in_epoch and self._steps.counts:
             self._engine.guard("flops", self._add_noted_flops)
+        if self._torch_tracker is not None and keras.backend.backend() == "torch":
+            self._flops_info["per_step"] = self._torch_tracker.per_signature()
         metrics = self._engine.epoch_end(logs or {})
         if metrics is not None and self._backup_dir is not None:
             self._engine.guard("checkpoint", self._save_state)
@@ -442,20 +449,25 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
             try:
                 if this is not None:
                     args = this._note_batches(backend, kind, args)
-                return original(*args, **kwargs)
+                out = original(*args, **kwargs)
             except BaseException as err:
-                if this is not None and type(err).__name__ not in _END_OF_DATA:
-                    this._unwrap()
-                    this._engine.fail(err)
+                if this is not None:
+                    this._engine.flops.discard()
+                    if type(err).__name__ not in _END_OF_DATA:
+                        this._unwrap()
+                        this._engine.fail(err)
                 raise
+            if this is not None:
+                this._engine.flops.end()  # the call ran the step (forward, backward, optimizer's elementwise update)
+            return out
 
         watched._green_callback = ref  # type: ignore[attr-defined]
         setattr(model, attr, watched)
         self._wrapped.append((model, attr, original))
 
     def _note_batches(self, backend: str, kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        if backend == "torch":  # train_function(data): data[0] is the batch
-            self._engine.flops.step(kind, self.model, args[0][0])
+        if backend == "torch":  # train_function(data): data[0] is the batch; the call runs the step
+            self._engine.flops.begin(kind, self.model, args[0][0])
             if kind == "train":
                 self._engine.add_batch(args[0][0])
         elif not (self._engine.in_epoch and self._engine.session.flops_available):
@@ -504,22 +516,10 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         return float(cache[key]["flops"])
 
 
-class _TorchStepCounter:
-    """FLOPs of one Keras step on the torch backend (the counting function behind ``engine.flops``); the torch
-    engine's cache is kept across fits of the same model (a new meta copy costs ~150 ms for a small model)."""
-
-    def __init__(self) -> None:
-        from green_callbacks.core.flops import TorchFlopCounter
-
-        self.counter = TorchFlopCounter()
-        self.info: dict[str, Any] = {}
-
-    def __call__(self, kind: str, model: Any, batch: Any, index: tuple[Any, ...]) -> float:
-        count = self.counter.count_train_step if kind == "train" else self.counter.count_eval_step
-        step = count(model, _keras_forward(kind), batch)
-        self.info.setdefault("per_step", {})[f"{kind} {_describe(batch)}"] = {"flops": step.flops,
-                                                                               "method": step.method}
-        return float(step.flops)
+def _eval_forward(model: Any, batch: Any) -> Any:
+    """The forward of one ``evaluate``/``predict`` batch, counted on a meta copy of the model after the phase."""
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
+    return model(x, training=False)
 
 
 def _hyperparameters(model: Any, params: dict[str, Any]) -> dict[str, Any]:
@@ -537,21 +537,11 @@ def _hyperparameters(model: Any, params: dict[str, Any]) -> dict[str, Any]:
 
 
 _FLOP_METHODS: dict[str, dict[str, str]] = {
-    "torch": {"method": "torch-flop-counter (green_callbacks.core.flops)", "convention": "matmul-only"},
+    "torch": {"method": "torch-flop-counter (green_callbacks.core.flops, observed on the real step)",
+              "convention": "matmul-only"},
     "jax": {"method": "xla-cost-analysis", "convention": "all-ops"},
     "tensorflow": {"method": "tf-profiler", "convention": "all-ops (ops with a registered FLOP statistic)"},
 }
-
-
-def _keras_forward(kind: str) -> Callable[[Any, Any], Any]:
-    """The forward of one Keras step for the torch engine: ``model(x)`` (its outputs' sum stands in for the loss,
-    which adds no matmul; the loss itself is not counted under the matmul-only convention)."""
-
-    def forward(model: Any, batch: Any) -> Any:
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
-        return model(x, training=kind == "train")
-
-    return forward
 
 
 def _describe(batch: Any) -> str:
@@ -569,8 +559,6 @@ def _batches(
     backend: str, example: Any, count: int, kind: str, epoch_iterator: Any, model: Any
 ) -> list[tuple[Any, int]]:
     """(abstract batch, number of steps) pairs for one noted signature, ready for the backend's counter."""
-    if backend == "torch":
-        return [(example, count)]
     if backend == "jax":
         import jax
 

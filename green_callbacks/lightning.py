@@ -8,8 +8,8 @@ it returns; every number comes from the engine. Hook → engine call:
 ``load_state_dict`` / ``state_dict``      resume: the session's totals and convergence go on
 ``on_fit_start``                          ``start`` (log dir, hparams, device, framework monitor)
 ``on_train_epoch_start``                  ``epoch_start``
-``on_train_batch_end``                    ``flops.step("train", …)`` (counted once per batch signature)
-``on_validation_start/batch_end/end``     ``eval_start`` / ``flops.step("eval", …)`` / ``eval_end``
+``on_train_batch_start`` … ``_end``       ``flops.begin("train", …)`` … ``end()`` (or ``on_before_optimizer_step``)
+``on_validation_start/batch_*/end``       ``eval_start`` / ``flops.begin("eval", …)``, ``end()`` / ``eval_end``
 ``on_train_epoch_end``                    ``epoch_end`` → ``pl_module.log_dict`` (all loggers, monitors)
 ``teardown`` / ``on_exception``           ``finish("completed")`` / ``fail(exception)``
 ``on_{test,validation,predict}_start``    outside ``fit``: ``phases.begin("test" | "validate" | "predict")``
@@ -89,7 +89,9 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         if stage != "fit":
             return
         self._engine.begin_fit(DistInfo(trainer.global_rank, trainer.local_rank, trainer.world_size))
-        self._engine.flops.use(_StepCounter(distributed=trainer.world_size > 1))
+        from green_callbacks.core.flops import FlopTracker
+
+        self._engine.flops.use(FlopTracker())  # one per fit: it owns every FLOP cache
         if trainer.world_size > 1:  # our values are already summed over ranks: Lightning's sync_dist hint is moot
             warnings.filterwarnings("ignore", message=_SYNC_HINT, category=Warning)
 
@@ -123,11 +125,45 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._engine.set_planned_epochs(plan_epochs_from_batches(
             trainer.max_epochs, trainer.max_steps, trainer.num_training_batches, trainer.accumulate_grad_batches))
-        self._engine.epoch_start(trainer.current_epoch)
+        self._engine.epoch_start(trainer.current_epoch, pl_module)
+
+    # FLOPs: the first real step of each batch signature is watched by the counter (nothing re-run; docs/flops.md)
+    def _flops_begin(self, kind: str, pl_module: Any, batch: Any, *index: int) -> None:
+        flops = self._engine.flops
+        if not flops.active:
+            return
+        if not pl_module.automatic_optimization:  # the step calls the optimizers itself: their work is in it
+            flops.use(None)
+            warnings.warn("green_callbacks: FLOPs are not counted under manual optimization; they are reported "
+                          "unavailable (NaN).", UserWarning, stacklevel=3)
+            return
+        if not getattr(pl_module, "_compiler_ctx", None):
+            flops.begin(kind, pl_module, batch)
+            return
+        # fit(torch.compile(model)): compiled kernels hide their ops from an observing counter, so a new signature is
+        # counted on a meta copy of the uncompiled module (trainer detached: self.log is a no-op there)
+        name = "training_step" if kind == "train" else "validation_step"
+        extra = _index_args(getattr(pl_module, name), index)
+        trainer = pl_module._trainer
+        pl_module.trainer = None
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*`self.trainer` reference is not registered")
+                flops.begin(kind, pl_module, batch, lambda module, b: getattr(module, name)(b, *extra))
+        finally:
+            pl_module.trainer = trainer
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._flops_begin("train", pl_module, batch, batch_idx)
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        self._engine.flops.end()  # backward done; the optimizer's own work is not counted
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if outputs is not None:  # None: the step was skipped, no backward ran
-            self._engine.flops.step("train", pl_module, batch, batch_idx)
+        if outputs is None:  # the step was skipped, no backward ran
+            self._engine.flops.discard()
+        else:
+            self._engine.flops.end()
             self._engine.add_batch(batch)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
@@ -140,14 +176,16 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self._engine.phases.batch_start(batch)
+        if not trainer.sanity_checking:
+            self._flops_begin("eval", pl_module, batch, batch_idx, dataloader_idx)
 
     def on_validation_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         if self._engine.phases.running:
             self._engine.phases.batch_end()
-        elif not trainer.sanity_checking:
-            self._engine.flops.step("eval", pl_module, batch, batch_idx, dataloader_idx)
+        else:
+            self._engine.flops.end()
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._phase_end(pl_module, log=True)
@@ -266,41 +304,6 @@ def _framework_monitor(trainer: Any) -> tuple[str | None, str | None]:
         if monitor and not monitor.startswith("green/"):
             return monitor, getattr(cb, "mode", None)
     return None, None
-
-
-class _StepCounter:
-    """FLOPs of the module's ``training_step`` (forward + backward) or ``validation_step`` (forward) on ``batch``:
-    the counting function behind ``engine.flops`` (which calls it once per batch signature and epoch).
-
-    The engine runs the step on a meta-device copy, once per batch signature (cached). The trainer is detached
-    meanwhile, so ``self.log`` in the step is a no-op; a real-step fallback (when the meta run fails, e.g. on
-    ``.item()``) is allowed only in a single process, where it cannot touch a collective.
-    """
-
-    def __init__(self, *, distributed: bool = False) -> None:
-        from green_callbacks.core.flops import TorchFlopCounter
-
-        self.engine = TorchFlopCounter(fallback_to_real_step=not distributed)
-
-    def __call__(self, kind: str, pl_module: Any, batch: Any, index: tuple[int, ...]) -> float | None:
-        if not pl_module.automatic_optimization:  # the step calls the optimizers itself: not replayable
-            warnings.warn("green_callbacks: FLOPs are not counted under manual optimization; they are reported "
-                          "unavailable (NaN).", UserWarning, stacklevel=2)
-            return None
-        hit = self.engine.cached(kind, pl_module, batch)  # the common path: no preparation needed
-        if hit is not None:
-            return float(hit.flops)
-        name = "training_step" if kind == "train" else "validation_step"
-        extra = _index_args(getattr(pl_module, name), index)
-        count = self.engine.count_train_step if kind == "train" else self.engine.count_eval_step
-        trainer = pl_module._trainer
-        pl_module.trainer = None
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*`self.trainer` reference is not registered")
-                return float(count(pl_module, lambda module, b: getattr(module, name)(b, *extra), batch).flops)
-        finally:
-            pl_module.trainer = trainer
 
 
 def _index_args(step: Any, index: tuple[int, ...]) -> tuple[int, ...]:

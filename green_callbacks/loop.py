@@ -195,7 +195,7 @@ class Tracker(GreenCallbackBase):
             return self
         if self.session.status != "created":
             self._engine.begin_fit()
-        self._engine.flops.use(None if self.model is None else _FlopCount(self))
+        self._engine.flops.use(None if self.model is None else self._new_flop_tracker())
         self._engine.start(
             hyperparameters=self._hyperparameters,
             device_indices=_device_indices(self._device, self.model),
@@ -296,9 +296,20 @@ class Tracker(GreenCallbackBase):
         return _Step()
 
     def _flops(self, kind: str, batch: Any) -> None:
-        model = self.model
-        if batch is not None and model is not None:
-            self._engine.flops.step(kind, model, batch)
+        """Counted on a meta copy of the (unsharded) model with ``forward=``: new signatures once, others from the
+        tracker's cache or its verified prediction (nothing of the real step is re-run)."""
+        if batch is not None and self.model is not None:
+            flops = self._engine.flops
+            if flops.active:
+                model = self._engine.guard("flops", _flop_model, self.model)
+                if model is not None:
+                    flops.begin(kind, model, batch, self._forward)
+                    flops.end()
+
+    def _new_flop_tracker(self) -> Any:
+        from green_callbacks.core.flops import FlopTracker
+
+        return FlopTracker()
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
@@ -312,26 +323,12 @@ class Tracker(GreenCallbackBase):
             self._engine.load_state_dict(state)
 
 
-class _FlopCount:
-    """The counting function behind ``engine.flops`` for a plain loop: the one call into the core FLOP engine.
+def _flop_model(model: Any) -> Any:
+    """The plain module to count on: wrappers looked through, a sharded model's unsharded meta twin
+    (:func:`green_callbacks._sharded.flop_model`; a count on it runs no collective)."""
+    from green_callbacks._sharded import flop_model
 
-    The engine counts ``forward(model, batch)`` (and its backward, for training) on a meta copy of the model, once
-    per batch signature; wrappers are looked through and sharded models counted unsharded
-    (:func:`green_callbacks._sharded.flop_model`). A real-step fallback would run collectives on one rank only, so
-    it is allowed in a single process alone.
-    """
-
-    def __init__(self, tracker: Tracker) -> None:
-        from green_callbacks.core.flops import TorchFlopCounter
-
-        self._forward = tracker._forward
-        self.engine = TorchFlopCounter(fallback_to_real_step=tracker.session.dist.world_size == 1)
-
-    def __call__(self, kind: str, model: Any, batch: Any, index: tuple[Any, ...]) -> float:
-        from green_callbacks._sharded import flop_model
-
-        count = self.engine.count_train_step if kind == "train" else self.engine.count_eval_step
-        return float(count(flop_model(model), self._forward, batch).flops)
+    return flop_model(model)
 
 
 class _Step:

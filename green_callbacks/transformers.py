@@ -15,8 +15,12 @@ How the Trainer's events drive the session (see docs/transformers.md for the why
 * No event receives the Trainer, so it is found once on the call stack of ``on_init_end``/``on_train_begin`` (the
   Trainer is the caller of its callback handler). Its ``train`` is wrapped to learn of exceptions (the Trainer has
   no exception event): the record then ends ``failed`` or ``interrupted``.
-* FLOPs are counted by the core engine from a forward pre-hook on the model (training forward+backward when the
-  model is in training mode with gradients on, evaluation forward otherwise), once per input signature.
+* FLOPs: a forward pre-hook on the model hands each step's inputs to the engine's FLOP wrapper (training when the
+  model is in training mode with gradients on, evaluation otherwise). The first step of each new input signature
+  is watched by the counter while it runs (nothing is re-run); the step ends at ``on_substep_end`` /
+  ``on_pre_optimizer_step`` (training, before the optimizer) or at the forward hook (evaluation). With
+  ``torch_compile`` new signatures are counted on a meta copy of the uncompiled model and the hooks are kept out
+  of dynamo's trace.
 * The session's state is kept in the checkpoint (``ExportableState``) and read back on resume, with or without
   ``restore_callback_states_from_checkpoint``.
 * ``trainer.evaluate()`` / ``trainer.predict()`` called outside ``train`` are measured as phases
@@ -145,23 +149,6 @@ def _step_loss(model: Any, batch: tuple[tuple[Any, ...], dict[str, Any]]) -> Any
     return first.float().sum()
 
 
-class _StepCounter:
-    """FLOPs of one training step (forward + backward) or evaluation step (forward) of the model on a batch
-    ``(args, kwargs)``: the counting function behind ``engine.flops``. The core engine counts on a meta copy once per
-    input signature (shapes, dtypes, train/eval) and answers repeated ones from its cache, so dynamic padding is
-    counted exactly. One per run."""
-
-    def __init__(self) -> None:
-        from green_callbacks.core.flops import TorchFlopCounter
-
-        self.counter = TorchFlopCounter()
-
-    def __call__(self, kind: str, model: Any, batch: Any, index: tuple[Any, ...]) -> float:
-        count = self.counter.count_train_step if kind == "train" else self.counter.count_eval_step
-        args, kwargs = batch
-        return float(count(model, _step_loss, (tuple(args), dict(kwargs))).flops)
-
-
 def _generated_tokens(trainer: Any, generated: Any, inputs: Any) -> Any:
     """The non-padding tokens a ``Seq2SeqTrainer`` generated for one batch (a device scalar, summed lazily): the
     sequences less the decoder's start token (encoder-decoder) or the prompt (decoder-only), padding not counted."""
@@ -230,6 +217,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._adopted_by: GreenCallback | None = None
         self._trainer_ref: weakref.ReferenceType[Any] | None = None
         self._hook: Any = None
+        self._compiled = False
         self._pending: str | None = None  # "evaluate" | "log": what the open epoch still waits for
         self._epoch_metrics: dict[str, Any] = {}
         self._logging = False
@@ -238,7 +226,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._phase_hook: Any = None
         self._phase_unwrap: Any = None
         self._phase_depth = 0
-        self._phase_counter: _StepCounter | None = None
+        self._phase_counter: Any = None  # core.flops.TorchFlopCounter of the phases (a forward on a meta copy)
 
     @property
     def last_metrics(self) -> dict[str, float]:
@@ -370,7 +358,11 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         )
         self._pending = None
         self._epoch_metrics = {}
-        self._engine.flops.use(_StepCounter())  # one counter (and cache) per run
+        from green_callbacks.core.flops import FlopTracker
+
+        self._engine.flops.use(FlopTracker())  # one per run: it owns every FLOP cache
+        # compiled: inductor's fused kernels hide ops from an observing counter; count the uncompiled model on meta
+        self._compiled = bool(getattr(args, "torch_compile", False)) or type(model).__name__ == "OptimizedModule"
         self._install_hook(model)
         self._compact_printers()
 
@@ -399,9 +391,16 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
             self._close_epoch(state, control)
         self._pending = None
         self._epoch_metrics = {}
-        self._engine.epoch_start()
+        self._engine.epoch_start(model=kwargs.get("model"))
+
+    def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._engine.flops.end()  # a gradient-accumulation micro-batch ran its backward
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._engine.flops.end()  # backward done; the optimizer's own work is not counted
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._engine.flops.end()
         if control.should_evaluate:
             self._engine.eval_start()
 
@@ -564,9 +563,12 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
             self._engine.phases.guard.call("phase logging", self._log, trainer.state, trainer.control, metrics)
 
     def _phase_flops(self, model: Any, batch: Any) -> float:
-        self._phase_counter = self._phase_counter or _StepCounter()
+        if self._phase_counter is None:
+            from green_callbacks.core.flops import TorchFlopCounter
+
+            self._phase_counter = TorchFlopCounter(fallback_to_real_step=False)
         args, kwargs = batch if isinstance(batch, tuple) else ((), batch)
-        return self._phase_counter("eval", model, (args, kwargs), ())
+        return float(self._phase_counter.count_eval_step(model, _step_loss, (tuple(args), dict(kwargs))).flops)
 
     def _install_phase_hook(self, model: Any) -> None:
         self._remove_phase_hook()
@@ -597,19 +599,39 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         owner = weakref.ref(self)
         import torch
 
-        def count(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            # A plain function (not a bound method): a deep copy of the model copies hooks, and must not copy us.
+        # Plain functions (not bound methods): a deep copy of the model copies hooks, and must not copy us. With
+        # torch.compile they are kept out of dynamo's trace: they read Python state that would recompile the model.
+        def before(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             callback = owner()
             if callback is not None:
                 kind = "train" if module.training and torch.is_grad_enabled() else "eval"
-                callback._engine.flops.step(kind, module, (args, kwargs))
+                replay = _step_loss if callback._compiled else None
+                callback._engine.flops.begin(kind, module, (args, kwargs), replay)
                 if kind == "train":
                     callback._engine.add_batch(kwargs or args)
 
-        self._hook = model.register_forward_pre_hook(count, with_kwargs=True)
+        def after(module: Any, args: Any, output: Any) -> None:
+            callback = owner()
+            if callback is not None and not module.training:
+                callback._engine.flops.end()  # evaluation: the forward is the whole step
+
+        if self._compiled:
+            before, after = _not_traced(before), _not_traced(after)
+        self._hook = (model.register_forward_pre_hook(before, with_kwargs=True), model.register_forward_hook(after))
 
     def _remove_hook(self) -> None:
         self._patches.restore()
+        self._engine.flops.discard()
         if self._hook is not None:
-            self._hook.remove()
+            for handle in self._hook:
+                handle.remove()
             self._hook = None
+
+
+def _not_traced(fn: Any) -> Any:
+    """``fn`` run eagerly even when the model around it is compiled (``torch._dynamo.disable``)."""
+    try:
+        import torch._dynamo
+    except ImportError:  # pragma: no cover - torch without dynamo
+        return fn
+    return torch._dynamo.disable(fn, recursive=True)

@@ -120,3 +120,14 @@ def test_two_simulated_nodes_each_count_their_cpu(tmp_path):
     assert metrics["green/epoch_train_flops"] == TRAIN_FLOPS_PER_EPOCH
     assert record["world_size"] == 2
     assert record["totals"]["energy_j"] == pytest.approx(2 * 1250)
+
+
+def test_ddp_of_a_compiled_module_counts_flops(tmp_path):
+    """fit(torch.compile(model)) under DDP: FLOPs were NaN for the whole run; now exact on every rank (#14.8)."""
+    proc = _run(tmp_path, "ddp-compiled")
+    _wait(proc)
+    ranks, record = _results(tmp_path)
+    metrics = ranks[0]["metrics"]
+    assert metrics["green/epoch_train_flops"] == TRAIN_FLOPS_PER_EPOCH
+    assert metrics["green/epoch_eval_flops"] == EVAL_FLOPS_PER_EPOCH
+    assert record["totals"]["train_flops"] == 2 * TRAIN_FLOPS_PER_EPOCH

@@ -387,7 +387,8 @@ def _break_flops(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(self, *args, **kwargs):
         raise RuntimeError("injected FLOP fault")
 
-    monkeypatch.setattr(TorchFlopCounter, "_count", broken)
+    # the first step of each new signature is counted by observing it: the fault hits the count in all three
+    monkeypatch.setattr(TorchFlopCounter, "start_observing", broken)
 
 
 def _break_eval_window(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,98 +20,87 @@ from green_callbacks.core.metric_keys import nan_metrics
 from green_callbacks.core.phase_session import PhaseTap
 from green_callbacks.core.session import Session, status_for
 
-__all__ = ["PARTS", "Engine", "FlopTap", "batch_signature"]
+__all__ = ["PARTS", "Engine", "FlopTap"]
 
 T = TypeVar("T")
 PARTS = ("start", "epoch", "eval", "flops", "throughput", "finish", "checkpoint", "logging")
 """The guard's part names, identical in every adapter (the record's ``lost`` names them)."""
 
-Count = Callable[[str, Any, Any, tuple[Any, ...]], "float | None"]
-"""``count(kind, module, batch, index)``: FLOPs of one step of ``kind`` (``"train"``/``"eval"``); ``None`` when
-this run's steps cannot be counted (e.g. Lightning's manual optimization): counting is then off, without error."""
-
-
-def batch_signature(obj: Any) -> Any:
-    """A cheap hashable description of a batch: shapes and dtypes of its arrays, its containers' structure,
-    small config-like values (ints, bools, strings) by value, anything else by type. No device synchronisation."""
-    shape = getattr(obj, "shape", None)
-    if shape is not None and not isinstance(obj, type):  # torch.Size and NumPy shapes are tuples: hashable as is
-        return (shape, getattr(obj, "dtype", None), getattr(obj, "requires_grad", False))
-    if isinstance(obj, (list, tuple)):
-        return (type(obj).__name__, *(batch_signature(v) for v in obj))
-    if isinstance(obj, Mapping):
-        return (type(obj).__name__, *((k, batch_signature(v)) for k, v in obj.items()))
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    return type(obj).__name__
-
-
 class FlopTap:
-    """The one FLOP wrapper of all three adapters: ``engine.flops.step(kind, module, batch, *index)`` per batch.
+    """The one FLOP wrapper of all three adapters, around the core :class:`~green_callbacks.core.flops.FlopTracker`.
 
-    Each batch signature is counted once per epoch by the adapter's counting function (set with :meth:`use`;
-    the FLOP engine behind it keeps its own cache across epochs, keyed also by the model's structure); every other
-    step of the epoch is a dictionary look-up. The memo is cleared at each epoch start, so a model changed between
-    epochs (layers frozen, say) is counted afresh. A failure switches the ``flops`` part off (FLOPs: NaN).
+    Per batch: ``begin(kind, module, batch)`` before the framework runs the step and ``end()`` after its backward
+    (training) or forward (evaluation); ``discard()`` for a step that was skipped. The first step of each new batch
+    signature is watched by the FLOP counter while it runs (nothing is re-run: the training computes what it would
+    without the callback); later ones are cache hits or exact predictions (docs/flops.md). ``replay``: for a
+    compiled model, ``forward(model, batch)`` to count new signatures on a meta copy of the uncompiled model.
+
+    The epoch's sums go to the session when the epoch ends (and when the run finishes in the middle of one), with
+    the tracker's :meth:`~green_callbacks.core.flops.FlopTracker.info` in the record as ``flops``. A failure
+    switches the ``flops`` part off (FLOPs: NaN).
     """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._count: Count | None = None
-        self._memo: dict[Any, float] = {}
-        self._busy = False
+        self.tracker: Any = None
         self.active = False
+        self.record_info: dict[str, Any] = {}  # what the adapter adds to the record's "flops" (Keras: its backend)
 
-    def use(self, count: Count | None) -> None:
-        """The adapter's counting function (``None``: FLOPs are not counted)."""
-        self._count = count
+    def use(self, tracker: Any) -> None:
+        """The run's tracker (a :class:`~green_callbacks.core.flops.FlopTracker`; ``None``: FLOPs not counted)."""
+        if self.tracker is not None:
+            self.tracker.discard()
+        self.tracker = tracker
+        self.active = tracker is not None and self._engine.session.in_epoch and self._engine.session.flops_available
 
-    def new_epoch(self) -> None:
-        self._memo.clear()
-        self.active = self._count is not None and self._engine.session.flops_available
+    def new_epoch(self, model: Any = None) -> None:
+        self.active = self.tracker is not None and self._engine.session.flops_available
+        if self.active:
+            self.tracker.discard()
+            self.tracker.reset_epoch()  # steps seen outside an epoch are not this epoch's
+            if model is not None:
+                self._engine.guard("flops", self.tracker.refresh, model)
 
-    def stop(self) -> None:
-        self.active = False
+    @property
+    def in_step(self) -> bool:
+        return self.tracker is not None and self.tracker.in_step
 
     @property
     def counting(self) -> bool:
-        """A count is running the model (on a meta copy): its forwards are not training steps."""
-        return self._busy
+        """A count is running the model on a meta copy (a compiled model's new signature): its forwards are not
+        training steps."""
+        return self.tracker is not None and self.tracker.replaying
 
-    def step(self, kind: str, module: Any, batch: Any, *index: Any) -> None:
-        """FLOPs of one step of ``kind`` on ``batch``, added to the epoch (``index``: the step's extra positional
-        arguments, of which all but the first, the batch index, distinguish steps)."""
-        if not self.active or self._busy:
-            return
-        key = (kind, id(module), index[1:], batch_signature(batch))
-        try:
-            flops = self._memo.get(key)
-        except TypeError:  # a leaf whose shape or dtype is not hashable (symbolic shapes): describe it as text
-            key = (kind, id(module), repr(index[1:]), repr(key[3]))
-            flops = self._memo.get(key)
-        if flops is None:
-            flops = self._count_new(kind, module, batch, index)
-            if flops is None:
-                return
-            self._memo[key] = flops
-        self._engine.session.add_step_flops(kind, flops)
+    def begin(self, kind: str, module: Any, batch: Any, replay: Any = None) -> None:
+        """A step of ``kind`` (``"train"``/``"eval"``) on ``batch`` is about to run."""
+        if self.active and not self.tracker.in_step:
+            self._engine.guard("flops", self.tracker.begin, kind, module, batch, replay)
+            self.active = self._engine.session.flops_available
+
+    def end(self) -> None:
+        """The step opened by :meth:`begin` has run its backward (training) or forward (evaluation)."""
+        if self.tracker is not None and self.tracker.in_step:
+            self._engine.guard("flops", self.tracker.end)
+
+    def discard(self) -> None:
+        """The open step was skipped or raised: nothing is added."""
+        if self.tracker is not None:
+            self.tracker.discard()
+
+    def stop(self) -> None:
+        """The epoch (or the run) ends: its FLOPs go to the session; counting is off until the next epoch."""
+        self.discard()
+        if self.active and self._engine.session.in_epoch and self._engine.session.flops_available:
+            epoch = self.tracker.take_epoch()
+            self._engine.session.add_flops(train=epoch.train_flops, eval=epoch.eval_flops)
+            self._engine.session.update_info("flops", {**self.record_info, **self.tracker.info()})
+        self.active = False
 
     def add(self, train: float = 0.0, eval: float = 0.0) -> None:
-        """FLOPs counted by the adapter itself (Keras counts its noted batch signatures at the epoch's end)."""
+        """FLOPs counted by the adapter itself (Keras on JAX/TensorFlow counts its noted batch signatures at the
+        epoch's end)."""
         if self._engine.running:
             self._engine.session.add_flops(train=train, eval=eval)
-
-    def _count_new(self, kind: str, module: Any, batch: Any, index: tuple[Any, ...]) -> float | None:
-        assert self._count is not None
-        self._busy = True  # the count runs the model: a forward hook must not count inside it
-        try:
-            result = self._engine.guard("flops", self._count, kind, module, batch, index)
-        finally:
-            self._busy = False
-        if result is None:
-            self.active = False
-            return None
-        return float(result)
 
 
 class Engine:
@@ -193,10 +182,11 @@ class Engine:
             return
         self.session.set_planned_epochs(None if epochs is None else epochs - first_epoch)
 
-    def epoch_start(self, epoch: int | None = None) -> None:
+    def epoch_start(self, epoch: int | None = None, model: Any = None) -> None:
+        """Open an epoch; ``model``: the module whose FLOPs are counted (its module lists are re-read)."""
         if self.session.running:
             self.guard("epoch", self.session.epoch_start, epoch)
-            self.flops.new_epoch()
+            self.flops.new_epoch(model)
 
     def add_batch(self, batch: Any) -> None:
         """A training step ran on ``batch``: its samples and tokens (read from shapes) go to the epoch's throughput."""

@@ -411,15 +411,15 @@ class Session:
         if self.meter is not None and self.meter.is_open("eval"):
             self._eval.append(self.meter.end("eval"))
 
+    def update_info(self, key: str, value: Any) -> None:
+        """Record-level information that changes during the run (how FLOPs were counted), under ``key`` of the
+        record; written with the record's next header and with the final record."""
+        self._info[key] = value
+
     def add_flops(self, *, train: float = 0.0, eval: float = 0.0) -> None:
         """Add counted FLOPs of training steps (forward + backward) and evaluation steps (forward) to this epoch."""
         self._flops["train"] += train
         self._flops["eval"] += eval
-        self._flops_seen = True
-
-    def add_step_flops(self, kind: str, flops: float) -> None:
-        """:meth:`add_flops` for one step of ``kind`` (``"train"`` or ``"eval"``): the per-batch path, kept short."""
-        self._flops[kind] += flops
         self._flops_seen = True
 
     def add_samples(self, *, samples: int | None = None, tokens: int | None = None) -> None:

@@ -47,8 +47,9 @@ class StepProbe:
         self.steps = 0
 
     def __call__(self, x: Any) -> None:
-        if not isinstance(x, torch.Tensor) or x.is_meta or _counting_flops():
-            return  # Keras' symbolic build, or green_callbacks counting FLOPs on a meta copy
+        if not isinstance(x, torch.Tensor) or x.is_meta:
+            return  # Keras' symbolic build, or green_callbacks counting FLOPs on a meta copy (a real step observed
+            # by the FLOP counter is a real step: it counts)
         epoch, step = divmod(self.steps, STEPS_PER_EPOCH)
         self.steps += 1
         if self.action is not None:
@@ -60,13 +61,6 @@ class StepProbe:
 
 
 _PROBE = StepProbe()
-
-
-def _counting_flops() -> bool:
-    """Whether a torch dispatch mode (the FLOP engine's ``FlopCounterMode``) is active: not a real training step."""
-    from torch.utils._python_dispatch import is_in_torch_dispatch_mode
-
-    return is_in_torch_dispatch_mode()
 
 
 def _probe(x: Any) -> None:

@@ -3,6 +3,7 @@
 Usage: python lightning_ddp.py OUTPUT_DIR LAYOUT
   LAYOUT "single": one process.
   LAYOUT "ddp":    Trainer(strategy="ddp", accelerator="cpu", devices=2): Lightning re-launches this script as rank 1.
+  LAYOUT "ddp-compiled": as "ddp", fitting torch.compile(model) (FLOPs counted on a meta copy of the uncompiled module).
   LAYOUT "nodes":  Trainer(num_nodes=2, devices=1): the test starts one process per simulated node, with NODE_RANK,
                    LOCAL_RANK=0, WORLD_SIZE=2, MASTER_ADDR and MASTER_PORT set, so each rank is its node's leader.
 
@@ -75,6 +76,7 @@ def fit(out_dir: Path, layout: str, tick) -> tuple[GreenCallback, pl.Trainer]:
     layouts = {
         "single": {"devices": 1},
         "ddp": {"devices": 2, "strategy": "ddp"},
+        "ddp-compiled": {"devices": 2, "strategy": "ddp"},
         "nodes": {"devices": 1, "num_nodes": 2, "strategy": "ddp"},
     }
     trainer = pl.Trainer(
@@ -82,7 +84,8 @@ def fit(out_dir: Path, layout: str, tick) -> tuple[GreenCallback, pl.Trainer]:
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(out_dir), callbacks=[callback],
         **layouts[layout],
     )
-    trainer.fit(Classifier(tick), train, val)
+    module = Classifier(tick)
+    trainer.fit(torch.compile(module) if layout == "ddp-compiled" else module, train, val)
     return callback, trainer
 
 

@@ -18,8 +18,10 @@ from green_callbacks.core.flops.result import CONVENTION, FlopCountingError, Flo
 __all__ = [
     "CONVENTION",
     "CounterStats",
+    "EpochFlops",
     "FlopCountWarning",
     "FlopCountingError",
+    "FlopTracker",
     "PeakFlops",
     "StepFlops",
     "TorchFlopCounter",
@@ -31,9 +33,14 @@ __all__ = [
 ]
 
 _TORCH_NAMES = frozenset({"CounterStats", "TorchFlopCounter", "count_eval_step", "count_train_step"})
+_TRACKER_NAMES = frozenset({"EpochFlops", "FlopTracker"})
 
 
 def __getattr__(name: str) -> Any:
+    if name in _TRACKER_NAMES:
+        from green_callbacks.core.flops import tracker
+
+        return getattr(tracker, name)
     if name in _TORCH_NAMES:
         from green_callbacks.core.flops import torch_engine
 

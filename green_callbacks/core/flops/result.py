@@ -17,7 +17,7 @@ CONVENTION = (
 )
 """The convention every :class:`StepFlops` follows (see docs/flops.md)."""
 
-Method = Literal["meta", "real-step"]
+Method = Literal["meta", "real-step", "observed"]
 Kind = Literal["train", "eval"]
 
 
@@ -36,7 +36,8 @@ class StepFlops:
     ``flops`` is the sum of ``by_op`` (keys are aten op names such as ``"aten.mm"``). ``uncounted_ops`` names
     the ops that ran without a formula and are not known to be compute-free: the count is a lower bound
     whenever it is not empty. ``method`` says how the step ran: ``"meta"`` (a meta-device copy of the model,
-    no arithmetic) or ``"real-step"`` (one real step on the real model, its side effects undone).
+    no arithmetic), ``"real-step"`` (one extra real step on the real model, its side effects undone) or
+    ``"observed"`` (the training's own step, watched by the counter while it ran; nothing extra ran).
     """
 
     flops: int

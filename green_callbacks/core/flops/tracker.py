@@ -1,0 +1,393 @@
+"""The one FLOP wrapper every adapter drives: one call before a step, one after, one per epoch.
+
+    tracker = FlopTracker()                        # one per run: it owns every cache
+    tracker.begin("train", model, batch)           # before the framework runs the step (its key: a few µs)
+    ...                                            # the framework's own forward + backward
+    tracker.end()                                  # after the backward, before the optimizer step
+    epoch = tracker.take_epoch()                   # EpochFlops(train_flops, eval_flops, method, steps)
+    tracker.info()                                 # how the FLOPs were counted, for the run record
+
+**Counting never re-runs user code.** The first step of each new input signature is *observed*: the tracker
+enters torch's ``FlopCounterMode`` (with the engine's formulas) at ``begin`` and leaves it at ``end``, so the
+counter watches the step the training runs anyway. Nothing is replayed, no random number is drawn, no weight,
+gradient, buffer or user state is touched: a run with the callback computes bit-identical weights and calls the
+user's step exactly as often as a run without it. Every later step of that signature is a cache hit.
+
+**A bounded number of counts per model.** Each signature is split into a static part (kind, model state, batch
+structure) and its tensor dimensions. When two signatures of the same static part differ in one dimension only
+(the padded length, in every tensor that carries it), their counts are points of a function of that dimension.
+After ``max_degree + 1`` counted points the polynomial through them is fitted with exact rational arithmetic
+(:class:`fractions.Fraction`); the next counted point must match it exactly. From then on a new value of the
+dimension is *predicted* (method ``interpolated-verified``) when the prediction is an integer and the value lies
+on the lattice of the counted points (same residue modulo the gcd of their differences: lengths padded to a
+multiple of 8 predict multiples of 8 only). Spot checks count the 16th, 64th, 256th, … distinct value for real.
+A failed verification or spot check (data-dependent work, strided or windowed shapes, MoE routing) switches
+that dimension back to counting every value, with one warning. See docs/flops.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from types import MappingProxyType
+from typing import Any, Literal
+
+from green_callbacks.core.flops.result import CONVENTION, FlopCountWarning, Kind
+
+__all__ = ["EPOCH_METHODS", "EpochFlops", "FlopTracker"]
+
+EpochMethod = Literal["counted", "interpolated-verified", "none"]
+EPOCH_METHODS = ("counted", "interpolated-verified")
+"""How the steps of an epoch got their FLOPs: every one from a count (observed, or the cache of one), or some from
+the verified polynomial."""
+
+_FIRST_SPOT_CHECK = 16
+
+
+def _is_spot_check(n: int) -> bool:
+    """The 16th, 64th, 256th, ... distinct predicted value is counted on its real step and compared instead."""
+    while n > _FIRST_SPOT_CHECK and n % 4 == 0:
+        n //= 4
+    return n == _FIRST_SPOT_CHECK
+_MAX_REFS = 8
+
+
+@dataclass(frozen=True)
+class EpochFlops:
+    """FLOPs of one epoch's steps: training (forward + backward) and evaluation (forward).
+
+    ``method`` is ``"interpolated-verified"`` when at least one step's count came from the verified polynomial,
+    ``"counted"`` when every step's count was counted (observed on a real step, or a cache hit of such a count),
+    ``"none"`` when no step was seen. ``steps`` gives the number of steps per method.
+    """
+
+    train_flops: float
+    eval_flops: float
+    method: EpochMethod
+    steps: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", MappingProxyType(dict(self.steps)))
+
+
+class _Line:
+    """Counts of one static signature along one varying dimension: fit, verify, predict."""
+
+    __slots__ = ("degree", "failed", "modulus", "points", "seen", "verified")
+
+    def __init__(self, degree: int) -> None:
+        self.degree = degree
+        self.points: dict[int, int] = {}  # dimension value -> exact FLOPs
+        self.verified = False
+        self.failed = False
+        self.modulus = 0  # gcd of the differences of the counted values
+        self.seen = 0  # distinct values met (counted or predicted)
+
+    def _basis(self) -> list[tuple[int, int]]:
+        return list(self.points.items())[: self.degree + 1]
+
+    def value_at(self, x: int) -> Fraction:
+        """The polynomial through the first ``degree + 1`` counted points, at ``x`` (Lagrange, exact)."""
+        basis = self._basis()
+        total = Fraction(0)
+        for i, (xi, yi) in enumerate(basis):
+            term = Fraction(yi)
+            for j, (xj, _) in enumerate(basis):
+                if i != j:
+                    term *= Fraction(x - xj, xi - xj)
+            total += term
+        return total
+
+    def add(self, x: int, flops: int) -> bool:
+        """Add a counted point; False when it contradicts the polynomial (the line then stops predicting)."""
+        if self.failed or x in self.points:
+            return not self.failed
+        first = next(iter(self.points), x)
+        self.modulus = math.gcd(self.modulus, abs(x - first))
+        if len(self.points) > self.degree and self.value_at(x) != flops:
+            self.failed, self.verified = True, False
+            self.points[x] = flops
+            return False
+        self.points[x] = flops
+        if len(self.points) >= self.degree + 2:
+            self.verified = True
+        return True
+
+    def predict(self, x: int) -> int | None:
+        """The verified polynomial's integer value at ``x``, or None (not verified, off-lattice, spot check, …)."""
+        if not self.verified or self.failed:
+            return None
+        self.seen += 1
+        if _is_spot_check(self.seen):
+            return None
+        first = next(iter(self.points))
+        if self.modulus > 1 and (x - first) % self.modulus:
+            return None
+        value = self.value_at(x)
+        if value.denominator != 1 or value < 0:
+            return None
+        return int(value)
+
+
+class FlopTracker:
+    """Counts the FLOPs of a run's steps for any adapter (see the module docstring for the method).
+
+    Args:
+        engine: the counting engine; default a new :class:`~green_callbacks.core.flops.TorchFlopCounter` whose meta
+            replays (compiled models only) raise instead of falling back to a real step.
+        interpolate: predict new lengths from a verified polynomial (default True); False counts every new
+            signature on its first real step.
+        max_degree: degree of the polynomial fitted per varying dimension (2: a transformer's step is at most
+            quadratic in the sequence length).
+    """
+
+    def __init__(self, engine: Any = None, *, interpolate: bool = True, max_degree: int = 2) -> None:
+        if max_degree < 0:
+            raise ValueError(f"max_degree={max_degree!r} must be a non-negative integer.")
+        if engine is None:
+            from green_callbacks.core.flops.torch_engine import TorchFlopCounter
+
+            engine = TorchFlopCounter(fallback_to_real_step=False)  # a replay never runs a real (user) step
+        self.engine = engine
+        self.interpolate = bool(interpolate)
+        self.max_degree = int(max_degree)
+        self._exact: dict[Hashable, tuple[int, str]] = {}  # (static, dims) -> (FLOPs, "counted" | "interpolated-…")
+        self._refs: dict[Hashable, list[tuple[int, ...]]] = {}  # static -> counted dims no line passed through
+        self._lines: dict[Hashable, _Line] = {}
+        self._current: tuple[str, int | None, str, Any] | None = None
+        self._epoch = {"train": 0, "eval": 0}
+        self._epoch_steps = {"counted": 0, "interpolated-verified": 0}
+        self._counts = {"observed": 0, "meta": 0, "interpolated": 0, "verifications_failed": 0, "steps": 0}
+        self._replaying = False
+        self._counting_s = 0.0
+        self._epoch_methods: list[str] = []
+        self._warned: set[str] = set()
+
+    # -- per step -----------------------------------------------------------------------------------------------
+
+    def begin(self, kind: Kind, model: Any, batch: Any, replay: Any = None) -> None:
+        """A step of ``kind`` on ``batch`` is about to run; a new signature opens a counter around it.
+
+        A second ``begin`` before ``end`` (a step that calls the model twice) is part of the open step.
+
+        ``replay``: for a model whose real step the counter cannot see op by op (``torch.compile``: inductor's fused
+        kernels), a ``forward(model, batch)`` returning the loss; a new signature is then counted on a meta copy of
+        the *uncompiled* model instead, with every random generator (torch CPU/CUDA, NumPy, Python) restored after.
+        """
+        if self._current is not None or self._replaying:
+            return
+        static, dims = self.engine.step_key(kind, model, batch)
+        key = (static, dims)
+        found = self._exact.get(key)
+        if found is not None:
+            self._current = (kind, found[0], found[1], None)
+            return
+        predicted = self._predict(static, dims) if self.interpolate else None
+        if predicted is not None:
+            self._exact[key] = (predicted, "interpolated-verified")
+            self._counts["interpolated"] += 1
+            self._current = (kind, predicted, "interpolated-verified", None)
+            return
+        if replay is not None:
+            flops = self._replay(kind, model, replay, batch)
+            self._exact[key] = (flops, "counted")
+            if self.interpolate:
+                self._learn(static, dims, flops)
+            self._current = (kind, flops, "counted", None)
+            return
+        self._current = (kind, None, "counted", (static, dims, self.engine.start_observing()))
+
+    def _replay(self, kind: Kind, model: Any, forward: Any, batch: Any) -> int:
+        start = time.perf_counter()
+        self._replaying = True
+        state = _rng_states()
+        try:
+            count = self.engine.count_train_step if kind == "train" else self.engine.count_eval_step
+            return int(count(model, forward, batch).flops)
+        finally:
+            _restore_rng_states(state)
+            self._replaying = False
+            self._counts["meta"] += 1
+            self._counting_s += time.perf_counter() - start
+
+    def end(self) -> None:
+        """The step opened by :meth:`begin` has run its backward (training) or forward (evaluation)."""
+        current, self._current = self._current, None
+        if current is None:
+            return
+        kind, flops, method, pending = current
+        if pending is not None:
+            static, dims, handle = pending
+            start = time.perf_counter()
+            step = self.engine.stop_observing(handle, kind)
+            self._counting_s += time.perf_counter() - start
+            flops = int(step.flops)
+            self._counts["observed"] += 1
+            self._exact[(static, dims)] = (flops, "counted")
+            if self.interpolate:
+                self._learn(static, dims, flops)
+        self._epoch[kind] += int(flops)  # type: ignore[arg-type]
+        self._epoch_steps[method] += 1
+        self._counts["steps"] += 1
+
+    def discard(self) -> None:
+        """Forget the open step (it was skipped, or raised): its counter is closed and nothing is added."""
+        current, self._current = self._current, None
+        if current is not None and current[3] is not None:
+            try:
+                self.engine.stop_observing(current[3][2], current[0])
+            except Exception:  # closing after a failed step: the count is dropped anyway
+                pass
+
+    @property
+    def in_step(self) -> bool:
+        return self._current is not None
+
+    @property
+    def replaying(self) -> bool:
+        """A new signature is being counted on a meta copy (``replay=``): the model's forwards now are the count's."""
+        return self._replaying
+
+    def refresh(self, model: Any) -> None:
+        """Re-read ``model``'s module and parameter lists (call at epoch start; flags are read every step)."""
+        refresh = getattr(self.engine, "refresh", None)
+        if refresh is not None:
+            refresh(model)
+
+    # -- per epoch ----------------------------------------------------------------------------------------------
+
+    def take_epoch(self) -> EpochFlops:
+        """This epoch's FLOPs (steps ended since the last call) and how they were obtained; resets the sums."""
+        steps = dict(self._epoch_steps)
+        method: EpochMethod = ("interpolated-verified" if steps["interpolated-verified"]
+                               else "counted" if steps["counted"] else "none")
+        out = EpochFlops(float(self._epoch["train"]), float(self._epoch["eval"]), method, steps)
+        self._epoch = {"train": 0, "eval": 0}
+        self._epoch_steps = {"counted": 0, "interpolated-verified": 0}
+        self._epoch_methods.append(method)
+        return out
+
+    def reset_epoch(self) -> None:
+        """Forget the sums since the last :meth:`take_epoch` (steps outside any epoch); no epoch is recorded."""
+        self._epoch = {"train": 0, "eval": 0}
+        self._epoch_steps = {"counted": 0, "interpolated-verified": 0}
+
+    def info(self) -> dict[str, Any]:
+        """How the FLOPs were counted: engine, convention, lower-bound flag, counts made; JSON-ready."""
+        uncounted = list(getattr(self.engine, "uncounted_ops", ()))
+        return {
+            "engine": _engine_name(),
+            "where": "observed: FlopCounterMode around the training's own first step of each input signature "
+                     "(nothing re-run)",
+            "convention": CONVENTION,
+            "lower_bound": bool(uncounted),
+            "uncounted_ops": uncounted,
+            "interpolation": (f"polynomial of degree <= {self.max_degree} per varying dimension, exact rational fit, "
+                              "verified on a further count, spot checks at the 16th, 64th, 256th... value")
+            if self.interpolate else "off",
+            "counts": dict(self._counts),
+            "epoch_methods": list(self._epoch_methods),
+            "lines_failed": sum(1 for line in self._lines.values() if line.failed),
+            "counting_time_s": self._counting_s,
+        }
+
+    def per_signature(self) -> dict[str, dict[str, Any]]:
+        """``"<kind> <tensor dims>" -> {"flops", "method"}`` for every signature met so far (JSON-ready)."""
+        return {f"{static[0]} {list(dims)}": {"flops": flops, "method": method}
+                for (static, dims), (flops, method) in self._exact.items()}
+
+    # -- interpolation ------------------------------------------------------------------------------------------
+
+    def _line_of(self, static: Hashable, dims: tuple[int, ...], create: bool) -> tuple[_Line | None, int]:
+        """The line through ``dims`` (one dimension varies from a reference signature of the static part), and its
+        x; ``(None, 0)`` when no reference differs from ``dims`` in exactly one (possibly repeated) dimension."""
+        for ref in self._refs.get(static, ()):
+            if len(ref) != len(dims):
+                continue
+            varying = tuple(i for i, (a, b) in enumerate(zip(dims, ref, strict=True)) if a != b)
+            if not varying:
+                continue
+            values = {dims[i] for i in varying}
+            ref_values = {ref[i] for i in varying}
+            if len(values) != 1 or len(ref_values) != 1:
+                continue  # more than one dimension varies (a partial batch with a new length)
+            fixed = tuple(0 if i in varying else d for i, d in enumerate(dims))
+            line_key = (static, varying, fixed)
+            line = self._lines.get(line_key)
+            if line is None and create:
+                line = self._lines[line_key] = _Line(self.max_degree)
+                ref_flops = self._exact.get((static, ref))
+                if ref_flops is not None and ref_flops[1] == "counted":
+                    line.add(ref_values.pop(), ref_flops[0])
+            if line is not None:
+                return line, values.pop()
+        return None, 0
+
+    def _predict(self, static: Hashable, dims: tuple[int, ...]) -> int | None:
+        line, x = self._line_of(static, dims, create=False)
+        return None if line is None else line.predict(x)
+
+    def _learn(self, static: Hashable, dims: tuple[int, ...], flops: int) -> None:
+        line, x = self._line_of(static, dims, create=True)
+        if line is None:
+            refs = self._refs.setdefault(static, [])
+            if len(refs) < _MAX_REFS:
+                refs.append(dims)
+            return
+        if not line.add(x, flops):
+            self._counts["verifications_failed"] += 1
+            # predictions made from this line before are dropped from the cache: their shapes are counted anew
+            self._exact = {k: v for k, v in self._exact.items() if v[1] == "counted"}
+            if "poly" not in self._warned:
+                self._warned.add("poly")
+                warnings.warn(
+                    f"FLOPs: the step's FLOPs are not a polynomial of degree <= {self.max_degree} in a varying "
+                    f"input dimension (a count at {x} did not match the fit through {sorted(line.points)[:4]}); "
+                    "every new value of it is counted on its first real step instead.",
+                    FlopCountWarning,
+                    stacklevel=3,
+                )
+
+
+def _rng_states() -> tuple[Any, ...]:
+    """Every random generator a step may draw from: torch CPU (and CUDA when initialised), NumPy, Python."""
+    import random
+
+    import torch
+
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover
+        numpy_state = None
+    else:
+        numpy_state = numpy.random.get_state()
+    return torch.get_rng_state(), cuda, numpy_state, random.getstate()
+
+
+def _restore_rng_states(state: tuple[Any, ...]) -> None:
+    import random
+
+    import torch
+
+    cpu, cuda, numpy_state, python_state = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+    if numpy_state is not None:
+        import numpy
+
+        numpy.random.set_state(numpy_state)
+    random.setstate(python_state)
+
+
+def _engine_name() -> str:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return "torch.utils.flop_counter.FlopCounterMode"
+    return f"torch.utils.flop_counter.FlopCounterMode (torch {torch.__version__}) with green_callbacks formulas"

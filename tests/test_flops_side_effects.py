@@ -1,0 +1,268 @@
+"""Counting FLOPs changes nothing the training computes (#15.1), in all three adapters.
+
+Each user step draws random numbers from every generator it can touch (torch CPU, NumPy, Python's ``random``) and
+has a side effect (a call list). With the callback the trained weights must be bit-identical to a run without it
+under the same seed, the user's code must run exactly as often, and the FLOPs stay exact (hand counts).
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+
+def _noise(x):
+    """Random numbers from every generator a user step might use."""
+    return x + 0.01 * torch.rand_like(x) + 0.01 * float(np.random.rand()) + 0.01 * random.random()
+
+
+def _seed_all(seed: int = 0) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _same_weights(a, b) -> None:
+    pa, pb = list(a.parameters()), list(b.parameters())
+    assert len(pa) == len(pb)
+    for x, y in zip(pa, pb, strict=True):
+        assert torch.equal(x.detach(), y.detach())
+
+
+# ------------------------------------------------------------------------------------------------ Lightning
+def test_lightning_weights_and_user_step_calls_are_unchanged(tmp_path):
+    pytest.importorskip("lightning")
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from green_callbacks.core.sensors.fake import ConstantPowerSensor
+    from green_callbacks.lightning import GreenCallback
+
+    class Noisy(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+            self.calls: list[str] = []
+
+        def training_step(self, batch, batch_idx):
+            self.calls.append("train")
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(_noise(x)), y)
+
+        def validation_step(self, batch, batch_idx):
+            self.calls.append("val")
+            x, y = batch
+            self.log("val_loss", nn.functional.cross_entropy(self.net(_noise(x)), y))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    def fit(callbacks):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(16, 4, generator=g)
+        y = (x[:, 0] > 0).long()
+        _seed_all()
+        module = Noisy()
+        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=callbacks,
+                             default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+                             enable_checkpointing=False, num_sanity_val_steps=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(module, DataLoader(TensorDataset(x[:10], y[:10]), batch_size=4),
+                        DataLoader(TensorDataset(x[10:], y[10:]), batch_size=4))
+        return module
+
+    plain = fit([])
+    callback = GreenCallback(carbon_intensity=100.0, sensors=[ConstantPowerSensor("cpu", 10.0, scope="node")])
+    measured = fit([callback])
+    _same_weights(plain, measured)
+    assert measured.calls == plain.calls  # 1 sanity + 2 x (3 train + 2 val): not one more
+    # MLP 4-8-2, per sample: forward 96, backward 128 (no dX into the data): 224; evaluation 96.
+    assert callback.last_metrics["green/epoch_train_flops"] == 224 * 10
+    assert callback.last_metrics["green/epoch_eval_flops"] == 96 * 6
+    from green_callbacks.core.record import read_record
+
+    info = read_record(callback.record_path)["flops"]  # how the FLOPs were counted, in the run record
+    assert info["epoch_methods"] == ["counted", "counted"] and info["lower_bound"] is False
+    assert info["counts"]["observed"] == 4  # train batches of 4 and 2, validation batches of 4 and 2
+
+
+def test_lightning_failure_mid_epoch_keeps_the_partial_epochs_flops(tmp_path):
+    pytest.importorskip("lightning")
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from green_callbacks.core.record import read_record
+    from green_callbacks.core.sensors.fake import ConstantPowerSensor
+    from green_callbacks.lightning import GreenCallback
+
+    class Failing(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        def training_step(self, batch, batch_idx):
+            if self.current_epoch == 1 and batch_idx == 2:
+                raise RuntimeError("boom")
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    x = torch.randn(10, 4)
+    callback = GreenCallback(carbon_intensity=100.0, sensors=[ConstantPowerSensor("cpu", 10.0, scope="node")])
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=[callback],
+                         default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False)
+    with warnings.catch_warnings(), pytest.raises(RuntimeError, match="boom"):
+        warnings.simplefilter("ignore")
+        trainer.fit(Failing(), DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=4))
+    record = read_record(callback.record_path)
+    assert record["status"] == "failed"
+    assert record["partial_epoch"]["train_flops"] == 224 * 8  # the two batches of 4 that ran before the failure
+
+
+# ------------------------------------------------------------------------------------------------ transformers
+def test_transformers_weights_and_model_forward_calls_are_unchanged(tmp_path):
+    pytest.importorskip("transformers")
+    from transformers import Trainer, TrainingArguments
+
+    from green_callbacks.core.sensors.fake import StepEnergySensor
+    from green_callbacks.transformers import GreenCallback
+
+    class Noisy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+            self.calls = 0
+
+        def forward(self, x, labels=None):
+            self.calls += 1
+            logits = self.net(_noise(x))
+            return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    class Data(torch.utils.data.Dataset):
+        def __init__(self, n: int) -> None:
+            g = torch.Generator().manual_seed(1)
+            self.x = torch.randn(n, 4, generator=g)
+            self.y = (self.x[:, 0] > 0).long()
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return {"x": self.x[i], "labels": self.y[i]}
+
+    def train(callbacks):
+        _seed_all()
+        model = Noisy()
+        args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=2, per_device_train_batch_size=4,
+                                 per_device_eval_batch_size=4, eval_strategy="epoch", save_strategy="no",
+                                 logging_strategy="epoch", report_to="none", use_cpu=True, disable_tqdm=True,
+                                 seed=0, learning_rate=0.1, data_seed=0)
+        trainer = Trainer(model=model, args=args, train_dataset=Data(10), eval_dataset=Data(6), callbacks=callbacks)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.train()
+        return model
+
+    plain = train([])
+    callback = GreenCallback(carbon_intensity=100.0, sensors=[StepEnergySensor("cpu", 1.0, scope="node")])
+    measured = train([callback])
+    _same_weights(plain, measured)
+    assert measured.calls == plain.calls == 2 * (3 + 2)
+    assert callback.last_metrics["green/epoch_train_flops"] == 224 * 10
+    assert callback.last_metrics["green/epoch_eval_flops"] == 96 * 6
+
+
+# ------------------------------------------------------------------------------------------------ Keras (torch)
+def test_keras_weights_and_layer_calls_are_unchanged(tmp_path, monkeypatch):
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "torch":
+        pytest.skip("the torch backend runs the user's layers eagerly; JAX/TF trace them")
+    from green_callbacks.core.sensors.fake import StepEnergySensor
+    from green_callbacks.keras import GreenCallback
+
+    calls: list[int] = []
+
+    class Noisy(keras.layers.Layer):
+        def call(self, x):
+            calls.append(1)
+            return _noise(x)
+
+    def fit(callbacks):
+        calls.clear()
+        keras.utils.set_random_seed(0)
+        _seed_all()
+        model = keras.Sequential([keras.Input((4,)), Noisy(), keras.layers.Dense(8, activation="relu"),
+                                  keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        x = np.random.default_rng(0).random((10, 4), dtype="float32")
+        model.fit(x, x.sum(axis=1, keepdims=True), validation_data=(x[:6], x[:6, :1]), epochs=2, batch_size=4,
+                  verbose=0, callbacks=callbacks)
+        return model, len(calls)
+
+    plain, plain_calls = fit([])
+    green = GreenCallback(carbon_intensity=100.0, output_dir=str(tmp_path), sensors=[StepEnergySensor("cpu", 1.0)])
+    measured, measured_calls = fit([green])
+    for a, b in zip(plain.weights, measured.weights, strict=True):
+        assert np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    assert measured_calls == plain_calls
+    # Dense 4->8->1, per sample: forward 2·4·8 + 2·8·1 = 80; backward dW 80 + dX of the second layer 16 = 96.
+    assert green.last_metrics["green/epoch_train_flops"] == (80 + 96) * 10
+    assert green.last_metrics["green/epoch_eval_flops"] == 80 * 6
+
+
+
+@pytest.mark.slow
+def test_lightning_fit_of_a_compiled_module_counts_exactly(tmp_path):
+    """fit(torch.compile(model)): counted on a meta copy of the uncompiled module; no real-step fall-back."""
+    pytest.importorskip("lightning")
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from green_callbacks.core.sensors.fake import ConstantPowerSensor
+    from green_callbacks.lightning import GreenCallback
+
+    class Plain(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val_loss", nn.functional.cross_entropy(self(x), y))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    callback = GreenCallback(carbon_intensity=100.0, sensors=[ConstantPowerSensor("cpu", 10.0, scope="node")])
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, callbacks=[callback],
+                         default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(torch.compile(Plain()), DataLoader(TensorDataset(x[:10], y[:10]), batch_size=4),
+                    DataLoader(TensorDataset(x[10:], y[10:]), batch_size=4))
+    bad = [str(w.message) for w in caught if "real step" in str(w.message) or "recompile" in str(w.message).lower()]
+    assert not bad, bad
+    assert callback.last_metrics["green/epoch_train_flops"] == 224 * 10
+    assert callback.last_metrics["green/epoch_eval_flops"] == 96 * 6
