@@ -157,7 +157,9 @@ def _alive(pid: int) -> bool:
 
 
 class RecordWriter:
-    """Writes one run's record: header and epoch lines in a background thread, the final record synchronously."""
+    """Writes one run's record: each completed epoch appended to the epoch log at once (one short ``write``, so a
+    SIGKILL right after the epoch still leaves it readable; its ``fsync`` and the header's atomic replacement happen
+    in a background thread), the final record synchronously."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -166,11 +168,13 @@ class RecordWriter:
         self._header: Mapping[str, Any] | None = None
         self._lines: list[Mapping[str, Any] | str] = []
         self._busy = False
+        self._sync = False  # an epoch line was appended by the training thread: the background thread fsyncs it
         self._thread: threading.Thread | None = None
         self._closed = False
         self._error: OSError | None = None
         self._reported = False
         self._pid = os.getpid()
+        self._append_lock = threading.Lock()  # the log is appended by the training thread and by the retries
 
     # -- called from the training thread ---------------------------------------------------------------------
 
@@ -179,7 +183,19 @@ class RecordWriter:
         self._submit(header=record)
 
     def epoch(self, entry: Mapping[str, Any]) -> None:
-        """Append one completed epoch to the log (asynchronously, in order, once)."""
+        """Append one completed epoch to the log now (in order, once): one ``write`` of one line, without
+        ``fsync`` (the background thread syncs it); after a failed write the lines wait, in order, for the
+        background thread's retry."""
+        with self._cond:
+            queued = bool(self._lines) or self._closed
+        if not queued:
+            try:
+                self._append([entry], sync=False)
+            except OSError:
+                pass  # kept for the background thread, which retries and reports the error once
+            else:
+                self._submit(sync=True)
+                return
         self._submit(line=entry)
 
     def flush(self, timeout_s: float | None = 30.0) -> bool:
@@ -200,6 +216,9 @@ class RecordWriter:
             self._closed = True
             self._header, self._lines = None, []
             self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread() and os.getpid() == self._pid:
+            thread.join(timeout=30.0)  # no header replacement may land after (or beside) the final record
         written = write_json_atomic(self.path, {**record, "epochs_log": None})
         try:
             os.unlink(self.log_path)
@@ -218,9 +237,11 @@ class RecordWriter:
     # -- the background thread -------------------------------------------------------------------------------
 
     def _pending(self) -> bool:
-        return self._header is not None or bool(self._lines)
+        return self._header is not None or bool(self._lines) or self._sync
 
-    def _submit(self, *, header: Mapping[str, Any] | None = None, line: Mapping[str, Any] | None = None) -> None:
+    def _submit(
+        self, *, header: Mapping[str, Any] | None = None, line: Mapping[str, Any] | None = None, sync: bool = False
+    ) -> None:
         with self._cond:
             if self._closed:
                 return
@@ -228,6 +249,7 @@ class RecordWriter:
                 self._header = header
             if line is not None:
                 self._lines.append(line)
+            self._sync = self._sync or sync
             if self._thread is None or not self._thread.is_alive() or os.getpid() != self._pid:
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._run, name="green-callbacks-record", daemon=True)
@@ -245,14 +267,16 @@ class RecordWriter:
                 if self._closed and not self._pending():
                     self._cond.notify_all()
                     return
-                header, lines = self._header, list(self._lines)
-                self._header, self._lines = None, []
+                header, lines, sync = self._header, list(self._lines), self._sync
+                self._header, self._lines, self._sync = None, [], False
                 self._busy = True
             failed = False
             try:
                 if lines:
                     self._append(lines)
                     lines = []
+                elif sync:
+                    self._fsync_log()
                 if header is not None:
                     write_json_atomic(self.path, header)
                     header = None
@@ -279,7 +303,21 @@ class RecordWriter:
             if failed:
                 return
 
-    def _append(self, lines: list[Mapping[str, Any] | str]) -> None:
+    def _fsync_log(self) -> None:
+        try:
+            fd = os.open(self.log_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _append(self, lines: list[Mapping[str, Any] | str], *, sync: bool = True) -> None:
+        with self._append_lock:
+            self._append_locked(lines, sync)
+
+    def _append_locked(self, lines: list[Mapping[str, Any] | str], sync: bool) -> None:
         text = "".join(
             (line if isinstance(line, str) else json.dumps(jsonable(line), allow_nan=False)) + "\n" for line in lines
         )
@@ -291,7 +329,8 @@ class RecordWriter:
             while data:  # one write() in practice; a short write goes on where it stopped
                 written = os.write(fd, data)
                 data = data[written:]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         except OSError:
             try:  # no torn line in the middle of the log: the retry appends these lines whole
                 os.ftruncate(fd, size)
