@@ -165,9 +165,13 @@ def footprint_summary_lines(section: FootprintSection) -> list[str]:
     out = [f"  operational emissions: {_g(section.operational_gco2e)} CO2e (energy × PUE {section.pue:g} × "
            f"{section.intensity_gco2e_per_kwh if section.intensity_gco2e_per_kwh is not None else '?'} "
            "gCO2e/kWh)"]
-    partial = " (partial: " + "; ".join(section.embodied_missing) + ")" if section.embodied_partial else ""
-    out.append(f"  embodied emissions:    {_g(section.embodied_gco2e)} CO2e{partial}, amortised over "
-               f"{section.hours:.3g} h; reported beside the operational emissions, not in them")
+    if section.embodied_gco2e is None:
+        why = "; ".join(section.embodied_missing) or "no figure for this hardware"
+        out.append(f"  embodied emissions:    unavailable ({why})")
+    else:
+        partial = " (partial: " + "; ".join(section.embodied_missing) + ")" if section.embodied_partial else ""
+        out.append(f"  embodied emissions:    {_g(section.embodied_gco2e)} CO2e{partial}, amortised over "
+                   f"{section.hours:.3g} h; reported beside the operational emissions, not in them")
     for line in section.embodied_assumptions:
         out.append(f"    assumption: {line}")
     for line in section.embodied_sources:
