@@ -76,3 +76,29 @@ def test_offsets_and_badge_say_which_total_they_cover():
     assert "incl. embodied" in badge.message and "operational and embodied emissions" in badge.svg
     with pytest.raises(ValueError, match="covers"):
         carbon_neutral_badge("https://example.org/c/1", covers="scope3")
+
+
+def test_report_command_compares_the_users_grids_and_a_local_machine(record, tmp_path, capsys):
+    """`green-callbacks report` with the counterfactual options: the user's grid at 50 g/kWh is 0.36 kWh × PUE 1.2 ×
+    50 = 21.6 g, and the shared local machine against the cloud region appear, labelled counterfactual."""
+    from green_callbacks.report.command import run_report
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    (folder / "green-run-x.json").write_text(__import__("json").dumps(record), encoding="utf-8")
+    rc = run_report(paths=[str(folder)], alternative=["50"], lowest=0, no_cloud_regions=True,
+                    local_pue=1.6, local_utilisation=0.25, local_country="DE", cloud_region="gcp:europe-north1")
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "counterfactual" in out and "21.6 g" in out
+    assert "Shared local machine vs on-demand cloud" in out and "gcp:europe-north1" not in out.split("Where")[0]
+
+
+def test_report_command_needs_the_whole_local_comparison(record, tmp_path, capsys):
+    from green_callbacks.report.command import run_report
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    (folder / "green-run-x.json").write_text(__import__("json").dumps(record), encoding="utf-8")
+    assert run_report(paths=[str(folder)], local_pue=1.6) == 2
+    assert "--cloud-region" in capsys.readouterr().err

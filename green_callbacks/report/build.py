@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from green_callbacks.core.flops.peaks import normalize_dtype
 from green_callbacks.report.badges import Badge, carbon_neutral_badge, emissions_badge, pledge_badge
 from green_callbacks.report.efficiency import Mfu, run_mfu
+from green_callbacks.report.footprint import FootprintOptions
 from green_callbacks.report.offsets import DEFAULT_PRICE, OffsetCost, OffsetPrice, offset_cost
 from green_callbacks.report.runs import LoadResult, RunSummary
 from green_callbacks.report.stats import parse_tolerance
@@ -36,6 +37,8 @@ class ReportOptions:
     pledge: bool = False
     pledge_url: str | None = None
     certificate_url: str | None = None
+    footprint: FootprintOptions = field(default_factory=FootprintOptions)
+    """What the footprint section compares each run against (other grids, a shared local machine vs a cloud)."""
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,24 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     eff.add_argument("--mfu-dtype", metavar="DTYPE",
                      help="compute dtype for the peak table (bf16, fp16, tf32, fp32) when a record names none "
                           "(default: bf16, reported as assumed)")
+    where = parser.add_argument_group("where could the runs have been greener (counterfactual)")
+    where.add_argument("--alternative", action="append", default=[], metavar="GRID",
+                       help="a grid to compare each run with: an ISO country code (FR), a cloud region "
+                            "(gcp:europe-west1) or an intensity in gCO2e/kWh; repeat for several")
+    where.add_argument("--lowest", type=int, default=5, metavar="N",
+                       help="list the N lowest-intensity countries and cloud regions (default 5; 0: none)")
+    where.add_argument("--no-cloud-regions", action="store_true",
+                       help="leave out the table of every packaged cloud region")
+    where.add_argument("--local-pue", type=float, metavar="PUE",
+                       help="a shared local machine: its PUE (with --local-utilisation and --local-country or "
+                            "--local-intensity), compared with --cloud-region, embodied emissions included")
+    where.add_argument("--local-utilisation", type=float, metavar="FRACTION",
+                       help="the shared local machine's utilisation over its life (0-1)")
+    where.add_argument("--local-country", metavar="CODE", help="the shared local machine's grid (ISO code)")
+    where.add_argument("--local-intensity", type=float, metavar="G_PER_KWH",
+                       help="the shared local machine's grid intensity, instead of --local-country")
+    where.add_argument("--cloud-region", metavar="REGION",
+                       help="the on-demand cloud region to compare with (gcp:<region>)")
     offset = parser.add_argument_group("offsets and badges")
     offset.add_argument("--offset-price", type=float, default=DEFAULT_PRICE.per_tonne, metavar="PRICE",
                         help=f"offset price per tonne CO2e (default {DEFAULT_PRICE.per_tonne:g}, "
@@ -88,6 +106,36 @@ def _relative(path: Path, out: str | None) -> str:
 def _error(message: str) -> int:
     print(strip_control(f"green-callbacks report: {message}"), file=sys.stderr)
     return 2
+
+
+def _footprint_options(ns: argparse.Namespace) -> Any:
+    """The footprint section's comparisons from the command line (a clear ``ValueError`` for bad ones)."""
+    from green_callbacks.core.counterfactual import Infrastructure
+    from green_callbacks.report.footprint import FootprintOptions
+
+    alternatives: list[str | float] = []
+    for given in getattr(ns, "alternative", None) or []:
+        try:
+            alternatives.append(float(given))
+        except ValueError:
+            alternatives.append(str(given))
+    local_given = [getattr(ns, k, None) is not None for k in
+                   ("local_pue", "local_utilisation", "local_country", "local_intensity", "cloud_region")]
+    local = cloud = None
+    if any(local_given):
+        if getattr(ns, "local_pue", None) is None or getattr(ns, "local_utilisation", None) is None \
+                or getattr(ns, "cloud_region", None) is None:
+            raise ValueError("the shared-local vs cloud comparison needs --local-pue, --local-utilisation, "
+                             "--local-country (or --local-intensity) and --cloud-region together")
+        local = Infrastructure.local(pue=ns.local_pue, utilisation=ns.local_utilisation,
+                                     country=getattr(ns, "local_country", None),
+                                     carbon_intensity=getattr(ns, "local_intensity", None))
+        cloud = Infrastructure.cloud(ns.cloud_region)
+    lowest = getattr(ns, "lowest", 5)
+    if lowest is None or lowest < 0:
+        raise ValueError(f"--lowest must be 0 or more, got {lowest}")
+    return FootprintOptions(alternatives=tuple(alternatives), cloud_regions=not getattr(ns, "no_cloud_regions", False),
+                            lowest=int(lowest), local=local, cloud=cloud)
 
 
 def _write_error(what: str, target: Path, err: OSError, option: str) -> int:
@@ -142,7 +190,12 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
     if (ns.offset_price, ns.offset_currency) != (DEFAULT_PRICE.per_tonne, DEFAULT_PRICE.currency):
         price = OffsetPrice(float(ns.offset_price), str(ns.offset_currency), "given by the user", "as given")
     try:
+        footprint = _footprint_options(ns)
+    except ValueError as err:
+        return _error(str(err))
+    try:
         report = build_report(loaded, ReportOptions(
+            footprint=footprint,
             tolerance=ns.tolerance,
             offset_price=price,
             peak_flops_per_s=None if ns.peak_tflops is None else ns.peak_tflops * 1e12,

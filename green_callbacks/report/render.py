@@ -30,6 +30,7 @@ from green_callbacks.report.efficiency import Mfu
 from green_callbacks.report.footprint import (
     GRIDS_TITLE,
     INFRASTRUCTURE_TITLE,
+    FootprintOptions,
     footprint_section,
     footprint_summary_lines,
     grid_table,
@@ -329,7 +330,7 @@ def _sweep_blocks(sweep: SweepAnalysis, prefix: str, terminal: bool) -> list[Blo
     return out
 
 
-def _run_blocks(run: RunSummary, mfu: Mfu, terminal: bool) -> list[Block]:
+def _run_blocks(run: RunSummary, mfu: Mfu, terminal: bool, footprint: FootprintOptions) -> list[Block]:
     header, rows = epoch_table(run)
     out: list[Block] = [Heading(3, f"Run {run.label} ({run.status})")]
     if terminal:
@@ -341,17 +342,17 @@ def _run_blocks(run: RunSummary, mfu: Mfu, terminal: bool) -> list[Block]:
         if not run.complete:
             extra.append(f"  run {run.status}: totals cover the {run.epochs} complete epoch(s) only")
         return [*out, Table(tuple(header), _t(rows), right=True), Lines((*run_summary_lines(run), *extra)),
-                *_footprint_blocks(run)]
+                *_footprint_blocks(run, footprint)]
     out.append(Table(("Quantity", "Value"), _t(run_rows(run, mfu))))
     if rows:
         out.append(Table(tuple(header), _t(rows), right=True))
     out += [Figure(run_figure_prefix(run) + "energy.png"), Figure(run_figure_prefix(run) + "metric.png")]
-    return [*out, *_footprint_blocks(run)]
+    return [*out, *_footprint_blocks(run, footprint)]
 
 
-def _footprint_blocks(run: RunSummary) -> list[Block]:
+def _footprint_blocks(run: RunSummary, options: FootprintOptions) -> list[Block]:
     """Operational beside embodied emissions and water, and the counterfactual grids (records with a footprint)."""
-    section = None if run.record is None else footprint_section(run.record)
+    section = None if run.record is None else footprint_section(run.record, options)
     if section is None:
         return []
     out: list[Block] = [Heading(4, "Footprint: operational, embodied, water"),
@@ -384,7 +385,7 @@ def build_document(report: Report, badge_snippets: Sequence[str] = (), *, termin
     if drawn and not all(any(n.startswith(run_figure_prefix(r)) for n in drawn) for r in report.runs):
         runs.append(Paragraph(_FIGURES_NOTE))
     for run, mfu in zip(report.runs, report.mfu, strict=True):
-        runs += _run_blocks(run, mfu, terminal)
+        runs += _run_blocks(run, mfu, terminal, report.options.footprint)
     out += [*runs, *searches] if terminal else [*searches, *runs]
     offset = _offset_text(report)
     if offset:
