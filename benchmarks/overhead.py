@@ -140,8 +140,10 @@ class CallLog:
         return sum(sum(v) for v in self.calls.values())
 
 
-GREEN_HOOKS = ("setup", "on_fit_start", "on_train_epoch_start", "on_train_batch_end", "on_validation_start",
-               "on_validation_batch_end", "on_validation_end", "on_train_epoch_end", "teardown")
+def green_hooks(cls: Any) -> list[str]:
+    """Every Lightning hook the callback class defines itself (all of them are timed: none can hide its cost)."""
+    return sorted(name for name, value in vars(cls).items()
+                  if callable(value) and (name.startswith("on_") or name in ("setup", "teardown")))
 
 
 def timed_green_class(log: CallLog) -> Any:
@@ -149,7 +151,8 @@ def timed_green_class(log: CallLog) -> Any:
     hook call of every callback (to name the profiler action), so its cost is paid per hook, not per checkpoint."""
     from green_callbacks.lightning import GreenCallback
 
-    namespace: dict[str, Any] = {name: log.wrap(name, getattr(GreenCallback, name)) for name in GREEN_HOOKS}
+    hooks = green_hooks(GreenCallback)
+    namespace: dict[str, Any] = {name: log.wrap(name, getattr(GreenCallback, name)) for name in hooks}
     namespace["__init__"] = log.wrap("__init__", GreenCallback.__init__)
     namespace["state_key"] = property(log.wrap("state_key (read by Lightning per hook)", GreenCallback.state_key.fget))
     return type("GreenCallback", (GreenCallback,), namespace)

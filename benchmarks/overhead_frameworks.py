@@ -46,8 +46,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from overhead import CallLog, machine, quartiles  # benchmarks/overhead.py
 
 FRAMEWORKS = ("hf", "keras")
-HF_EXTRA = ("_engine.flops.step",)  # called by the FLOP forward pre-hook: per forward, not a Trainer event
-KERAS_EXTRA = ("_note_batches",)  # called by the wrapped train/test function: per step, not a Keras hook
+# called by the forward pre-hook and forward hook: per forward, not Trainer events
+HF_EXTRA = ("_engine.flops.begin", "_engine.flops.end", "_engine.add_batch")
+# called by the wrapped train/test function: per step, not Keras hooks
+KERAS_EXTRA = ("_note_batches", "_engine.flops.end")
 
 
 def time_instance(cb: Any, log: CallLog, extra: tuple[str, ...]) -> Any:
