@@ -79,6 +79,9 @@ def test_report_command_shows_the_break_even_of_a_real_run(tmp_path, fake_clock,
     assert out.count("green-run-") >= 1  # the fit's own section is still there
     assert run_report(paths=[str(tmp_path / "runs")], format="markdown") == 0
     assert "## Using the model" in capsys.readouterr().out
+    assert run_report(paths=[str(tmp_path / "runs")], format="html") == 0  # one section model: HTML has it too
+    html = capsys.readouterr().out
+    assert "Using the model</h2>" in html and f"<td>{FIT_J / J_PER_SAMPLE:,.0f}</td>" in html
     phase_only = [p for p in Path(tmp_path / "runs").glob("green-run-*.json") if p != callback.record_path]
     assert run_report(paths=[str(p) for p in phase_only]) == 0
     assert capsys.readouterr().out.startswith("== Using the model ==")

@@ -9,6 +9,7 @@ from green_callbacks.core.flops.peaks import normalize_dtype
 from green_callbacks.report.badges import Badge, carbon_neutral_badge, emissions_badge, pledge_badge
 from green_callbacks.report.efficiency import Mfu, run_mfu
 from green_callbacks.report.footprint import FootprintOptions
+from green_callbacks.report.inference import PhaseRow, phase_rows
 from green_callbacks.report.offsets import DEFAULT_PRICE, OffsetCost, OffsetPrice, offset_cost
 from green_callbacks.report.runs import LoadResult, RunSummary
 from green_callbacks.report.stats import parse_tolerance
@@ -58,6 +59,8 @@ class Report:
     options: ReportOptions = field(default_factory=ReportOptions)
     search_note: str | None = None
     """Why runs with a monitored metric were not analysed as a search (they are not comparable), if so."""
+    phases: tuple[PhaseRow, ...] = ()
+    """Test / validate / predict / evaluate records, with the break-even against their fit ("Using the model")."""
 
     @property
     def sweep(self) -> SweepAnalysis | None:
@@ -118,6 +121,7 @@ def build_report(loaded: LoadResult, options: ReportOptions | None = None) -> Re
         badges=tuple(badges),
         options=options,
         search_note=search_note,
+        phases=tuple(phase_rows([*loaded.fits, *loaded.phases])),
     )
 
 

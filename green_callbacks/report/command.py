@@ -252,8 +252,6 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
             print("Badges (Markdown to paste):\n" + "\n".join(snippets), file=sys.stderr)
     else:
         text = render_json(report, snippets)
-    if inference and ns.format in ("text", "markdown"):
-        text = text.rstrip("\n") + "\n\n" + inference
     if ns.out:
         target = Path(ns.out).expanduser()
         try:

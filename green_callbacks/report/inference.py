@@ -159,8 +159,13 @@ def _cells(row: PhaseRow) -> list[str]:
     ]
 
 
-_FOOT = ("Rates are over the steady part of each phase (warm-up batches, the first of each input shape, are left "
+FOOTNOTE = ("Rates are over the steady part of each phase (warm-up batches, the first of each input shape, are left "
          "out); break-even = training energy (emissions) / energy (emissions) per prediction.")
+
+
+def phase_table(rows: Sequence[PhaseRow]) -> tuple[tuple[str, ...], list[list[str]]]:
+    """The section's table: the header and one row of cells per phase (for the report's section model)."""
+    return HEADER, [_cells(r) for r in rows]
 
 
 def render_inference_text(rows: Sequence[PhaseRow]) -> str:
@@ -171,7 +176,7 @@ def render_inference_text(rows: Sequence[PhaseRow]) -> str:
     widths = [max(len(c) for c in column) for column in zip(*table, strict=True)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return f"== {TITLE} ==\n" + "\n".join(lines) + "\n" + _FOOT + "\n"
+    return f"== {TITLE} ==\n" + "\n".join(lines) + "\n" + FOOTNOTE + "\n"
 
 
 def render_inference_markdown(rows: Sequence[PhaseRow]) -> str:
@@ -180,4 +185,4 @@ def render_inference_markdown(rows: Sequence[PhaseRow]) -> str:
         return ""
     out = [f"## {TITLE}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
-    return "\n".join([*out, "", _FOOT, ""])
+    return "\n".join([*out, "", FOOTNOTE, ""])

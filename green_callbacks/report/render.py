@@ -36,6 +36,9 @@ from green_callbacks.report.footprint import (
     grid_table,
     infrastructure_table,
 )
+from green_callbacks.report.inference import FOOTNOTE as INFERENCE_FOOTNOTE
+from green_callbacks.report.inference import TITLE as INFERENCE_TITLE
+from green_callbacks.report.inference import phase_table
 from green_callbacks.report.runs import RunSummary
 from green_callbacks.report.summary import epoch_table, run_summary_lines, text_table
 from green_callbacks.report.sweep import SweepAnalysis
@@ -387,6 +390,9 @@ def build_document(report: Report, badge_snippets: Sequence[str] = (), *, termin
     for run, mfu in zip(report.runs, report.mfu, strict=True):
         runs += _run_blocks(run, mfu, terminal, report.options.footprint)
     out += [*runs, *searches] if terminal else [*searches, *runs]
+    if report.phases:  # what using the trained models cost, and after how many predictions it matches training
+        header, rows = phase_table(report.phases)
+        out += [Heading(2, INFERENCE_TITLE), Table(tuple(header), _t(rows)), Paragraph(INFERENCE_FOOTNOTE)]
     offset = _offset_text(report)
     if offset:
         out += [Heading(2, "Offsetting"), Paragraph(offset)]
@@ -410,7 +416,7 @@ def render_text(report: Report, badge_snippets: Sequence[str] = ()) -> str:
     parts: list[str] = []
     for block in build_document(report, badge_snippets, terminal=True):
         if isinstance(block, Heading):
-            if block.level == 2 and block.text.startswith("Sweep: "):
+            if block.level == 2 and (block.text.startswith("Sweep: ") or block.text == INFERENCE_TITLE):
                 parts.append(f"== {block.text} ==")
             elif block.level == 3 and not block.text.startswith("Run "):
                 parts.append("\n" + block.text + ":")
