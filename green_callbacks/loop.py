@@ -174,6 +174,7 @@ class Tracker(GreenCallbackBase):
         self._planned_epochs = planned_epochs
         self._hyperparameters = dict(hyperparameters or {})
         self._epoch: Epoch | None = None
+        self._flop_target: Any = None  # the module counted on, found once per epoch and evaluation window
 
     # ------------------------------------------------------------------ run
     @property
@@ -229,6 +230,7 @@ class Tracker(GreenCallbackBase):
                                                  self.session.epochs_done)
         self._epoch = Epoch(index)
         self._engine.epoch_start(index)
+        self._flop_target = None
         return self._epoch
 
     def epoch_end(self, metrics: Mapping[str, Any] | None = None) -> dict[str, float]:
@@ -260,9 +262,11 @@ class Tracker(GreenCallbackBase):
     def eval_start(self) -> None:
         """Open an evaluation window inside the epoch (its energy is reported apart; several are summed)."""
         self._engine.eval_start()
+        self._flop_target = None  # train/eval flags change: the sharded twin's are copied when it is found
 
     def eval_end(self) -> None:
         self._engine.eval_end()
+        self._flop_target = None
 
     @contextmanager
     def evaluation(self) -> Iterator[None]:
@@ -301,7 +305,9 @@ class Tracker(GreenCallbackBase):
         if batch is not None and self.model is not None:
             flops = self._engine.flops
             if flops.active:
-                model = self._engine.guard("flops", _flop_model, self.model)
+                model = self._flop_target
+                if model is None:
+                    model = self._flop_target = self._engine.guard("flops", _flop_model, self.model)
                 if model is not None:
                     flops.begin(kind, model, batch, self._forward)
                     flops.end()
