@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "DistInfo",
+    "Ranks",
     "Reducer",
     "default_reducer",
     "dist_info",
@@ -107,6 +108,26 @@ def torch_sum_reducer(values: Sequence[float]) -> list[float]:
 def default_reducer() -> Reducer:
     """``torch_sum_reducer`` when a process group is up, else the identity (single process)."""
     return torch_sum_reducer if _torch_dist() is not None else identity_reducer
+
+
+class Ranks:
+    """This process's ranks and the sum over ranks, each found when first needed (a process group may be set up
+    after the object is made); given ones are kept. Shared by the training and the phase sessions."""
+
+    _dist: DistInfo | None = None
+    _reducer: Reducer | None = None
+
+    @property
+    def dist(self) -> DistInfo:
+        if self._dist is None:
+            self._dist = dist_info()
+        return self._dist
+
+    @property
+    def reducer(self) -> Reducer:
+        if self._reducer is None:
+            self._reducer = default_reducer()
+        return self._reducer
 
 
 def sum_with_missing(values: Sequence[float | None], reducer: Reducer) -> tuple[list[float | None], list[int]]:

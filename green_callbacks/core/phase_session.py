@@ -22,7 +22,7 @@ from typing import Any
 
 from green_callbacks.core import clock
 from green_callbacks.core.config import GreenConfig
-from green_callbacks.core.distributed import DistInfo, Reducer, default_reducer, dist_info, sum_with_missing
+from green_callbacks.core.distributed import DistInfo, Ranks, Reducer, sum_with_missing
 from green_callbacks.core.guard import Guard, strict_mode
 from green_callbacks.core.meter import Measurement, Meter
 from green_callbacks.core.phase import (
@@ -66,7 +66,7 @@ def training_link(session: Any) -> dict[str, Any] | None:
     }
 
 
-class PhaseSession:
+class PhaseSession(Ranks):
     """One measured phase. Nothing here knows a framework.
 
     Args:
@@ -135,18 +135,6 @@ class PhaseSession:
         self._tokens_out_missing = False
 
     # ------------------------------------------------------------------ set-up
-    @property
-    def dist(self) -> DistInfo:
-        if self._dist is None:
-            self._dist = dist_info()
-        return self._dist
-
-    @property
-    def reducer(self) -> Reducer:
-        if self._reducer is None:
-            self._reducer = default_reducer()
-        return self._reducer
-
     def start(
         self,
         *,

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE
+
 __all__ = [
     "DEFAULT_MAX_RECORD_MB",
     "EPOCHS_LOG_GLOB",
@@ -67,9 +69,9 @@ EPOCHS_LOG_GLOB = "green-run-*.epochs.jsonl"
 EPOCHS_LOG_SUFFIX = ".epochs.jsonl"
 _EPOCHS_LOG_NAME = re.compile(r"green-run-[^/\\\x00]*\.epochs\.jsonl")
 
-METHOD_NOT_USED = "not-used"
+METHOD_NOT_USED = NOT_USED
 """A component's method when the run does not use it (a GPU on a CPU-only run): not measured, and not missing."""
-METHOD_UNAVAILABLE = "unavailable"
+METHOD_UNAVAILABLE = UNAVAILABLE
 CPU_TRAINING_NOTE = "training on CPU"
 """Start of the GPU note of records written before ``not-used`` existed (``sensors.nvml.CPU_TRAINING_REASON``)."""
 

@@ -28,7 +28,7 @@ from green_callbacks.core import clock
 from green_callbacks.core.budget import Projection, RunningProjection, decide
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.convergence import ConvergenceTracker, MonitorWatch, Totals
-from green_callbacks.core.distributed import DistInfo, Reducer, default_reducer, dist_info
+from green_callbacks.core.distributed import DistInfo, Ranks, Reducer
 from green_callbacks.core.environment import hardware_info, software_info
 from green_callbacks.core.epoch_state import EpochState
 from green_callbacks.core.footprint import FootprintTracker
@@ -63,7 +63,7 @@ def status_for(error: BaseException | str | None) -> str:
     return "interrupted" if any(t.__name__ in _INTERRUPTS for t in type(error).__mro__) else "failed"
 
 
-class Session:
+class Session(Ranks):
     """One measured run. Nothing here knows a framework.
 
     Args:
@@ -206,18 +206,6 @@ class Session:
         return self._partial_epoch
 
     @property
-    def dist(self) -> DistInfo:
-        if self._dist is None:
-            self._dist = dist_info()
-        return self._dist
-
-    @property
-    def reducer(self) -> Reducer:
-        if self._reducer is None:
-            self._reducer = default_reducer()
-        return self._reducer
-
-    @property
     def monitor(self) -> str | None:
         return None if self._convergence is None else self._convergence.monitor
 
@@ -352,12 +340,12 @@ class Session:
 
     def _configure_footprint(self, device_indices: Sequence[int] | None) -> None:
         """Footprint (#17): tell the tracker this process's hardware (GPU names, whether it holds the host)."""
-        from green_callbacks.core.sensors.cpu_tdp import read_cpuinfo
+        from green_callbacks.core.sensors.cpu_tdp import machine_cpuinfo
 
         assert self.meter is not None
         self.footprint.configure(self.meter.info(), device_indices=device_indices,
                                  is_node_leader=self.dist.is_node_leader,
-                                 virtual_machine=read_cpuinfo().virtual_machine)
+                                 virtual_machine=machine_cpuinfo().virtual_machine)
 
     def _warn_unavailable(self) -> None:
         assert self.meter is not None
