@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["CpuInfo", "CpuMatch", "cpu_tdp_table", "match_cpu_model", "normalise_cpu_model", "read_cpuinfo"]
+__all__ = ["CpuInfo", "CpuMatch", "cpu_tdp_table", "machine_cpuinfo", "match_cpu_model", "normalise_cpu_model",
+           "read_cpuinfo"]
 
 TABLE_SOURCE = "CodeCarbon cpu_power.csv (mlco2/codecarbon b05965e, MIT), green_callbacks/core/data/cpu_power.csv"
 
@@ -127,6 +128,12 @@ class CpuInfo:
     threads_per_package: int | None
     packages: int | None
     virtual_machine: bool
+
+
+@lru_cache(maxsize=1)
+def machine_cpuinfo() -> CpuInfo:
+    """This machine's :func:`read_cpuinfo`, read once per process (it does not change while the process runs)."""
+    return read_cpuinfo()
 
 
 def read_cpuinfo(path: str = "/proc/cpuinfo") -> CpuInfo:

@@ -8,7 +8,7 @@ import warnings
 
 from green_callbacks.core.sensors.apple import build_apple_host_sensors
 from green_callbacks.core.sensors.base import Sensor
-from green_callbacks.core.sensors.cpu_tdp import CpuInfo, match_cpu_model, read_cpuinfo
+from green_callbacks.core.sensors.cpu_tdp import CpuInfo, machine_cpuinfo, match_cpu_model
 from green_callbacks.core.sensors.estimate import (
     CpuTdpEstimateSensor,
     CpuTimeEstimateSensor,
@@ -39,7 +39,7 @@ def build_host_sensors(
       table and this is not a virtual machine (a VM sees only some of the package's logical CPUs, so TDP ÷ the CPUs
       it sees would overstate) and no ``cpu_watts_per_core`` was given; else :class:`CpuTimeEstimateSensor` (its
       ``info()`` says why the TDP was not used). ``cpuinfo`` defaults to
-      :func:`~green_callbacks.core.sensors.cpu_tdp.read_cpuinfo` (tests pass one).
+      :func:`~green_callbacks.core.sensors.cpu_tdp.machine_cpuinfo`, read once per process (tests pass one).
     - RAM: on Apple Silicon, IOReport's DRAM energy where the chip reports it (``apple-ioreport-dram``); else RAPL
       ``dram`` zones if present and readable; else :class:`RssEstimateSensor`.
 
@@ -93,7 +93,7 @@ def _cpu_estimate(cpu_w: float | None, reason: str, cpuinfo: CpuInfo | None) -> 
         sensor = CpuTimeEstimateSensor(cpu_w, reason=reason)
         sensor.tdp_reason = "cpu_watts_per_core was given"
         return sensor
-    info = cpuinfo if cpuinfo is not None else read_cpuinfo()
+    info = cpuinfo if cpuinfo is not None else machine_cpuinfo()
     match = match_cpu_model(info.model)
     why = ""
     if match is None:
