@@ -198,7 +198,7 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         metrics = self._engine.epoch_end(trainer.callback_metrics)  # a collective under DDP: every rank gets here
         if metrics is None:
             return
-        self._engine.guard("logging", _log, pl_module, metrics, self.config.console)
+        self._engine.guard("logging", _log_epoch, trainer, pl_module, metrics, self.config.console)
         if self._engine.should_stop:
             trainer.should_stop = True
 
@@ -281,6 +281,36 @@ def _log(pl_module: Any, metrics: dict[str, float], console: str = "compact", *,
         return
     bar = {k: torch.tensor(v, dtype=torch.float64) for k, v in progress_bar_metrics(metrics).items()}
     pl_module.log_dict(bar, on_step=False, on_epoch=True, prog_bar=True, logger=False, sync_dist=False)
+
+
+def _log_epoch(trainer: Any, pl_module: Any, metrics: dict[str, float], console: str) -> None:
+    """An epoch's figures, where ``self.log(..., on_epoch=True)`` in ``on_train_epoch_end`` would put them, at a
+    fraction of its cost (~0.1 ms in all instead of ~1 ms per key: ``self.log`` builds an aggregator per key).
+
+    Every logger gets one ``log_metrics`` call (then ``save()``) at the step and with the ``epoch`` key Lightning
+    gives its own epoch-end metrics; ``trainer.logged_metrics`` and ``trainer.callback_metrics`` (what EarlyStopping
+    and ModelCheckpoint monitor) get float64 tensors, the progress bar the running totals (``console="compact"``) or
+    every key (``"all"``). A Lightning without the trainer internals this needs gets :func:`_log`. The values are
+    already summed over ranks; loggers write on rank 0 only, as always.
+    """
+    connector = getattr(trainer, "_logger_connector", None)
+    stepped = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "_batches_that_stepped", None)
+    names = ("_callback_metrics", "_logged_metrics", "_progress_bar_metrics")
+    if not isinstance(stepped, int) or not all(isinstance(getattr(connector, n, None), dict) for n in names):
+        _log(pl_module, metrics, console)
+        return
+    bar = progress_bar_metrics(metrics)
+    if console == "all":
+        bar = {**metrics, **bar}
+    tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in {**metrics, **bar}.items()}
+    connector._callback_metrics.update(tensors)
+    connector._logged_metrics.update({k: tensors[k] for k in metrics})  # also with Trainer(logger=False)
+    connector._progress_bar_metrics.update(bar)
+    # Lightning logs epoch-end metrics at the last optimizer step of the epoch (its fit loop steps back by one)
+    scalars = {**metrics, "epoch": trainer.current_epoch}
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics=scalars, step=stepped - 1)
+        logger.save()
 
 
 def _stage(trainer: Any) -> str | None:

@@ -116,6 +116,11 @@ def csv_epoch_rows(log_dir):
     return [r for r in rows if r.get("green/epoch_energy_kwh")]
 
 
+def val_rows(log_dir):
+    with open(Path(log_dir) / "metrics.csv", newline="") as handle:
+        return [r for r in csv.DictReader(handle) if r.get("val_loss")]
+
+
 def val_losses(log_dir):
     with open(Path(log_dir) / "metrics.csv", newline="") as handle:
         return {int(r["epoch"]): float(r["val_loss"]) for r in csv.DictReader(handle) if r.get("val_loss")}
@@ -134,6 +139,9 @@ def test_every_key_every_epoch_in_csv_and_tensorboard(tmp_path, fake_clock, pl):
 
     rows = csv_epoch_rows(csv_logger.log_dir)
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    # at the step Lightning logs the epoch's own metrics at: its last optimizer step (10 samples in batches of 4:
+    # 3 steps per epoch, counted from 0)
+    assert [int(r["step"]) for r in rows] == [int(r["step"]) for r in val_rows(csv_logger.log_dir)] == [2, 5, 8]
     losses = val_losses(csv_logger.log_dir)
     best = min(losses, key=losses.get)  # convergence = the epoch of the lowest val_loss (EarlyStopping's monitor)
     for epoch, row in enumerate(rows):
@@ -184,6 +192,21 @@ def test_every_key_every_epoch_in_csv_and_tensorboard(tmp_path, fake_clock, pl):
     # progress bar: compact running totals
     assert float(tr.progress_bar_metrics["Wh"]) == pytest.approx(3 * EPOCH_J / 3600, rel=1e-12)
     assert float(tr.progress_bar_metrics["gCO2e"]) == pytest.approx(3 / 12, rel=1e-12)
+
+
+def test_console_all_puts_every_key_in_the_progress_bar_and_the_monitors_see_them(tmp_path, fake_clock):
+    callback = green(console="all")
+    checkpoint = lp.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor="green/epoch_energy_kwh",
+                                              mode="min", save_top_k=1)
+    tr = trainer(lp, tmp_path, [callback, checkpoint], max_epochs=2, enable_checkpointing=True)
+    tr.fit(make_module(lp, fake_clock.advance), *loaders())
+    assert set(METRIC_KEYS) <= set(tr.progress_bar_metrics)
+    assert float(tr.progress_bar_metrics["green/total_energy_kwh"]) == pytest.approx(2 * EPOCH_J / J_PER_KWH)
+    assert float(tr.progress_bar_metrics["Wh"]) == pytest.approx(2 * EPOCH_J / 3600)
+    assert tr.callback_metrics["green/total_energy_kwh"].dtype == torch.float64
+    # ModelCheckpoint monitored a green key: both epochs cost the same 500 J, so the first stays the best
+    assert float(checkpoint.best_model_score) == pytest.approx(EPOCH_J / J_PER_KWH, rel=1e-12)
+    assert "epoch=0" in Path(checkpoint.best_model_path).name
 
 
 def test_monitor_argument_wins_and_output_dir(tmp_path, fake_clock):
