@@ -157,14 +157,13 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         self._flops_begin("train", pl_module, batch, batch_idx)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        self._engine.flops.end()  # backward done; the optimizer's own work is not counted
+        self._engine.flops.end_observed()  # backward done; the optimizer's own work is not counted
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if outputs is None:  # the step was skipped, no backward ran
             self._engine.flops.discard()
         else:
-            self._engine.flops.end()
-            self._engine.add_batch(batch)
+            self._engine.step_end(batch)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         if _stage(trainer) == "validate":

@@ -397,7 +397,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._engine.flops.end()  # a gradient-accumulation micro-batch ran its backward
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._engine.flops.end()  # backward done; the optimizer's own work is not counted
+        self._engine.flops.end_observed()  # backward done; the optimizer's own work is not counted
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._engine.flops.end()

@@ -60,6 +60,7 @@ class FlopTap:
             self.tracker.reset_epoch()  # steps seen outside an epoch are not this epoch's
             if model is not None:
                 self._engine.guard("flops", self.tracker.refresh, model)
+                self.active = self._engine.session.flops_available
 
     @property
     def in_step(self) -> bool:
@@ -71,16 +72,31 @@ class FlopTap:
         training steps."""
         return self.tracker is not None and self.tracker.replaying
 
+    # begin() and end() run on every step: the guard is inlined (Guard.absorb) rather than called through
     def begin(self, kind: str, module: Any, batch: Any, replay: Any = None) -> None:
         """A step of ``kind`` (``"train"``/``"eval"``) on ``batch`` is about to run."""
         if self.active and not self.tracker.in_step:
-            self._engine.guard("flops", self.tracker.begin, kind, module, batch, replay)
-            self.active = self._engine.session.flops_available
+            try:
+                self.tracker.begin(kind, module, batch, replay)
+            except Exception as err:
+                self.active = False
+                self._engine.session.guard.absorb("flops", err)
 
     def end(self) -> None:
         """The step opened by :meth:`begin` has run its backward (training) or forward (evaluation)."""
-        if self.tracker is not None and self.tracker.in_step:
-            self._engine.guard("flops", self.tracker.end)
+        tracker = self.tracker
+        if tracker is not None and tracker.in_step:
+            try:
+                tracker.end()
+            except Exception as err:
+                self.active = False
+                self._engine.session.guard.absorb("flops", err)
+
+    def end_observed(self) -> None:
+        """:meth:`end`, only for a step a FLOP counter watches (a new signature); a known one ends with the step."""
+        tracker = self.tracker
+        if tracker is not None and tracker.observing:
+            self.end()
 
     def discard(self) -> None:
         """The open step was skipped or raised: nothing is added."""
@@ -190,8 +206,19 @@ class Engine:
 
     def add_batch(self, batch: Any) -> None:
         """A training step ran on ``batch``: its samples and tokens (read from shapes) go to the epoch's throughput."""
-        if self.session.in_epoch and not self.flops.counting:
-            self.guard("throughput", self.session.add_batch, batch)
+        session = self.session  # every step: no property chains, the guard inlined
+        tracker = self.flops.tracker
+        if session.in_epoch and (tracker is None or not tracker.replaying) and "throughput" not in session.guard.lost:
+            try:
+                session.add_batch(batch)
+            except Exception as err:
+                session.guard.absorb("throughput", err)
+
+    def step_end(self, batch: Any) -> None:
+        """A training step on ``batch`` has run, its backward included: its FLOPs and its samples and tokens go to
+        the epoch (the per-step call of the adapters that see the step end; one call instead of two)."""
+        self.flops.end()
+        self.add_batch(batch)
 
     def add_samples(self, samples: int | None = None, tokens: int | None = None) -> None:
         """Samples and tokens of training steps the adapter counted itself."""

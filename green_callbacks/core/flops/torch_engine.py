@@ -119,6 +119,8 @@ class TorchFlopCounter:
         self._flags: weakref.WeakKeyDictionary[Any, tuple[bool, tuple[bool, ...], tuple[bool, ...]]] = (
             weakref.WeakKeyDictionary())
         self._since_flags = 0
+        self._flag_tokens: dict[tuple[tuple[bool, ...], ...], int] = {}  # flag states -> small ints (cheap keys)
+        self._last: tuple[Any, tuple[int, list[Any], list[Any], Hashable], tuple[bool, int, int] | None] | None = None
         self._counting_time_s = 0.0
 
     # -- public -----------------------------------------------------------------------------------------------
@@ -146,6 +148,7 @@ class TorchFlopCounter:
         self._cache.clear()
         self._meta_copies.clear()
         self._fast.clear()
+        self._last = None
         self._meta_broken.clear()
         self._meta_memo.clear()
 
@@ -302,21 +305,34 @@ class TorchFlopCounter:
         :meth:`refresh`; the flags are re-read after :meth:`refresh`, whenever the root module's ``training`` flag
         changes, and at least every 32 calls: a layer frozen in the middle of an epoch is seen within 32 steps.
         """
-        entry = self._fast.get(model)
-        if entry is None:
-            entry = self.refresh(model)
-        token, modules, params, _ = entry  # the token stands for the parameter structure (hashing it costs ~50 µs)
+        last = self._last  # the model of the previous step (nearly always the same): no weak-dictionary look-ups
+        hit = last is not None and last[0]() is model
+        if hit:
+            entry, state = last[1], last[2]  # type: ignore[index]
+        else:
+            entry = self._fast.get(model)
+            if entry is None:
+                entry = self.refresh(model)
+            state = self._flags.get(model)
         dims: list[int] = []
         static = _split_signature(batch, dims)
-        state = self._flags.get(model)
         self._since_flags += 1
         if state is None or state[0] != model.training or self._since_flags >= _RECHECK_FLAGS_EVERY:
             # every module's train/eval flag and every parameter's requires_grad: ~50 µs for GPT-2 small, so they are
-            # re-read when the root's mode changes, every 32 steps and at refresh(), not on every step
+            # re-read when the root's mode changes, every 32 steps and at refresh(), not on every step; each state
+            # stands in the key as a small int (hashing hundreds of flags on every step would cost more than reading)
             self._since_flags = 0
-            state = (model.training, tuple(map(_TRAINING, modules)), tuple(map(_REQUIRES_GRAD, params)))
+            training = tuple(map(_TRAINING, entry[1]))
+            grads = tuple(map(_REQUIRES_GRAD, entry[2]))
+            tokens = self._flag_tokens
+            state = (model.training, tokens.setdefault((training, grads), len(tokens)),
+                     tokens.setdefault((training,), len(tokens)))
             self._flags[model] = state
-        return (kind, token, state[1], state[2] if kind == "train" else None, static), tuple(dims)
+            hit = False
+        if not hit:
+            self._last = (weakref.ref(model), entry, state)
+        # the kind first (per_signature() shows it); training steps depend on requires_grad, evaluation steps not
+        return (kind, entry[0], state[1] if kind == "train" else state[2], static), tuple(dims)
 
     def refresh(self, model: Any) -> tuple[int, list[Any], list[Any], Hashable]:
         """Walk ``model`` again for :meth:`step_key` (after its modules or parameters may have been replaced)."""
@@ -328,6 +344,7 @@ class TorchFlopCounter:
         entry = (token, modules, params, structure)
         self._flags.pop(model, None)
         self._fast[model] = entry
+        self._last = None
         return entry
 
     def start_observing(self) -> Any:

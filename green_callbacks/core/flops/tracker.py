@@ -162,7 +162,8 @@ class FlopTracker:
         self._epoch = {"train": 0, "eval": 0}
         self._epoch_steps = {"counted": 0, "interpolated-verified": 0}
         self._counts = {"observed": 0, "meta": 0, "interpolated": 0, "verifications_failed": 0, "steps": 0}
-        self._replaying = False
+        self.replaying = False  # a new signature is being counted on a meta copy (``replay=``): its forwards are
+        # the count's, not training steps (a plain attribute: read on every step)
         self._counting_s = 0.0
         self._epoch_methods: list[str] = []
         self._warned: set[str] = set()
@@ -178,7 +179,7 @@ class FlopTracker:
         kernels), a ``forward(model, batch)`` returning the loss; a new signature is then counted on a meta copy of
         the *uncompiled* model instead, with every random generator (torch CPU/CUDA, NumPy, Python) restored after.
         """
-        if self._current is not None or self._replaying:
+        if self._current is not None or self.replaying:
             return
         static, dims = self.engine.step_key(kind, model, batch)
         key = (static, dims)
@@ -203,14 +204,14 @@ class FlopTracker:
 
     def _replay(self, kind: Kind, model: Any, forward: Any, batch: Any) -> int:
         start = time.perf_counter()
-        self._replaying = True
+        self.replaying = True
         state = _rng_states()
         try:
             count = self.engine.count_train_step if kind == "train" else self.engine.count_eval_step
             return int(count(model, forward, batch).flops)
         finally:
             _restore_rng_states(state)
-            self._replaying = False
+            self.replaying = False
             self._counts["meta"] += 1
             self._counting_s += time.perf_counter() - start
 
@@ -248,9 +249,11 @@ class FlopTracker:
         return self._current is not None
 
     @property
-    def replaying(self) -> bool:
-        """A new signature is being counted on a meta copy (``replay=``): the model's forwards now are the count's."""
-        return self._replaying
+    def observing(self) -> bool:
+        """The open step is watched by a FLOP counter (its signature is new): it must end before the optimizer
+        steps, whose own work is not counted. A cache hit may end any time after the step."""
+        current = self._current
+        return current is not None and current[3] is not None
 
     def refresh(self, model: Any) -> None:
         """Re-read ``model``'s module and parameter lists (call at epoch start; flags are read every step)."""
