@@ -67,22 +67,21 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
 
     Takes the keyword arguments of :class:`~green_callbacks._adapter.GreenCallbackBase` (``country=``,
     ``carbon_intensity=``, ``pue=``, ``monitor=``, ``output_dir=``, …). Every training epoch the ``green/...``
-    metrics go through ``pl_module.log_dict``: every logger receives them and ``EarlyStopping`` /
-    ``ModelCheckpoint`` can monitor them. The run record is written to ``trainer.log_dir`` unless ``output_dir=``.
+    metrics go where ``self.log`` in ``on_train_epoch_end`` would put them: to every logger (at the step of the
+    epoch's own metrics), ``trainer.logged_metrics`` and ``trainer.callback_metrics`` (``EarlyStopping`` /
+    ``ModelCheckpoint`` can monitor them) and the progress bar. The run record is written to ``trainer.log_dir``
+    unless ``output_dir=``.
     """
 
     framework = "lightning"
 
+    #: Checkpoint key: two callbacks with different settings (e.g. two grids) keep separate states. A plain attribute
+    #: set once (the settings are frozen), not Lightning's property: Lightning reads it at every hook call.
+    state_key: str = ""
+
     def _init_adapter(self) -> None:
         self._phase_counters = _PhaseCounters()
-
-    @property
-    def state_key(self) -> str:
-        """Checkpoint key: two callbacks with different settings (e.g. two grids) keep separate states."""
-        key = self.__dict__.get("_state_key")
-        if key is None:  # Lightning reads it at every hook call; the settings are frozen, so it is built once
-            key = self._state_key = self._generate_state_key(**{k: getattr(self.config, k) for k in _STATE_KEY_FIELDS})
-        return key
+        self.state_key = self._generate_state_key(**{k: getattr(self.config, k) for k in _STATE_KEY_FIELDS})
 
     # ------------------------------------------------------------------ start, resume
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:

@@ -278,7 +278,7 @@ class RecordWriter:
                 elif sync:
                     self._fsync_log()
                 if header is not None:
-                    write_json_atomic(self.path, header)
+                    write_json_atomic(self.path, header, indent=None)  # compact (C encoder); the final is indented
                     header = None
             except OSError as err:
                 failed = True

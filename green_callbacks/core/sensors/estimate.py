@@ -23,6 +23,11 @@ from typing import Any
 
 import psutil
 
+try:
+    import resource
+except ImportError:  # Windows: psutil reads this process's times too
+    resource = None  # type: ignore[assignment]
+
 from green_callbacks.core import clock
 from green_callbacks.core.sensors.base import UNAVAILABLE, Component, Reading, boundary_cache
 from green_callbacks.core.sensors.cpu_tdp import CpuMatch
@@ -154,9 +159,12 @@ def process_tree_cpu_seconds(pid: int | None = None, include_children: bool = Tr
     by themselves. Processes that vanish between listing and reading are skipped (the sensor keeps the total
     monotonic).
     """
-    root = psutil.Process(pid if pid is not None else os.getpid())
+    root = _root(pid)
     total = 0.0
     for proc in _tree(root, include_children):
+        if proc is root and resource is not None and type(proc) is psutil.Process and proc.pid == os.getpid():
+            total += _own_cpu_seconds(include_children)  # no file to read, and finer than /proc's 10 ms ticks
+            continue
         try:
             times = proc.cpu_times()
         except _GONE:
@@ -167,10 +175,33 @@ def process_tree_cpu_seconds(pid: int | None = None, include_children: bool = Tr
     return total
 
 
+def _own_cpu_seconds(include_reaped: bool) -> float:
+    """User + system seconds of this process (all its threads) and, with ``include_reaped``, of the descendants it
+    has waited for: what ``/proc/self/stat`` holds, from ``getrusage`` (microseconds, no file read)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)  # type: ignore[union-attr]
+    total = own.ru_utime + own.ru_stime
+    if include_reaped:
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # type: ignore[union-attr]
+        total += reaped.ru_utime + reaped.ru_stime
+    return total
+
+
+_SELF: list[psutil.Process] = []
+
+
+def _root(pid: int | None) -> psutil.Process:
+    """``psutil.Process`` of ``pid`` (default: this process, whose object is kept: no creation time to re-read)."""
+    if pid is not None and pid != os.getpid():
+        return psutil.Process(pid)
+    if not _SELF or _SELF[0].pid != os.getpid() or type(_SELF[0]) is not psutil.Process:  # after a fork: anew
+        _SELF[:] = [psutil.Process(os.getpid())]
+    return _SELF[0]
+
+
 def process_tree_rss_bytes(pid: int | None = None, include_children: bool = True) -> float:
     """Resident set size of a process and, by default, of its live descendants (pages shared between them are
     counted in each: an over-estimate for forked DataLoader workers)."""
-    root = psutil.Process(pid if pid is not None else os.getpid())
+    root = _root(pid)
     total = 0
     for proc in _tree(root, include_children):
         try:
