@@ -467,9 +467,8 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
 
     def _note_batches(self, backend: str, kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
         if backend == "torch":  # train_function(data): data[0] is the batch; the call runs the step
-            self._engine.flops.begin(kind, self.model, args[0][0])
-            if kind == "train":
-                self._engine.add_batch(args[0][0])
+            batch = args[0][0]
+            self._engine.flops.begin(kind, self.model, batch, counted=batch if kind == "train" else None)
         elif not (self._engine.in_epoch and self._engine.session.flops_available):
             return args
         elif backend == "jax":  # train_function(state, iterator): the batches come out of the iterator

@@ -8,9 +8,11 @@ it returns; every number comes from the engine. Hook → engine call:
 ``load_state_dict`` / ``state_dict``      resume: the session's totals and convergence go on
 ``on_fit_start``                          ``start`` (log dir, hparams, device, framework monitor)
 ``on_train_epoch_start``                  ``epoch_start``
-``on_train_batch_start`` … ``_end``       ``flops.begin("train", …)`` … ``end()`` (or ``on_before_optimizer_step``)
+``on_train_batch_start`` … ``_end``       ``flops.begin("train", …, counted=batch)`` … ``end()`` (a watched step:
+                                          at ``on_before_optimizer_step``; a skipped one: ``discard()``)
 ``on_validation_start/batch_*/end``       ``eval_start`` / ``flops.begin("eval", …)``, ``end()`` / ``eval_end``
-``on_train_epoch_end``                    ``epoch_end`` → ``pl_module.log_dict`` (all loggers, monitors)
+``on_train_epoch_end``                    ``epoch_end`` → every logger, ``trainer.callback_metrics`` (monitors),
+                                          the progress bar
 ``teardown`` / ``on_exception``           ``finish("completed")`` / ``fail(exception)``
 ``on_{test,validation,predict}_start``    outside ``fit``: ``phases.begin("test" | "validate" | "predict")``
 ``on_…_batch_start`` / ``on_…_batch_end`` ``phases.batch_start(batch)`` / ``phases.batch_end()``
@@ -127,17 +129,15 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         self._engine.epoch_start(trainer.current_epoch, pl_module)
 
     # FLOPs: the first real step of each batch signature is watched by the counter (nothing re-run; docs/flops.md)
-    def _flops_begin(self, kind: str, pl_module: Any, batch: Any, *index: int) -> None:
+    def _flops_begin(self, kind: str, pl_module: Any, batch: Any, *index: int, counted: Any = None) -> None:
+        """The step's FLOPs (and, with ``counted``, its samples) before it runs; see :meth:`FlopTap.begin`."""
         flops = self._engine.flops
-        if not flops.active:
-            return
-        if not pl_module.automatic_optimization:  # the step calls the optimizers itself: their work is in it
+        if flops.active and not pl_module.automatic_optimization:  # the step calls the optimizers itself
             flops.use(None)
             warnings.warn("green_callbacks: FLOPs are not counted under manual optimization; they are reported "
                           "unavailable (NaN).", UserWarning, stacklevel=3)
-            return
-        if not getattr(pl_module, "_compiler_ctx", None):
-            flops.begin(kind, pl_module, batch)
+        if not flops.active or not getattr(pl_module, "_compiler_ctx", None):
+            flops.begin(kind, pl_module, batch, counted=counted)  # the common case: one call
             return
         # fit(torch.compile(model)): compiled kernels hide their ops from an observing counter, so a new signature is
         # counted on a meta copy of the uncompiled module (trainer detached: self.log is a no-op there)
@@ -148,21 +148,21 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*`self.trainer` reference is not registered")
-                flops.begin(kind, pl_module, batch, lambda module, b: getattr(module, name)(b, *extra))
+                flops.begin(kind, pl_module, batch, lambda module, b: getattr(module, name)(b, *extra), counted)
         finally:
             pl_module.trainer = trainer
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        self._flops_begin("train", pl_module, batch, batch_idx)
+        self._flops_begin("train", pl_module, batch, batch_idx, counted=batch)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        self._engine.flops.end_observed()  # backward done; the optimizer's own work is not counted
+        self._engine.flops.backward_done()  # the optimizer's own work is not counted
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if outputs is None:  # the step was skipped, no backward ran
-            self._engine.flops.discard()
+        if outputs is None or (not outputs and pl_module.automatic_optimization):
+            self._engine.flops.discard()  # training_step returned None: Lightning skipped backward and optimizer
         else:
-            self._engine.step_end(batch)
+            self._engine.flops.end()
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         if _stage(trainer) == "validate":

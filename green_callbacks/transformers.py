@@ -397,7 +397,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._engine.flops.end()  # a gradient-accumulation micro-batch ran its backward
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._engine.flops.end_observed()  # backward done; the optimizer's own work is not counted
+        self._engine.flops.backward_done()  # the optimizer's own work is not counted
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._engine.flops.end()
@@ -606,9 +606,8 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
             if callback is not None:
                 kind = "train" if module.training and torch.is_grad_enabled() else "eval"
                 replay = _step_loss if callback._compiled else None
-                callback._engine.flops.begin(kind, module, (args, kwargs), replay)
-                if kind == "train":
-                    callback._engine.add_batch(kwargs or args)
+                counted = (kwargs or args) if kind == "train" else None
+                callback._engine.flops.begin(kind, module, (args, kwargs), replay, counted)
 
         def after(module: Any, args: Any, output: Any) -> None:
             callback = owner()

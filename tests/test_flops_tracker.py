@@ -154,6 +154,21 @@ def test_a_step_that_raises_leaves_no_counter_behind():
     assert tracker.take_epoch().method == "none"
 
 
+def test_a_known_step_is_added_at_begin_and_taken_back_by_discard():
+    tracker = FlopTracker()
+    model = nn.Linear(4, 2)
+    x = torch.randn(3, 4)
+    for _ in range(2):  # observed, then a cache hit
+        tracker.begin("train", model, (x,))
+        model(x).sum().backward()
+        tracker.end()
+    tracker.begin("train", model, (x,))  # a third step that is then skipped (or raised)
+    tracker.discard()
+    epoch = tracker.take_epoch()
+    # fwd 2·3·4·2 = 48, bwd dW 48 (no dX: the input needs no grad) = 96 per step; the discarded one not counted
+    assert epoch.train_flops == 2 * 96 and epoch.steps["counted"] == 2
+
+
 def test_info_names_engine_convention_and_lower_bound():
     tracker = FlopTracker()
     _run(tracker, Attention(), [4])

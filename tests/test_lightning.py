@@ -209,6 +209,28 @@ def test_console_all_puts_every_key_in_the_progress_bar_and_the_monitors_see_the
     assert "epoch=0" in Path(checkpoint.best_model_path).name
 
 
+@pytest.mark.parametrize("skipped", [0, 1], ids=["first-step-of-its-shape", "known-shape"])
+def test_a_skipped_step_counts_neither_flops_nor_samples(tmp_path, fake_clock, skipped):
+    """A training_step returning None (Lightning skips backward and optimizer): its FLOPs and samples are not counted
+    (a known shape's, added when the step began, are taken back; a new shape's forward-only count is dropped, not
+    cached for the shape: the next step of that shape is watched with its backward); the next epoch counts all."""
+    module = make_module(lp, fake_clock.advance)
+    run_step = module.training_step
+
+    def training_step(batch, batch_idx):
+        if module.current_epoch == 0 and batch_idx == skipped:  # a batch of 4 samples in the first epoch
+            return None
+        return run_step(batch, batch_idx)
+
+    module.training_step = training_step
+    callback = green()
+    trainer(lp, tmp_path, [callback], max_epochs=2).fit(module, *loaders())
+    first, second = read_record(callback.record_path)["epochs"]
+    assert first["train_flops"] == EPOCH_TRAIN_FLOPS - 4 * TRAIN_FLOPS_PER_SAMPLE  # batches of 4 and 2 only
+    assert second["train_flops"] == EPOCH_TRAIN_FLOPS
+    assert (first["samples"], second["samples"]) == (6, 10)
+
+
 def test_monitor_argument_wins_and_output_dir(tmp_path, fake_clock):
     out = tmp_path / "records"
     callback = green(monitor="train_loss", output_dir=str(out))

@@ -19,10 +19,13 @@ from green_callbacks.core.distributed import DistInfo
 from green_callbacks.core.metric_keys import nan_metrics
 from green_callbacks.core.phase_session import PhaseTap
 from green_callbacks.core.session import Session, status_for
+from green_callbacks.core.throughput import batch_counts
 
 __all__ = ["PARTS", "Engine", "FlopTap"]
 
 T = TypeVar("T")
+_MAX_SIGNATURES = 4096
+"""Batch signatures whose samples and tokens are kept (then forgotten and read again)."""
 PARTS = ("start", "epoch", "eval", "flops", "throughput", "finish", "checkpoint", "logging")
 """The guard's part names, identical in every adapter (the record's ``lost`` names them)."""
 
@@ -45,6 +48,9 @@ class FlopTap:
         self.tracker: Any = None
         self.active = False
         self.record_info: dict[str, Any] = {}  # what the adapter adds to the record's "flops" (Keras: its backend)
+        self._batch_counts: dict[Any, tuple[int | None, int | None]] = {}  # signature -> (samples, tokens)
+        self._before: tuple[int | None, int | None] | None = None  # throughput counts before the open step
+        self._batches: Any = None  # the session's BatchCounter while an epoch is open
 
     def use(self, tracker: Any) -> None:
         """The run's tracker (a :class:`~green_callbacks.core.flops.FlopTracker`; ``None``: FLOPs not counted)."""
@@ -54,6 +60,9 @@ class FlopTap:
         self.active = tracker is not None and self._engine.session.in_epoch and self._engine.session.flops_available
 
     def new_epoch(self, model: Any = None) -> None:
+        session = self._engine.session
+        # where begin(counted=...) adds the samples and tokens of training steps (None: outside an epoch, or lost)
+        self._batches = session.batches if session.in_epoch and session.guard.enabled("throughput") else None
         self.active = self.tracker is not None and self._engine.session.flops_available
         if self.active:
             self.tracker.discard()
@@ -73,39 +82,79 @@ class FlopTap:
         return self.tracker is not None and self.tracker.replaying
 
     # begin() and end() run on every step: the guard is inlined (Guard.absorb) rather than called through
-    def begin(self, kind: str, module: Any, batch: Any, replay: Any = None) -> None:
-        """A step of ``kind`` (``"train"``/``"eval"``) on ``batch`` is about to run."""
-        if self.active and not self.tracker.in_step:
+    def begin(self, kind: str, module: Any, batch: Any, replay: Any = None, counted: Any = None) -> None:
+        """A step of ``kind`` (``"train"``/``"eval"``) on ``batch`` is about to run.
+
+        ``counted``: the part of the batch whose samples and tokens the epoch's throughput counts (training steps;
+        ``None``: not counted). It is read once per batch signature, not on every step; :meth:`discard` takes the
+        open step's samples back with its FLOPs.
+        """
+        key = None
+        tracker = self.tracker
+        if self.active and tracker._current is None:
             try:
-                self.tracker.begin(kind, module, batch, replay)
+                key = tracker.begin(kind, module, batch, replay)
             except Exception as err:
                 self.active = False
                 self._engine.session.guard.absorb("flops", err)
+        if counted is not None and self._batches is not None and not (tracker is not None and tracker.replaying):
+            self._count(counted, key)
+
+    def _count(self, batch: Any, key: Any) -> None:
+        batches = self._batches
+        try:
+            counts = self._batch_counts.get(key) if key is not None else None
+            if counts is None:
+                counts = batch_counts(batch)
+                if key is not None:
+                    if len(self._batch_counts) >= _MAX_SIGNATURES:
+                        self._batch_counts.clear()
+                    self._batch_counts[key] = counts
+            samples, tokens = counts
+            if self._before is None:  # the open step's first count: what discard() restores
+                self._before = (batches.samples, batches.tokens)
+            if samples is not None:
+                batches.samples = (batches.samples or 0) + samples
+            if tokens is not None:
+                batches.tokens = (batches.tokens or 0) + tokens
+        except Exception as err:
+            self._batches = None
+            self._engine.session.guard.absorb("throughput", err)
 
     def end(self) -> None:
         """The step opened by :meth:`begin` has run its backward (training) or forward (evaluation)."""
+        self._before = None
         tracker = self.tracker
-        if tracker is not None and tracker.in_step:
+        if tracker is not None and tracker._current is not None:
             try:
                 tracker.end()
             except Exception as err:
                 self.active = False
                 self._engine.session.guard.absorb("flops", err)
 
-    def end_observed(self) -> None:
-        """:meth:`end`, only for a step a FLOP counter watches (a new signature); a known one ends with the step."""
+    def backward_done(self) -> None:
+        """The open training step's backward ran: a FLOP counter watching it (a new signature) stops before the
+        optimizer steps; the step still ends with :meth:`end` (counted) or :meth:`discard` (skipped)."""
         tracker = self.tracker
         if tracker is not None and tracker.observing:
-            self.end()
+            try:
+                tracker.pause()
+            except Exception as err:
+                self.active = False
+                self._engine.session.guard.absorb("flops", err)
 
     def discard(self) -> None:
-        """The open step was skipped or raised: nothing is added."""
+        """The open step was skipped or raised: nothing is added (what :meth:`begin` added is taken back)."""
+        before, self._before = self._before, None
+        if before is not None and self._batches is not None:
+            self._batches.samples, self._batches.tokens = before
         if self.tracker is not None:
             self.tracker.discard()
 
     def stop(self) -> None:
         """The epoch (or the run) ends: its FLOPs go to the session; counting is off until the next epoch."""
         self.discard()
+        self._batches = None
         if self.active and self._engine.session.in_epoch and self._engine.session.flops_available:
             epoch = self.tracker.take_epoch()
             self._engine.session.add_flops(train=epoch.train_flops, eval=epoch.eval_flops)
@@ -213,12 +262,6 @@ class Engine:
                 session.add_batch(batch)
             except Exception as err:
                 session.guard.absorb("throughput", err)
-
-    def step_end(self, batch: Any) -> None:
-        """A training step on ``batch`` has run, its backward included: its FLOPs and its samples and tokens go to
-        the epoch (the per-step call of the adapters that see the step end; one call instead of two)."""
-        self.flops.end()
-        self.add_batch(batch)
 
     def add_samples(self, samples: int | None = None, tokens: int | None = None) -> None:
         """Samples and tokens of training steps the adapter counted itself."""

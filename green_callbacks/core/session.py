@@ -414,6 +414,11 @@ class Session(Ranks):
         """Add the training samples and input tokens of steps of this epoch (``None``: not known)."""
         self._batches.add(samples, tokens)
 
+    @property
+    def batches(self) -> BatchCounter:
+        """This epoch's samples and tokens on this process (the engine adds each training step's)."""
+        return self._batches
+
     def add_batch(self, batch: Any) -> None:
         """Add a training batch's samples and tokens, read from its shapes
         (:func:`~green_callbacks.core.throughput.batch_counts`; no device synchronisation)."""

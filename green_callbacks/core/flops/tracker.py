@@ -170,8 +170,12 @@ class FlopTracker:
 
     # -- per step -----------------------------------------------------------------------------------------------
 
-    def begin(self, kind: Kind, model: Any, batch: Any, replay: Any = None) -> None:
+    def begin(self, kind: Kind, model: Any, batch: Any, replay: Any = None) -> Hashable | None:
         """A step of ``kind`` on ``batch`` is about to run; a new signature opens a counter around it.
+
+        A step whose FLOPs are known (a cache hit, a prediction, a replay) is added to the epoch now: :meth:`end`
+        then only closes it, :meth:`discard` takes it back. Returns the step's signature (``None`` when no step was
+        opened): adapters key per-signature facts on it (the batch's samples and tokens).
 
         A second ``begin`` before ``end`` (a step that calls the model twice) is part of the open step.
 
@@ -180,27 +184,26 @@ class FlopTracker:
         the *uncompiled* model instead, with every random generator (torch CPU/CUDA, NumPy, Python) restored after.
         """
         if self._current is not None or self.replaying:
-            return
-        static, dims = self.engine.step_key(kind, model, batch)
-        key = (static, dims)
+            return None
+        key = self.engine.step_key(kind, model, batch)
         found = self._exact.get(key)
-        if found is not None:
-            self._current = (kind, found[0], found[1], None)
-            return
-        predicted = self._predict(static, dims) if self.interpolate else None
-        if predicted is not None:
-            self._exact[key] = (predicted, "interpolated-verified")
-            self._counts["interpolated"] += 1
-            self._current = (kind, predicted, "interpolated-verified", None)
-            return
-        if replay is not None:
-            flops = self._replay(kind, model, replay, batch)
-            self._exact[key] = (flops, "counted")
-            if self.interpolate:
-                self._learn(static, dims, flops)
-            self._current = (kind, flops, "counted", None)
-            return
-        self._current = (kind, None, "counted", (static, dims, self.engine.start_observing()))
+        if found is None:
+            static, dims = key
+            predicted = self._predict(static, dims) if self.interpolate else None
+            if predicted is not None:
+                found = self._exact[key] = (predicted, "interpolated-verified")
+                self._counts["interpolated"] += 1
+            elif replay is not None:
+                flops = self._replay(kind, model, replay, batch)
+                found = self._exact[key] = (flops, "counted")
+                if self.interpolate:
+                    self._learn(static, dims, flops)
+            else:
+                self._current = (kind, None, "counted", (static, dims, self.engine.start_observing()))
+                return key
+        self._add(kind, found[0], found[1], 1)
+        self._current = (kind, found[0], found[1], None)
+        return key
 
     def _replay(self, kind: Kind, model: Any, forward: Any, batch: Any) -> int:
         start = time.perf_counter()
@@ -215,34 +218,57 @@ class FlopTracker:
             self._counts["meta"] += 1
             self._counting_s += time.perf_counter() - start
 
+    def pause(self) -> None:
+        """The open step's own work is done (its backward ran): a counter watching it stops here, so the optimizer's
+        work is not counted; the count waits for :meth:`end` (added, and cached for the signature) or
+        :meth:`discard` (dropped: a step skipped after its forward must not stand for its signature)."""
+        current = self._current
+        if current is None or current[3] is None or current[3][2] is None:
+            return
+        kind, _, method, (static, dims, handle) = current
+        self._current = (kind, self._stop(kind, handle), method, (static, dims, None))
+
+    def _stop(self, kind: str, handle: Any) -> int:
+        start = time.perf_counter()
+        try:
+            return int(self.engine.stop_observing(handle, kind).flops)
+        finally:
+            self._counting_s += time.perf_counter() - start
+
     def end(self) -> None:
         """The step opened by :meth:`begin` has run its backward (training) or forward (evaluation)."""
         current, self._current = self._current, None
-        if current is None:
+        if current is None or current[3] is None:  # none open, or known and added at begin
             return
-        kind, flops, method, pending = current
-        if pending is not None:
-            static, dims, handle = pending
-            start = time.perf_counter()
-            step = self.engine.stop_observing(handle, kind)
-            self._counting_s += time.perf_counter() - start
-            flops = int(step.flops)
-            self._counts["observed"] += 1
-            self._exact[(static, dims)] = (flops, "counted")
-            if self.interpolate:
-                self._learn(static, dims, flops)
-        self._epoch[kind] += int(flops)  # type: ignore[arg-type]
-        self._epoch_steps[method] += 1
-        self._counts["steps"] += 1
+        kind, flops, method, (static, dims, handle) = current
+        if handle is not None:
+            flops = self._stop(kind, handle)
+        self._counts["observed"] += 1
+        self._exact[(static, dims)] = (flops, "counted")
+        if self.interpolate:
+            self._learn(static, dims, flops)
+        self._add(kind, flops, method, 1)
+
+    def _add(self, kind: str, flops: int, method: str, steps: int) -> None:
+        """``steps`` (1, or -1 to take one back) steps of ``flops`` each, obtained by ``method``, to the epoch."""
+        self._epoch[kind] += steps * int(flops)
+        self._epoch_steps[method] += steps
+        self._counts["steps"] += steps
 
     def discard(self) -> None:
-        """Forget the open step (it was skipped, or raised): its counter is closed and nothing is added."""
+        """Forget the open step (it was skipped, or raised): its counter is closed, or its FLOPs taken back."""
         current, self._current = self._current, None
-        if current is not None and current[3] is not None:
-            try:
-                self.engine.stop_observing(current[3][2], current[0])
-            except Exception:  # closing after a failed step: the count is dropped anyway
-                pass
+        if current is None:
+            return
+        if current[3] is None:
+            self._add(current[0], current[1], current[2], -1)  # type: ignore[arg-type]
+            return
+        if current[3][2] is None:  # paused: the count is dropped
+            return
+        try:
+            self.engine.stop_observing(current[3][2], current[0])
+        except Exception:  # closing after a failed step: the count is dropped anyway
+            pass
 
     @property
     def in_step(self) -> bool:
@@ -253,7 +279,7 @@ class FlopTracker:
         """The open step is watched by a FLOP counter (its signature is new): it must end before the optimizer
         steps, whose own work is not counted. A cache hit may end any time after the step."""
         current = self._current
-        return current is not None and current[3] is not None
+        return current is not None and current[3] is not None and current[3][2] is not None
 
     def refresh(self, model: Any) -> None:
         """Re-read ``model``'s module and parameter lists (call at epoch start; flags are read every step)."""
