@@ -91,13 +91,13 @@ class FlopTap:
         """
         key = None
         tracker = self.tracker
-        if self.active and tracker._current is None:
+        if self.active and not tracker.in_step:
             try:
                 key = tracker.begin(kind, module, batch, replay)
             except Exception as err:
                 self.active = False
                 self._engine.session.guard.absorb("flops", err)
-        if counted is not None and self._batches is not None and not (tracker is not None and tracker.replaying):
+        if counted is not None and self._batches is not None and not self.counting:
             self._count(counted, key)
 
     def _count(self, batch: Any, key: Any) -> None:
@@ -110,13 +110,9 @@ class FlopTap:
                     if len(self._batch_counts) >= _MAX_SIGNATURES:
                         self._batch_counts.clear()
                     self._batch_counts[key] = counts
-            samples, tokens = counts
             if self._before is None:  # the open step's first count: what discard() restores
                 self._before = (batches.samples, batches.tokens)
-            if samples is not None:
-                batches.samples = (batches.samples or 0) + samples
-            if tokens is not None:
-                batches.tokens = (batches.tokens or 0) + tokens
+            batches.add(*counts)
         except Exception as err:
             self._batches = None
             self._engine.session.guard.absorb("throughput", err)
@@ -125,7 +121,7 @@ class FlopTap:
         """The step opened by :meth:`begin` has run its backward (training) or forward (evaluation)."""
         self._before = None
         tracker = self.tracker
-        if tracker is not None and tracker._current is not None:
+        if tracker is not None and tracker.in_step:
             try:
                 tracker.end()
             except Exception as err:
@@ -136,7 +132,7 @@ class FlopTap:
         """The open training step's backward ran: a FLOP counter watching it (a new signature) stops before the
         optimizer steps; the step still ends with :meth:`end` (counted) or :meth:`discard` (skipped)."""
         tracker = self.tracker
-        if tracker is not None and tracker.observing:
+        if tracker is not None:
             try:
                 tracker.pause()
             except Exception as err:
@@ -255,13 +251,8 @@ class Engine:
 
     def add_batch(self, batch: Any) -> None:
         """A training step ran on ``batch``: its samples and tokens (read from shapes) go to the epoch's throughput."""
-        session = self.session  # every step: no property chains, the guard inlined
-        tracker = self.flops.tracker
-        if session.in_epoch and (tracker is None or not tracker.replaying) and "throughput" not in session.guard.lost:
-            try:
-                session.add_batch(batch)
-            except Exception as err:
-                session.guard.absorb("throughput", err)
+        if self.session.in_epoch and not self.flops.counting:
+            self.guard("throughput", self.session.add_batch, batch)
 
     def add_samples(self, samples: int | None = None, tokens: int | None = None) -> None:
         """Samples and tokens of training steps the adapter counted itself."""

@@ -41,7 +41,7 @@ from green_callbacks.core.rows import EpochRow, row_from_record
 from green_callbacks.core.sensors.base import COMPONENTS, NOT_USED, UNAVAILABLE, Sensor
 from green_callbacks.core.sensors.factory import build_sensors
 from green_callbacks.core.signals import ExitHandlers, signals_held
-from green_callbacks.core.throughput import BatchCounter, PeakInfo, batch_counts, local_peak
+from green_callbacks.core.throughput import BatchCounter, PeakInfo, local_peak
 from green_callbacks.core.units import emissions_gco2e, joules_to_kwh
 
 __all__ = ["METRIC_KEYS", "STATUSES", "EpochRow", "Session"]
@@ -422,7 +422,7 @@ class Session(Ranks):
     def add_batch(self, batch: Any) -> None:
         """Add a training batch's samples and tokens, read from its shapes
         (:func:`~green_callbacks.core.throughput.batch_counts`; no device synchronisation)."""
-        self._batches.add(*batch_counts(batch))
+        self._batches.add_batch(batch)
 
     def epoch_end(self, metrics: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Close the epoch: sum over ranks, update totals and convergence, log the epoch, return the metrics.

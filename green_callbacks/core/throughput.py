@@ -108,8 +108,6 @@ def _shape(value: Any) -> tuple[int, ...] | None:
     shape = getattr(value, "shape", None)
     if shape is None:
         return None
-    if isinstance(shape, tuple) and all(type(d) is int for d in shape):  # torch.Size, NumPy, JAX: as they are
-        return shape
     try:
         dims = tuple(shape)
         out = tuple(int(d) for d in dims)
@@ -123,11 +121,8 @@ def _first_shape(batch: Any) -> tuple[int, ...] | None:
     shape = _shape(batch)
     if shape is not None:
         return shape if shape else None
-    kind = type(batch)
-    if kind is tuple or kind is list:
-        children: Any = batch
-    elif isinstance(batch, Mapping):
-        children = batch.values()
+    if isinstance(batch, Mapping):
+        children: Any = batch.values()
     elif isinstance(batch, (list, tuple)):
         children = batch
     else:
@@ -147,12 +142,7 @@ def batch_counts(batch: Any) -> tuple[int | None, int | None]:
     included) when the batch is a mapping with that entry, else ``None`` (unknown). A batch with no array gives
     ``(None, None)``.
     """
-    kind = type(batch)
-    if kind is tuple or kind is list:  # (x, y, ...): the first leaf's leading dimension, without walking further
-        shape = getattr(batch[0], "shape", None) if batch else None
-        if isinstance(shape, tuple) and shape and type(shape[0]) is int:
-            return shape[0], None
-    elif isinstance(batch, Mapping):
+    if isinstance(batch, Mapping):
         for key in TOKEN_KEYS:
             shape = _shape(batch.get(key))
             if shape:

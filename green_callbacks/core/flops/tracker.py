@@ -274,13 +274,6 @@ class FlopTracker:
     def in_step(self) -> bool:
         return self._current is not None
 
-    @property
-    def observing(self) -> bool:
-        """The open step is watched by a FLOP counter (its signature is new): it must end before the optimizer
-        steps, whose own work is not counted. A cache hit may end any time after the step."""
-        current = self._current
-        return current is not None and current[3] is not None and current[3][2] is not None
-
     def refresh(self, model: Any) -> None:
         """Re-read ``model``'s module and parameter lists (call at epoch start; flags are read every step)."""
         refresh = getattr(self.engine, "refresh", None)

@@ -193,7 +193,8 @@ def _root(pid: int | None) -> psutil.Process:
     """``psutil.Process`` of ``pid`` (default: this process, whose object is kept: no creation time to re-read)."""
     if pid is not None and pid != os.getpid():
         return psutil.Process(pid)
-    if not _SELF or _SELF[0].pid != os.getpid() or type(_SELF[0]) is not psutil.Process:  # after a fork: anew
+    # anew after a fork (another pid), and when the kept object is not of the current psutil.Process class
+    if not _SELF or _SELF[0].pid != os.getpid() or type(_SELF[0]) is not psutil.Process:
         _SELF[:] = [psutil.Process(os.getpid())]
     return _SELF[0]
 
