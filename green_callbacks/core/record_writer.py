@@ -175,11 +175,22 @@ class RecordWriter:
         self._reported = False
         self._pid = os.getpid()
         self._append_lock = threading.Lock()  # the log is appended by the training thread and by the retries
+        self._first_header = True
 
     # -- called from the training thread ---------------------------------------------------------------------
 
     def header(self, record: Mapping[str, Any]) -> None:
-        """Replace the header (asynchronously; only the newest pending one is written)."""
+        """Replace the header. The first one is written now (~1 ms at the run's start): the record exists before
+        any epoch line does, so a kill or a full disk later never leaves an epoch log without its header. Later ones
+        are written by the background thread (only the newest pending one); a failed first write goes there too,
+        to be retried and reported once."""
+        if self._first_header:
+            self._first_header = False
+            try:
+                write_json_atomic(self.path, record, indent=None)
+                return
+            except OSError:
+                pass
         self._submit(header=record)
 
     def epoch(self, entry: Mapping[str, Any]) -> None:
