@@ -12,7 +12,9 @@ The same method as ``benchmarks/overhead.py`` (Lightning), for the two other ada
 - one warm-up round of each, then ``--repeats`` interleaved rounds (none green, green none, ...): median, IQR and
   min-max per variant, ratio of the medians to ``none``.
 - attributed cost: every method GreenCallback overrides (plus the per-step entry points that are not hooks: the
-  forward pre-hook's ``_on_forward`` in HF, the step-function wrapper's ``_note_batches`` in Keras) is wrapped *on
+  FLOP wrapper's ``begin``/``end`` and ``add_batch`` that the forward hooks call in HF, the step-function wrapper's
+  ``_note_batches`` in Keras, and a hook
+  attached for one watched step, ``on_pre_optimizer_step`` in HF) is wrapped *on
   the instance* with a timer; the sum per fit is the callback's own time on the training thread, robust to other
   load on the machine, given as % of the untracked fit's median. The framework's dispatch of events to the callback
   is not in it (only in the A/B).
@@ -43,7 +45,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("GREEN_CALLBACKS_STRICT", "0")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from overhead import CallLog, machine, quartiles  # benchmarks/overhead.py
+from overhead import CallLog, machine, quartiles, time_attached_hooks  # benchmarks/overhead.py
 
 FRAMEWORKS = ("hf", "keras")
 # called by the forward pre-hook and forward hook: per forward, not Trainer events
@@ -61,7 +63,7 @@ def time_instance(cb: Any, log: CallLog, extra: tuple[str, ...]) -> Any:
         *path, attr = name.split(".")
         owner = functools.reduce(getattr, path, cb)
         setattr(owner, attr, log.wrap(name, getattr(owner, attr)))
-    return cb
+    return time_attached_hooks(cb, log)
 
 
 # ---------------------------------------------------------------------------------------------- HF Trainer

@@ -97,6 +97,18 @@ class GreenCallbackBase:
     def _init_adapter(self) -> None:
         """The adapter's own per-instance state (framework objects it tracks), set up after the engine."""
 
+    def _watch_backward(self, hook: str) -> None:
+        """A watched training step (a new batch signature) is open: the framework's before-optimizer event ``hook``
+        stops its count before the optimizer runs (:meth:`FlopTap.backward_done`). Only such a step gets that hook,
+        as an instance attribute the framework finds by name (both frameworks look hooks up on every call); it
+        removes itself once it ran, so a step whose FLOPs are known pays nothing for it."""
+
+        def backward_done(*args: Any, **kwargs: Any) -> None:
+            self.__dict__.pop(hook, None)
+            self._engine.flops.backward_done()  # the optimizer's own work is not counted
+
+        setattr(self, hook, backward_done)
+
     def __getattr__(self, name: str) -> Any:
         """Only for attributes this class lacks: when another framework asks for one of its hooks, the callback
         was given to the wrong framework; say which import is the right one instead of an ``AttributeError``."""

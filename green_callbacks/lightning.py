@@ -8,8 +8,9 @@ it returns; every number comes from the engine. Hook → engine call:
 ``load_state_dict`` / ``state_dict``      resume: the session's totals and convergence go on
 ``on_fit_start``                          ``start`` (log dir, hparams, device, framework monitor)
 ``on_train_epoch_start``                  ``epoch_start``
-``on_train_batch_start`` … ``_end``       ``flops.begin("train", …, counted=batch)`` … ``end()`` (a watched step:
-                                          at ``on_before_optimizer_step``; a skipped one: ``discard()``)
+``on_train_batch_start`` … ``_end``       ``flops.begin("train", …, counted=batch)`` … ``end()`` (a watched step
+                                          pauses at ``on_before_optimizer_step``, attached for that step only;
+                                          a skipped one: ``discard()``)
 ``on_validation_start/batch_*/end``       ``eval_start`` / ``flops.begin("eval", …)``, ``end()`` / ``eval_end``
 ``on_train_epoch_end``                    ``epoch_end`` → every logger, ``trainer.callback_metrics`` (monitors),
                                           the progress bar
@@ -137,7 +138,8 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
             warnings.warn("green_callbacks: FLOPs are not counted under manual optimization; they are reported "
                           "unavailable (NaN).", UserWarning, stacklevel=3)
         if not flops.active or not getattr(pl_module, "_compiler_ctx", None):
-            flops.begin(kind, pl_module, batch, counted=counted)  # the common case: one call
+            if flops.begin(kind, pl_module, batch, counted=counted) and kind == "train":  # the common case: one call
+                self._watch_backward("on_before_optimizer_step")
             return
         # fit(torch.compile(model)): compiled kernels hide their ops from an observing counter, so a new signature is
         # counted on a meta copy of the uncompiled module (trainer detached: self.log is a no-op there)
@@ -154,9 +156,6 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         self._flops_begin("train", pl_module, batch, batch_idx, counted=batch)
-
-    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        self._engine.flops.backward_done()  # the optimizer's own work is not counted
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if outputs is None or (not outputs and pl_module.automatic_optimization):

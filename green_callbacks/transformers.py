@@ -18,7 +18,8 @@ How the Trainer's events drive the session (see docs/transformers.md for the why
 * FLOPs: a forward pre-hook on the model hands each step's inputs to the engine's FLOP wrapper (training when the
   model is in training mode with gradients on, evaluation otherwise). The first step of each new input signature
   is watched by the counter while it runs (nothing is re-run); the step ends at ``on_substep_end`` /
-  ``on_pre_optimizer_step`` (training, before the optimizer) or at the forward hook (evaluation). With
+  ``on_pre_optimizer_step`` (training, before the optimizer; that event is attached for a watched step only) or at
+  the forward hook (evaluation). With
   ``torch_compile`` new signatures are counted on a meta copy of the uncompiled model and the hooks are kept out
   of dynamo's trace.
 * The session's state is kept in the checkpoint (``ExportableState``) and read back on resume, with or without
@@ -396,9 +397,6 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
     def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._engine.flops.end()  # a gradient-accumulation micro-batch ran its backward
 
-    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._engine.flops.backward_done()  # the optimizer's own work is not counted
-
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._engine.flops.end()
         if control.should_evaluate:
@@ -607,7 +605,8 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
                 kind = "train" if module.training and torch.is_grad_enabled() else "eval"
                 replay = _step_loss if callback._compiled else None
                 counted = (kwargs or args) if kind == "train" else None
-                callback._engine.flops.begin(kind, module, (args, kwargs), replay, counted)
+                if callback._engine.flops.begin(kind, module, (args, kwargs), replay, counted) and kind == "train":
+                    callback._watch_backward("on_pre_optimizer_step")
 
         def after(module: Any, args: Any, output: Any) -> None:
             callback = owner()

@@ -266,3 +266,108 @@ def test_lightning_fit_of_a_compiled_module_counts_exactly(tmp_path):
     assert not bad, bad
     assert callback.last_metrics["green/epoch_train_flops"] == 224 * 10
     assert callback.last_metrics["green/epoch_eval_flops"] == 96 * 6
+
+
+# ------------------------------------------------------------------------ the optimizer's work is not counted
+class _MatmulSGD(torch.optim.SGD):
+    """SGD whose step also runs a 3x5 @ 5x7 matmul (2 * 3 * 5 * 7 = 210 FLOPs a counter would see), after the
+    closure (training step and backward) it is given."""
+
+    def step(self, closure=None):
+        loss = super().step(closure)
+        torch.mm(torch.ones(3, 5), torch.ones(5, 7))
+        return loss
+
+
+def test_lightning_watched_steps_stop_counting_before_the_optimizer(tmp_path):
+    """The count of a new signature stops at on_before_optimizer_step, a hook attached for that step alone."""
+    pytest.importorskip("lightning")
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from green_callbacks.core.sensors.fake import ConstantPowerSensor
+    from green_callbacks.lightning import GreenCallback
+
+    class Plain(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return _MatmulSGD(self.parameters(), lr=0.5)
+
+    callback = GreenCallback(carbon_intensity=100.0, sensors=[ConstantPowerSensor("cpu", 10.0, scope="node")])
+
+    class Probe(pl.Callback):  # runs before the green callback: sees whether its hook is attached for this step
+        attached: list[bool] = []
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self.attached.append("on_before_optimizer_step" in vars(callback))
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=[Probe(), callback],
+                         default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Plain(), DataLoader(TensorDataset(x, y), batch_size=4))
+    # batches of 4, 4, 2 per epoch: the first batch of 4 and the first of 2 are watched, nothing else
+    assert Probe.attached == [True, False, True, False, False, False]
+    assert "on_before_optimizer_step" not in vars(callback)
+    assert callback.last_metrics["green/epoch_train_flops"] == 224 * 10  # not 224 * 10 + 210 * 3
+
+
+def test_transformers_watched_steps_stop_counting_before_the_optimizer(tmp_path):
+    pytest.importorskip("transformers")
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from green_callbacks.core.sensors.fake import StepEnergySensor
+    from green_callbacks.transformers import GreenCallback
+
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        def forward(self, x, labels=None):
+            logits = self.net(x)
+            return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    class Data(torch.utils.data.Dataset):
+        def __init__(self, n: int) -> None:
+            g = torch.Generator().manual_seed(1)
+            self.x = torch.randn(n, 4, generator=g)
+            self.y = (self.x[:, 0] > 0).long()
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return {"x": self.x[i], "labels": self.y[i]}
+
+    callback = GreenCallback(carbon_intensity=100.0, sensors=[StepEnergySensor("cpu", 1.0, scope="node")])
+
+    class Probe(TrainerCallback):
+        attached: list[bool] = []
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            self.attached.append("on_pre_optimizer_step" in vars(callback))
+
+    model = Plain()
+    args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=2, per_device_train_batch_size=4,
+                             save_strategy="no", logging_strategy="epoch", report_to="none", use_cpu=True,
+                             disable_tqdm=True, seed=0, data_seed=0)
+    trainer = Trainer(model=model, args=args, train_dataset=Data(10), callbacks=[Probe(), callback],
+                      optimizers=(_MatmulSGD(model.parameters(), lr=0.1), None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    assert Probe.attached == [True, False, True, False, False, False]
+    assert "on_pre_optimizer_step" not in vars(callback)
+    assert callback.last_metrics["green/epoch_train_flops"] == 224 * 10

@@ -82,8 +82,10 @@ class FlopTap:
         return self.tracker is not None and self.tracker.replaying
 
     # begin() and end() run on every step: the guard is inlined (Guard.absorb) rather than called through
-    def begin(self, kind: str, module: Any, batch: Any, replay: Any = None, counted: Any = None) -> None:
-        """A step of ``kind`` (``"train"``/``"eval"``) on ``batch`` is about to run.
+    def begin(self, kind: str, module: Any, batch: Any, replay: Any = None, counted: Any = None) -> bool:
+        """A step of ``kind`` (``"train"``/``"eval"``) on ``batch`` is about to run. True when it is watched (a new
+        signature, counted while it runs): only such a step needs :meth:`backward_done`, so an adapter attaches
+        its before-optimizer hook for that step alone (:meth:`GreenCallbackBase._watch_backward`).
 
         ``counted``: the part of the batch whose samples and tokens the epoch's throughput counts (training steps;
         ``None``: not counted). It is read once per batch signature, not on every step; :meth:`discard` takes the
@@ -99,6 +101,7 @@ class FlopTap:
                 self._engine.session.guard.absorb("flops", err)
         if counted is not None and self._batches is not None and not self.counting:
             self._count(counted, key)
+        return key is not None and tracker.watching
 
     def _count(self, batch: Any, key: Any) -> None:
         batches = self._batches

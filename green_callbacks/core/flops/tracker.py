@@ -274,6 +274,12 @@ class FlopTracker:
     def in_step(self) -> bool:
         return self._current is not None
 
+    @property
+    def watching(self) -> bool:
+        """The open step is a new signature whose count is running (until :meth:`pause` or :meth:`end`)."""
+        current = self._current
+        return current is not None and current[3] is not None and current[3][2] is not None
+
     def refresh(self, model: Any) -> None:
         """Re-read ``model``'s module and parameter lists (call at epoch start; flags are read every step)."""
         refresh = getattr(self.engine, "refresh", None)
