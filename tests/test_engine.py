@@ -202,6 +202,64 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert [e["energy_j"] for e in record["epochs"]] == [2.0, 2.0, 2.0]  # one read of 2 J per epoch
 
 
+def test_sigkill_before_the_header_is_replaced_still_reads_every_epoch_and_its_totals(tmp_path):
+    """Headers are replaced at most every HEADER_INTERVAL_S: killed with only the first header on disk, the record
+    still has every completed epoch, and its totals are those of the last one (the reader takes them from the log)."""
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+from green_callbacks.core.config import GreenConfig
+from green_callbacks.core.distributed import DistInfo
+from green_callbacks.core.sensors.fake import StepEnergySensor
+from green_callbacks.core.session import Session
+import green_callbacks.core.record_writer as rw
+rw.HEADER_INTERVAL_S = 3600.0
+s = Session(GreenConfig(output_dir={str(tmp_path)!r}, carbon_intensity=100.0), framework="test",
+            sensors=[StepEnergySensor("cpu", 2.0, scope="node")], dist=DistInfo(), reducer=lambda v: list(v))
+s.start()
+for _ in range(3):
+    s.epoch_start()
+    s.epoch_end({{}})
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    [path] = tmp_path.glob("green-run-*.json")
+    assert json.loads(path.read_text())["totals"]["epochs"] == 0  # the first header: nothing replaced it
+    record = read_record(path)
+    assert [e["epoch"] for e in record["epochs"]] == [0, 1, 2]
+    assert record["totals"]["epochs"] == 3 and record["totals"]["energy_j"] == 6.0  # 3 epochs x 2 J
+
+
+def test_the_header_is_replaced_at_most_once_per_interval_and_at_once_on_flush(tmp_path):
+    from green_callbacks.core.record_writer import RecordWriter
+
+    def on_disk():
+        return json.loads(path.read_text())["n"]
+
+    path = tmp_path / "green-run-x.json"
+    writer = RecordWriter(path, header_interval_s=3600.0)
+    writer.header({"n": 1})
+    assert on_disk() == 1  # the first header: written at once
+    writer.header({"n": 2})
+    writer.header({"n": 3})  # only the newest pending one is kept
+    writer.epoch({"epoch": 0})
+    assert writer.log_path.read_text() == '{"epoch": 0}\n'  # epoch lines are not held back
+    time.sleep(0.2)
+    assert on_disk() == 1  # the header waits for its interval
+    assert writer.flush() and on_disk() == 3  # flush writes it now
+    writer.header({"n": 4})
+    writer.header_interval_s = 0.05
+    with writer._cond:
+        writer._cond.notify_all()  # the waiting thread sees the shorter interval
+    deadline = time.monotonic() + 30
+    while on_disk() != 4 and time.monotonic() < deadline:  # due once the interval has passed, without a flush
+        time.sleep(0.02)
+    assert on_disk() == 4
+    writer.final({"n": 5})
+    assert json.loads(path.read_text()) == {"n": 5, "epochs_log": None} and not writer.log_path.exists()
+
+
 # ------------------------------------------------------------------------------------------------ #15.8 file mode
 def test_records_honour_the_umask(tmp_path):
     previous = os.umask(0o022)

@@ -10,7 +10,11 @@ The format is that of BRIEF.md's shared decision (read back by :mod:`green_callb
   atomically and the log deleted.
 
 Header and epoch lines are written by one background thread (``RecordWriter``), off the training thread; the last
-write (:meth:`RecordWriter.final`) is synchronous. A write that fails (a full disk) is kept and retried with the next
+write (:meth:`RecordWriter.final`) is synchronous. Epoch lines are written at once; the header at most once every
+``HEADER_INTERVAL_S`` seconds (the newest one; at once on :meth:`RecordWriter.flush` and at the end), since what
+it adds to the epoch lines (convergence, methods, lost parts) changes slowly and each replacement costs ~0.5 ms of
+CPU: runs of thousands of short epochs would otherwise spend it per epoch. After a SIGKILL the header is at most
+that old; every completed epoch is in the log, and the reader takes the totals from the log's last line. A write that fails (a full disk) is kept and retried with the next
 one, and reported once through :meth:`RecordWriter.take_error`. Temporary files are named with the writer's process
 id, so that a later run in the same folder removes those a killed process left behind; files get the permissions
 the umask allows, like any file the user's program writes.
@@ -41,6 +45,8 @@ __all__ = [
     "write_json_atomic",
 ]
 
+HEADER_INTERVAL_S = 5.0
+"""The shortest time between two header replacements while a run goes on (the first and the final are at once)."""
 _TMP_PREFIX = ".green-run-"
 _TMP_PATTERN = re.compile(r"^\.green-run-(\d+)-.*\.tmp$")
 
@@ -161,8 +167,11 @@ class RecordWriter:
     SIGKILL right after the epoch still leaves it readable; its ``fsync`` and the header's atomic replacement happen
     in a background thread), the final record synchronously."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], header_interval_s: float | None = None) -> None:
         self.path = Path(path)
+        self.header_interval_s = HEADER_INTERVAL_S if header_interval_s is None else header_interval_s
+        self._header_at = -math.inf  # time.monotonic() of the last header written
+        self._forced = 0  # flush() calls waiting: the pending header is written now
         self.log_path = self.path.with_name(epochs_log_name(self.path))
         self._cond = threading.Condition()
         self._header: Mapping[str, Any] | None = None
@@ -188,6 +197,7 @@ class RecordWriter:
             self._first_header = False
             try:
                 write_json_atomic(self.path, record, indent=None)
+                self._header_at = time.monotonic()
                 return
             except OSError:
                 pass
@@ -210,14 +220,20 @@ class RecordWriter:
         self._submit(line=entry)
 
     def flush(self, timeout_s: float | None = 30.0) -> bool:
-        """Wait until everything submitted so far was written (or failed); True when nothing is pending."""
+        """Wait until everything submitted so far was written (or failed), the pending header included (written
+        now, not at its interval); True when nothing is pending."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
-            while self._busy or (self._thread is not None and self._thread.is_alive() and self._pending()):
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(left)
+            self._forced += 1
+            self._cond.notify_all()
+            try:
+                while self._busy or (self._thread is not None and self._thread.is_alive() and self._pending()):
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._cond.wait(left)
+            finally:
+                self._forced -= 1
         return True
 
     def final(self, record: Mapping[str, Any]) -> Path:
@@ -267,19 +283,35 @@ class RecordWriter:
                 self._thread.start()
             self._cond.notify_all()
 
+    def _header_wait_s(self) -> float:
+        """Seconds until the pending header is due (0: now; called with the lock held)."""
+        if self._forced or self._closed:
+            return 0.0
+        return max(0.0, self._header_at + self.header_interval_s - time.monotonic())
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending() and not self._closed:
-                    if not self._cond.wait(timeout=5.0) and not self._pending():  # idle: end; a submit restarts
+                while not self._closed:
+                    if self._lines or self._sync:
+                        break
+                    if self._header is not None:
+                        wait_s = self._header_wait_s()
+                        if wait_s <= 0:
+                            break
+                        self._cond.wait(wait_s)  # the header is due then (or sooner: flush, new lines)
+                    elif not self._cond.wait(timeout=5.0) and not self._pending():  # idle: end; a submit restarts
                         self._thread = None
                         self._cond.notify_all()
                         return
                 if self._closed and not self._pending():
                     self._cond.notify_all()
                     return
-                header, lines, sync = self._header, list(self._lines), self._sync
-                self._header, self._lines, self._sync = None, [], False
+                due = self._header is not None and self._header_wait_s() <= 0
+                header, lines, sync = (self._header if due else None), list(self._lines), self._sync
+                self._lines, self._sync = [], False
+                if due:
+                    self._header = None
                 self._busy = True
             failed = False
             try:
@@ -291,6 +323,7 @@ class RecordWriter:
                 if header is not None:
                     write_json_atomic(self.path, header, indent=None)  # compact (C encoder); the final is indented
                     header = None
+                    self._header_at = time.monotonic()
             except OSError as err:
                 failed = True
                 with self._cond:
