@@ -299,7 +299,9 @@ def _log_epoch(trainer: Any, pl_module: Any, metrics: dict[str, float], console:
     bar = progress_bar_metrics(metrics)
     if console == "all":
         bar = {**metrics, **bar}
-    tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in {**metrics, **bar}.items()}
+    shown = {**metrics, **bar}
+    # one tensor for all the values, one 0-dim view each (a tensor per key costs ~4 µs, ~0.1 ms an epoch)
+    tensors = dict(zip(shown, torch.tensor(list(shown.values()), dtype=torch.float64).unbind(), strict=True))
     connector._callback_metrics.update(tensors)
     connector._logged_metrics.update({k: tensors[k] for k in metrics})  # also with Trainer(logger=False)
     connector._progress_bar_metrics.update(bar)

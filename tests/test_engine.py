@@ -212,8 +212,8 @@ from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.distributed import DistInfo
 from green_callbacks.core.sensors.fake import StepEnergySensor
 from green_callbacks.core.session import Session
-import green_callbacks.core.record_writer as rw
-rw.HEADER_INTERVAL_S = 3600.0
+import green_callbacks.core.record_writer as record_writer
+record_writer.HEADER_INTERVAL_S = 3600.0
 s = Session(GreenConfig(output_dir={str(tmp_path)!r}, carbon_intensity=100.0), framework="test",
             sensors=[StepEnergySensor("cpu", 2.0, scope="node")], dist=DistInfo(), reducer=lambda v: list(v))
 s.start()
@@ -231,33 +231,33 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert record["totals"]["epochs"] == 3 and record["totals"]["energy_j"] == 6.0  # 3 epochs x 2 J
 
 
-def test_the_header_is_replaced_at_most_once_per_interval_and_at_once_on_flush(tmp_path):
-    from green_callbacks.core.record_writer import RecordWriter
+def test_the_header_is_replaced_at_most_once_per_interval_and_at_once_on_flush(tmp_path, monkeypatch):
+    from green_callbacks.core import record_writer
 
     def on_disk():
-        return json.loads(path.read_text())["n"]
+        return json.loads(s.record_path.read_text())["totals"]["epochs"]
 
-    path = tmp_path / "green-run-x.json"
-    writer = RecordWriter(path, header_interval_s=3600.0)
-    writer.header({"n": 1})
-    assert on_disk() == 1  # the first header: written at once
-    writer.header({"n": 2})
-    writer.header({"n": 3})  # only the newest pending one is kept
-    writer.epoch({"epoch": 0})
-    assert writer.log_path.read_text() == '{"epoch": 0}\n'  # epoch lines are not held back
-    time.sleep(0.2)
-    assert on_disk() == 1  # the header waits for its interval
-    assert writer.flush() and on_disk() == 3  # flush writes it now
-    writer.header({"n": 4})
-    writer.header_interval_s = 0.05
-    with writer._cond:
-        writer._cond.notify_all()  # the waiting thread sees the shorter interval
+    monkeypatch.setattr(record_writer, "HEADER_INTERVAL_S", 3600.0)
+    s = session(tmp_path)
+    s.start()
+    assert on_disk() == 0  # the first header: written at once
+    log = s.record_path.with_name(epochs_log_name(s.record_path))
+    for _ in range(2):
+        s.epoch_start()
+        s.epoch_end({})
     deadline = time.monotonic() + 30
-    while on_disk() != 4 and time.monotonic() < deadline:  # due once the interval has passed, without a flush
-        time.sleep(0.02)
-    assert on_disk() == 4
-    writer.final({"n": 5})
-    assert json.loads(path.read_text()) == {"n": 5, "epochs_log": None} and not writer.log_path.exists()
+    while log.read_text().count("\n") < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert log.read_text().count("\n") == 2  # epoch lines are not held back
+    assert on_disk() == 0  # the header waits for its interval
+    assert s.flush() and on_disk() == 2  # a flush writes the newest one now
+    monkeypatch.setattr(record_writer, "HEADER_INTERVAL_S", 0.0)
+    s.epoch_start()
+    s.epoch_end({})
+    s._writer.flush()  # the writer's own flush: only what the session handed it
+    assert on_disk() == 3  # once the interval has passed, the epoch's end hands the writer a new header
+    s.finish("completed")
+    assert json.loads(s.record_path.read_text())["totals"]["epochs"] == 3
 
 
 # ------------------------------------------------------------------------------------------------ #15.8 file mode

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -303,7 +304,7 @@ def test_lightning_watched_steps_stop_counting_before_the_optimizer(tmp_path):
     callback = GreenCallback(carbon_intensity=100.0, sensors=[ConstantPowerSensor("cpu", 10.0, scope="node")])
 
     class Probe(pl.Callback):  # runs before the green callback: sees whether its hook is attached for this step
-        attached: list[bool] = []
+        attached: ClassVar[list[bool]] = []
 
         def on_before_optimizer_step(self, trainer, pl_module, optimizer):
             self.attached.append("on_before_optimizer_step" in vars(callback))
@@ -354,7 +355,7 @@ def test_transformers_watched_steps_stop_counting_before_the_optimizer(tmp_path)
     callback = GreenCallback(carbon_intensity=100.0, sensors=[StepEnergySensor("cpu", 1.0, scope="node")])
 
     class Probe(TrainerCallback):
-        attached: list[bool] = []
+        attached: ClassVar[list[bool]] = []
 
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
             self.attached.append("on_pre_optimizer_step" in vars(callback))

@@ -12,7 +12,7 @@ import difflib
 import math
 import warnings
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
@@ -92,7 +92,7 @@ class ConvergencePoint:
     totals: Totals
 
     def to_record(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "value": self.value, **asdict(self.totals)}
+        return {"epoch": self.epoch, "value": self.value, **vars(self.totals)}
 
     @staticmethod
     def from_record(data: dict[str, Any]) -> ConvergencePoint:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from green_callbacks.core.convergence import Totals
@@ -41,7 +41,8 @@ class EpochRow:
     """The dense peak FLOP/s of every device that trained (summed over ranks) at the run's compute dtype."""
 
     def to_record(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = dict(vars(self))  # the fields, shallow (asdict's deep copy cost ~0.1 ms per epoch)
+        out["totals"] = dict(vars(self.totals))
         out["component_energy_j"] = dict(self.component_energy_j)
         out["component_method"] = dict(self.component_method)
         out["metrics"] = dict(self.metrics)

@@ -17,14 +17,14 @@ import logging
 import math
 import os
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from green_callbacks.core import clock
+from green_callbacks.core import clock, record_writer
 from green_callbacks.core.budget import Projection, RunningProjection, decide
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.convergence import ConvergenceTracker, MonitorWatch, Totals
@@ -113,6 +113,8 @@ class Session(Ranks):
         self._record_path: Path | None = None
         self._writer: RecordWriter | None = None
         self._logged_epochs = 0  # rows already appended to the record's epoch log
+        self._header_at = -math.inf  # time.monotonic() when the running header was last handed to the writer
+        self._header_stale = False  # the state changed since then (a replacement was skipped: HEADER_INTERVAL_S)
         self._hyperparameters: dict[str, Any] = {}
         self._info: dict[str, Any] = {}
         self._stop_reason: str | None = None
@@ -309,8 +311,7 @@ class Session(Ranks):
             return
         try:
             if self._status == "running" and self._writes_here():
-                assert self._writer is not None
-                self._writer.header(self.to_record(with_epochs=False))
+                self._replace_header()
         finally:
             self._lock.release()
 
@@ -681,10 +682,11 @@ class Session(Ranks):
                 "action": self.config.budget_action,
                 "planned_epochs": self._planned_epochs,
                 "projection": None if self._projection is None else {
-                    name: asdict(p) for name, p in zip(("energy_j", "emissions_gco2e"), self._projection, strict=True)
+                    name: dict(vars(p))
+                    for name, p in zip(("energy_j", "emissions_gco2e"), self._projection, strict=True)
                 },
             },
-            "totals": asdict(self._totals),
+            "totals": dict(vars(self._totals)),
             "epochs": [row.to_record() for row in self._rows] if with_epochs else [],
             "epochs_log": log,
             "partial_epoch": self._partial_epoch,
@@ -699,34 +701,50 @@ class Session(Ranks):
         with self._lock:
             self._phases.append(dict(entry))
             if self._status == "running":
-                self.write_record()
+                self.write_record(header=True)
             elif self._status != "created":
                 self._write_final()
 
     def _writes_here(self) -> bool:
         return self._writer is not None and self.dist.is_global_zero and os.getpid() == self._pid
 
-    def write_record(self) -> Path | None:
-        """Hand the record to the writer (global rank zero only): new epochs are appended to the epoch log and the
-        header replaced, both off the training thread. A failed write warns once and is retried with the next."""
+    def write_record(self, *, header: bool = False) -> Path | None:
+        """Hand the record to the writer (global rank zero only): new epochs are appended to the epoch log at once,
+        the header replaced off the training thread — at most every ``HEADER_INTERVAL_S`` seconds unless ``header``
+        (it is rebuilt from the whole state, and what it adds to the epoch lines changes slowly; :meth:`flush` and
+        the end write the newest). A failed write warns once and is retried with the next."""
         if not self._writes_here():
             return None
         assert self._writer is not None
         while self._logged_epochs < len(self._rows):
             self._writer.epoch(self._rows[self._logged_epochs].to_record())
             self._logged_epochs += 1
-        self._writer.header(self.to_record(with_epochs=False))
+        self._replace_header(force=header)
         err = self._writer.take_error()
         if err is not None:
             self._report_write_error(err)
         return self._record_path
 
+    def _replace_header(self, force: bool = False) -> None:
+        """Hand a fresh header to the writer when ``force``, or when the last one is ``HEADER_INTERVAL_S`` old;
+        else note that the one on disk is stale (called with the session's lock held, or from its owner)."""
+        now = time.monotonic()
+        if not force and now - self._header_at < record_writer.HEADER_INTERVAL_S:
+            self._header_stale = True
+            return
+        assert self._writer is not None
+        self._header_at, self._header_stale = now, False
+        self._writer.header(self.to_record(with_epochs=False))
+
     def flush(self, timeout_s: float | None = 30.0) -> bool:
         """Wait until the record on disk holds everything handed to the writer, the machine and versions captured
-        in the background included (tests, benchmarks)."""
+        in the background and a header skipped for its interval included (tests, benchmarks)."""
         self._await_environment()
         if self._writer is None:
             return True
+        if self._header_stale and self._status == "running" and self._writes_here():
+            with self._lock:
+                self._replace_header(force=True)
         done = self._writer.flush(timeout_s)
         err = self._writer.take_error()
         if err is not None:
@@ -753,7 +771,7 @@ class Session(Ranks):
         return {
             "run_id": self.run_id,
             "record_path": None if self._record_path is None else str(self._record_path),
-            "totals": asdict(self._totals),
+            "totals": dict(vars(self._totals)),
             "epoch_index": self._epoch_index,
             "convergence": None if self._convergence is None else self._convergence.state_dict(),
             "rows": [row.to_record() for row in self._rows],
@@ -785,7 +803,7 @@ class Session(Ranks):
         if self._status == "running":
             if self._writer is not None:
                 self._reset_epoch_log()
-            self.write_record()
+            self.write_record(header=True)
 
     def _reset_epoch_log(self) -> None:
         assert self._writer is not None
