@@ -55,6 +55,46 @@ def test_model_number_match_without_vendor_word():
     assert match is not None and match.how == "model-number" and match.tdp_w == 300.0
 
 
+def _match_over_the_whole_table(name):
+    """The matching rules applied to every row of the table (no prefilter): the reference for match_cpu_model."""
+    from green_callbacks.core.sensors.cpu_tdp import cpu_tdp_table
+
+    def split(norm):
+        words = norm.split()
+        model = frozenset(w for w in words if any(c.isdigit() for c in w))
+        return model, frozenset(words) - model
+
+    vendors = {"intel", "amd", "apple", "arm"}
+    query = normalise_cpu_model(name)
+    rows = [(row, tdp, normalise_cpu_model(row)) for row, tdp in cpu_tdp_table()]
+    hits = [(row, tdp) for row, tdp, norm in rows if norm == query]
+    if hits and len({tdp for _, tdp in hits}) == 1:
+        return hits[0][0], hits[0][1], "exact"
+    model, words = split(query)
+    if not model:
+        return None
+    found = [(row, tdp) for row, tdp, norm in rows
+             if split(norm)[0] == model and split(norm)[1] - vendors == words - vendors]
+    if not found or len({tdp for _, tdp in found}) != 1:
+        return None
+    return (*min(found), "model-number")
+
+
+def test_the_prefiltered_match_equals_the_rules_over_the_whole_table():
+    """match_cpu_model normalises only the rows that can match; it must find what a scan of every row finds."""
+    from green_callbacks.core.sensors.cpu_tdp import cpu_tdp_table
+
+    names = [row for row, _ in cpu_tdp_table()[::97]]
+    queries = names + [f"Intel(R) {n} CPU @ 2.20GHz" for n in names] + [n.split()[-1] for n in names] + [
+        "AMD EPYC", "AMD EPYC 7B13", "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", "Apple M1 Pro", "Apple M1",
+        "AMD Ryzen 7 5800X 8-Core Processor", "12th Gen Intel(R) Core(TM) i7-1260P", "Common KVM processor",
+    ]
+    for query in queries:
+        found = match_cpu_model(query)
+        assert (None if found is None else (found.row_name, found.tdp_w, found.how)) == \
+            _match_over_the_whole_table(query), query
+
+
 def test_read_cpuinfo(tmp_path):
     text = ("processor\t: 0\nmodel name\t: AMD EPYC 7763 64-Core Processor\nphysical id\t: 0\nsiblings\t: 128\n"
             "flags\t\t: fpu vme sse\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 7763 64-Core Processor\n"

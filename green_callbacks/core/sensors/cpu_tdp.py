@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -69,26 +68,31 @@ class CpuMatch:
 def cpu_tdp_table() -> tuple[tuple[str, float], ...]:
     """``(name, tdp_w)`` for every row of the packaged table."""
     text = (resources.files("green_callbacks.core") / "data" / "cpu_power.csv").read_text(encoding="utf-8")
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, [])
+    if "Name" not in header or "TDP" not in header:
+        return ()
+    at_name, at_tdp = header.index("Name"), header.index("TDP")
     rows = []
-    for row in csv.DictReader(io.StringIO(text)):
+    for row in reader:
         try:
-            rows.append((row["Name"].strip(), float(row["TDP"])))
-        except (KeyError, TypeError, ValueError):
+            rows.append((row[at_name].strip(), float(row[at_tdp])))
+        except (IndexError, ValueError):
             continue
     return tuple(rows)
 
 
 @lru_cache(maxsize=1)
-def _index() -> tuple[Mapping[str, list[tuple[str, float]]], Mapping[frozenset[str], list[tuple[str, float]]]]:
-    exact: dict[str, list[tuple[str, float]]] = {}
-    by_model: dict[frozenset[str], list[tuple[str, float]]] = {}
-    for name, tdp in cpu_tdp_table():
-        norm = normalise_cpu_model(name)
-        exact.setdefault(norm, []).append((name, tdp))
-        model, _ = _split(norm)
-        if model:
-            by_model.setdefault(model, []).append((name, tdp))
-    return exact, by_model
+def _lowered() -> tuple[tuple[str, str, float], ...]:
+    """``(lower-case name, name, tdp_w)`` per row: what :func:`match_cpu_model` scans."""
+    return tuple((name.lower(), name, tdp) for name, tdp in cpu_tdp_table())
+
+
+def _rows_containing(needles: frozenset[str]) -> list[tuple[str, float]]:
+    """The rows whose lower-case name contains every needle, in table order. Each word of a normalised name is a
+    piece of the lower-case name (normalising only blanks parts out), so a row whose normalised name holds all the
+    needles as words is among these: the few of them are normalised, not the whole table (~50 ms at a run's start)."""
+    return [(name, tdp) for low, name, tdp in _lowered() if all(n in low for n in needles)]
 
 
 _VENDORS = frozenset({"intel", "amd", "apple", "arm"})
@@ -104,15 +108,16 @@ def match_cpu_model(name: str | None) -> CpuMatch | None:
     if not name or not name.strip():
         return None
     query = normalise_cpu_model(name)
-    exact, by_model = _index()
-    hits = exact.get(query)
+    model, words = _split(query)
+    # an exact match holds every word of the query, a model-number match every model token
+    rows = [(row, tdp, normalise_cpu_model(row)) for row, tdp in _rows_containing(model or words)]
+    hits = [(row, tdp) for row, tdp, norm in rows if norm == query]
     if hits and len({tdp for _, tdp in hits}) == 1:
         return CpuMatch(name, hits[0][0], hits[0][1], "exact")
-    model, words = _split(query)
     if not model:
         return None
-    candidates = [(row, tdp) for row, tdp in by_model.get(model, [])
-                  if _same_words(_split(normalise_cpu_model(row))[1], words)]
+    candidates = [(row, tdp) for row, tdp, norm in rows
+                  if _split(norm)[0] == model and _same_words(_split(norm)[1], words)]
     if not candidates or len({tdp for _, tdp in candidates}) != 1:
         return None
     best = min(candidates)
