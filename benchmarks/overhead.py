@@ -8,7 +8,10 @@ Variants (one ``Trainer.fit`` each, same model, data, seed and settings):
                     after ``trainer.fit`` (its defaults otherwise: 15 s measurement period, CSV output);
 - ``carbontracker`` ``carbontracker.tracker.CarbonTracker(epochs=E)`` driven by a Lightning callback
                     (``epoch_start`` / ``epoch_end`` at the train-epoch hooks; defaults otherwise);
-- ``zeus``          ``zeus.monitor.ZeusMonitor()`` with one ``begin_window`` / ``end_window`` per epoch.
+- ``zeus``          ``zeus.monitor.ZeusMonitor()`` with one ``begin_window`` / ``end_window`` per epoch;
+- ``empty``         the control of the method: a Lightning callback with every hook GreenCallback defines, each
+                    doing nothing, timed the same way. Its "tracker calls" are what the timing itself and a hook
+                    called right after the framework's own work (cold caches) cost: the floor any callback pays.
 
 The timed region of every variant is the same: creating the tracker and the ``Trainer``, ``fit``, stopping the
 tracker. One warm-up round of every variant runs first (imports, CodeCarbon's hardware detection, torch's
@@ -46,7 +49,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-VARIANTS = ("none", "green", "codecarbon", "carbontracker", "zeus")
+VARIANTS = ("none", "green", "codecarbon", "carbontracker", "zeus", "empty")
 
 
 # ---------------------------------------------------------------------------------------------- workload
@@ -245,9 +248,23 @@ def run_zeus(ctx: dict[str, Any], log: CallLog) -> dict[str, Any]:
             "note": f"gpu_indices={monitor.gpu_indices}, cpu_indices={monitor.cpu_indices}"}
 
 
+def run_empty(ctx: dict[str, Any], log: CallLog) -> dict[str, Any]:
+    import lightning.pytorch as pl
+
+    from green_callbacks.lightning import GreenCallback
+
+    def nothing(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    hooks = [*green_hooks(GreenCallback), "on_before_optimizer_step"]  # the per-step hooks a callback may define
+    cb = type("Empty", (pl.Callback,), {name: log.wrap(name, nothing) for name in hooks})()
+    make_trainer(ctx["epochs"], [cb], ctx["root"]).fit(ctx["module"](), *ctx["loaders"])
+    return {}
+
+
 RUNNERS: dict[str, Callable[[dict[str, Any], CallLog], dict[str, Any]]] = {
     "none": run_none, "green": run_green, "codecarbon": run_codecarbon,
-    "carbontracker": run_carbontracker, "zeus": run_zeus,
+    "carbontracker": run_carbontracker, "zeus": run_zeus, "empty": run_empty,
 }
 
 

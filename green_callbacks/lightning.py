@@ -138,7 +138,7 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
             warnings.warn("green_callbacks: FLOPs are not counted under manual optimization; they are reported "
                           "unavailable (NaN).", UserWarning, stacklevel=3)
         if not flops.active or not getattr(pl_module, "_compiler_ctx", None):
-            if flops.begin(kind, pl_module, batch, counted=counted) and kind == "train":  # the common case: one call
+            if flops.begin(kind, pl_module, batch, counted=counted) and kind == "train":
                 self._watch_backward("on_before_optimizer_step")
             return
         # fit(torch.compile(model)): compiled kernels hide their ops from an observing counter, so a new signature is
@@ -155,7 +155,11 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
             pl_module.trainer = trainer
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        self._flops_begin("train", pl_module, batch, batch_idx, counted=batch)
+        flops = self._engine.flops
+        if flops.active and (not pl_module.automatic_optimization or getattr(pl_module, "_compiler_ctx", None)):
+            self._flops_begin("train", pl_module, batch, batch_idx, counted=batch)
+        elif flops.begin("train", pl_module, batch, counted=batch):  # the common case, on every step: one call
+            self._watch_backward("on_before_optimizer_step")
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if outputs is None or (not outputs and pl_module.automatic_optimization):

@@ -154,7 +154,7 @@ def test_a_step_that_raises_leaves_no_counter_behind():
     assert tracker.take_epoch().method == "none"
 
 
-def test_a_known_step_is_added_at_begin_and_taken_back_by_discard():
+def test_a_known_step_counts_once_and_a_discarded_one_not_at_all():
     tracker = FlopTracker()
     model = nn.Linear(4, 2)
     x = torch.randn(3, 4)
@@ -167,6 +167,73 @@ def test_a_known_step_is_added_at_begin_and_taken_back_by_discard():
     epoch = tracker.take_epoch()
     # fwd 2·3·4·2 = 48, bwd dW 48 (no dX: the input needs no grad) = 96 per step; the discarded one not counted
     assert epoch.train_flops == 2 * 96 and epoch.steps["counted"] == 2
+
+
+def test_a_step_like_the_previous_one_gets_the_same_key_object_and_an_equal_key_otherwise():
+    """The engine's memo: the same batch facts, model and flag state give the previous key object itself (the
+    tracker then counts by identity); any difference in the signature gives a new key, equal to a full build's."""
+    engine = TorchFlopCounter()
+    model = nn.Linear(4, 2)
+
+    def key(kind, batch, counter=engine):
+        return counter.step_key(kind, model, batch)
+
+    def fresh(kind, batch):  # built in full by an engine that has seen nothing
+        return TorchFlopCounter().step_key(kind, model, batch)
+
+    x, y = torch.randn(3, 4), torch.tensor([0, 1, 1])
+    first = key("train", (x, y))
+    again = key("train", (torch.randn(3, 4), torch.tensor([1, 0, 0])))  # new tensors, same facts
+    assert again is first and first == fresh("train", (x, y))
+    changed = [
+        ("train", (torch.randn(5, 4), y)),  # a shape
+        ("train", (x.double(), y)),  # a dtype
+        ("train", (x.clone().requires_grad_(), y)),  # requires_grad
+        ("train", [x, y]),  # the container
+        ("eval", (x, y)),  # the kind
+        ("train", {"x": x, "y": y}),
+        ("train", {"y": y, "x": x}),  # a dict's key order
+        ("train", ((x,), {"y": y})),  # args and kwargs (what the HF adapter hands over)
+        ("train", ((x,), {"y": y.double()})),
+    ]
+    keys = [key(kind, batch) for kind, batch in changed]
+    for (kind, batch), got in zip(changed, keys, strict=True):
+        assert got == fresh(kind, batch)
+    assert len(set(keys)) == len(keys) and first not in keys
+    assert key("train", ((torch.randn(3, 4),), {"y": y.double()})) is keys[-1]  # nested: the memo too
+    odd = key("train", (x, 3))  # a non-tensor leaf: built in full every time, equal but not the same object
+    assert key("train", (x, 3)) == odd and key("train", (x, 3)) is not odd and key("train", (x, 4)) != odd
+    before = key("train", (x, y))
+    model.eval()  # the root's mode: the flags are read again, a new key (flag states are numbered per engine)
+    assert key("train", (x, y)) != before
+    model.train()
+    assert key("train", (x, y)) == before
+
+
+def test_consecutive_steps_of_one_signature_count_as_a_run_with_exact_sums():
+    tracker = FlopTracker(interpolate=False)
+    model = nn.Linear(4, 2)
+
+    def step(rows, keep=True):
+        x = torch.randn(rows, 4)
+        tracker.begin("train", model, (x,))
+        model(x).sum().backward()
+        tracker.end() if keep else tracker.discard()
+
+    for _ in range(3):
+        step(3)
+    # a run in progress is in every figure read from the tracker
+    assert tracker.info()["counts"]["steps"] == 3
+    step(5)
+    step(5, keep=False)  # skipped: taken back from its run
+    step(3)
+    epoch = tracker.take_epoch()
+    # per step: rows·(fwd 2·4·2 + bwd dW 2·4·2) = 32·rows; 4 steps of 3 rows, 1 of 5 (the discarded one not)
+    assert epoch.train_flops == 4 * 96 + 160 and epoch.steps["counted"] == 5
+    assert tracker.info()["counts"] == {"observed": 2, "meta": 0, "interpolated": 0, "verifications_failed": 0,
+                                        "steps": 5}
+    step(3)  # the run goes on in the next epoch: only its new steps are in it
+    assert tracker.take_epoch().train_flops == 96
 
 
 def test_info_names_engine_convention_and_lower_bound():

@@ -49,6 +49,8 @@ class FlopTap:
         self.active = False
         self.record_info: dict[str, Any] = {}  # what the adapter adds to the record's "flops" (Keras: its backend)
         self._batch_counts: dict[Any, tuple[int | None, int | None]] = {}  # signature -> (samples, tokens)
+        self._last_key: Any = None  # the last step's signature and its counts: found by identity, not hashed
+        self._last_counts: tuple[int | None, int | None] = (None, None)
         self._before: tuple[int | None, int | None] | None = None  # throughput counts before the open step
         self._batches: Any = None  # the session's BatchCounter while an epoch is open
 
@@ -93,7 +95,7 @@ class FlopTap:
         """
         key = None
         tracker = self.tracker
-        if self.active and not tracker.in_step:
+        if self.active:  # (a step already open: the tracker's begin returns None)
             try:
                 key = tracker.begin(kind, module, batch, replay)
             except Exception as err:
@@ -106,13 +108,18 @@ class FlopTap:
     def _count(self, batch: Any, key: Any) -> None:
         batches = self._batches
         try:
-            counts = self._batch_counts.get(key) if key is not None else None
-            if counts is None:
-                counts = batch_counts(batch)
+            if key is not None and key is self._last_key:  # the previous step's signature (the same key object)
+                counts = self._last_counts
+            else:
+                counts = self._batch_counts.get(key) if key is not None else None
+                if counts is None:
+                    counts = batch_counts(batch)
+                    if key is not None:
+                        if len(self._batch_counts) >= _MAX_SIGNATURES:
+                            self._batch_counts.clear()
+                        self._batch_counts[key] = counts
                 if key is not None:
-                    if len(self._batch_counts) >= _MAX_SIGNATURES:
-                        self._batch_counts.clear()
-                    self._batch_counts[key] = counts
+                    self._last_key, self._last_counts = key, counts
             if self._before is None:  # the open step's first count: what discard() restores
                 self._before = (batches.samples, batches.tokens)
             batches.add(*counts)
@@ -124,7 +131,7 @@ class FlopTap:
         """The step opened by :meth:`begin` has run its backward (training) or forward (evaluation)."""
         self._before = None
         tracker = self.tracker
-        if tracker is not None and tracker.in_step:
+        if tracker is not None:  # (nothing open: the tracker's end returns at once)
             try:
                 tracker.end()
             except Exception as err:

@@ -53,7 +53,11 @@ def _is_spot_check(n: int) -> bool:
     while n > _FIRST_SPOT_CHECK and n % 4 == 0:
         n //= 4
     return n == _FIRST_SPOT_CHECK
+
+
 _MAX_REFS = 8
+_IN_RUN: tuple[str, int | None, str, Any] = ("run", None, "", None)
+"""The open step is one more step of the run (see ``FlopTracker._run_key``): nothing to add or stop at its end."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,14 @@ class FlopTracker:
         self._refs: dict[Hashable, list[tuple[int, ...]]] = {}  # static -> counted dims no line passed through
         self._lines: dict[Hashable, _Line] = {}
         self._current: tuple[str, int | None, str, Any] | None = None
+        # consecutive steps of one known signature are counted as a run, added to the sums when it ends (a step of
+        # another signature, the epoch's end, info()): the engine gives such a step the very same key object
+        self._run_key: Hashable | None = None
+        self._run: tuple[str, int, str] = ("train", 0, "counted")  # its kind, FLOPs per step, method
+        self._run_steps = 0  # its steps not yet in the sums
+        self.watching = False
+        """The open step is a new signature whose count is running (until :meth:`pause`, :meth:`end` or
+        :meth:`discard`); a plain attribute: read after every step's begin."""
         self._epoch = {"train": 0, "eval": 0}
         self._epoch_steps = {"counted": 0, "interpolated-verified": 0}
         self._counts = {"observed": 0, "meta": 0, "interpolated": 0, "verifications_failed": 0, "steps": 0}
@@ -173,9 +185,12 @@ class FlopTracker:
     def begin(self, kind: Kind, model: Any, batch: Any, replay: Any = None) -> Hashable | None:
         """A step of ``kind`` on ``batch`` is about to run; a new signature opens a counter around it.
 
-        A step whose FLOPs are known (a cache hit, a prediction, a replay) is added to the epoch now: :meth:`end`
-        then only closes it, :meth:`discard` takes it back. Returns the step's signature (``None`` when no step was
-        opened): adapters key per-signature facts on it (the batch's samples and tokens).
+        A step whose FLOPs are known (a cache hit, a prediction, a replay) is counted now, as one more step of a run
+        (consecutive steps of one signature: the engine hands such a step the very key object of the previous one,
+        so nothing is hashed; the run goes into the sums when a step of another signature begins, and before any
+        figure is read): :meth:`end` then only closes it, :meth:`discard` takes it back. Returns the step's
+        signature (``None`` when no step was opened): adapters key per-signature facts on it (the batch's samples
+        and tokens), by identity for a step like the previous one.
 
         A second ``begin`` before ``end`` (a step that calls the model twice) is part of the open step.
 
@@ -186,6 +201,11 @@ class FlopTracker:
         if self._current is not None or self.replaying:
             return None
         key = self.engine.step_key(kind, model, batch)
+        if key is self._run_key:  # the signature of the previous step: one more step of the run
+            self._run_steps += 1
+            self._current = _IN_RUN
+            return key
+        self._end_run()
         found = self._exact.get(key)
         if found is None:
             static, dims = key
@@ -200,10 +220,18 @@ class FlopTracker:
                     self._learn(static, dims, flops)
             else:
                 self._current = (kind, None, "counted", (static, dims, self.engine.start_observing()))
+                self.watching = True
                 return key
-        self._add(kind, found[0], found[1], 1)
-        self._current = (kind, found[0], found[1], None)
+        self._run_key, self._run, self._run_steps = key, (kind, found[0], found[1]), 1
+        self._current = _IN_RUN
         return key
+
+    def _end_run(self) -> None:
+        """Add the run's steps to the sums (its signature stays known: a later step of it starts a new run)."""
+        if self._run_steps:
+            kind, flops, method = self._run
+            self._add(kind, flops, method, self._run_steps)
+            self._run_steps = 0
 
     def _replay(self, kind: Kind, model: Any, forward: Any, batch: Any) -> int:
         start = time.perf_counter()
@@ -226,6 +254,7 @@ class FlopTracker:
         if current is None or current[3] is None or current[3][2] is None:
             return
         kind, _, method, (static, dims, handle) = current
+        self.watching = False
         self._current = (kind, self._stop(kind, handle), method, (static, dims, None))
 
     def _stop(self, kind: str, handle: Any) -> int:
@@ -238,8 +267,9 @@ class FlopTracker:
     def end(self) -> None:
         """The step opened by :meth:`begin` has run its backward (training) or forward (evaluation)."""
         current, self._current = self._current, None
-        if current is None or current[3] is None:  # none open, or known and added at begin
+        if current is None or current[3] is None:  # none open, or one more step of the run
             return
+        self.watching = False
         kind, flops, method, (static, dims, handle) = current
         if handle is not None:
             flops = self._stop(kind, handle)
@@ -250,7 +280,7 @@ class FlopTracker:
         self._add(kind, flops, method, 1)
 
     def _add(self, kind: str, flops: int, method: str, steps: int) -> None:
-        """``steps`` (1, or -1 to take one back) steps of ``flops`` each, obtained by ``method``, to the epoch."""
+        """``steps`` steps of ``flops`` each, obtained by ``method``, to the epoch."""
         self._epoch[kind] += steps * int(flops)
         self._epoch_steps[method] += steps
         self._counts["steps"] += steps
@@ -260,11 +290,12 @@ class FlopTracker:
         current, self._current = self._current, None
         if current is None:
             return
-        if current[3] is None:
-            self._add(current[0], current[1], current[2], -1)  # type: ignore[arg-type]
+        if current is _IN_RUN:
+            self._run_steps -= 1
             return
         if current[3][2] is None:  # paused: the count is dropped
             return
+        self.watching = False
         try:
             self.engine.stop_observing(current[3][2], current[0])
         except Exception:  # closing after a failed step: the count is dropped anyway
@@ -273,12 +304,6 @@ class FlopTracker:
     @property
     def in_step(self) -> bool:
         return self._current is not None
-
-    @property
-    def watching(self) -> bool:
-        """The open step is a new signature whose count is running (until :meth:`pause` or :meth:`end`)."""
-        current = self._current
-        return current is not None and current[3] is not None and current[3][2] is not None
 
     def refresh(self, model: Any) -> None:
         """Re-read ``model``'s module and parameter lists (call at epoch start; flags are read every step)."""
@@ -290,6 +315,7 @@ class FlopTracker:
 
     def take_epoch(self) -> EpochFlops:
         """This epoch's FLOPs (steps ended since the last call) and how they were obtained; resets the sums."""
+        self._end_run()
         steps = dict(self._epoch_steps)
         method: EpochMethod = ("interpolated-verified" if steps["interpolated-verified"]
                                else "counted" if steps["counted"] else "none")
@@ -301,11 +327,13 @@ class FlopTracker:
 
     def reset_epoch(self) -> None:
         """Forget the sums since the last :meth:`take_epoch` (steps outside any epoch); no epoch is recorded."""
+        self._end_run()
         self._epoch = {"train": 0, "eval": 0}
         self._epoch_steps = {"counted": 0, "interpolated-verified": 0}
 
     def info(self) -> dict[str, Any]:
         """How the FLOPs were counted: engine, convention, lower-bound flag, counts made; JSON-ready."""
+        self._end_run()
         uncounted = list(getattr(self.engine, "uncounted_ops", ()))
         return {
             "engine": _engine_name(),
@@ -369,6 +397,8 @@ class FlopTracker:
         if not line.add(x, flops):
             self._counts["verifications_failed"] += 1
             # predictions made from this line before are dropped from the cache: their shapes are counted anew
+            self._end_run()
+            self._run_key = None
             self._exact = {k: v for k, v in self._exact.items() if v[1] == "counted"}
             if "poly" not in self._warned:
                 self._warned.add("poly")

@@ -103,8 +103,10 @@ def _same_words(row_words: frozenset[str], words: frozenset[str]) -> bool:
     return row_words - _VENDORS == words - _VENDORS
 
 
+@lru_cache(maxsize=64)
 def match_cpu_model(name: str | None) -> CpuMatch | None:
-    """The table row for a CPU model name (``/proc/cpuinfo``'s ``model name``), or ``None`` (see module doc)."""
+    """The table row for a CPU model name (``/proc/cpuinfo``'s ``model name``), or ``None`` (see module doc).
+    Kept per name: a later fit in the same process does not scan the table again."""
     if not name or not name.strip():
         return None
     query = normalise_cpu_model(name)
