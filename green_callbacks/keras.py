@@ -441,14 +441,14 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         original = getattr(model, attr, None)
         if original is None or getattr(original, "_green_callback", None) is not None:
             return
-        ref = weakref.ref(self)
+        ref, model_ref = weakref.ref(self), weakref.ref(model)  # (the model holds this wrapper: no strong cycle)
         backend = keras.backend.backend()
 
         def watched(*args: Any, **kwargs: Any) -> Any:
             this = ref()
             try:
                 if this is not None:
-                    args = this._note_batches(backend, kind, args)
+                    args = this._note_batches(backend, kind, args, model_ref())
                 out = original(*args, **kwargs)
             except BaseException as err:
                 if this is not None:
@@ -465,10 +465,10 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         setattr(model, attr, watched)
         self._wrapped.append((model, attr, original))
 
-    def _note_batches(self, backend: str, kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    def _note_batches(self, backend: str, kind: str, args: tuple[Any, ...], model: Any) -> tuple[Any, ...]:
         if backend == "torch":  # train_function(data): data[0] is the batch; the call runs the step
-            batch = args[0][0]
-            self._engine.flops.begin(kind, self.model, batch, counted=batch if kind == "train" else None)
+            batch = args[0][0]  # (the model is the one whose function runs: Callback.model costs an import a call)
+            self._engine.flops.begin(kind, model, batch, counted=batch if kind == "train" else None)
         elif not (self._engine.in_epoch and self._engine.session.flops_available):
             return args
         elif backend == "jax":  # train_function(state, iterator): the batches come out of the iterator

@@ -195,12 +195,17 @@ def test_a_step_like_the_previous_one_gets_the_same_key_object_and_an_equal_key_
         ("train", {"y": y, "x": x}),  # a dict's key order
         ("train", ((x,), {"y": y})),  # args and kwargs (what the HF adapter hands over)
         ("train", ((x,), {"y": y.double()})),
+        ("train", (x, y, None)),  # Keras: no sample weights
+        ("train", (x, None, y)),
     ]
     keys = [key(kind, batch) for kind, batch in changed]
     for (kind, batch), got in zip(changed, keys, strict=True):
         assert got == fresh(kind, batch)
     assert len(set(keys)) == len(keys) and first not in keys
-    assert key("train", ((torch.randn(3, 4),), {"y": y.double()})) is keys[-1]  # nested: the memo too
+    nested = key("train", ((x,), {"y": y.double()}))
+    assert key("train", ((torch.randn(3, 4),), {"y": y.double()})) is nested  # nested: the memo too
+    keras = key("train", (x, y, None))
+    assert key("train", (torch.randn(3, 4), y, None)) is keras
     odd = key("train", (x, 3))  # a non-tensor leaf: built in full every time, equal but not the same object
     assert key("train", (x, 3)) == odd and key("train", (x, 3)) is not odd and key("train", (x, 4)) != odd
     before = key("train", (x, y))

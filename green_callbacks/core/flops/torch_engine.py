@@ -530,10 +530,11 @@ def _tensor_type() -> type:
 
 
 def _batch_facts(obj: Any, depth: int) -> Hashable | None:
-    """All a step key depends on in a flat batch — its containers (type, or a dict's keys in order) and each
-    tensor's shape, dtype, ``requires_grad`` and ``is_nested`` — equal facts mean an equal :func:`_split_signature`.
-    ``None`` for anything else (a leaf that is not a plain ``torch.Tensor``, deeper nesting): the key is then built
-    in full. Plain bytecode on purpose: right after a step the interpreter's loop is warm and little else is, so
+    """All a step key depends on in a flat batch — its containers (type, or a dict's keys in order), each
+    tensor's shape, dtype, ``requires_grad`` and ``is_nested``, and where ``None`` stands — equal facts mean an equal
+    :func:`_split_signature` (each leaf's facts begin with a ``torch.Size``, ``None`` or a container's head: they
+    cannot be mistaken for one another). ``None`` for anything else (another leaf, deeper nesting): the key is then
+    built in full. Plain bytecode on purpose: right after a step the interpreter's loop is warm and little else is, so
     this costs less than the C helpers (``map``, ``set``, ``attrgetter``) would."""
     kind = type(obj)
     if kind is tuple or kind is list:
@@ -548,6 +549,8 @@ def _batch_facts(obj: Any, depth: int) -> Hashable | None:
     for v in items:
         if type(v) is tensor:
             facts += (v.shape, v.dtype, v.requires_grad, v.is_nested)
+        elif v is None:  # Keras hands (x, y, None) when there are no sample weights
+            facts.append(None)
         elif depth:
             return None
         else:
