@@ -111,7 +111,7 @@ def _umask() -> int:
 def readable_json(data: Mapping[str, Any]) -> str:
     """JSON of a plain ``data`` with one top-level key per line and one line per item of a top-level list of
     objects (a record's epochs): easy to read and diff, and encoded by the C encoder (an indented dump takes the
-    pure-Python one, ~5x slower: ~0.2 s for a record of 2,000 epochs)."""
+    pure-Python one: 61 against 27 ms for a record of 2,000 epochs on the development machine)."""
     dumps = functools.partial(json.dumps, allow_nan=False)
     lines = []
     for key, value in data.items():
