@@ -43,14 +43,15 @@ def machine_sensors():
 
 
 def fake_nvml_sensor(n_gpus: int):
-    from green_callbacks.core.sensors import _nvml_lib as nvml
+    from green_callbacks.core.sensors import _nvml_lib as lib
+    from green_callbacks.core.sensors.nvml import build_gpu_sensor
     from tests.fakes import fake_pynvml
 
     fake = fake_pynvml.FakePynvml([fake_pynvml.FakeGpu() for _ in range(n_gpus)])
-    nvml._load_pynvml = lambda: fake  # type: ignore[assignment]
-    nvml._init_lib = None
-    nvml._init_error = None
-    return nvml.build_gpu_sensor(gpus=list(range(n_gpus)))
+    lib._load_pynvml = lambda: fake  # type: ignore[assignment]
+    lib._init_lib = None
+    lib._init_error = None
+    return build_gpu_sensor(gpus=list(range(n_gpus)))
 
 
 def fake_rapl_sensors(root: Path):

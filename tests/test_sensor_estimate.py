@@ -282,3 +282,45 @@ def test_one_process_tree_listing_per_meter_read(monkeypatch) -> None:
     meter.read()
     assert len(calls) == 2  # a new boundary lists again: children born since are seen
     meter.close()
+
+
+_CHILDREN_SCRIPT = r"""
+import os, subprocess, sys, time
+import psutil
+from green_callbacks.core.sensors import estimate
+
+listed = []
+real_listdir = os.listdir
+def listdir(path):
+    listed.append(path)
+    return real_listdir(path)
+os.listdir = listdir
+me = psutil.Process()
+
+assert estimate._has_children() is False
+assert estimate._descendants(me) == [] and listed == [], listed  # no child: nothing listed
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+try:
+    assert estimate._has_children() is True
+    assert child.pid in estimate._descendants(me)  # a child: the tree is walked and it is found
+    assert listed or not estimate._PROC_CHILDREN
+finally:
+    child.kill()
+deadline = time.monotonic() + 10
+while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+    time.sleep(0.01)
+assert estimate._has_children() is True  # exited, not yet waited for: still a child
+assert child.wait(timeout=10) == -9  # the check reaped nothing: the parent still gets the status
+listed.clear()
+assert estimate._has_children() is False and estimate._descendants(me) == [] and listed == []
+print("ok")
+"""
+
+
+def test_a_process_without_children_skips_the_tree_listing_and_reaps_nothing() -> None:
+    """In a fresh interpreter (pytest's own process may hold helper children): no child means no ``/proc`` listing;
+    a running child and an exited, unwaited one are still found, and the check leaves the exit status to the
+    parent."""
+    done = subprocess.run([sys.executable, "-c", _CHILDREN_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
