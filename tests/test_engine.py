@@ -175,7 +175,9 @@ def test_a_first_version_record_still_reads():
     assert record["status"] == data["status"] and len(record["epochs"]) == len(data["epochs"]) > 0
 
 
-def test_sigkill_leaves_every_completed_epoch_readable(tmp_path):
+def _run_and_sigkill(tmp_path: Path, setup: str, after_epochs: str) -> Path:
+    """Run a Session of three 2 J epochs in a child interpreter (``setup`` before it starts, ``after_epochs`` after
+    them), SIGKILL it there, and return its record's path."""
     script = f"""
 import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
@@ -183,20 +185,24 @@ from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.distributed import DistInfo
 from green_callbacks.core.sensors.fake import StepEnergySensor
 from green_callbacks.core.session import Session
+{setup}
 s = Session(GreenConfig(output_dir={str(tmp_path)!r}, carbon_intensity=100.0), framework="test",
             sensors=[StepEnergySensor("cpu", 2.0, scope="node")], dist=DistInfo(), reducer=lambda v: list(v))
 s.start()
 for _ in range(3):
     s.epoch_start()
     s.epoch_end({{}})
-s.flush()
-s.epoch_start()
+{after_epochs}
 os.kill(os.getpid(), signal.SIGKILL)
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     [path] = tmp_path.glob("green-run-*.json")
-    record = read_record(path)
+    return path
+
+
+def test_sigkill_leaves_every_completed_epoch_readable(tmp_path):
+    record = read_record(_run_and_sigkill(tmp_path, "", "s.flush()\ns.epoch_start()"))
     assert record["status"] == "running"
     assert [e["epoch"] for e in record["epochs"]] == [0, 1, 2]
     assert [e["energy_j"] for e in record["epochs"]] == [2.0, 2.0, 2.0]  # one read of 2 J per epoch
@@ -205,26 +211,8 @@ os.kill(os.getpid(), signal.SIGKILL)
 def test_sigkill_before_the_header_is_replaced_still_reads_every_epoch_and_its_totals(tmp_path):
     """Headers are replaced at most every HEADER_INTERVAL_S: killed with only the first header on disk, the record
     still has every completed epoch, and its totals are those of the last one (the reader takes them from the log)."""
-    script = f"""
-import os, signal, sys
-sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
-from green_callbacks.core.config import GreenConfig
-from green_callbacks.core.distributed import DistInfo
-from green_callbacks.core.sensors.fake import StepEnergySensor
-from green_callbacks.core.session import Session
-import green_callbacks.core.record_writer as record_writer
-record_writer.HEADER_INTERVAL_S = 3600.0
-s = Session(GreenConfig(output_dir={str(tmp_path)!r}, carbon_intensity=100.0), framework="test",
-            sensors=[StepEnergySensor("cpu", 2.0, scope="node")], dist=DistInfo(), reducer=lambda v: list(v))
-s.start()
-for _ in range(3):
-    s.epoch_start()
-    s.epoch_end({{}})
-os.kill(os.getpid(), signal.SIGKILL)
-"""
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    [path] = tmp_path.glob("green-run-*.json")
+    setup = "import green_callbacks.core.record_writer as writer\nwriter.HEADER_INTERVAL_S = 3600.0"
+    path = _run_and_sigkill(tmp_path, setup, "")
     assert json.loads(path.read_text())["totals"]["epochs"] == 0  # the first header: nothing replaced it
     record = read_record(path)
     assert [e["epoch"] for e in record["epochs"]] == [0, 1, 2]
