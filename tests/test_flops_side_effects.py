@@ -36,6 +36,44 @@ def _same_weights(a, b) -> None:
         assert torch.equal(x.detach(), y.detach())
 
 
+def _mlp_module(optimizer=torch.optim.SGD, fail_at: tuple[int, int] | None = None):
+    """A LightningModule of the 4-8-2 MLP (per sample: 224 training FLOPs, 96 evaluation FLOPs), trained with
+    ``optimizer`` (lr 0.5); its training step raises at ``fail_at`` = (epoch, batch index)."""
+    import lightning.pytorch as pl
+
+    class MLP(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            if (self.current_epoch, batch_idx) == fail_at:
+                raise RuntimeError("boom")
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val_loss", nn.functional.cross_entropy(self(x), y))
+
+        def configure_optimizers(self):
+            return optimizer(self.parameters(), lr=0.5)
+
+    return MLP()
+
+
+def _quiet_trainer(tmp_path, callbacks, **options):
+    """A CPU Lightning Trainer with no logger, progress bar, model summary or checkpoint."""
+    import lightning.pytorch as pl
+
+    return pl.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=callbacks,
+                      default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False, **options)
+
+
 # ------------------------------------------------------------------------------------------------ Lightning
 def test_lightning_weights_and_user_step_calls_are_unchanged(tmp_path):
     pytest.importorskip("lightning")
@@ -70,9 +108,7 @@ def test_lightning_weights_and_user_step_calls_are_unchanged(tmp_path):
         y = (x[:, 0] > 0).long()
         _seed_all()
         module = Noisy()
-        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=callbacks,
-                             default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
-                             enable_checkpointing=False, num_sanity_val_steps=1)
+        trainer = _quiet_trainer(tmp_path, callbacks, max_epochs=2, num_sanity_val_steps=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer.fit(module, DataLoader(TensorDataset(x[:10], y[:10]), batch_size=4),
@@ -96,35 +132,18 @@ def test_lightning_weights_and_user_step_calls_are_unchanged(tmp_path):
 
 def test_lightning_failure_mid_epoch_keeps_the_partial_epochs_flops(tmp_path):
     pytest.importorskip("lightning")
-    import lightning.pytorch as pl
     from torch.utils.data import DataLoader, TensorDataset
 
     from green_callbacks.core.record import read_record
     from green_callbacks.core.sensors.fake import ConstantPowerSensor
     from green_callbacks.lightning import GreenCallback
 
-    class Failing(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-
-        def training_step(self, batch, batch_idx):
-            if self.current_epoch == 1 and batch_idx == 2:
-                raise RuntimeError("boom")
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.5)
-
     x = torch.randn(10, 4)
     callback = GreenCallback(carbon_intensity=100.0, sensors=[ConstantPowerSensor("cpu", 10.0, scope="node")])
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=[callback],
-                         default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False)
+    trainer = _quiet_trainer(tmp_path, [callback], max_epochs=2)
     with warnings.catch_warnings(), pytest.raises(RuntimeError, match="boom"):
         warnings.simplefilter("ignore")
-        trainer.fit(Failing(), DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=4))
+        trainer.fit(_mlp_module(fail_at=(1, 2)), DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=4))
     record = read_record(callback.record_path)
     assert record["status"] == "failed"
     assert record["partial_epoch"]["train_flops"] == 224 * 8  # the two batches of 4 that ran before the failure
@@ -226,42 +245,20 @@ def test_keras_weights_and_layer_calls_are_unchanged(tmp_path, monkeypatch):
 def test_lightning_fit_of_a_compiled_module_counts_exactly(tmp_path):
     """fit(torch.compile(model)): counted on a meta copy of the uncompiled module; no real-step fall-back."""
     pytest.importorskip("lightning")
-    import lightning.pytorch as pl
     from torch.utils.data import DataLoader, TensorDataset
 
     from green_callbacks.core.sensors.fake import ConstantPowerSensor
     from green_callbacks.lightning import GreenCallback
-
-    class Plain(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.cross_entropy(self(x), y)
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            self.log("val_loss", nn.functional.cross_entropy(self(x), y))
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.5)
 
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(16, 4, generator=g)
     y = (x[:, 0] > 0).long()
     callback = GreenCallback(carbon_intensity=100.0, sensors=[ConstantPowerSensor("cpu", 10.0, scope="node")])
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, callbacks=[callback],
-                         default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False, num_sanity_val_steps=0)
+    trainer = _quiet_trainer(tmp_path, [callback], max_epochs=1, num_sanity_val_steps=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(torch.compile(Plain()), DataLoader(TensorDataset(x[:10], y[:10]), batch_size=4),
+        trainer.fit(torch.compile(_mlp_module()), DataLoader(TensorDataset(x[:10], y[:10]), batch_size=4),
                     DataLoader(TensorDataset(x[10:], y[10:]), batch_size=4))
     bad = [str(w.message) for w in caught if "real step" in str(w.message) or "recompile" in str(w.message).lower()]
     assert not bad, bad
@@ -289,18 +286,6 @@ def test_lightning_watched_steps_stop_counting_before_the_optimizer(tmp_path):
     from green_callbacks.core.sensors.fake import ConstantPowerSensor
     from green_callbacks.lightning import GreenCallback
 
-    class Plain(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self):
-            return _MatmulSGD(self.parameters(), lr=0.5)
-
     callback = GreenCallback(carbon_intensity=100.0, sensors=[ConstantPowerSensor("cpu", 10.0, scope="node")])
 
     class Probe(pl.Callback):  # runs before the green callback: sees whether its hook is attached for this step
@@ -312,12 +297,10 @@ def test_lightning_watched_steps_stop_counting_before_the_optimizer(tmp_path):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(10, 4, generator=g)
     y = (x[:, 0] > 0).long()
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=[Probe(), callback],
-                         default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False)
+    trainer = _quiet_trainer(tmp_path, [Probe(), callback], max_epochs=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(Plain(), DataLoader(TensorDataset(x, y), batch_size=4))
+        trainer.fit(_mlp_module(_MatmulSGD), DataLoader(TensorDataset(x, y), batch_size=4))
     # batches of 4, 4, 2 per epoch: the first batch of 4 and the first of 2 are watched, nothing else
     assert Probe.attached == [True, False, True, False, False, False]
     assert "on_before_optimizer_step" not in vars(callback)
