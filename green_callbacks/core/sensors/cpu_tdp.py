@@ -118,8 +118,9 @@ def match_cpu_model(name: str | None) -> CpuMatch | None:
         return CpuMatch(name, hits[0][0], hits[0][1], "exact")
     if not model:
         return None
-    candidates = [(row, tdp) for row, tdp, norm in rows
-                  if _split(norm)[0] == model and _same_words(_split(norm)[1], words)]
+    split = [(row, tdp, _split(norm)) for row, tdp, norm in rows]
+    candidates = [(row, tdp) for row, tdp, (row_model, row_words) in split
+                  if row_model == model and _same_words(row_words, words)]
     if not candidates or len({tdp for _, tdp in candidates}) != 1:
         return None
     best = min(candidates)

@@ -127,11 +127,11 @@ def _known(pid: int) -> psutil.Process:
 
 
 def _descendants(process: psutil.Process) -> list[Any]:
-    """The live descendants (pids, or ``Process`` objects from psutil's listing). None when this process has no
-    child at all (one system call; the common case of a loop without DataLoader workers). On Linux, from
-    ``/proc/<pid>/task/<tid>/children`` (a listing of the threads and a small file each: ~50 us in a tight loop,
-    a few hundred at an epoch boundary); else psutil's listing, which reads every process of the machine (~1 ms,
-    more on a busy machine)."""
+    """The live descendants (pids, or ``Process`` objects from psutil's listing); none, without listing anything,
+    when this process has no child at all (one system call; the common case of a loop without DataLoader
+    workers). On Linux, from ``/proc/<pid>/task/<tid>/children`` (a listing of the threads and a small file each:
+    ~50 us in a tight loop, a few hundred at an epoch boundary); else psutil's listing, which reads every process of
+    the machine (~1 ms, more on a busy machine)."""
     real = type(process).__module__.split(".")[0] == "psutil"
     if real and process.pid == os.getpid() and not _has_children():
         return []
