@@ -73,6 +73,37 @@ def _quiet_trainer(tmp_path, callbacks, **options):
                       default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
                       enable_checkpointing=False, **options)
 
+class _HfMLP(nn.Module):
+    """The 4-8-2 MLP as an HF Trainer model (``{"loss", "logits"}``), counting its forward calls; ``noisy``: its
+    input goes through :func:`_noise` first."""
+
+    def __init__(self, noisy: bool = False) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        self.noisy = noisy
+        self.calls = 0
+
+    def forward(self, x, labels=None):
+        self.calls += 1
+        logits = self.net(_noise(x) if self.noisy else x)
+        return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
+class _Pairs(torch.utils.data.Dataset):
+    """``n`` samples ``{"x": 4 features, "labels": x[0] > 0}`` from a fixed seed."""
+
+    def __init__(self, n: int) -> None:
+        g = torch.Generator().manual_seed(1)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = (self.x[:, 0] > 0).long()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
 
 # ------------------------------------------------------------------------------------------------ Lightning
 def test_lightning_weights_and_user_step_calls_are_unchanged(tmp_path):
@@ -157,37 +188,14 @@ def test_transformers_weights_and_model_forward_calls_are_unchanged(tmp_path):
     from green_callbacks.core.sensors.fake import StepEnergySensor
     from green_callbacks.transformers import GreenCallback
 
-    class Noisy(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-            self.calls = 0
-
-        def forward(self, x, labels=None):
-            self.calls += 1
-            logits = self.net(_noise(x))
-            return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
-
-    class Data(torch.utils.data.Dataset):
-        def __init__(self, n: int) -> None:
-            g = torch.Generator().manual_seed(1)
-            self.x = torch.randn(n, 4, generator=g)
-            self.y = (self.x[:, 0] > 0).long()
-
-        def __len__(self) -> int:
-            return len(self.x)
-
-        def __getitem__(self, i):
-            return {"x": self.x[i], "labels": self.y[i]}
-
     def train(callbacks):
         _seed_all()
-        model = Noisy()
+        model = _HfMLP(noisy=True)
         args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=2, per_device_train_batch_size=4,
                                  per_device_eval_batch_size=4, eval_strategy="epoch", save_strategy="no",
                                  logging_strategy="epoch", report_to="none", use_cpu=True, disable_tqdm=True,
                                  seed=0, learning_rate=0.1, data_seed=0)
-        trainer = Trainer(model=model, args=args, train_dataset=Data(10), eval_dataset=Data(6), callbacks=callbacks)
+        trainer = Trainer(model=model, args=args, train_dataset=_Pairs(10), eval_dataset=_Pairs(6), callbacks=callbacks)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer.train()
@@ -314,27 +322,6 @@ def test_transformers_watched_steps_stop_counting_before_the_optimizer(tmp_path)
     from green_callbacks.core.sensors.fake import StepEnergySensor
     from green_callbacks.transformers import GreenCallback
 
-    class Plain(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-
-        def forward(self, x, labels=None):
-            logits = self.net(x)
-            return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
-
-    class Data(torch.utils.data.Dataset):
-        def __init__(self, n: int) -> None:
-            g = torch.Generator().manual_seed(1)
-            self.x = torch.randn(n, 4, generator=g)
-            self.y = (self.x[:, 0] > 0).long()
-
-        def __len__(self) -> int:
-            return len(self.x)
-
-        def __getitem__(self, i):
-            return {"x": self.x[i], "labels": self.y[i]}
-
     callback = GreenCallback(carbon_intensity=100.0, sensors=[StepEnergySensor("cpu", 1.0, scope="node")])
 
     class Probe(TrainerCallback):
@@ -343,11 +330,11 @@ def test_transformers_watched_steps_stop_counting_before_the_optimizer(tmp_path)
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
             self.attached.append("on_pre_optimizer_step" in vars(callback))
 
-    model = Plain()
+    model = _HfMLP()
     args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=2, per_device_train_batch_size=4,
                              save_strategy="no", logging_strategy="epoch", report_to="none", use_cpu=True,
                              disable_tqdm=True, seed=0, data_seed=0)
-    trainer = Trainer(model=model, args=args, train_dataset=Data(10), callbacks=[Probe(), callback],
+    trainer = Trainer(model=model, args=args, train_dataset=_Pairs(10), callbacks=[Probe(), callback],
                       optimizers=(_MatmulSGD(model.parameters(), lr=0.1), None))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
