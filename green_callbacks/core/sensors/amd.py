@@ -39,12 +39,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from green_callbacks.core import clock
-from green_callbacks.core.guard import strict_mode
-from green_callbacks.core.sensors.base import UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
+from green_callbacks.core.sensors.base import Component, NullSensor, Reading, Scope, Sensor
 from green_callbacks.core.sensors.gpu_map import parse_cuda_visible_devices
+from green_callbacks.core.sensors.lifecycle import SensorLifecycle
 from green_callbacks.core.sensors.optional import SensorUnavailableError, import_optional
-from green_callbacks.core.sensors.polling import DEFAULT_MAX_POWER_W, PowerTrace, Sampler, excess_energy
+from green_callbacks.core.sensors.polling import DEFAULT_MAX_POWER_W, PowerTrace, excess_energy
 
 __all__ = [
     "METHOD_COUNTER",
@@ -283,7 +282,7 @@ def _power_w(lib: Any, handle: Any) -> float | None:
     return None
 
 
-class AmdGpuSensor:
+class AmdGpuSensor(SensorLifecycle):
     """Energy of the selected AMD GPUs since ``start()``, summed; ``component="gpu"``, ``scope="device"``.
 
     Args:
@@ -299,6 +298,9 @@ class AmdGpuSensor:
 
     component: Component = "gpu"
     scope: Scope = "device"
+    _what = "the AMD GPU sensor"
+    _sampler_what = "the AMD GPU sampler"
+    _sampler_name = "green-callbacks-amdsmi"
 
     def __init__(
         self,
@@ -319,17 +321,11 @@ class AmdGpuSensor:
         self._period_s = float(sample_period_s)
         self._poll_s = float(counter_poll_s)
         self._max_w = float(max_power_w)
-        self._lock = threading.Lock()
+        self._init_lifecycle()
         self._devices = self._open_all(gpus)
-        self._started = False
-        self._start_s = 0.0
-        self._lost_note: str | None = None
         self._gaps = 0
         self._last_gap = ""
         self._warned: set[str] = set()
-        self._sampler_error: BaseException | None = None
-        self._final: Reading | None = None
-        self._sampler: Sampler | None = None
 
     # -- construction
 
@@ -381,54 +377,27 @@ class AmdGpuSensor:
         methods = {d.method for d in self._devices}
         return "+".join(m for m in (METHOD_COUNTER, METHOD_POWER) if m in methods)
 
-    @property
-    def sampling(self) -> bool:
-        return self._sampler is not None and self._sampler.alive
+    def _sample_period_s(self) -> float | None:
+        return self._period_s if any(d.method == METHOD_POWER for d in self._devices) else self._poll_s
 
-    def start(self) -> None:
-        with self._lock:
-            if self._final is not None:
-                return
-            self._started = True
-            self._start_s = clock.now_s()
-            self._lost_note, self._gaps, self._last_gap = None, 0, ""
-            for device in self._devices:
-                device.energy_j, device.wraps = 0.0, 0
-                device.trace.reset()
-                device.method = device.probed_method
-                try:
-                    if device.method == METHOD_COUNTER:
-                        device.last_ticks, device.resolution_uj = _counter(self._lib, device.handle)
-                        device.last_t_s = device.last_change_s = self._start_s
-                    else:
-                        self._sample_power(device, self._start_s)
-                except (self._lib.AmdSmiException, KeyError) as err:
-                    self._mark_lost(device, f"{type(err).__name__}: {err}")
-            if self._sampler is None:
-                needs_power = any(d.method == METHOD_POWER for d in self._devices)
-                period = self._period_s if needs_power else self._poll_s
-                self._sampler = Sampler(self, period, "green-callbacks-amdsmi")
+    def _start_locked(self, now_s: float) -> None:
+        self._gaps, self._last_gap = 0, ""
+        for device in self._devices:
+            device.energy_j, device.wraps = 0.0, 0
+            device.trace.reset()
+            device.method = device.probed_method
+            try:
+                if device.method == METHOD_COUNTER:
+                    device.last_ticks, device.resolution_uj = _counter(self._lib, device.handle)
+                    device.last_t_s = device.last_change_s = now_s
+                else:
+                    self._sample_power(device, now_s)
+            except (self._lib.AmdSmiException, KeyError) as err:
+                self._mark_lost(device, f"{type(err).__name__}: {err}")
 
-    def read(self) -> Reading:
-        if not self._started:
-            self.start()
-        with self._lock:
-            return self._read_locked()
-
-    def sample_once(self) -> None:
-        """Read every accumulator (wrap safety) and sample every power-path device; the sampler calls this."""
-        with self._lock:
-            if not self._started or self._final is not None or self._lost_note is not None:
-                return
-            self._update(clock.now_s())
-
-    def close(self) -> None:
-        if self._sampler is not None:
-            self._sampler.stop()
-        with self._lock:
-            if self._final is None:
-                never = Reading(None, UNAVAILABLE, "the AMD GPU sensor was closed before it started")
-                self._final = self._read_locked(raise_bugs=False) if self._started else never
+    def _sample_locked(self, now_s: float) -> None:
+        """Read every accumulator (wrap safety) and sample every power-path device: the sampler's tick."""
+        self._update(now_s)
 
     def info(self) -> dict[str, Any]:
         details: dict[str, Any] = {
@@ -461,17 +430,8 @@ class AmdGpuSensor:
 
     # -- internals (lock held)
 
-    def _read_locked(self, raise_bugs: bool = True) -> Reading:
-        if self._final is not None:
-            return self._final
-        if self._sampler_error is not None:
-            if raise_bugs and strict_mode():
-                raise self._sampler_error
-            return Reading(None, UNAVAILABLE, f"the AMD GPU sampler failed: {self._sampler_error!r}")
-        if self._lost_note is None:
-            self._update(clock.now_s())
-        if self._lost_note is not None:
-            return Reading(None, UNAVAILABLE, self._lost_note)
+    def _measure_locked(self, now_s: float) -> Reading:
+        self._update(now_s)
         total = sum(d.energy_j + d.trace.energy_j for d in self._devices)
         notes = [n for n in (self._package_note(), self._last_gap) if n]
         return Reading(total, self.method, " ".join(notes), gaps=self._gaps)
@@ -555,12 +515,9 @@ class AmdGpuSensor:
             warnings.warn(f"green_callbacks: {self._last_gap}", RuntimeWarning, stacklevel=2)
 
     def _mark_lost(self, device: _Device, why: str) -> None:
-        if self._lost_note is not None:
-            return
-        elapsed_s = clock.now_s() - self._start_s
-        self._lost_note = (
-            f"{device.gpu.label()} lost {elapsed_s:.1f} s after the start ({why}); AMD GPU energy is unavailable "
-            "from then on; windows that ended earlier keep their values."
+        self._lose(
+            f"{device.gpu.label()} lost {self._seconds_since_start():.1f} s after the start ({why}); AMD GPU energy "
+            "is unavailable from then on; windows that ended earlier keep their values."
         )
 
     def _package_note(self) -> str:

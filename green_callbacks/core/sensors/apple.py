@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
+from green_callbacks.core.sensors.lifecycle import SensorLifecycle
 from green_callbacks.core.sensors.optional import SensorUnavailableError, import_optional
 
 __all__ = [
@@ -88,10 +89,11 @@ def apple_monitor() -> Any:
         return _monitor
 
 
-class AppleSocSensor:
+class AppleSocSensor(SensorLifecycle):
     """Cumulative energy of some IOReport fields since ``start()``; one per component."""
 
     scope: Scope = "node"
+    _what = "the Apple sensor"
 
     def __init__(self, component: Component, fields: Sequence[str], method: str, *, monitor: Any = None) -> None:
         self.component = component
@@ -104,11 +106,8 @@ class AppleSocSensor:
                 "measured that way"
             )
         self._method = method
-        self._lock = threading.Lock()
+        self._init_lifecycle()
         self._base_mj = 0
-        self._started = False
-        self._final: Reading | None = None
-        self._lost = ""
 
     @property
     def method(self) -> str:
@@ -122,48 +121,28 @@ class AppleSocSensor:
             raise SensorUnavailableError(f"IOReport stopped reporting {', '.join(missing)}")
         return int(sum(values))  # type: ignore[arg-type]
 
-    def start(self) -> None:
-        with self._lock:
-            if self._final is not None:
-                return
-            self._started, self._lost = True, ""
-            try:
-                self._base_mj = self._total_mj()
-            except Exception as err:
-                self._lost = f"IOReport read failed at start ({type(err).__name__}: {err})"
+    def _start_locked(self, now_s: float) -> None:
+        try:
+            self._base_mj = self._total_mj()
+        except Exception as err:
+            self._lose(f"IOReport read failed at start ({type(err).__name__}: {err})")
 
-    def read(self) -> Reading:
-        if not self._started:
-            self.start()
-        with self._lock:
-            return self._read_locked()
-
-    def _read_locked(self) -> Reading:
-        if self._final is not None:
-            return self._final
-        if self._lost:
-            return Reading(None, UNAVAILABLE, self._lost)
+    def _measure_locked(self, now_s: float) -> Reading:
         try:
             total = self._total_mj()
         except Exception as err:
-            self._lost = f"IOReport read failed ({type(err).__name__}: {err}); {self.component} energy is unavailable"
-            return Reading(None, UNAVAILABLE, self._lost)
+            self._lose(f"IOReport read failed ({type(err).__name__}: {err}); {self.component} energy is unavailable")
+            return Reading(None, UNAVAILABLE)
         if total < self._base_mj:
-            self._lost = f"the IOReport counters went back ({self._base_mj} → {total} mJ): unavailable from then on"
-            return Reading(None, UNAVAILABLE, self._lost)
+            self._lose(f"the IOReport counters went back ({self._base_mj} → {total} mJ): unavailable from then on")
+            return Reading(None, UNAVAILABLE)
         return Reading((total - self._base_mj) / 1000.0, self._method)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._final is None:
-                never = Reading(None, UNAVAILABLE, "the Apple sensor was closed before it started")
-                self._final = self._read_locked() if self._started else never
 
     def info(self) -> dict[str, Any]:
         details: dict[str, Any] = {"method": self._method, "library": "zeus-apple-silicon (IOReport)",
                                    "fields": list(self._fields), "accuracy": MODEL_NOTE}
-        if self._lost:
-            details["lost"] = self._lost
+        if self._lost_note:
+            details["lost"] = self._lost_note
         return details
 
 

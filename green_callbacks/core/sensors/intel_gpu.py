@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from green_callbacks.core import clock
-from green_callbacks.core.sensors.base import UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
+from green_callbacks.core.sensors.base import Component, NullSensor, Reading, Scope, Sensor
+from green_callbacks.core.sensors.lifecycle import SensorLifecycle
 from green_callbacks.core.sensors.optional import SensorUnavailableError, import_optional
 from green_callbacks.core.sensors.polling import DEFAULT_MAX_POWER_W, excess_energy
 
@@ -228,11 +228,12 @@ class _Card:
     energy_j: float = 0.0
 
 
-class IntelGpuSensor:
+class IntelGpuSensor(SensorLifecycle):
     """Energy of the selected Intel GPU cards since ``start()``; ``component="gpu"``, ``scope="device"``."""
 
     component: Component = "gpu"
     scope: Scope = "device"
+    _what = "the Intel GPU sensor"
 
     def __init__(
         self,
@@ -248,15 +249,11 @@ class IntelGpuSensor:
             raise ValueError(f"max_power_w={max_power_w!r}; it must be a positive number of watts.")
         self._lib = lib if lib is not None else level_zero_library()
         self._max_w = float(max_power_w)
-        self._lock = threading.Lock()
+        self._init_lifecycle()
         handles = _Cards(self._lib).handles
         self._cards = [_Card(gpu, tiles, self._domains(gpu, handles[gpu.index])) for gpu, tiles in cards]
-        self._started = False
-        self._start_s = 0.0
-        self._lost_note: str | None = None
         self._gaps = 0
         self._last_gap = ""
-        self._final: Reading | None = None
 
     def _domains(self, gpu: IntelGpuId, handle: Any) -> list[Any]:
         lib = self._lib
@@ -293,31 +290,14 @@ class IntelGpuSensor:
     def method(self) -> str:
         return METHOD
 
-    def start(self) -> None:
-        with self._lock:
-            if self._final is not None:
-                return
-            self._started = True
-            self._start_s = clock.now_s()
-            self._lost_note, self._gaps, self._last_gap = None, 0, ""
-            for card in self._cards:
-                card.energy_j = 0.0
-                try:
-                    card.last_uj, card.last_t_s = self._card_uj(card), self._start_s
-                except SensorUnavailableError as err:
-                    self._mark_lost(card, str(err))
-
-    def read(self) -> Reading:
-        if not self._started:
-            self.start()
-        with self._lock:
-            return self._read_locked()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._final is None:
-                never = Reading(None, UNAVAILABLE, "the Intel GPU sensor was closed before it started")
-                self._final = self._read_locked() if self._started else never
+    def _start_locked(self, now_s: float) -> None:
+        self._gaps, self._last_gap = 0, ""
+        for card in self._cards:
+            card.energy_j = 0.0
+            try:
+                card.last_uj, card.last_t_s = self._card_uj(card), now_s
+            except SensorUnavailableError as err:
+                self._mark_lost(card, str(err))
 
     def info(self) -> dict[str, Any]:
         details: dict[str, Any] = {
@@ -337,10 +317,7 @@ class IntelGpuSensor:
             details["lost"] = self._lost_note
         return details
 
-    def _read_locked(self) -> Reading:
-        if self._final is not None:
-            return self._final
-        now_s = clock.now_s()
+    def _measure_locked(self, now_s: float) -> Reading:
         for card in self._cards:
             if self._lost_note is not None:
                 break
@@ -360,21 +337,18 @@ class IntelGpuSensor:
                                   f"{energy_j:.0f} J in {duration_s:.1f} s, above the {self._max_w:.0f} W bound); "
                                   "the windows that contain them are unavailable.")
                 if self._gaps == 1:
-                    warnings.warn(f"green_callbacks: {self._last_gap}", RuntimeWarning, stacklevel=3)
+                    warnings.warn(f"green_callbacks: {self._last_gap}", RuntimeWarning, stacklevel=4)
             else:
                 card.energy_j += energy_j
             card.last_uj, card.last_t_s = value, now_s
-        if self._lost_note is not None:
-            return Reading(None, UNAVAILABLE, self._lost_note)
         note = " ".join(n for n in (self._tile_note(), self._last_gap) if n)
         return Reading(sum(c.energy_j for c in self._cards), METHOD, note, gaps=self._gaps)
 
     def _mark_lost(self, card: _Card, why: str) -> None:
-        if self._lost_note is None:
-            self._lost_note = (
-                f"{card.gpu.label()} lost {clock.now_s() - self._start_s:.1f} s after the start ({why}); Intel GPU "
-                "energy is unavailable from then on; windows that ended earlier keep their values."
-            )
+        self._lose(
+            f"{card.gpu.label()} lost {self._seconds_since_start():.1f} s after the start ({why}); Intel GPU "
+            "energy is unavailable from then on; windows that ended earlier keep their values."
+        )
 
     def _tile_note(self) -> str:
         partial = [c for c in self._cards if c.gpu.tiles > 1 and None not in c.tiles_used

@@ -18,18 +18,16 @@ with a fake module.
 from __future__ import annotations
 
 import math
-import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from green_callbacks.core import clock
-from green_callbacks.core.guard import strict_mode
 from green_callbacks.core.sensors._nvml_lib import NvmlUnavailableError, nvml_library, nvml_text
 from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
 from green_callbacks.core.sensors.gpu_map import GpuId, check_gpu_indices, dedupe_physical, select_gpus
-from green_callbacks.core.sensors.polling import PowerTrace, Sampler, trapezoid_j
+from green_callbacks.core.sensors.lifecycle import SensorLifecycle
+from green_callbacks.core.sensors.polling import PowerTrace, trapezoid_j
 
 __all__ = [
     "DEFAULT_SAMPLE_PERIOD_S",
@@ -83,7 +81,7 @@ class _Device:
     trace: PowerTrace = field(default_factory=PowerTrace)  # integrated power since start()
 
 
-class NvmlGpuSensor:
+class NvmlGpuSensor(SensorLifecycle):
     """Energy of the selected GPUs since ``start()``, summed; ``component="gpu"``, ``scope="device"``.
 
     Args:
@@ -98,6 +96,9 @@ class NvmlGpuSensor:
 
     component: Component = "gpu"
     scope: Scope = "device"
+    _what = "the GPU sensor"
+    _sampler_what = "the GPU power sampler"
+    _sampler_name = "green-callbacks-nvml-power"
 
     def __init__(
         self, gpus: Sequence[GpuId], *, sample_period_s: float = DEFAULT_SAMPLE_PERIOD_S, lib: Any = None
@@ -110,14 +111,8 @@ class NvmlGpuSensor:
             )
         self._lib = lib if lib is not None else nvml_library()
         self._period_s = float(sample_period_s)
-        self._lock = threading.Lock()
+        self._init_lifecycle()
         self._devices = [self._open(gpu) for gpu in dedupe_physical(gpus)]
-        self._started = False
-        self._start_s = 0.0
-        self._lost_note: str | None = None
-        self._sampler_error: BaseException | None = None
-        self._final: Reading | None = None  # set by close()
-        self._sampler: Sampler | None = None
         self._static_info = self._describe()
 
     # -- construction helpers
@@ -180,61 +175,30 @@ class NvmlGpuSensor:
         methods = {d.method for d in self._devices}
         return "+".join(m for m in (METHOD_COUNTER, METHOD_POWER) if m in methods)
 
-    @property
-    def sampling(self) -> bool:
-        """Whether the background power sampler is running."""
-        return self._sampler is not None and self._sampler.alive
+    def _sample_period_s(self) -> float | None:
+        return self._period_s if any(d.method == METHOD_POWER for d in self._devices) else None
 
-    def start(self) -> None:
-        """Zero the energy now (again, if called twice) and start the power sampler if any GPU needs it."""
-        with self._lock:
-            if self._final is not None:
-                return  # closed: a closed sensor stays closed
-            self._started = True
-            self._start_s = clock.now_s()
-            self._lost_note = None
-            for device in self._devices:
-                device.trace.reset()
-                try:
-                    if device.method == METHOD_COUNTER:
-                        device.baseline_mj = int(self._lib.nvmlDeviceGetTotalEnergyConsumption(device.handle))
-                    else:
-                        self._sample_device(device, self._start_s)
-                except self._lib.NVMLError as err:
-                    self._mark_lost(device, err)
-            if self._sampler is None and any(d.method == METHOD_POWER for d in self._devices):
-                self._sampler = Sampler(self, self._period_s, "green-callbacks-nvml-power")
-
-    def read(self) -> Reading:
-        """Joules since ``start()`` over all selected GPUs; ``unavailable`` (never raises) once a GPU failed."""
-        if not self._started:
-            self.start()
-        with self._lock:
-            return self._read_locked()
-
-    def sample_once(self) -> None:
-        """Take one power sample of every GPU on the power path (the sampler thread calls this on a timer)."""
-        with self._lock:
-            if not self._started or self._final is not None or self._lost_note is not None:
-                return
-            now_s = clock.now_s()
-            for device in self._devices:
-                if device.method != METHOD_POWER:
-                    continue
-                try:
+    def _start_locked(self, now_s: float) -> None:
+        for device in self._devices:
+            device.trace.reset()
+            try:
+                if device.method == METHOD_COUNTER:
+                    device.baseline_mj = int(self._lib.nvmlDeviceGetTotalEnergyConsumption(device.handle))
+                else:
                     self._sample_device(device, now_s)
-                except self._lib.NVMLError as err:
-                    self._mark_lost(device, err)
-                    return
+            except self._lib.NVMLError as err:
+                self._mark_lost(device, err)
 
-    def close(self) -> None:
-        """Stop the sampler (joined) and freeze the reading; later reads return the frozen one. Idempotent."""
-        if self._sampler is not None:
-            self._sampler.stop()
-        with self._lock:
-            if self._final is None:
-                never = Reading(None, UNAVAILABLE, "the GPU sensor was closed before it started")
-                self._final = self._read_locked(raise_bugs=False) if self._started else never
+    def _sample_locked(self, now_s: float) -> None:
+        """One power sample of every GPU on the power path (the sampler thread's tick)."""
+        for device in self._devices:
+            if device.method != METHOD_POWER:
+                continue
+            try:
+                self._sample_device(device, now_s)
+            except self._lib.NVMLError as err:
+                self._mark_lost(device, err)
+                return
 
     def info(self) -> dict[str, Any]:
         """JSON-ready: method, per-GPU names/UUIDs/methods/MIG, driver and NVML versions, lost note."""
@@ -250,16 +214,7 @@ class NvmlGpuSensor:
 
     # -- internals (call with the lock held)
 
-    def _read_locked(self, raise_bugs: bool = True) -> Reading:
-        if self._final is not None:
-            return self._final
-        if self._sampler_error is not None:
-            if raise_bugs and strict_mode():
-                raise self._sampler_error
-            return Reading(None, UNAVAILABLE, f"the GPU power sampler failed: {self._sampler_error!r}")
-        if self._lost_note is not None:
-            return Reading(None, UNAVAILABLE, self._lost_note)
-        now_s = clock.now_s()
+    def _measure_locked(self, now_s: float) -> Reading:
         total_mj = 0
         total_j = 0.0
         for device in self._devices:
@@ -269,14 +224,14 @@ class NvmlGpuSensor:
                     if counter_mj < device.baseline_mj:
                         self._mark_lost(device, None, f"its energy counter went back from {device.baseline_mj} "
                                         f"to {counter_mj} mJ (driver reloaded or GPU reset)")
-                        return Reading(None, UNAVAILABLE, self._lost_note or "")
+                        return Reading(None, UNAVAILABLE)
                     total_mj += counter_mj - device.baseline_mj
                 else:
                     self._sample_device(device, now_s)
                     total_j += device.trace.energy_j
             except self._lib.NVMLError as err:
                 self._mark_lost(device, err)
-                return Reading(None, UNAVAILABLE, self._lost_note or "")
+                return Reading(None, UNAVAILABLE)
         return Reading(total_mj / 1000.0 + total_j, self.method, self._mig_note())
 
     def _sample_device(self, device: _Device, now_s: float) -> None:
@@ -287,11 +242,11 @@ class NvmlGpuSensor:
             return
         if not why and err is not None:
             why = f"{type(err).__name__}: {err}"
-        elapsed_s = clock.now_s() - self._start_s
         others = " the other GPUs' energy is not reported alone, because a partial sum would be silently low;"
-        self._lost_note = (
-            f"{device.gpu.label()} lost {elapsed_s:.1f} s after the start ({why}); GPU energy is unavailable "
-            f"from then on;{others if len(self._devices) > 1 else ''} windows that ended earlier keep their values."
+        self._lose(
+            f"{device.gpu.label()} lost {self._seconds_since_start():.1f} s after the start ({why}); GPU energy is "
+            f"unavailable from then on;{others if len(self._devices) > 1 else ''} windows that ended earlier keep "
+            "their values."
         )
 
     def _mig_note(self) -> str:

@@ -23,15 +23,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import threading
 from collections.abc import Sequence
 from typing import Any
 
-from green_callbacks.core import clock
-from green_callbacks.core.guard import strict_mode
-from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE, Component, NullSensor, Reading, Scope, Sensor
+from green_callbacks.core.sensors.base import NOT_USED, Component, NullSensor, Reading, Scope, Sensor
+from green_callbacks.core.sensors.lifecycle import SensorLifecycle
 from green_callbacks.core.sensors.optional import SensorUnavailableError, import_optional
-from green_callbacks.core.sensors.polling import PowerTrace, Sampler
+from green_callbacks.core.sensors.polling import PowerTrace
 
 __all__ = ["CHIP_POWER_W", "METHOD", "TpuDutyCycleSensor", "build_tpu_sensor", "tpu_version"]
 
@@ -68,11 +66,14 @@ def _duty_cycles(monitoring: Any) -> list[float]:
     return [float(v) for v in monitoring.get_metric("duty_cycle_pct").data()]
 
 
-class TpuDutyCycleSensor:
+class TpuDutyCycleSensor(SensorLifecycle):
     """Estimated energy of this process's TPU chips since ``start()``; ``component="gpu"`` (the accelerator)."""
 
     component: Component = "gpu"
     scope: Scope = "device"
+    _what = "the TPU sensor"
+    _sampler_what = "the TPU sampler"
+    _sampler_name = "green-callbacks-tpu-duty"
 
     def __init__(self, chips: Sequence[int], chip_power_w: float, version: str, *,
                  sample_period_s: float = DEFAULT_SAMPLE_PERIOD_S, monitoring: Any = None) -> None:
@@ -85,13 +86,8 @@ class TpuDutyCycleSensor:
         self._chip_w = float(chip_power_w)
         self._version = version
         self._period_s = float(sample_period_s)
-        self._lock = threading.Lock()
+        self._init_lifecycle()
         self._trace = PowerTrace()
-        self._started = False
-        self._lost = ""
-        self._final: Reading | None = None
-        self._sampler: Sampler | None = None
-        self._sampler_error: BaseException | None = None
         self._power_w()  # probe: raises if the metric cannot be read or a chip is missing
 
     def _power_w(self) -> float:
@@ -105,66 +101,32 @@ class TpuDutyCycleSensor:
     def method(self) -> str:
         return METHOD
 
-    @property
-    def sampling(self) -> bool:
-        return self._sampler is not None and self._sampler.alive
+    def _sample_period_s(self) -> float | None:
+        return self._period_s
 
-    def start(self) -> None:
-        with self._lock:
-            if self._final is not None:
-                return
-            self._started, self._lost = True, ""
-            self._trace.reset()
-            self._sample(clock.now_s())
-            if self._sampler is None:
-                self._sampler = Sampler(self, self._period_s, "green-callbacks-tpu-duty")
+    def _start_locked(self, now_s: float) -> None:
+        self._trace.reset()
+        self._sample_locked(now_s)
 
-    def sample_once(self) -> None:
-        with self._lock:
-            if self._started and self._final is None and not self._lost:
-                self._sample(clock.now_s())
-
-    def _sample(self, now_s: float) -> None:
+    def _sample_locked(self, now_s: float) -> None:
         try:
             self._trace.add(now_s, self._power_w())
         except Exception as err:
-            self._lost = f"the TPU duty cycle could not be read ({type(err).__name__}: {err}); unavailable from then on"
+            self._lose(f"the TPU duty cycle could not be read ({type(err).__name__}: {err}); unavailable from then on")
 
-    def read(self) -> Reading:
-        if not self._started:
-            self.start()
-        with self._lock:
-            return self._read_locked()
-
-    def _read_locked(self, raise_bugs: bool = True) -> Reading:
-        if self._final is not None:
-            return self._final
-        if self._sampler_error is not None:
-            if raise_bugs and strict_mode():
-                raise self._sampler_error
-            return Reading(None, UNAVAILABLE, f"the TPU sampler failed: {self._sampler_error!r}")
-        if not self._lost:
-            self._sample(clock.now_s())
-        if self._lost:
-            return Reading(None, UNAVAILABLE, self._lost)
+    def _measure_locked(self, now_s: float) -> Reading:
+        self._sample_locked(now_s)
         return Reading(self._trace.energy_j, METHOD, self._note())
 
     def _note(self) -> str:
         return (f"estimate: duty cycle × {self._chip_w:.0f} W per TPU {self._version} chip (Green Algorithms); "
                 f"{NO_API}; idle draw is not counted")
 
-    def close(self) -> None:
-        if self._sampler is not None:
-            self._sampler.stop()
-        with self._lock:
-            if self._final is None:
-                never = Reading(None, UNAVAILABLE, "the TPU sensor was closed before it started")
-                self._final = self._read_locked(raise_bugs=False) if self._started else never
-
     def info(self) -> dict[str, Any]:
+        lost = {"lost": self._lost_note} if self._lost_note else {}
         return {"method": METHOD, "tpu_version": self._version, "chips": self._chips,
                 "chip_power_w": self._chip_w, "chip_power_source": "Green Algorithms",
-                "sample_period_s": self._period_s, "note": self._note(), **({"lost": self._lost} if self._lost else {})}
+                "sample_period_s": self._period_s, "note": self._note(), **lost}
 
 
 def build_tpu_sensor(
