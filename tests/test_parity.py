@@ -1,6 +1,6 @@
 """Adapter parity: one synthetic run driven through Lightning, Keras (torch backend) and HF transformers.
 
-DESIGN.md: "The same synthetic run driven through all three adapters must give identical values". The run:
+The project's rule "the same synthetic run driven through all three adapters must give identical values". The run:
 
 * the same MLP, Linear(8→16) – ReLU – Linear(16→2), starting from the same weights (the torch weights are copied into
   the Keras Dense layers, kernel = weightᵀ), trained by plain SGD (lr 0.1, constant) on cross-entropy;

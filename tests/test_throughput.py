@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from green_callbacks.core.throughput import THROUGHPUT_KEYS, BatchCounter, batch_counts, local_peak, throughput
+from green_callbacks.core.metric_keys import THROUGHPUT_KEYS, throughput_metrics
+from green_callbacks.core.throughput import BatchCounter, batch_counts, local_peak, throughput
 
 
 def arr(*shape: int | None) -> SimpleNamespace:
@@ -39,11 +40,11 @@ def test_batch_counter_unknown_until_told():
 def test_rates_and_mfu_by_hand():
     # 3 s of training: 30 samples, 300 tokens, 6e12 FLOPs; two devices of 1e12 FLOP/s each
     t = throughput(train_time_s=3.0, samples=30, tokens=300, train_flops=6e12, peak_flops_per_s=2e12)
-    assert t.metrics() == {"green/samples_per_s": 10.0, "green/tokens_per_s": 100.0,
+    assert throughput_metrics(t) == {"green/samples_per_s": 10.0, "green/tokens_per_s": 100.0,
                            "green/train_flops_per_s": 2e12, "green/mfu": 1.0}
-    assert list(t.metrics()) == list(THROUGHPUT_KEYS)
+    assert list(throughput_metrics(t)) == list(THROUGHPUT_KEYS)
     unknown = throughput(train_time_s=0.0, samples=30, tokens=None, train_flops=None, peak_flops_per_s=None)
-    assert all(math.isnan(v) for v in unknown.metrics().values())  # never 0, never a division by zero
+    assert all(math.isnan(v) for v in throughput_metrics(unknown).values())  # never 0, never a division by zero
     no_peak = throughput(train_time_s=2.0, samples=None, tokens=None, train_flops=4.0, peak_flops_per_s=None)
     assert no_peak.train_flops_per_s == 2.0 and no_peak.mfu is None
 

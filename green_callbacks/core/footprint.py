@@ -21,14 +21,12 @@ from green_callbacks.core.embodied import (
     accelerator_names,
     embodied_rate,
 )
-from green_callbacks.core.metric_keys import FOOTPRINT_KEYS
+from green_callbacks.core.metric_keys import FOOTPRINT_KEYS, footprint_metrics
 from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE
 from green_callbacks.core.units import joules_to_kwh
 from green_callbacks.core.water import DEFAULT_WUE_L_PER_KWH, WUE_SOURCE, water_for_location, water_l
 
 __all__ = ["FOOTPRINT_KEYS", "EpochFootprint", "FootprintTracker"]
-
-NAN = float("nan")
 
 
 @dataclass(frozen=True)
@@ -40,10 +38,6 @@ class EpochFootprint:
     time_s: float
     embodied_gco2e: float | None
     water_l: float | None
-
-
-def _nan(value: float | None) -> float:
-    return NAN if value is None else float(value)
 
 
 class FootprintTracker:
@@ -124,12 +118,9 @@ class FootprintTracker:
 
     def metrics(self) -> dict[str, float]:
         """The three ``green/`` keys of the last epoch (NaN where unavailable)."""
-        last = self.epochs[-1] if self.epochs else None
-        return {
-            "green/epoch_embodied_gco2e": NAN if last is None else _nan(last.embodied_gco2e),
-            "green/total_embodied_gco2e": _nan(self.total_embodied_gco2e if self.epochs else None),
-            "green/total_water_l": _nan(self.total_water_l if self.epochs else None),
-        }
+        if not self.epochs:
+            return footprint_metrics(None, None, None)
+        return footprint_metrics(self.epochs[-1].embodied_gco2e, self.total_embodied_gco2e, self.total_water_l)
 
     # ---------------------------------------------------------------- record
     def to_record(self, *, with_epochs: bool = True) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The one place where the ``green/...`` metric keys are named and built (DESIGN.md's contract).
+"""The one place where the ``green/...`` metric keys are named and built (the contract in the README's table of keys).
 
 An epoch's keys are built from its :class:`~green_callbacks.core.session.EpochRow` by :func:`epoch_metrics`; a new
 per-epoch key is added here (its name in :data:`METRIC_KEYS`, its value in :func:`epoch_metrics`) and reaches all
@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from green_callbacks.core.throughput import THROUGHPUT_KEYS, throughput
+from green_callbacks.core.throughput import Throughput, throughput
 from green_callbacks.core.units import joules_to_kwh
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -25,11 +25,14 @@ __all__ = [
     "METRIC_KEYS",
     "PREFIX",
     "PROGRESS_BAR_KEYS",
+    "THROUGHPUT_KEYS",
     "console_view",
     "epoch_metrics",
+    "footprint_metrics",
     "is_own_key",
     "nan_metrics",
     "progress_bar_metrics",
+    "throughput_metrics",
     "to_number",
     "user_metrics",
 ]
@@ -37,6 +40,14 @@ __all__ = [
 PREFIX = "green/"
 PROGRESS_BAR_KEYS: tuple[str, ...] = ("Wh", "gCO2e")
 """The compact running totals a progress bar shows (logged to the bar only, never to loggers)."""
+
+THROUGHPUT_KEYS: tuple[str, ...] = (
+    "green/samples_per_s",
+    "green/tokens_per_s",
+    "green/train_flops_per_s",
+    "green/mfu",
+)
+"""The per-epoch throughput keys, emitted from the first epoch on (NaN where unknown)."""
 
 FOOTPRINT_KEYS: tuple[str, ...] = (
     "green/epoch_embodied_gco2e",
@@ -120,9 +131,22 @@ def epoch_metrics(
         "green/train_flops_per_joule": per_joule,
         "green/projected_total_energy_kwh": _kwh(energy_p),
         "green/projected_total_emissions_gco2e": _nan(emissions_p),
-        **throughput(train_time_s=row.train_time_s, samples=row.samples, tokens=row.tokens,
-                     train_flops=row.train_flops, peak_flops_per_s=row.peak_flops_per_s).metrics(),
+        **throughput_metrics(throughput(train_time_s=row.train_time_s, samples=row.samples, tokens=row.tokens,
+                                        train_flops=row.train_flops, peak_flops_per_s=row.peak_flops_per_s)),
     }
+
+
+def throughput_metrics(t: Throughput) -> dict[str, float]:
+    """The four keys of :data:`THROUGHPUT_KEYS` as plain floats (NaN where unknown)."""
+    values = (t.samples_per_s, t.tokens_per_s, t.train_flops_per_s, t.mfu)
+    return {k: math.nan if v is None else float(v) for k, v in zip(THROUGHPUT_KEYS, values, strict=True)}
+
+
+def footprint_metrics(last_embodied_gco2e: float | None, total_embodied_gco2e: float | None,
+                      total_water_l: float | None) -> dict[str, float]:
+    """The three keys of :data:`FOOTPRINT_KEYS` as plain floats (NaN where unavailable)."""
+    values = (last_embodied_gco2e, total_embodied_gco2e, total_water_l)
+    return {k: math.nan if v is None else float(v) for k, v in zip(FOOTPRINT_KEYS, values, strict=True)}
 
 
 def progress_bar_metrics(metrics: Mapping[str, float]) -> dict[str, float]:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "THROUGHPUT_KEYS",
     "BatchCounter",
     "PeakInfo",
     "Throughput",
@@ -28,14 +27,6 @@ __all__ = [
     "local_peak",
     "throughput",
 ]
-
-THROUGHPUT_KEYS: tuple[str, ...] = (
-    "green/samples_per_s",
-    "green/tokens_per_s",
-    "green/train_flops_per_s",
-    "green/mfu",
-)
-"""The per-epoch throughput keys, emitted from the first epoch on (NaN where unknown)."""
 
 TOKEN_KEYS: tuple[str, ...] = ("input_ids",)
 """Batch entries whose element count is the number of input tokens (padding included, no device sync)."""
@@ -72,10 +63,6 @@ class Throughput:
             return None
         return rate / self.peak_flops_per_s
 
-    def metrics(self) -> dict[str, float]:
-        """The four keys of :data:`THROUGHPUT_KEYS` as plain floats (NaN where unknown)."""
-        values = (self.samples_per_s, self.tokens_per_s, self.train_flops_per_s, self.mfu)
-        return {k: math.nan if v is None else float(v) for k, v in zip(THROUGHPUT_KEYS, values, strict=True)}
 
 
 def _rate(count: float | None, seconds: float) -> float | None:
