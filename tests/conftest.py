@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -10,6 +11,22 @@ os.environ.setdefault("GREEN_CALLBACKS_STRICT", "1")
 # No test may depend on the developer's own location settings.
 for _name in ("GREEN_CALLBACKS_COUNTRY", "GREEN_CALLBACKS_REGION", "GREEN_CALLBACKS_CARBON_INTENSITY"):
     os.environ.pop(_name, None)
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a module blocked in sys.modules, or a broken install
+        return False
+
+
+# The fault suite trains real models in every test: without torch it is left out of collection (and said so in the
+# header) instead of failing it; every other torch-only file skips itself with pytest.importorskip.
+collect_ignore = [] if _importable("torch") else ["faults"]
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    return None if _importable("torch") else "torch is not installed: tests/faults (real trainings) not collected"
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from __future__ import annotations
 import types
 
 import pytest
-import torch
 
 from green_callbacks.core.record import read_record
 from green_callbacks.core.sensors.accelerators import (
@@ -34,6 +33,8 @@ from tests.fakes.fake_amdsmi import FakeAmdGpu, FakeAmdsmi
 from tests.fakes.fake_libtpu import FakeTpuChips
 from tests.fakes.fake_pyzes import FakeDomain, FakeIntelGpu, FakePyzes
 from tests.fakes.fake_zeus_apple_silicon import FakeSoc, FakeZeusAppleSilicon
+
+torch = pytest.importorskip("torch")
 
 J_PER_KWH = 3.6e6
 EPOCH_S = 3 * 1.0 + 2 * 0.5  # 4 s

@@ -45,7 +45,7 @@ def _adapters():
     os.environ.setdefault("KERAS_BACKEND", "torch")
     out = []
     for name in ("lightning", "keras", "transformers"):
-        module = pytest.importorskip(f"green_callbacks.{name}")
+        module = pytest.importorskip(f"green_callbacks.{name}", exc_type=ImportError)
         out.append(module.GreenCallback)
     return out
 

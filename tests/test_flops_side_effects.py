@@ -11,10 +11,10 @@ import random
 import warnings
 from typing import ClassVar
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+import numpy as np  # noqa: E402  (numpy comes with torch)
 from torch import nn  # noqa: E402
 
 

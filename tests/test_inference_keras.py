@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 import os
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 if keras.backend.backend() != "torch":  # pragma: no cover - the suite runs with KERAS_BACKEND=torch
     pytest.skip("these tests drive the torch backend", allow_module_level=True)
+
+import numpy as np  # noqa: E402  (numpy comes with keras)
 
 from green_callbacks.core.phase import phase_metric_keys  # noqa: E402
 from green_callbacks.core.record import read_record  # noqa: E402

@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from green_callbacks.core import clock
@@ -124,6 +123,7 @@ def test_percentile_and_break_even() -> None:
 
 
 def test_batch_inspection() -> None:
+    np = pytest.importorskip("numpy")
     batch = {"input_ids": np.zeros((2, 5), dtype=np.int64), "attention_mask": np.array([[1, 1, 1, 0, 0], [1] * 5])}
     sig = batch_signature(batch)
     int64 = np.dtype("int64")
@@ -146,6 +146,7 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> clock.FakeClock:
 
 def _run_phase(tmp_path: Path, fake_clock: clock.FakeClock, training: object = None) -> PhaseSession:
     """gpu 100 W + cpu 20 W; 3 batches of 4 samples (the first is warm-up) and 1 new-shape batch of 2."""
+    np = pytest.importorskip("numpy")
     sensors = [ConstantPowerSensor("gpu", 100.0), ConstantPowerSensor("cpu", 20.0, scope="node")]
     config = GreenConfig(carbon_intensity=500.0, pue=1.2, output_dir=str(tmp_path))
     phase = PhaseSession(config, framework="test", kind="predict", sensors=sensors, training=training)
@@ -228,6 +229,7 @@ def test_phase_links_to_its_fit_and_computes_the_break_even(tmp_path: Path, fake
 
 
 def test_aborted_phase_keeps_what_was_measured(tmp_path: Path, fake_clock: clock.FakeClock) -> None:
+    np = pytest.importorskip("numpy")
     config = GreenConfig(carbon_intensity=500.0, output_dir=str(tmp_path))
     phase = PhaseSession(config, framework="test", kind="test", sensors=[ConstantPowerSensor("gpu", 10.0)])
     phase.start()
@@ -245,6 +247,7 @@ def test_unknown_kind_is_refused() -> None:
 
 
 def test_the_phase_and_its_first_warmup_window_open_on_one_read(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
     from green_callbacks.core.sensors.fake import StepEnergySensor
 
     sensor = StepEnergySensor("gpu", 1.0)
@@ -291,6 +294,7 @@ def test_sigterm_mid_phase_writes_an_interrupted_record(tmp_path: Path) -> None:
 
 
 def test_output_tokens_split_between_warmup_and_steady(tmp_path: Path, fake_clock: clock.FakeClock) -> None:
+    np = pytest.importorskip("numpy")
     phase = PhaseSession(GreenConfig(carbon_intensity=1.0, output_dir=str(tmp_path)), framework="t", kind="predict",
                          sensors=[ConstantPowerSensor("gpu", 10.0)])
     phase.start()

@@ -59,6 +59,7 @@ def test_exit_codes(capsys, tmp_path) -> None:
 
 
 def test_markdown_with_plots_and_badges(tmp_path, capsys) -> None:
+    pytest.importorskip("matplotlib")
     out = tmp_path / "paper" / "appendix.md"
     code = run_report(paths=[str(RECORDS / "sweep"), str(RECORDS / "single")], format="markdown", out=str(out),
                       plots=str(tmp_path / "paper" / "fig"), badges=str(tmp_path / "badges"), pledge=True,
@@ -80,7 +81,7 @@ def test_markdown_with_plots_and_badges(tmp_path, capsys) -> None:
 
 
 def test_pngs_open_with_matplotlib(tmp_path) -> None:
-    import matplotlib.image as mpimg
+    mpimg = pytest.importorskip("matplotlib.image")
 
     three = [RECORDS / "sweep" / "green-run-sweep-00.json", RECORDS / "sweep" / "green-run-sweep-22.json",
              RECORDS / "crashed"]  # three runs of val_acc: a small sweep, every run drawn
@@ -94,6 +95,7 @@ def test_pngs_open_with_matplotlib(tmp_path) -> None:
 
 
 def test_html_is_self_contained(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
     out = tmp_path / "report.html"
     assert run_report(paths=[str(RECORDS / "sweep")], format="html", out=str(out), pledge=True) == 0
     page = out.read_text()
