@@ -196,3 +196,89 @@ def test_bad_config_is_a_clear_value_error(kwargs, fragment):
 def test_monitor_without_inferable_mode_explains(tmp_path):
     with pytest.raises(ValueError, match="pass mode='min' or mode='max'"):
         make_session(tmp_path, monitor="val_wobble")
+
+
+class _H100(ConstantPowerSensor):
+    """A constant-power GPU that names its board, as NVML does (the hardware boundary)."""
+
+    def info(self):
+        return {**super().info(), "devices": [{"name": "NVIDIA H100 80GB HBM3"}]}
+
+
+def _h100_session(tmp_path, **config):
+    config.setdefault("carbon_intensity", 400.0)
+    return Session(GreenConfig(output_dir=str(tmp_path), **config), framework="test",
+                   sensors=[_H100("gpu", 100.0), ConstantPowerSensor("cpu", 20.0, scope="node"),
+                            ConstantPowerSensor("ram", 5.0, scope="process")],
+                   dist=DistInfo(), reducer=lambda v: [float(x) for x in v])
+
+
+def test_the_reader_gives_back_the_rows_the_engine_wrote(tmp_path, fake_clock):
+    from green_callbacks.core.record import load_record
+
+    session = _h100_session(tmp_path, monitor="val_loss")
+    session.start(compute_dtype="bf16")
+    for loss in (0.9, 0.5):
+        session.epoch_start()
+        session.add_batch({"input_ids": _Shape((4, 6))})  # 4 samples, 24 tokens
+        fake_clock.advance(10.0)
+        session.add_flops(train=1e12)
+        session.eval_start()
+        fake_clock.advance(2.0)
+        session.add_flops(eval=1e11)
+        session.eval_end()
+        session.epoch_end({"val_loss": loss})
+    session.finish("completed")
+    record = load_record(session.record_path)
+    # every field of every row, read back into the engine's own type
+    assert record.epochs == session.rows
+    assert record.totals == session.totals
+    row = record.epochs[0]
+    assert (row.train_time_s, row.samples, row.tokens) == (10.0, 4.0, 24.0)
+    assert row.peak_flops_per_s == 989.4e12  # the H100 SXM's dense bf16 peak
+
+
+def test_the_report_shows_the_mfu_the_run_logged(tmp_path, fake_clock):
+    from green_callbacks.core.record import load_record
+    from green_callbacks.report.efficiency import run_mfu
+    from green_callbacks.report.runs import summarize_run
+
+    session = _h100_session(tmp_path)
+    session.start(compute_dtype="fp32")
+    logged = []
+    for train_s in (10.0, 30.0):
+        session.epoch_start()
+        fake_clock.advance(train_s)
+        session.add_flops(train=6.7e14)
+        session.eval_start()
+        fake_clock.advance(2.0)
+        session.add_flops(eval=5e13)  # evaluation FLOPs and time are not part of MFU
+        session.eval_end()
+        logged.append(session.epoch_end({})["green/mfu"])
+    session.finish("completed")
+    # by hand: 6.7e14 FLOPs in 10 s, then in 30 s, at the H100 SXM's 67 TFLOP/s fp32
+    assert logged == [pytest.approx(6.7e14 / (10.0 * 67e12)), pytest.approx(6.7e14 / (30.0 * 67e12))]
+    run = summarize_run(load_record(session.record_path))
+    shown = run_mfu(run)
+    # the run's MFU is the training-time-weighted mean of the logged values: 2 x 6.7e14 / (40 s x 67e12)
+    assert shown.value == pytest.approx((logged[0] * 10 + logged[1] * 30) / 40, rel=1e-12)
+    assert shown.value == pytest.approx(2 * 6.7e14 / (40.0 * 67e12), rel=1e-12)
+    assert "as logged" in shown.peak_source and "fp32" in shown.peak_source
+    # the report's dtype assumption does not override what the run trained at
+    assert run_mfu(run, dtype="bf16").value == shown.value
+    # one epoch: exactly the logged figure
+    single = _h100_session(tmp_path / "one")
+    single.start(compute_dtype="fp32")
+    single.epoch_start()
+    fake_clock.advance(10.0)
+    single.add_flops(train=6.7e14)
+    one = single.epoch_end({})["green/mfu"]
+    single.finish("completed")
+    assert run_mfu(summarize_run(load_record(single.record_path))).value == one
+
+
+class _Shape:
+    """A batch entry with a shape, as a tensor has (no framework needed)."""
+
+    def __init__(self, shape):
+        self.shape = shape

@@ -75,8 +75,9 @@ class Totals:
     a total is never silently a partial one reported as complete.
     """
 
-    epochs: int = 0
-    time_s: float = 0.0
+    epochs: int | None = 0
+    time_s: float | None = 0.0
+    """``None`` only in a record read back that lacks them (the engine always knows both)."""
     train_flops: float | None = 0.0
     eval_flops: float | None = 0.0
     energy_j: float | None = 0.0

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from green_callbacks.core.convergence import Totals
+from green_callbacks.core.rows import EpochRow
 from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE
 
 __all__ = [
@@ -45,11 +47,9 @@ __all__ = [
     "CarbonInfo",
     "ComponentInfo",
     "ConvergenceInfo",
-    "EpochEntry",
     "Milestone",
     "RecordError",
     "RunRecord",
-    "RunTotals",
     "find_records",
     "load_record",
     "max_record_bytes",
@@ -267,36 +267,6 @@ class ComponentInfo:
 
 
 @dataclass(frozen=True)
-class RunTotals:
-    """Running totals: energy in J before PUE, emissions in gCO2e after PUE; ``None`` = unavailable."""
-
-    epochs: int | None = None
-    time_s: float | None = None
-    train_flops: float | None = None
-    eval_flops: float | None = None
-    energy_j: float | None = None
-    emissions_gco2e: float | None = None
-
-
-@dataclass(frozen=True)
-class EpochEntry:
-    """One completed epoch (an entry of ``epochs``, or a line of the epochs log)."""
-
-    epoch: int
-    time_s: float
-    energy_j: float | None
-    component_energy_j: Mapping[str, float | None]
-    component_method: Mapping[str, str]
-    eval_energy_j: float | None
-    train_flops: float | None
-    eval_flops: float | None
-    emissions_gco2e: float | None
-    totals: RunTotals | None
-    metrics: Mapping[str, float | None]
-    missing_components: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class Milestone:
     """``convergence.best`` / ``at_target``: the epoch, the metric's value and the run's totals at its end."""
 
@@ -339,8 +309,8 @@ class RunRecord(Mapping[str, Any]):
     convergence: ConvergenceInfo
     hyperparameters: Mapping[str, Any]
     lost: Mapping[str, str]
-    totals: RunTotals
-    epochs: tuple[EpochEntry, ...]
+    totals: Totals
+    epochs: tuple[EpochRow, ...]
     partial_epoch: Mapping[str, Any] | None
     epochs_log: str | None
     path: str = ""
@@ -441,9 +411,9 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     return tuple(_text(v, f"{where}[{i}]", optional=False) or "" for i, v in enumerate(value))
 
 
-def _totals(value: Any, where: str) -> RunTotals:
+def _totals(value: Any, where: str) -> Totals:
     data = _obj(value, where)
-    return RunTotals(
+    return Totals(
         epochs=_integer(data.get("epochs"), f"{where}.epochs"),
         time_s=_number(data.get("time_s"), f"{where}.time_s"),
         train_flops=_number(data.get("train_flops"), f"{where}.train_flops"),
@@ -457,13 +427,13 @@ def _energies(value: Any, where: str) -> dict[str, float | None]:
     return {str(k): _number(v, f"{where}.{k}") for k, v in _obj(value, where).items()}
 
 
-def _epoch(value: Any, where: str) -> EpochEntry:
+def _epoch(value: Any, where: str) -> EpochRow:
     data = _obj(value, where, optional=False)
     metrics = {str(k): _number(v, f"{where}.metrics.{k}", minimum=None, limit=MAX_METRIC)
                for k, v in _obj(data.get("metrics"), f"{where}.metrics").items()}
     methods = {str(k): _text(v, f"{where}.component_method.{k}", optional=False) or ""
                for k, v in _obj(data.get("component_method"), f"{where}.component_method").items()}
-    return EpochEntry(
+    return EpochRow(
         epoch=_integer(data.get("epoch"), f"{where}.epoch", optional=False) or 0,
         time_s=_number(data.get("time_s"), f"{where}.time_s", optional=False) or 0.0,
         energy_j=_number(data.get("energy_j"), f"{where}.energy_j"),
@@ -476,6 +446,10 @@ def _epoch(value: Any, where: str) -> EpochEntry:
         totals=None if data.get("totals") is None else _totals(data.get("totals"), f"{where}.totals"),
         metrics=metrics,
         missing_components=_strings(data.get("missing_components"), f"{where}.missing_components"),
+        train_time_s=_number(data.get("train_time_s"), f"{where}.train_time_s"),
+        samples=_number(data.get("samples"), f"{where}.samples"),
+        tokens=_number(data.get("tokens"), f"{where}.tokens"),
+        peak_flops_per_s=_number(data.get("peak_flops_per_s"), f"{where}.peak_flops_per_s"),
     )
 
 

@@ -1,4 +1,8 @@
-"""One epoch of a run as the engine computed it: the row the record, the metrics and the report are built from."""
+"""One epoch of a run as the engine computed it: the row the record, the metrics and the report are built from.
+
+The writer serialises it (:meth:`EpochRow.to_record`) and the reader parses the record's epochs back into it
+(:func:`green_callbacks.core.record.parse_record`, validated): one type on both sides.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ class EpochRow:
     train_flops: float | None
     eval_flops: float | None
     emissions_gco2e: float | None
-    totals: Totals
+    totals: Totals | None
+    """The run's totals at the end of this epoch (``None`` only in an old record's epoch that lacks them)."""
     metrics: Mapping[str, float] = field(default_factory=dict)
     missing_components: tuple[str, ...] = ()
     """Components unavailable in this epoch: ``energy_j`` and emissions are the sum of the others."""
@@ -42,7 +47,7 @@ class EpochRow:
 
     def to_record(self) -> dict[str, Any]:
         out = dict(vars(self))  # the fields, shallow (asdict's deep copy cost ~0.1 ms per epoch)
-        out["totals"] = dict(vars(self.totals))
+        out["totals"] = None if self.totals is None else dict(vars(self.totals))
         out["component_energy_j"] = dict(self.component_energy_j)
         out["component_method"] = dict(self.component_method)
         out["metrics"] = dict(self.metrics)

@@ -15,7 +15,7 @@ unknown dtype gives NaN, with the reason (:attr:`PeakInfo.reason`) said once per
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,8 @@ __all__ = [
     "Throughput",
     "batch_counts",
     "local_peak",
+    "mfu_of",
+    "run_mfu",
     "throughput",
 ]
 
@@ -57,11 +59,35 @@ class Throughput:
 
     @property
     def mfu(self) -> float | None:
-        """``train_flops / (train_time_s · peak_flops_per_s)``: the share of the devices' dense peak the model used."""
-        rate = self.train_flops_per_s
-        if rate is None or self.peak_flops_per_s is None or self.peak_flops_per_s <= 0:
+        """The epoch's MFU (:func:`mfu_of`): the share of the devices' dense peak the model used."""
+        return mfu_of(self.train_flops, self.train_time_s, self.peak_flops_per_s)
+
+
+def mfu_of(train_flops: float | None, train_time_s: float | None, peak_flops_per_s: float | None) -> float | None:
+    """The one definition of MFU: ``train_flops / (train_time_s · peak_flops_per_s)``.
+
+    Training (forward + backward) FLOPs over the training time (the wall time less evaluation) and the summed dense
+    peak of the devices that trained, at the run's compute dtype. ``None`` where any part is unknown.
+    """
+    if train_flops is None or train_time_s is None or peak_flops_per_s is None:
+        return None
+    if not (math.isfinite(train_time_s) and train_time_s > 0 and peak_flops_per_s > 0):
+        return None
+    return float(train_flops) / (float(train_time_s) * float(peak_flops_per_s))
+
+
+def run_mfu(rows: Iterable[Any]) -> float | None:
+    """The run's MFU over its epochs (objects with ``train_flops``, ``train_time_s``, ``peak_flops_per_s``, such as
+    :class:`~green_callbacks.core.rows.EpochRow`): :func:`mfu_of` with every epoch's FLOPs over every epoch's
+    training time × peak, i.e. the training-time-weighted mean of the logged ``green/mfu``; ``None`` if any epoch
+    lacks a part (FLOPs not counted, no known peak, a record written before these were kept)."""
+    flops = capacity = 0.0
+    for row in rows:
+        if row.train_flops is None or row.train_time_s is None or row.peak_flops_per_s is None:
             return None
-        return rate / self.peak_flops_per_s
+        flops += row.train_flops
+        capacity += row.train_time_s * row.peak_flops_per_s
+    return mfu_of(flops, 1.0, capacity) if capacity > 0 else None
 
 
 

@@ -1,19 +1,22 @@
-"""Model FLOPs utilisation of a run, where the accelerator's dense peak is known.
+"""Model FLOPs utilisation of a run, with the one definition the run logged as ``green/mfu``.
 
-``MFU = counted FLOPs (training + evaluation) / (wall time x sum of the GPUs' dense peak FLOP/s)``. It is a run
-average over wall-clock time, so data loading, evaluation and logging count against it. The peak comes from the
-user (``--peak-tflops``) or from :mod:`green_callbacks.core.flops.peaks` for the recorded GPU names at the compute
-dtype: the record's precision when it names one (Lightning records ``lightning.precision``), else the dtype the user
-gives, else bf16 — and the report says which was assumed. No peak, no MFU: ``unknown``, never guessed.
+``MFU = training FLOPs / (training time x the devices' dense peak at the run's compute dtype)``
+(:func:`green_callbacks.core.throughput.run_mfu`, the training-time-weighted mean of the epochs' ``green/mfu``). A
+record of schema 1.1 keeps each epoch's training time and peak, so the report reads them; ``--peak-tflops`` replaces
+the peak (per GPU). Records written before these were kept (schema 1.0, or an epoch without them) get the older
+wall-clock estimate instead — counted FLOPs (training + evaluation) / (wall time x the peak table's figure for the
+recorded GPU names at the record's precision, else the dtype given, else bf16) — labelled as that estimate. No peak,
+no MFU: ``unknown``, never guessed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from green_callbacks.core.flops.peaks import mfu, normalize_dtype, peak_spec
+from green_callbacks.core.throughput import run_mfu as logged_mfu
 from green_callbacks.report.runs import RunSummary
 
 __all__ = ["DEFAULT_DTYPE", "Mfu", "record_dtype", "run_mfu"]
@@ -54,17 +57,21 @@ def run_mfu(run: RunSummary, peak_flops_per_s: float | None = None, dtype: str |
     flops = run.train_flops
     if flops is None:
         return Mfu(None, None, "unknown: FLOPs not counted")
+    if peak_flops_per_s is not None and not peak_flops_per_s > 0:
+        raise ValueError(f"the peak must be a positive FLOP/s per GPU, got {peak_flops_per_s!r}")
+    rows = getattr(run.record, "epochs", None) or ()  # a RunRecord; a bare dict takes the wall-time estimate
+    if rows and all(r.train_time_s is not None for r in rows):
+        return _logged(run, rows, peak_flops_per_s)
     total = flops + (run.eval_flops or 0.0)
     devices = run.gpu_names
     if not devices:
         return Mfu(None, None, "unknown: no GPU recorded")
     if run.time_s <= 0:
         return Mfu(None, None, "unknown: no time recorded")
+    wall = "wall-time estimate: this record keeps no training time"
     if peak_flops_per_s is not None:
-        if not peak_flops_per_s > 0:
-            raise ValueError(f"the peak must be a positive FLOP/s per GPU, got {peak_flops_per_s!r}")
         peak = peak_flops_per_s * len(devices)
-        return Mfu(mfu(total, run.time_s, peak), peak, f"user, {peak_flops_per_s:.4g} FLOP/s per GPU")
+        return Mfu(mfu(total, run.time_s, peak), peak, f"user, {peak_flops_per_s:.4g} FLOP/s per GPU ({wall})")
     named = record_dtype(run.record)
     chosen = named or normalize_dtype(dtype or DEFAULT_DTYPE)
     how = "from the record" if named else ("given" if dtype else "assumed")
@@ -75,5 +82,31 @@ def run_mfu(run: RunSummary, peak_flops_per_s: float | None = None, dtype: str |
     peak = sum(s.peak_flops_per_s for s in specs if s is not None)
     first = specs[0]
     assert first is not None
-    source = f"peak table: {first.device} {chosen} ({how}), {first.source}"
+    source = f"peak table: {first.device} {chosen} ({how}), {first.source} ({wall})"
     return Mfu(mfu(total, run.time_s, peak), peak, source)
+
+
+def _logged(run: RunSummary, rows: Any, user_peak_per_gpu: float | None) -> Mfu:
+    """The run's own MFU from its epochs' training time and peak (what ``green/mfu`` logged), or the user's peak."""
+    throughput = run.record.get("throughput") if run.record is not None else None
+    info = throughput if isinstance(throughput, Mapping) else {}
+    if user_peak_per_gpu is not None:
+        devices = len(run.gpu_names) or len(info.get("devices") or ())
+        if not devices:
+            return Mfu(None, None, "unknown: no GPU recorded")
+        peak = user_peak_per_gpu * devices
+        rows = [_with_peak(r, peak) for r in rows]
+        value = logged_mfu(rows)
+        return Mfu(value, peak, f"user, {user_peak_per_gpu:.4g} FLOP/s per GPU, over the training time")
+    value = logged_mfu(rows)
+    if value is None:
+        why = info.get("mfu_unavailable") if isinstance(info.get("mfu_unavailable"), str) else None
+        return Mfu(None, None, f"unknown: {why or 'no peak known for the devices that trained'}")
+    peak = rows[-1].peak_flops_per_s
+    dtype = info.get("compute_dtype") if isinstance(info.get("compute_dtype"), str) else "the run's dtype"
+    source = info.get("peak_source") if isinstance(info.get("peak_source"), str) else "the peak table"
+    return Mfu(value, peak, f"as logged (green/mfu): {dtype} peak, {source}; training FLOPs over the training time")
+
+
+def _with_peak(row: Any, peak: float) -> Any:
+    return replace(row, peak_flops_per_s=peak)

@@ -21,7 +21,6 @@ from typing import Any
 from green_callbacks.core.record import (
     METHOD_NOT_USED,
     METHOD_UNAVAILABLE,
-    EpochEntry,
     RecordError,
     RunRecord,
     find_records,
@@ -29,6 +28,7 @@ from green_callbacks.core.record import (
     max_record_bytes,
     parse_record,
 )
+from green_callbacks.core.rows import EpochRow
 from green_callbacks.report.inference import is_phase_record
 
 __all__ = [
@@ -152,14 +152,14 @@ def _components(record: RunRecord) -> tuple[ComponentSummary, ...]:
     return tuple(out)
 
 
-def _flops(rows: Sequence[EpochEntry], key: str) -> float | None:
+def _flops(rows: Sequence[EpochRow], key: str) -> float | None:
     values = [getattr(row, key) for row in rows]
     if not values or any(v is None for v in values):
         return None
     return math.fsum(v for v in values if v is not None)
 
 
-def _train_flops_per_j(rows: Sequence[EpochEntry]) -> float | None:
+def _train_flops_per_j(rows: Sequence[EpochRow]) -> float | None:
     """Training FLOPs per joule of training energy (epoch energy minus its evaluation energy), whole run."""
     flops = _flops(rows, "train_flops")
     if flops is None:
