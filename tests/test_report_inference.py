@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from pathlib import Path
 
 import pytest
 
-from green_callbacks.report.inference import (
-    is_phase_record,
-    phase_rows,
-    render_inference_markdown,
-    render_inference_text,
-)
+from green_callbacks.report.build import Report
+from green_callbacks.report.inference import is_phase_record, phase_rows, phase_table
+from green_callbacks.report.render import render_markdown, render_text
 
 
 def _fit(run_id: str = "fit1", energy_j: float = 3600.0, grams: float = 0.4) -> dict:
@@ -49,15 +49,24 @@ def test_break_even_prefers_the_fit_record_read_with_it() -> None:
     assert rows[0].break_even.samples_for_energy == pytest.approx(200.0)  # type: ignore[union-attr]
 
 
+def _phases_only(rows) -> Report:
+    return Report(runs=(), skipped=(), sweeps=(), mfu=(), emissions_gco2e=None, emissions_runs_unavailable=0,
+                  emissions_partial=False, offset=None, badges=(), phases=tuple(rows))
+
+
 def test_text_and_markdown() -> None:
     rows = phase_rows([_fit(), _phase(training={"run_id": "fit1"}), _phase("test", per_sample_j=None)])
-    text = render_inference_text(rows)
+    header, cells = phase_table(rows)
+    assert header[0] == "phase" and cells[0][-2] == "7,200 (energy), 4,000 (emissions)"
+    assert cells[1][-2] == "no training record" and cells[1][4] == "unavailable"
+    text = render_text(_phases_only(rows))  # the report's own emitters, as for fits
     assert text.startswith("== Using the model ==")
     assert "7,200 (energy), 4,000 (emissions)" in text
     assert "no training record" in text and "unavailable" in text
-    md = render_inference_markdown(rows)
-    assert md.startswith("## Using the model") and "| predict | keras | 1000 |" in md
-    assert render_inference_text([]) == "" and render_inference_markdown([]) == ""
+    md = render_markdown(_phases_only(rows))
+    assert "\n## Using the model\n" in md and "| predict | keras | 1000 |" in md
+    assert "## Runs" not in md  # no empty section for the fits that are not there
+    assert "Using the model" not in render_text(_phases_only([]))
 
 
 def test_report_command_shows_the_break_even_of_a_real_run(tmp_path, fake_clock, capsys) -> None:
@@ -85,3 +94,13 @@ def test_report_command_shows_the_break_even_of_a_real_run(tmp_path, fake_clock,
     phase_only = [p for p in Path(tmp_path / "runs").glob("green-run-*.json") if p != callback.record_path]
     assert run_report(paths=[str(p) for p in phase_only]) == 0
     assert capsys.readouterr().out.startswith("== Using the model ==")
+    # the phase records alone, machine-readable: real JSON and CSV (before: the text table in every format)
+    assert run_report(paths=[str(p) for p in phase_only], format="json") == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["runs"] == [] and [p["kind"] for p in body["phases"]] == ["predict"]
+    assert body["phases"][0]["break_even"]["samples_for_energy"] == pytest.approx(FIT_J / J_PER_SAMPLE)
+    assert run_report(paths=[str(p) for p in phase_only], format="csv") == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["kind"], r["framework"], r["samples"]) for r in rows] == [("predict", "lightning", "10")]
+    assert float(rows[0]["energy_per_sample_j"]) == pytest.approx(J_PER_SAMPLE)
+    assert float(rows[0]["break_even_samples_energy"]) == pytest.approx(FIT_J / J_PER_SAMPLE)

@@ -231,7 +231,7 @@ def test_markdown_escapes_html_links_and_images(tmp_path) -> None:
 def test_terminal_output_has_no_control_characters(tmp_path, capsys) -> None:
     (tmp_path / "green-run-x.json").write_text(json.dumps(_hostile()))
     (tmp_path / "green-run-\x1b[2Jbad.json").write_text("{")  # skipped: its name goes to stderr
-    for fmt in ("text", "markdown", "csv"):
+    for fmt in ("text", "markdown", "csv", "html", "json"):  # html: before #28.4 the ESC and BEL went through
         assert run_report(paths=[str(tmp_path)], format=fmt) == 0
         captured = capsys.readouterr()
         for stream in (captured.out, captured.err):

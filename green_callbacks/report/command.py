@@ -8,18 +8,22 @@ Wiring (in ``green_callbacks/cli.py``)::
 
 Exit status: 0 when at least one record was read, 1 when none was, 2 for bad options, a missing path or an output
 that cannot be written (one line on standard error says what and how to fix it).
+
+Every record read — fits, and test / predict / evaluate phases with or without fits beside them — goes through one
+report (:func:`~green_callbacks.report.build.build_report`) and one emitter per format, which make record text
+inert; this module only writes what they return: to standard output, or to a file replaced atomically, after making
+it encodable (a non-UTF-8 file name in a record is written as its bytes, never an error).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from green_callbacks.report._text import strip_control
+from green_callbacks.report._output import say, show, write_atomic, write_text_atomic
 
 __all__ = ["FORMATS", "add_report_arguments", "run_report"]
 
@@ -104,7 +108,7 @@ def _relative(path: Path, out: str | None) -> str:
 
 
 def _error(message: str) -> int:
-    print(strip_control(f"green-callbacks report: {message}"), file=sys.stderr)
+    say(f"green-callbacks report: {message}")
     return 2
 
 
@@ -138,20 +142,23 @@ def _footprint_options(ns: argparse.Namespace) -> Any:
                             lowest=int(lowest), local=local, cloud=cloud)
 
 
-def _write_error(what: str, target: Path, err: OSError, option: str) -> int:
-    reason = err.strerror or type(err).__name__
-    where = f" ({err.filename})" if err.filename and str(err.filename) != str(target) else ""
-    return _error(f"cannot write the {what} to {target}: {reason}{where}; give {option} a writable place")
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest existing ancestor of ``folder`` (or ``folder`` itself) when it is not a folder."""
+    for place in (folder, *folder.parents):
+        if os.path.lexists(place):
+            return None if place.is_dir() else place
+    return None
 
 
-def _inference_section(loaded: Any, fmt: str) -> str:
-    """The "Using the model" section (test/predict/evaluate records and the break-even) in the chosen format."""
-    from green_callbacks.report.inference import phase_rows, render_inference_markdown, render_inference_text
-
-    rows = phase_rows([*loaded.fits, *loaded.phases])
-    if not rows:
-        return ""
-    return render_inference_markdown(rows) if fmt == "markdown" else render_inference_text(rows)
+def _write_error(what: str, target: Path, err: OSError, option: str, folder: Path) -> int:
+    blocker = _file_in_the_way(folder)
+    if blocker is not None:
+        reason = f"{blocker} is not a folder"
+    else:
+        reason = err.strerror or type(err).__name__
+        if err.filename and str(err.filename) != str(target) and not Path(str(err.filename)).name.startswith("."):
+            reason += f" ({err.filename})"
+    return _error(f"cannot write the {what} to {target}: {reason}; give {option} a writable place")
 
 
 def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwargs: Any) -> int:
@@ -175,16 +182,9 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
     except FileNotFoundError as err:
         return _error(str(err))
     for path, reason in loaded.skipped:
-        print(strip_control(f"skipped {path}: {reason}"), file=sys.stderr)
-    inference = _inference_section(loaded, ns.format)
-    if not loaded.runs and inference:  # only test/predict/evaluate records: their section alone
-        if ns.out:
-            Path(ns.out).expanduser().write_text(inference, encoding="utf-8")
-        else:
-            sys.stdout.write(strip_control(inference) if ns.format == "text" else inference)
-        return 0
-    if not loaded.runs:
-        print("green-callbacks report: no readable run record (green-run-*.json) found", file=sys.stderr)
+        say(f"skipped {path}: {reason}")
+    if not loaded.runs and not loaded.phases:
+        say("green-callbacks report: no readable run record (green-run-*.json) found")
         return 1
     price = DEFAULT_PRICE
     if (ns.offset_price, ns.offset_currency) != (DEFAULT_PRICE.per_tonne, DEFAULT_PRICE.currency):
@@ -216,18 +216,18 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
             if ns.plots:
                 return _error(str(err))
             note = f"No plots: matplotlib is not installed ({_PLOT_HINT})."
-            print(f"green-callbacks report: {note}", file=sys.stderr)
+            say(f"green-callbacks report: {note}")
     images: dict[str, str] = {}
     if ns.plots:
         folder = Path(ns.plots).expanduser()
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for name, png in figures.items():
-                (folder / name).write_bytes(png)
+                write_atomic(folder / name, png)
                 images[name] = _relative(folder / name, ns.out)
         except OSError as err:
-            return _write_error("figures", folder, err, "--plots")
-        print(f"wrote {len(figures)} figure(s) to {folder}", file=sys.stderr)
+            return _write_error("figures", folder, err, "--plots", folder)
+        say(f"wrote {len(figures)} figure(s) to {folder}")
 
     snippets: list[str] = []
     if ns.badges:
@@ -236,10 +236,10 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
             folder.mkdir(parents=True, exist_ok=True)
             for badge in report.badges:
                 target = folder / f"{badge.name}.svg"
-                target.write_text(badge.svg, encoding="utf-8")
+                write_text_atomic(target, badge.svg)
                 snippets.append(badge.markdown(_relative(target, ns.out)))
         except OSError as err:
-            return _write_error("badges", folder, err, "--badges")
+            return _write_error("badges", folder, err, "--badges", folder)
     if ns.format == "text":
         text = render_text(report, snippets)
     elif ns.format == "markdown":
@@ -249,19 +249,18 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
     elif ns.format == "csv":
         text = render_csv(report)
         if snippets:
-            print("Badges (Markdown to paste):\n" + "\n".join(snippets), file=sys.stderr)
+            say("Badges (Markdown to paste):\n" + "\n".join(snippets))
     else:
         text = render_json(report, snippets)
     if ns.out:
         target = Path(ns.out).expanduser()
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+            write_text_atomic(target, text)
         except OSError as err:
-            return _write_error(f"{ns.format} report", target, err, "--out")
-        print(f"wrote {ns.format} report to {target}", file=sys.stderr)
+            return _write_error(f"{ns.format} report", target, err, "--out", target.parent)
+        say(f"wrote {ns.format} report to {target}")
         if snippets and ns.format != "csv":
-            print("Badges (Markdown to paste):\n" + "\n".join(snippets), file=sys.stderr)
+            say("Badges (Markdown to paste):\n" + "\n".join(snippets))
     else:
-        sys.stdout.write(text if ns.format in ("html", "json") else strip_control(text))
+        show(text)
     return 0

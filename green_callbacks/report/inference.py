@@ -1,9 +1,11 @@
 """The report's "Using the model" section: what each test / validate / predict / evaluate cost, and the break-even.
 
-Pure functions from parsed records (:func:`green_callbacks.core.record.read_record` dicts) to rows and text. A
-phase record (``"kind"`` other than ``"fit"``; records without ``kind`` are fits) is one row; its break-even with
-training uses the fit's record when it is among the records read (matched by ``run_id``), else the training totals
-the phase record carries. The arithmetic is :func:`green_callbacks.core.phase.break_even`.
+Pure functions from parsed records (:func:`green_callbacks.core.record.read_record` dicts) to rows and the section's
+table; the report's emitters (:mod:`green_callbacks.report.render`) lay it out and escape it in every format, as
+they do the fits' sections. A phase record (``"kind"`` other than ``"fit"``; records without ``kind`` are fits) is
+one row; its break-even with training uses the fit's record when it is among the records read (matched by
+``run_id``), else the training totals the phase record carries. The arithmetic is
+:func:`green_callbacks.core.phase.break_even`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ __all__ = [
     "is_phase_record",
     "load_phase_rows",
     "phase_rows",
-    "render_inference_markdown",
-    "render_inference_text",
+    "phase_table",
 ]
 
 NA = "unavailable"
@@ -56,6 +57,10 @@ class PhaseRow:
     latency_p95_s: float | None
     training_run_id: str | None
     break_even: BreakEven | None
+    run_id: str | None = None
+    path: str | None = None
+    flops: float | None = None
+    """Forward FLOPs of the whole phase."""
 
 
 def _num(value: Any) -> float | None:
@@ -102,6 +107,9 @@ def phase_rows(records: Iterable[Mapping[str, Any]]) -> list[PhaseRow]:
             latency_p95_s=_num(phase.get("latency_p95_s")),
             training_run_id=None if training is None else training.get("run_id"),
             break_even=be,
+            run_id=None if record.get("run_id") is None else str(record.get("run_id")),
+            path=None if path is None else str(path),
+            flops=_num(phase.get("flops")),
         ))
     return rows
 
@@ -166,23 +174,3 @@ FOOTNOTE = ("Rates are over the steady part of each phase (warm-up batches, the 
 def phase_table(rows: Sequence[PhaseRow]) -> tuple[tuple[str, ...], list[list[str]]]:
     """The section's table: the header and one row of cells per phase (for the report's section model)."""
     return HEADER, [_cells(r) for r in rows]
-
-
-def render_inference_text(rows: Sequence[PhaseRow]) -> str:
-    """The section as terminal text ("" when there is no phase)."""
-    if not rows:
-        return ""
-    table = [list(HEADER), *(_cells(r) for r in rows)]
-    widths = [max(len(c) for c in column) for column in zip(*table, strict=True)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return f"== {TITLE} ==\n" + "\n".join(lines) + "\n" + FOOTNOTE + "\n"
-
-
-def render_inference_markdown(rows: Sequence[PhaseRow]) -> str:
-    """The section as Markdown ("" when there is no phase)."""
-    if not rows:
-        return ""
-    out = [f"## {TITLE}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
-    return "\n".join([*out, "", FOOTNOTE, ""])

@@ -3,8 +3,10 @@
 The report is laid out once by :func:`build_document` as a list of blocks (the section model); the text, Markdown
 and HTML emitters only walk those blocks. Every value that was not measured is printed as ``unavailable`` (or
 ``partial`` with what is missing), never 0; a component the run does not use is ``not used by this run``. Text from
-records is made inert in each format: escaped in Markdown and HTML, formula-neutralised in CSV, control characters
-removed from text and Markdown.
+records is made inert in each format: escaped in Markdown and HTML, formula-neutralised in CSV, escaped by JSON,
+and control characters removed from every format but JSON (whose encoder escapes them), so any output is safe on a
+terminal. Test / predict / evaluate records go through the same model and emitters as fits, with or without fits
+beside them: the "Using the model" section, rows of their own in CSV (``kind``), ``phases`` in JSON.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from green_callbacks.report.footprint import (
 )
 from green_callbacks.report.inference import FOOTNOTE as INFERENCE_FOOTNOTE
 from green_callbacks.report.inference import TITLE as INFERENCE_TITLE
-from green_callbacks.report.inference import phase_table
+from green_callbacks.report.inference import PhaseRow, phase_table
 from green_callbacks.report.runs import RunSummary
 from green_callbacks.report.summary import epoch_table, run_summary_lines, text_table
 from green_callbacks.report.sweep import SweepAnalysis
@@ -383,7 +385,7 @@ def build_document(report: Report, badge_snippets: Sequence[str] = (), *, termin
         searches += _sweep_blocks(sweep, sweep_figure_prefix(report, index), terminal)
     if report.search_note:
         searches.append(Paragraph(report.search_note + "."))
-    runs: list[Block] = [Heading(2, "Runs")]
+    runs: list[Block] = [Heading(2, "Runs")] if report.runs else []
     drawn = set(figures_drawn or ())
     if drawn and not all(any(n.startswith(run_figure_prefix(r)) for n in drawn) for r in report.runs):
         runs.append(Paragraph(_FIGURES_NOTE))
@@ -519,7 +521,7 @@ def render_html(report: Report, figures: Mapping[str, bytes] | None = None, note
         elif isinstance(block, Badges):
             out.append('<p class="badges">' + "".join(b.svg for b in report.badges) + "</p>")
     out.append("</body></html>")
-    return "\n".join(out) + "\n"
+    return strip_control("\n".join(out) + "\n")
 
 
 # ---------------------------------------------------------------- CSV / JSON
@@ -529,6 +531,11 @@ CSV_COLUMNS = (
     "intensity_year", "pue", "train_flops", "eval_flops", "train_flops_per_j", "mfu", "monitor", "mode",
     "best_value", "best_epoch", "epochs_to_convergence", "time_to_convergence_s", "train_flops_to_convergence",
     "energy_to_convergence_j", "emissions_to_convergence_gco2e", "hyperparameters",
+    # what a test / predict / evaluate record adds (empty in a fit's row; a phase's time_s, energy_j,
+    # emissions_gco2e and eval_flops are the whole phase's)
+    "kind", "samples", "energy_per_sample_j", "wh_per_1000_samples", "samples_per_joule", "mean_power_w",
+    "latency_p50_s", "latency_p95_s", "quality", "training_run_id", "break_even_samples_energy",
+    "break_even_samples_emissions",
 )
 
 
@@ -551,6 +558,22 @@ def _csv_row(run: RunSummary, mfu: Mfu) -> dict[str, Any]:
         "energy_to_convergence_j": conv.energy_j if conv else None,
         "emissions_to_convergence_gco2e": conv.emissions_gco2e if conv else None,
         "hyperparameters": json.dumps(dict(run.hyperparameters), sort_keys=True, default=str),
+        "kind": "fit",
+    }
+
+
+def _phase_csv_row(row: PhaseRow) -> dict[str, Any]:
+    be = row.break_even
+    return {
+        "run_id": row.run_id, "path": row.path, "framework": row.framework, "status": row.status,
+        "time_s": row.duration_s, "energy_j": row.energy_j, "emissions_gco2e": row.emissions_gco2e,
+        "eval_flops": row.flops, "kind": row.kind, "samples": row.samples,
+        "energy_per_sample_j": row.energy_per_sample_j, "wh_per_1000_samples": row.wh_per_1000_samples,
+        "samples_per_joule": row.samples_per_joule, "mean_power_w": row.mean_power_w,
+        "latency_p50_s": row.latency_p50_s, "latency_p95_s": row.latency_p95_s, "quality": row.quality,
+        "training_run_id": row.training_run_id,
+        "break_even_samples_energy": None if be is None else be.samples_for_energy,
+        "break_even_samples_emissions": None if be is None else be.samples_for_emissions,
     }
 
 
@@ -560,12 +583,12 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def csv_cell(value: Any) -> Any:
     """A CSV cell that a spreadsheet will not run as a formula (OWASP CSV injection): text starting with ``=``,
     ``+``, ``-``, ``@``, tab or carriage return gets a leading ``'``. Numbers stay numbers (``-1.5`` too);
-    ``None`` (unavailable) is an empty cell, never 0."""
+    ``None`` (unavailable) is an empty cell, never 0; control characters are removed."""
     if value is None:
         return ""
     if isinstance(value, (bool, int, float)):
-        return value
-    text = str(value)
+        return "" if isinstance(value, float) and not math.isfinite(value) else value
+    text = strip_control(str(value))
     if text.startswith(_FORMULA_START):
         try:
             float(text)
@@ -576,12 +599,15 @@ def csv_cell(value: Any) -> Any:
 
 
 def render_csv(report: Report) -> str:
-    """One row per run; an unmeasured value is an empty cell (never 0); no cell can start a formula."""
+    """One row per record: the runs (``kind`` ``fit``), then the test / predict / evaluate phases; an unmeasured
+    value is an empty cell (never 0); no cell can start a formula."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for run, mfu in zip(report.runs, report.mfu, strict=True):
         writer.writerow({k: csv_cell(v) for k, v in _csv_row(run, mfu).items()})
+    for row in report.phases:
+        writer.writerow({k: csv_cell(v) for k, v in _phase_csv_row(row).items()})
     return buffer.getvalue()
 
 
@@ -596,7 +622,8 @@ def _plain(value: Any) -> Any:
 
 
 def render_json(report: Report, badge_snippets: Sequence[str] = ()) -> str:
-    """The whole report as JSON (``null`` = unavailable); the raw records are not repeated."""
+    """The whole report as JSON (``null`` = unavailable), the phases under ``phases``; the raw records are not
+    repeated. The encoder escapes every control and non-ASCII character."""
     runs = []
     for run, mfu in zip(report.runs, report.mfu, strict=True):
         data = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.name != "record"}
@@ -609,6 +636,7 @@ def render_json(report: Report, badge_snippets: Sequence[str] = ()) -> str:
         "sweep": None if report.sweep is None else asdict(report.sweep),
         "sweep_summary": [] if report.sweep is None else sweep_sentences(report.sweep),
         "sweeps": [asdict(s) for s in report.sweeps],
+        "phases": [asdict(p) for p in report.phases],
         "search_note": report.search_note,
         "emissions_gco2e": report.emissions_gco2e,
         "emissions_partial": report.emissions_partial,
