@@ -20,7 +20,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from green_callbacks.core.config import GreenConfig
@@ -54,6 +53,7 @@ class _Fit:
 def _phase(folder: Path, clock, *, training: object = None, fail: bool = False, text: str = EVIL) -> Path:
     """One phase of 3 batches of 4 samples at 120 W, 0.5 s each: the first is warm-up, then 120 × 1.0 J / 8 samples;
     with ``fail`` the first batch raises."""
+    np = pytest.importorskip("numpy")
     config = GreenConfig(carbon_intensity=500.0, output_dir=str(folder))
     sensors = [ConstantPowerSensor("gpu", 100.0), ConstantPowerSensor("cpu", 20.0, scope="node")]
     phase = PhaseSession(config, framework=text, kind="test", sensors=sensors, training=training)
