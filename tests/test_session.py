@@ -282,3 +282,22 @@ class _Shape:
 
     def __init__(self, shape):
         self.shape = shape
+
+
+def test_the_summary_says_not_counted_never_zero(tmp_path, fake_clock):
+    from green_callbacks.core.record import load_record
+    from green_callbacks.report.summary import format_run_summary
+
+    session = make_session(tmp_path)
+    session.start()
+    run_epoch(session, fake_clock, train_flops=1e12, eval_flops=1e11)
+    session.finish("completed")
+    record = load_record(session.record_path)
+    assert "FLOPs: training 1e+12, evaluation 1e+11" in format_run_summary(record)
+    # the same record with evaluation FLOPs that were never counted (an epoch's null): never printed as 0
+    data = dict(record.data)
+    data["epochs"] = [{**row, "eval_flops": None} for row in data["epochs"]]
+    from green_callbacks.core.record import parse_record
+
+    text = format_run_summary(parse_record(data))
+    assert "evaluation not counted" in text and "evaluation 0" not in text

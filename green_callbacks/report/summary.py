@@ -119,8 +119,10 @@ def run_summary_lines(run: RunSummary) -> list[str]:
         f"  emissions: {_grams(record.totals.emissions_gco2e)} at {run.intensity_gco2e_per_kwh} gCO2e/kWh "
         f"({run.location}; {run.intensity_source}{year}), PUE {run.pue}"
     )
-    if run.train_flops:
-        lines.append(f"  FLOPs: training {run.train_flops:.4g}, evaluation {run.eval_flops or 0.0:.4g}")
+    if run.train_flops is not None or run.eval_flops is not None:
+        lines.append(f"  FLOPs: training {_flops(run.train_flops)}, evaluation {_flops(run.eval_flops)}")
+    else:
+        lines.append("  FLOPs: not counted")
     conv = run.convergence
     if conv is not None:
         if conv.best_value is not None:
