@@ -37,6 +37,13 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Literal
 
 from green_callbacks.core.flops.formulas import COMPUTE_OPS_WITHOUT_FORMULA, NO_COMPUTE_OPS, custom_flop_mapping
+from green_callbacks.core.flops.fused_autocast import (
+    WatchFusedModules,
+    fused_ops,
+    has_fused_modules,
+    restore_mode,
+    run_fused,
+)
 from green_callbacks.core.flops.meta_memo import memo_mode
 from green_callbacks.core.flops.result import FlopCountingError, FlopCountWarning, Kind, StepFlops
 
@@ -256,7 +263,7 @@ class TorchFlopCounter:
             for real_m, meta_m in zip(model.modules(), meta.modules(), strict=True):
                 meta_m.training = real_m.training
             shadow = _shadow_batch(batch)
-            counter = _make_counter()
+            counter = _make_counter(watch_fused=False)
             grad = torch.enable_grad() if kind == "train" else torch.no_grad()
             with warnings.catch_warnings(), grad:
                 warnings.simplefilter("ignore")  # the real step shows the user's own warnings
@@ -277,7 +284,7 @@ class TorchFlopCounter:
             with torch.no_grad():
                 saved_buffers = [b.detach().clone() for b in buffers]
             rng = _rng_state()
-            counter = _make_counter()
+            counter = _make_counter(has_fused_modules(model))
             try:
                 for p in params:
                     p.grad = None
@@ -359,13 +366,15 @@ class TorchFlopCounter:
         self._last = self._memo = None
         return entry
 
-    def start_observing(self) -> Any:
+    def start_observing(self, model: Any = None) -> Any:
         """Enter a FLOP counter around a real step that is about to run (close it with :meth:`stop_observing`).
 
         Nothing is replayed or restored: the counter only watches the ops the step runs anyway, so the step's
-        results, its random numbers and its side effects are those of a run without counting.
+        results, its random numbers and its side effects are those of a run without counting. Torch's fused fast
+        paths run with the autocast state of their call (``fused_autocast.py``); with ``model`` given, the hooks
+        that note it are installed only if the model holds such a layer.
         """
-        counter = _make_counter()
+        counter = _make_counter(model is None or has_fused_modules(model))
         counter.__enter__()
         self._observe_start = time.perf_counter()
         return counter
@@ -709,8 +718,9 @@ def _counter_class() -> type:
 
         detects_uncounted = detects
 
-        def __init__(self) -> None:
+        def __init__(self, watch_fused: bool = True) -> None:
             super().__init__(display=False, custom_mapping=custom_flop_mapping())
+            self.watch_fused = watch_fused
             self.no_formula: set[Any] = set()
             if isinstance(getattr(self, "mod_tracker", None), ModuleTracker):
                 # Only the "Global" total is read: skip the per-module tracking (module hooks on every call).
@@ -721,14 +731,41 @@ def _counter_class() -> type:
                 self.no_formula.add(func_packet)
             return super()._count_flops(func_packet, out, args, kwargs)
 
-        if fast_mode is not None:
+        def __enter__(self) -> Any:
+            # fused fast paths run with the autocast state of their call (fused_autocast.py): the global hooks that
+            # note it are on while the counter is entered
+            self._fused_watch = WatchFusedModules().__enter__() if self.watch_fused else None
+            self._below = None
+            try:
+                if fast_mode is not None:  # FlopCounterMode.__enter__ with the faster dispatch mode below
+                    self.flop_counts.clear()
+                    self.mod_tracker.__enter__()
+                    self.mode = fast_mode(self)
+                    self.mode.__enter__()
+                else:  # torch's own mode cannot run the fused ops itself: one more mode below it (entered first) does
+                    self._below = restore_mode()
+                    self._below.__enter__()
+                    super().__enter__()
+            except BaseException:
+                if self._below is not None:
+                    self._below.__exit__(None, None, None)
+                if self._fused_watch is not None:
+                    self._fused_watch.__exit__(None, None, None)
+                raise
+            return self
 
-            def __enter__(self) -> Any:  # FlopCounterMode.__enter__ with the faster dispatch mode below
-                self.flop_counts.clear()
-                self.mod_tracker.__enter__()
-                self.mode = fast_mode(self)
-                self.mode.__enter__()
-                return self
+        def __exit__(self, *exc: Any) -> Any:
+            try:
+                return super().__exit__(*exc)
+            finally:
+                below, self._below = self._below, None
+                try:
+                    if below is not None:
+                        below.__exit__(*exc)
+                finally:
+                    watch, self._fused_watch = self._fused_watch, None
+                    if watch is not None:
+                        watch.__exit__(*exc)
 
     return _Counter
 
@@ -740,7 +777,8 @@ def _fast_mode_class() -> type | None:
     (re-entering the mode) for every op, although only ``CompositeImplicitAutograd`` ops have a decomposition.
     Here the set is built once and whether an op can decompose is looked up once per op; every op still takes the
     same path (skip, higher-order, decompose, or run and count), so counts are unchanged. On a real GPT-2 step this
-    cuts the counter's overhead from about +45 % to about +15 % (a meta count gains too).
+    cuts the counter's overhead from about +45 % to about +15 % (a meta count gains too). The fused fast-path ops
+    run through :func:`~green_callbacks.core.flops.fused_autocast.run_fused`: with the autocast state of their call.
     """
     import torch
     from torch.utils import flop_counter
@@ -760,6 +798,7 @@ def _fast_mode_class() -> type | None:
     composite = torch._C.DispatchKey.CompositeImplicitAutograd
     higher_order = torch._ops.HigherOrderOperator
     decomposable: dict[Any, bool] = {}
+    fused = fused_ops()
 
     def can_decompose(func: Any) -> bool:
         found = decomposable.get(func)
@@ -781,7 +820,7 @@ def _fast_mode_class() -> type | None:
                     r = func.decompose(*args, **kwargs)
                     if r is not NotImplemented:
                         return r
-            out = func(*args, **kwargs)
+            out = run_fused(func, args, kwargs) if func in fused else func(*args, **kwargs)
             return counter._count_flops(func._overloadpacket, out, args, kwargs)
 
     return _FastFlopCounterMode
@@ -799,8 +838,10 @@ class _GlobalOnly:
         return None
 
 
-def _make_counter() -> Any:
-    return _counter_class()()
+def _make_counter(watch_fused: bool = True) -> Any:
+    """A counter; ``watch_fused``: it notes the autocast state of fused fast-path layers (real steps only: on a meta
+    copy no op is autocast)."""
+    return _counter_class()(watch_fused)
 
 
 @functools.lru_cache(maxsize=1)

@@ -219,7 +219,7 @@ class FlopTracker:
                 if self.interpolate:
                     self._learn(static, dims, flops)
             else:
-                self._current = (kind, None, "counted", (static, dims, self.engine.start_observing()))
+                self._current = (kind, None, "counted", (static, dims, self.engine.start_observing(model)))
                 self.watching = True
                 return key
         self._run_key, self._run, self._run_steps = key, (kind, found[0], found[1]), 1
