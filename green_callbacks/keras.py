@@ -352,6 +352,8 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         if original is None or getattr(original, "_green_callback", None) is not None:
             return
         ref, model_ref = weakref.ref(self), weakref.ref(model)
+        # torch.compile'd step functions (jit_compile=True) hide their ops from an observing counter: FLOPs NaN
+        counted = not getattr(model, "jit_compile", False)
 
         def watched(*args: Any, **kwargs: Any) -> Any:
             this = ref()
@@ -359,7 +361,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
                 return original(*args, **kwargs)
             phases = this._engine.phases
             if backend == "torch":
-                phases.batch_start(args[0][0], model_ref())
+                phases.batch_start(args[0][0], model_ref() if counted else None)
             else:
                 args = (args[0], _PeekingIterator(args[1], _next_batch(phases)), *args[2:])
             try:
