@@ -4,8 +4,10 @@ An adapter reaches it through its engine's :class:`PhaseTap` (``engine.phases``)
 phase begins, ``batch_start``/``batch_end`` around each batch, ``end`` when the phase is over (``fail`` when it
 raised); all figures come from :func:`green_callbacks.core.phase.summarize_phase`. The per-batch path is a clock
 read at each end, the batch's shapes (a tuple), and, for language-model inputs, the lazy ``attention_mask.sum()``
-(a device scalar, made a number once at the end). Sensors are read only at the phase's boundaries and around the
-first batch of each input shape (its warm-up window).
+(a device scalar, made a number once at the end), and, where the adapter hands over the batch's model, the FLOP
+tracker's signature look-up (:mod:`green_callbacks.core.phase_flops`: the first batch of each input signature is
+observed while it runs, nothing is re-run). Sensors are read only at the phase's boundaries and around the first
+batch of each input shape (its warm-up window).
 
 Each phase writes its own run record (``"kind": "predict"`` …) beside the record of the fit that trained the model,
 when there was one, and that fit's record lists the phase (see docs/records.md).
