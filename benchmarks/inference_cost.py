@@ -11,8 +11,8 @@ round of each, the one least disturbed by other load on a shared machine):
 2. a plain torch predict loop (an MLP 256 -> 512 -> 256 -> 10, batches of 64, CPU, ``torch.inference_mode``)
    with and without the phase calls: the ratio of the loop times and the difference per batch;
 3. Lightning ``trainer.predict`` of the same model and data, without and with ``GreenCallback``: the ratio of the
-   call times and the difference per batch (this includes the phase's start, its one meta-copy FLOP count per
-   input shape and its record write, not only the per-batch path).
+   call times and the difference per batch (this includes the phase's start, its FLOP counter watching the first
+   batch of each input shape and its record write, not only the per-batch path).
 
 The machine the figures in docs/inference.md come from is shared and small (2 cores), so only the ratios measured in
 one run are reported, never absolute times as a property of the library.

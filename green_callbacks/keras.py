@@ -13,9 +13,12 @@ No per-batch hook is overridden (that would switch off Keras' asynchronous batch
 ``interrupted`` when a step raises. FLOPs are counted once per batch signature at the end of the epoch.
 
 ``model.evaluate(..., callbacks=[callback])`` and ``model.predict(..., callbacks=[callback])`` outside ``fit`` are
-measured as phases (``engine.phases``; torch backend: per batch, through a wrapped ``test_function`` /
-``predict_function``): ``evaluate(return_dict=True)`` returns the ``green/evaluate_...`` keys with Keras' own;
-``predict``'s figures are in ``callback.last_phase`` and its record. See docs/inference.md.
+measured as phases (``engine.phases``), per batch through a wrapped ``test_function`` / ``predict_function`` (torch:
+the batch and its FLOPs, observed on the real step; JAX: the batches its iterator yields; TensorFlow runs its steps
+inside a graph: batches and per-sample figures unavailable). What ``evaluate`` returns is Keras' own, untouched; the
+``green/evaluate_...`` keys reach the callbacks after this one (``on_test_end``'s ``logs``), the progress line shows
+the phase's Wh and gCO2e (``console="all"``: every key); all figures are in ``callback.last_phase_metrics`` and the
+phase's record. See docs/inference.md.
 
 Resume: Keras callbacks have no checkpoint hook, so when ``fit`` has a ``BackupAndRestore`` the callback keeps its
 totals in a small JSON file beside that backup (``green_callbacks_state.json``) at each epoch end; a ``fit`` that
@@ -34,6 +37,7 @@ from typing import Any
 
 from green_callbacks._adapter import GreenCallbackBase
 from green_callbacks.core.metric_keys import console_view, nan_metrics
+from green_callbacks.core.patches import InstancePatches
 from green_callbacks.core.record_writer import write_json_atomic
 from green_callbacks.core.sensors.accelerators import jax_device_type, torch_device_type
 
@@ -119,24 +123,6 @@ def _find_fit_locals(callback: Any) -> dict[str, Any] | None:
         cbl = local.get("callbacks")
         if isinstance(cbl, keras.callbacks.CallbackList) and any(c is callback for c in cbl.callbacks):
             return dict(local)
-        frame = frame.f_back
-    return None
-
-
-def _evaluate_returned_dict() -> dict[str, Any] | None:
-    """The dict the running ``evaluate(return_dict=True)`` call will return (its ``logs``), else ``None``.
-
-    ``CallbackList`` hands callbacks a copy of it, so it is found on the call stack. With ``return_dict=False``
-    nothing is added: Keras would return a longer list (or a list instead of the scalar loss).
-    """
-    frame = sys._getframe(1)
-    for _ in range(16):
-        if frame is None:
-            return None
-        local = frame.f_locals
-        if frame.f_code.co_name == "evaluate" and "return_dict" in local:
-            logs = local.get("logs")
-            return logs if local["return_dict"] and isinstance(logs, dict) else None
         frame = frame.f_back
     return None
 
@@ -236,6 +222,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         self._torch_tracker: Any = None  # core.flops.FlopTracker, kept across fits: a later fit reuses its cache
         self._warned_order = False
         self._backup_dir: str | None = None
+        self._console = InstancePatches()  # an evaluate()'s progress line, compact (one call, then put back)
 
     # ------------------------------------------------------------------ fit begin / end
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -302,12 +289,8 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         self._engine.eval_end()
         metrics = self._phase_end()
-        if metrics:
-            if logs is not None:  # the callbacks after this one see them
-                logs.update(metrics)
-            returned = _evaluate_returned_dict()
-            if returned is not None:
-                returned.update(metrics)
+        if metrics and logs is not None:  # the callbacks after this one see them (a copy of what evaluate returns)
+            logs.update(metrics)
 
     # ------------------------------------------------------------------ evaluate / predict outside fit
     def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -328,46 +311,68 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
             device_type=device_type,
             device_indices=device_indices,
             extra={"keras": {"version": keras.__version__, "backend": backend}},
+            sees_batches=backend in ("torch", "jax"),  # tensorflow: the steps run inside a graph
+            times_batches=backend == "torch",  # jax dispatches steps asynchronously: no per-batch latency
         )
-        if begun and backend == "torch":  # other backends: the phase's energy and time, no per-batch figures
-            self._wrap_phase(model, attr)
+        if begun and backend in ("torch", "jax"):
+            self._wrap_phase(model, attr, backend)
+        if begun and kind == "evaluate":
+            self._engine.phases.guard.call("phase logging", self._compact_evaluate_line, _find_fit_locals(self))
+
+    def _compact_evaluate_line(self, call_locals: dict[str, Any] | None) -> None:
+        """The progress line ``evaluate`` prints at its end shows the compact view of its logs (``console=``): the
+        phase's Wh and gCO2e instead of every ``green/evaluate_...`` key. Put back once it has printed."""
+        self._console.restore()
+        if call_locals is None:
+            return
+        console, patches = self.config.console, self._console
+
+        def make(on_test_end: Any) -> Any:
+            def shown(logs: dict[str, Any] | None = None) -> Any:
+                patches.restore()
+                return on_test_end(None if logs is None else console_view(logs, console))
+
+            return shown
+
+        for bar in (c for c in call_locals["callbacks"].callbacks if isinstance(c, keras.callbacks.ProgbarLogger)):
+            patches.wrap(bar, "on_test_end", make)
 
     def _phase_end(self) -> dict[str, float] | None:
         if not self._engine.phases.running:
             return None
         self._unwrap()
-        flops_of = self._phase_flops if keras.backend.backend() == "torch" else None
-        return self._engine.phases.end(flops_of)
+        return self._engine.phases.end()
 
-    def _phase_flops(self, batch: Any) -> float:
-        """Forward FLOPs of one batch, by the fit's torch counter (its cache and meta copy; the fit's record keeps
-        only the fit's own step shapes)."""
-        if self._torch_tracker is None:
-            from green_callbacks.core.flops import FlopTracker
-
-            self._torch_tracker = FlopTracker()
-        return float(self._torch_tracker.engine.count_eval_step(self.model, _eval_forward, batch).flops)
-
-    def _wrap_phase(self, model: Any, attr: str) -> None:
-        """Note each batch of ``evaluate``/``predict`` (torch backend: ``test_function(data)``, ``data[0]`` the
-        batch): a clock read before and after, the batch's shapes; an exception closes the phase's record."""
+    def _wrap_phase(self, model: Any, attr: str, backend: str) -> None:
+        """Note each batch of ``evaluate``/``predict``: a clock read before and after, the batch's shapes and (torch)
+        its FLOPs, observed while the real step runs; an exception closes the phase's record. Torch:
+        ``test_function(data)``, ``data[0]`` the batch; JAX: ``test_function(state, iterator)``, the batches are
+        noted as the iterator yields them (several per call with ``steps_per_execution``)."""
         original = getattr(model, attr, None)
         if original is None or getattr(original, "_green_callback", None) is not None:
             return
-        ref = weakref.ref(self)
+        ref, model_ref = weakref.ref(self), weakref.ref(model)
+        # torch.compile'd step functions (jit_compile=True) hide their ops from an observing counter: FLOPs NaN
+        counted = not getattr(model, "jit_compile", False)
 
         def watched(*args: Any, **kwargs: Any) -> Any:
             this = ref()
             if this is None:
                 return original(*args, **kwargs)
             phases = this._engine.phases
-            phases.batch_start(args[0][0])
+            if backend == "torch":
+                phases.batch_start(args[0][0], model_ref() if counted else None)
+            else:
+                args = (args[0], _PeekingIterator(args[1], _next_batch(phases)), *args[2:])
             try:
                 out = original(*args, **kwargs)
             except BaseException as err:
                 if type(err).__name__ not in _END_OF_DATA:
                     this._unwrap()
+                    this._console.restore()
                     phases.fail(err)
+                else:
+                    phases.batch_end()
                 raise
             phases.batch_end()
             return out
@@ -515,10 +520,14 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         return float(cache[key]["flops"])
 
 
-def _eval_forward(model: Any, batch: Any) -> Any:
-    """The forward of one ``evaluate``/``predict`` batch, counted on a meta copy of the model after the phase."""
-    x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
-    return model(x, training=False)
+def _next_batch(phases: Any) -> Callable[[Any], None]:
+    """What a phase notes when the JAX iterator yields a batch: the batch before it is done, this one begins."""
+
+    def note(data: Any) -> None:
+        phases.batch_end()
+        phases.batch_start(data)
+
+    return note
 
 
 def _hyperparameters(model: Any, params: dict[str, Any]) -> dict[str, Any]:

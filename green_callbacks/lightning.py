@@ -16,9 +16,9 @@ it returns; every number comes from the engine. Hook → engine call:
                                           the progress bar
 ``teardown`` / ``on_exception``           ``finish("completed")`` / ``fail(exception)``
 ``on_{test,validation,predict}_start``    outside ``fit``: ``phases.begin("test" | "validate" | "predict")``
-``on_…_batch_start`` / ``on_…_batch_end`` ``phases.batch_start(batch)`` / ``phases.batch_end()``
-``on_{test,validation}_epoch_end``        ``phases.end`` → ``pl_module.log_dict`` (loggers, ``trainer.test()``'s
-                                          results)
+``on_…_batch_start`` / ``on_…_batch_end`` ``phases.batch_start(batch, pl_module)`` / ``phases.batch_end()``
+                                          (the first batch of each shape is watched for FLOPs)
+``on_{test,validation}_epoch_end``        ``phases.end`` → every logger (not ``trainer.test()``'s results)
 ``on_predict_end``                        ``phases.end`` (Lightning logs no predictions: ``last_phase``, record)
 ========================================  =================================================================
 
@@ -83,7 +83,6 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
     state_key: str = ""
 
     def _init_adapter(self) -> None:
-        self._phase_counters = _PhaseCounters()
         self.state_key = self._generate_state_key(**{k: getattr(self.config, k) for k in _STATE_KEY_FIELDS})
 
     # ------------------------------------------------------------------ start, resume
@@ -176,7 +175,7 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
     def on_validation_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._engine.phases.batch_start(batch)
+        self._engine.phases.batch_start(batch, _phase_model(pl_module))
         if not trainer.sanity_checking:
             self._flops_begin("eval", pl_module, batch, batch_idx, dataloader_idx)
 
@@ -189,7 +188,7 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
             self._engine.flops.end()
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        self._phase_end(pl_module, log=True)
+        self._phase_end(trainer, log=True)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.sanity_checking:
@@ -216,17 +215,16 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
             handle_signals=False,  # Lightning turns SIGTERM into SIGTERMException -> on_exception
         )
 
-    def _phase_end(self, pl_module: Any, *, log: bool) -> None:
-        """Close the phase; test / validate log its figures at their epoch end, where ``pl_module.log`` still
-        reaches every logger and the results ``trainer.test()`` / ``trainer.validate()`` return."""
+    def _phase_end(self, trainer: Any, *, log: bool) -> None:
+        """Close the phase; test / validate send its figures to every logger directly, never through
+        ``pl_module.log``: the results ``trainer.test()`` / ``trainer.validate()`` return and print stay the user's
+        own (``console="all"`` prints the figures on their own, on rank zero)."""
         phases = self._engine.phases
         if not phases.running:
             return
-        assert phases.current is not None
-        counter = self._phase_counters[phases.current.kind]
-        metrics = phases.end(lambda batch: counter(pl_module, batch))
+        metrics = phases.end()
         if metrics and log:
-            self._engine.phases.guard.call("phase logging", _log, pl_module, metrics, progress_bar=False)
+            phases.guard.call("phase logging", _log_phase, trainer, metrics, self.config.console)
 
     def on_test_start(self, trainer: Any, pl_module: Any) -> None:
         self._phase_begin(trainer, "test")
@@ -234,7 +232,7 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
     def on_test_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._engine.phases.batch_start(batch)
+        self._engine.phases.batch_start(batch, _phase_model(pl_module))
 
     def on_test_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -242,7 +240,7 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         self._engine.phases.batch_end()
 
     def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        self._phase_end(pl_module, log=True)
+        self._phase_end(trainer, log=True)
 
     def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
         self._phase_begin(trainer, "predict")
@@ -250,7 +248,7 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
     def on_predict_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._engine.phases.batch_start(batch)
+        self._engine.phases.batch_start(batch, _phase_model(pl_module))
 
     def on_predict_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -258,7 +256,7 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         self._engine.phases.batch_end()
 
     def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
-        self._phase_end(pl_module, log=False)
+        self._phase_end(trainer, log=False)
 
     # ------------------------------------------------------------------ end
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -272,14 +270,11 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         self._engine.fail(exception)
 
 
-def _log(pl_module: Any, metrics: dict[str, float], console: str = "compact", *, progress_bar: bool = True) -> None:
+def _log(pl_module: Any, metrics: dict[str, float], console: str = "compact") -> None:
     """To every logger (float64 CPU tensors: exact values, no device copies; already summed over ranks, so no
     ``sync_dist``), and to the progress bar the running totals (``console="compact"``) or every key (``"all"``)."""
     as_tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()}
-    pl_module.log_dict(as_tensors, on_step=False, on_epoch=True, prog_bar=progress_bar and console == "all",
-                       sync_dist=False)
-    if not progress_bar:
-        return
+    pl_module.log_dict(as_tensors, on_step=False, on_epoch=True, prog_bar=console == "all", sync_dist=False)
     bar = {k: torch.tensor(v, dtype=torch.float64) for k, v in progress_bar_metrics(metrics).items()}
     pl_module.log_dict(bar, on_step=False, on_epoch=True, prog_bar=True, logger=False, sync_dist=False)
 
@@ -316,6 +311,25 @@ def _log_epoch(trainer: Any, pl_module: Any, metrics: dict[str, float], console:
         logger.save()
 
 
+def _log_phase(trainer: Any, metrics: dict[str, float], console: str) -> None:
+    """A test / validate phase's figures to every logger (rank zero writes, as always), at the trainer's global
+    step; nothing into ``self.log``'s results, which ``trainer.test()`` returns and prints. With ``console="all"``
+    they are printed on rank zero, as one table of their own (``"compact"``: nothing is printed)."""
+    for logger in trainer.loggers:  # a logger that refuses NaN (unavailable) gets the call without those keys
+        name = str(getattr(logger, "name", None) or type(logger).__name__)
+        nan_tolerant(logger.log_metrics, name)(metrics=dict(metrics), step=trainer.global_step)
+        logger.save()
+    if console == "all" and trainer.is_global_zero:
+        width = max(map(len, metrics))
+        print("\n".join(f"{key:<{width}}  {value:.6g}" for key, value in metrics.items()))
+
+
+def _phase_model(pl_module: Any) -> Any:
+    """The module whose phase FLOPs are observed; ``None`` for a compiled one (inductor's fused kernels hide their
+    ops from an observing counter: its phase FLOPs are unavailable rather than wrong)."""
+    return None if getattr(pl_module, "_compiler_ctx", None) else pl_module
+
+
 def _stage(trainer: Any) -> str | None:
     """The user-facing call running now: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``."""
     fn = getattr(getattr(trainer, "state", None), "fn", None)
@@ -346,37 +360,3 @@ def _index_args(step: Any, index: tuple[int, ...]) -> tuple[int, ...]:
         return index[:1]
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return index[: max(len(positional) - 1, 0)]
-
-
-class _PhaseCounter:
-    """Forward FLOPs of one ``test_step`` / ``validation_step`` / ``predict_step`` on ``batch``, on a meta copy (the
-    trainer detached, so ``self.log`` in the step is a no-op); one per step name, kept across phases (its cache)."""
-
-    def __init__(self, step: str) -> None:
-        from green_callbacks.core.flops import TorchFlopCounter
-
-        self.step = step
-        self.engine = TorchFlopCounter(fallback_to_real_step=False)
-
-    def __call__(self, pl_module: Any, batch: Any) -> float:
-        extra = _index_args(getattr(pl_module, self.step), (0, 0))
-        trainer = pl_module._trainer
-        pl_module.trainer = None
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*`self.trainer` reference is not registered")
-                forward = lambda module, b: getattr(module, self.step)(b, *extra)  # noqa: E731
-                return float(self.engine.count_eval_step(pl_module, forward, batch).flops)
-        finally:
-            pl_module.trainer = trainer
-
-
-_PHASE_STEPS = {"test": "test_step", "validate": "validation_step", "predict": "predict_step"}
-
-
-class _PhaseCounters(dict):  # type: ignore[type-arg]
-    """One :class:`_PhaseCounter` per phase kind, made on first use."""
-
-    def __missing__(self, kind: str) -> _PhaseCounter:
-        counter = self[kind] = _PhaseCounter(_PHASE_STEPS[kind])
-        return counter

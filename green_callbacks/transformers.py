@@ -26,9 +26,11 @@ How the Trainer's events drive the session (see docs/transformers.md for the why
   ``restore_callback_states_from_checkpoint``.
 * ``trainer.evaluate()`` / ``trainer.predict()`` called outside ``train`` are measured as phases
   (``engine.phases``): the Trainer has no event at their start, so both are wrapped like ``train``; each batch runs
-  from the model's forward (a pre-hook, which also sees the inputs' ``attention_mask``) to ``on_prediction_step``.
-  ``evaluate``'s figures go through ``Trainer.log`` and into the metrics it returns; ``predict``'s into
-  ``PredictionOutput.metrics`` (the Trainer does not log predictions). See docs/inference.md.
+  from the model's forward (a pre-hook, which also sees the inputs' ``attention_mask``) to ``on_prediction_step``,
+  and the first batch of each input signature is watched for its FLOPs while it runs (nothing re-run).
+  ``evaluate``'s figures go through ``Trainer.log`` (``log_history``, ``report_to``; the printed log shows the
+  phase's Wh and gCO2e); the dicts ``evaluate`` and ``predict`` return stay the Trainer's own. Every figure is in
+  ``callback.last_phase_metrics`` and the phase's record. See docs/inference.md.
 """
 
 from __future__ import annotations
@@ -227,7 +229,6 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._phase_hook: Any = None
         self._phase_unwrap: Any = None
         self._phase_depth = 0
-        self._phase_counter: Any = None  # core.flops.TorchFlopCounter of the phases (a forward on a meta copy)
 
     @property
     def last_metrics(self) -> dict[str, float]:
@@ -514,8 +515,12 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
             extra={"transformers": {"version": transformers.__version__, "trainer": type(trainer).__name__}},
         )
         if begun:
-            self._install_phase_hook(trainer.model)
-            if getattr(args, "predict_with_generate", False):  # Seq2SeqTrainer: the generated tokens are exposed
+            generating = bool(getattr(args, "predict_with_generate", False))
+            # FLOPs: generation runs the model once per new token (a batch's count is not its signature's), and
+            # inductor's fused kernels hide ops from an observing counter: unavailable rather than wrong
+            compiled = bool(getattr(args, "torch_compile", False)) or type(trainer.model).__name__ == "OptimizedModule"
+            self._install_phase_hook(trainer.model, counted=not (generating or compiled))
+            if generating:  # Seq2SeqTrainer: the generated tokens are exposed
                 self._count_generated_tokens(trainer)
         return begun
 
@@ -545,30 +550,24 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._phase_unwrap = unwrap
 
     def _phase_close(self, output: Any, kind: str) -> None:
+        """Close the phase; ``evaluate``'s figures go through ``Trainer.log`` (the Trainer logs evaluate()'s metrics,
+        not predict()'s). Nothing is added to what the call returns: a caller that computes from it (the default
+        objective of ``hyperparameter_search`` sums ``evaluate()``'s metrics) gets the Trainer's own dict."""
         self._remove_phase_hook()
         trainer = self.trainer
-        model = None if trainer is None else trainer.model
-        # generation runs the model once per new token: one forward's count is not the batch's (FLOPs: NaN)
-        generating = trainer is not None and getattr(trainer.args, "predict_with_generate", False)
-        count = None if model is None or generating else lambda batch: self._phase_flops(model, batch)
-        metrics = self._engine.phases.end(count)
-        if not metrics:
-            return
-        returned = getattr(output, "metrics", None) if kind == "predict" else output
-        if isinstance(returned, dict):
-            returned.update(metrics)
-        if kind == "evaluate" and trainer is not None:  # the Trainer logs evaluate()'s metrics, not predict()'s
-            self._engine.phases.guard.call("phase logging", self._log, trainer.state, trainer.control, metrics)
+        metrics = self._engine.phases.end()
+        if metrics and kind == "evaluate" and trainer is not None:
+            self._engine.phases.guard.call("phase logging", self._log_phase, trainer, metrics)
 
-    def _phase_flops(self, model: Any, batch: Any) -> float:
-        if self._phase_counter is None:
-            from green_callbacks.core.flops import TorchFlopCounter
+    def _log_phase(self, trainer: Any, metrics: dict[str, float]) -> None:
+        """``Trainer.log`` with the printed log compact for this one call (``console=``)."""
+        self._compact_printers()
+        try:
+            self._log(trainer.state, trainer.control, metrics)
+        finally:
+            self._patches.restore()
 
-            self._phase_counter = TorchFlopCounter(fallback_to_real_step=False)
-        args, kwargs = batch if isinstance(batch, tuple) else ((), batch)
-        return float(self._phase_counter.count_eval_step(model, _step_loss, (tuple(args), dict(kwargs))).flops)
-
-    def _install_phase_hook(self, model: Any) -> None:
+    def _install_phase_hook(self, model: Any, *, counted: bool) -> None:
         self._remove_phase_hook()
         if model is None or not hasattr(model, "register_forward_pre_hook"):
             return
@@ -577,7 +576,8 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         def note(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             callback = owner()
             if callback is not None:  # the kwargs alone when possible: where attention_mask is found
-                callback._engine.phases.batch_start((args, kwargs) if args else kwargs)
+                batch = (args, kwargs) if args else kwargs
+                callback._engine.phases.batch_start(batch, module if counted else None)
 
         self._phase_hook = model.register_forward_pre_hook(note, with_kwargs=True)
 

@@ -139,11 +139,12 @@ def test_test_after_fit_logs_exact_figures_and_writes_a_linked_record(tmp_path, 
     fit_record = callback.record_path
 
     results = trainer.test(module, data())
+    assert not [k for k in results[0] if k.startswith("green/")]  # what trainer.test returns is the user's own
     want = expected("test")
-    got = results[0]
+    got = callback.last_phase_metrics
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-9), key
-    assert set(phase_metric_keys("test")) <= set(got)  # every key, NaN where unavailable (tokens: no mask here)
+    assert set(phase_metric_keys("test")) == set(got)  # every key, NaN where unavailable (tokens: no mask here)
     assert callback.last_phase is not None and callback.last_phase.kind == "test"
     assert callback.last_phase.energy_per_sample_j == pytest.approx(J_PER_SAMPLE)
 
@@ -179,8 +180,9 @@ def test_predict_and_validate_outside_fit(tmp_path, fake_clock):
     assert record["kind"] == "predict" and record["training"] is None and record["break_even"] is None
 
     results = trainer.validate(module, data())
+    assert not [k for k in results[0] if k.startswith("green/")]
     for key, value in expected("validate").items():
-        assert results[0][key] == pytest.approx(value, rel=1e-9), key
+        assert callback.last_phase_metrics[key] == pytest.approx(value, rel=1e-9), key
 
 
 def test_fit_validation_is_not_a_phase(tmp_path, fake_clock):
@@ -252,6 +254,7 @@ def test_test_under_ddp_sums_ranks_and_counts_the_node_once(tmp_path):
     ranks = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
     assert [r["rank"] for r in ranks] == [0, 1]
     assert ranks[0]["results"] == ranks[1]["results"]  # every rank holds the sums
+    assert not [k for k in ranks[0]["returned"] if k.startswith("green/")]  # trainer.test's return: the user's own
     got = ranks[0]["results"]
     assert got["green/test_samples"] == 16 and got["green/test_batches"] == 4 and got["green/test_warmup_batches"] == 2
     assert got["green/test_energy_kwh"] == pytest.approx(115.0 / J_PER_KWH, rel=1e-9)
@@ -264,17 +267,33 @@ def test_test_under_ddp_sums_ranks_and_counts_the_node_once(tmp_path):
     assert kinds == ["fit", "test"]  # written by global rank zero only
 
 
-def test_a_failing_flop_count_is_nan_and_recorded_the_rest_measured(tmp_path, fake_clock, monkeypatch):
-    """Outside strict mode, a predict_step the meta copy cannot run (``.item()`` on an activation): FLOPs NaN,
-    warned once and named in the record's ``lost``; energy and rates as by hand."""
-    monkeypatch.setenv("GREEN_CALLBACKS_STRICT", "0")
+def test_a_step_a_meta_copy_cannot_run_is_counted_on_the_real_step(tmp_path, fake_clock):
+    """A predict_step with ``.item()`` on an activation (no value on a meta copy): its FLOPs are observed on the real
+    step, exact: 96 per sample."""
     module = make_module(fake_clock.advance)
 
     def predict_step(batch, batch_idx, dataloader_idx=0):
         out = module.net(batch[0])
-        return out * float(out.sum().item() != 0)  # .item() has no value on the meta device
+        return out * float(out.sum().item() != 0)
 
     module.predict_step = predict_step
+    callback = GreenCallback(sensors=sensors(), carbon_intensity=400.0)
+    make_trainer(tmp_path, callback).predict(module, data())
+    assert callback.last_phase_metrics["green/predict_flops"] == FLOPS_PER_SAMPLE * 10
+
+
+def test_a_failing_flop_count_is_nan_and_recorded_the_rest_measured(tmp_path, fake_clock, monkeypatch):
+    """Outside strict mode, a FLOP count that fails (injected into the counter's step key): FLOPs NaN, warned once
+    and named in the record's ``lost``; energy and rates as by hand."""
+    from green_callbacks.core.flops import torch_engine
+
+    monkeypatch.setenv("GREEN_CALLBACKS_STRICT", "0")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected counting failure")
+
+    monkeypatch.setattr(torch_engine.TorchFlopCounter, "step_key", broken)
+    module = make_module(fake_clock.advance)
     callback = GreenCallback(sensors=sensors(), carbon_intensity=400.0)
     with pytest.warns(RuntimeWarning, match="phase flops"):
         make_trainer(tmp_path, callback).predict(module, data())

@@ -106,7 +106,7 @@ def predict_transformers(tmp_path: Path) -> tuple[dict[str, float], Path]:
     green = GreenCallback(**kwargs(tmp_path, "transformers"))
     trainer = Trainer(model=HFModel(), args=args, callbacks=[green])
     output = trainer.predict(Samples(xt, yt))
-    assert {k: v for k, v in output.metrics.items() if k.startswith("green/")} == green.last_phase_metrics
+    assert not [k for k in output.metrics if k.startswith("green/")]  # PredictionOutput.metrics: the Trainer's own
     return green.last_phase_metrics, green.last_phase_record_path
 
 

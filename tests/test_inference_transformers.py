@@ -136,10 +136,12 @@ def test_evaluate_after_train_logs_and_returns_exact_figures(tmp_path, fake_cloc
     fit_record = callback.record_path
     assert callback.session.totals.energy_j == pytest.approx(FIT_J)
 
-    metrics = trainer.evaluate()
+    returned = trainer.evaluate()
+    assert "eval_loss" in returned and not [k for k in returned if k.startswith("green/")]  # the Trainer's own dict
+    metrics = callback.last_phase_metrics
     for key, value in expected("evaluate").items():
         assert metrics[key] == pytest.approx(value, rel=1e-9), key
-    assert set(phase_metric_keys("evaluate")) <= set(metrics) and "eval_loss" in metrics
+    assert set(phase_metric_keys("evaluate")) == set(metrics)
     logged = [h for h in trainer.state.log_history if "green/evaluate_energy_kwh" in h]
     assert len(logged) == 1 and logged[0]["green/evaluate_energy_per_sample_j"] == pytest.approx(J_PER_SAMPLE)
     record = read_record(callback.last_phase_record_path)
@@ -150,13 +152,13 @@ def test_evaluate_after_train_logs_and_returns_exact_figures(tmp_path, fake_cloc
     assert fit["phases"][0]["record"] == Path(callback.last_phase_record_path).name
 
 
-def test_predict_standalone_returns_the_figures_in_its_metrics(tmp_path, fake_clock):
+def test_predict_standalone_keeps_the_figures_on_the_callback(tmp_path, fake_clock):
     trainer, callback = make(tmp_path, fake_clock.advance)
     output = trainer.predict(Padded(10))
     assert output.predictions.shape == (10, C)
+    assert not [k for k in output.metrics if k.startswith("green/")]  # PredictionOutput.metrics: the Trainer's own
     for key, value in expected("predict").items():
-        assert output.metrics[key] == pytest.approx(value, rel=1e-9), key
-    assert callback.last_phase_metrics == {k: v for k, v in output.metrics.items() if k.startswith("green/")}
+        assert callback.last_phase_metrics[key] == pytest.approx(value, rel=1e-9), key
     assert not [h for h in trainer.state.log_history if "green/predict_energy_kwh" in h]  # HF does not log predict
     record = read_record(callback.last_phase_record_path)
     assert record["kind"] == "predict" and record["training"] is None
@@ -190,9 +192,10 @@ def test_evaluate_over_a_dict_of_datasets_is_one_phase(tmp_path, fake_clock):
     warm-up = the first (4, 8) and the first (2, 8) batch, both in dataset a; the 4 others are steady: 1 s = 125 J
     for 20 - 6 = 14 samples, and 140 - (28 + 14) = 98 real tokens."""
     trainer, callback = make(tmp_path, fake_clock.advance)
-    metrics = trainer.evaluate(eval_dataset={"a": Padded(10), "b": Padded(10)})
+    returned = trainer.evaluate(eval_dataset={"a": Padded(10), "b": Padded(10)})
     assert callback.last_phase is not None and callback.last_phase.samples == 20
-    assert "eval_a_loss" in metrics and "eval_b_loss" in metrics
+    assert "eval_a_loss" in returned and "eval_b_loss" in returned
+    metrics = callback.last_phase_metrics
     assert metrics["green/evaluate_batches"] == 6 and metrics["green/evaluate_samples"] == 20
     assert metrics["green/evaluate_warmup_batches"] == 2
     assert metrics["green/evaluate_energy_per_sample_j"] == pytest.approx(125.0 / 14, rel=1e-9)
@@ -224,7 +227,7 @@ def test_seq2seq_predict_with_generate_counts_output_tokens(tmp_path, fake_clock
     inputs = Padded(10)
     output = trainer.predict([{k: v for k, v in inputs[i].items() if k != "labels"} for i in range(10)])
     assert output.predictions.shape[0] == 10
-    metrics = output.metrics
+    metrics = callback.last_phase_metrics
     assert metrics["green/predict_tokens_out"] == 30
     assert metrics["green/predict_energy_per_token_out_j"] == pytest.approx(POWER_W * BATCH_S / 12, rel=1e-9)
     assert metrics["green/predict_tokens_in"] == 70

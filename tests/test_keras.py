@@ -230,3 +230,38 @@ def test_import_without_a_usable_backend_names_the_fix(tmp_path):
     assert proc.returncode != 0
     assert "KERAS_BACKEND=torch|jax|tensorflow" in proc.stderr
     assert 'pip install "green-callbacks[keras]"' in proc.stderr
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_standalone_evaluate_and_predict_count_their_batches_or_say_unavailable(tmp_path, steps_per_execution):
+    """``evaluate`` / ``predict`` outside ``fit``, 25 samples in batches of 10, 10, 5, on every backend. By hand with
+    the step sensor (5 J a read): reads at the phase's start, the end of warm-up batch 1, around warm-up batch 3 and
+    at the end: 20 J in all, 10 J of warm-up, the steady batch 2 10 J for 10 samples: 1 sample per joule. JAX notes
+    the batches its iterator yields (several per call with ``steps_per_execution``); TensorFlow runs them inside a
+    graph: batches, samples and per-sample figures are unavailable (NaN), never 0."""
+    if BACKEND == "torch" and steps_per_execution > 1:
+        pytest.skip("the torch backend runs one step per call")
+    model = _model()
+    model.compile(optimizer="adam", loss="mse", steps_per_execution=steps_per_execution)
+    x, y = _data(N_TRAIN)
+    for kind in ("evaluate", "predict"):
+        green = _green(tmp_path)
+        if kind == "evaluate":
+            model.evaluate(x, y, batch_size=BATCH, callbacks=[green], verbose=0)
+        else:
+            model.predict(x, batch_size=BATCH, callbacks=[green], verbose=0)
+        metrics = green.last_phase_metrics
+        assert metrics[f"green/{kind}_energy_kwh"] == pytest.approx(20.0 / 3.6e6)
+        counted = ("batches", "samples", "warmup_batches", "samples_per_joule", "energy_per_sample_j")
+        if BACKEND == "tensorflow":
+            for suffix in counted:
+                assert math.isnan(metrics[f"green/{kind}_{suffix}"]), suffix
+            continue
+        assert metrics[f"green/{kind}_batches"] == 3 and metrics[f"green/{kind}_samples"] == N_TRAIN
+        assert metrics[f"green/{kind}_warmup_batches"] == 2
+        assert metrics[f"green/{kind}_samples_per_joule"] == pytest.approx(1.0)
+        assert metrics[f"green/{kind}_energy_per_sample_j"] == pytest.approx(1.0)
+        if BACKEND == "jax":  # steps dispatched asynchronously: no per-batch latency
+            assert math.isnan(metrics[f"green/{kind}_latency_p50_s"])
+        if BACKEND == "torch":
+            assert metrics[f"green/{kind}_flops"] == _matmul_eval(N_TRAIN)

@@ -161,7 +161,7 @@ def _run_phase(tmp_path: Path, fake_clock: clock.FakeClock, training: object = N
         fake_clock.advance(seconds)
         phase.batch_end()
         fake_clock.advance(0.1)
-    phase.end(flops_of=lambda example: 10.0 * example["input_ids"].shape[0])
+    phase.end()
     return phase
 
 
@@ -183,7 +183,7 @@ def test_phase_session_exact_against_constant_power(tmp_path: Path, fake_clock: 
     assert r.emissions_gco2e == pytest.approx(120.0 * total_s / J_PER_KWH * 500.0 * 1.2)
     assert r.latency_p50_s == pytest.approx(0.2) and r.latency_p95_s == pytest.approx(0.2)
     assert r.warmup_latencies_s == pytest.approx((0.5, 0.3))
-    assert r.flops == pytest.approx(3 * 40.0 + 20.0) and r.flops_per_sample == pytest.approx(140.0 / 14)
+    assert r.flops is None and r.flops_per_sample is None  # no model handed with the batches: unavailable
     assert r.tokens_in == 3 * 21 + 12
     assert r.energy_per_token_in_j == pytest.approx(120.0 * steady_s / (2 * 21))
     record = read_record(phase.record_path)  # type: ignore[arg-type]
@@ -307,3 +307,62 @@ def test_output_tokens_split_between_warmup_and_steady(tmp_path: Path, fake_cloc
     r = phase.end()
     assert r is not None and r.tokens_out == 15
     assert r.energy_per_token_out_j == pytest.approx(10.0 * 1.0 / 8)
+
+
+def _phase_of(tmp_path: Path, **options: object) -> PhaseSession:
+    sensors = [ConstantPowerSensor("gpu", 100.0), ConstantPowerSensor("cpu", 20.0, scope="node")]
+    config = GreenConfig(carbon_intensity=500.0, pue=1.2, output_dir=str(tmp_path))
+    return PhaseSession(config, framework="test", kind="predict", sensors=sensors, **options)  # type: ignore[arg-type]
+
+
+def test_phase_flops_are_observed_on_the_real_batches(tmp_path: Path, fake_clock: clock.FakeClock) -> None:
+    """A Linear 6 -> 3 on batches of 4, 4, 4 and 2 rows: 2·6·3 = 36 FLOPs per row, 14 rows = 504, counted while the
+    batches run (the first of each shape observed, the others cache hits): the forward runs once per batch."""
+    torch = pytest.importorskip("torch")
+    from green_callbacks.core.phase_flops import PhaseFlops
+
+    model = torch.nn.Linear(6, 3)
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    flops = PhaseFlops()
+    flops.open()
+    phase = _phase_of(tmp_path, flops=flops)
+    phase.start()
+    for rows in (4, 4, 4, 2):
+        batch = torch.ones(rows, 6)
+        phase.batch_start(batch, model)
+        with torch.no_grad():
+            model(batch)
+        fake_clock.advance(0.1)
+        phase.batch_end()
+    result = phase.end()
+    assert result is not None and len(calls) == 4
+    assert result.flops == 2 * 6 * 3 * 14 and result.flops_per_sample == 36.0
+    assert flops.tracker.info()["counts"]["observed"] == 2  # one per shape: (4, 6) and (2, 6)
+
+    # a batch whose model is not handed over: the phase's FLOPs are unavailable, not a partial sum
+    flops.open()
+    phase = _phase_of(tmp_path, flops=flops)
+    phase.start()
+    for handed in (model, None):
+        phase.batch_start(torch.ones(4, 6), handed)
+        model(torch.ones(4, 6))
+        phase.batch_end()
+    result = phase.end()
+    assert result is not None and result.flops is None and result.batches == 2
+
+
+def test_batches_not_seen_are_unavailable_not_zero(tmp_path: Path, fake_clock: clock.FakeClock) -> None:
+    """A backend whose steps run out of the adapter's sight (Keras on TensorFlow): the energy is measured, batches,
+    samples and every per-sample figure are unavailable (NaN), never 0."""
+    phase = _phase_of(tmp_path, sees_batches=False)
+    phase.start()
+    fake_clock.advance(2.0)
+    result = phase.end()
+    assert result is not None and result.energy_j == pytest.approx(120.0 * 2.0) and result.quality == "measured"
+    metrics = result.metrics()
+    for suffix in ("batches", "samples", "samples_per_joule", "energy_per_sample_j", "warmup_batches"):
+        assert math.isnan(metrics[f"green/predict_{suffix}"]), suffix
+    assert metrics["green/predict_mean_power_w"] == pytest.approx(120.0)
+    assert any("not seen" in note for note in result.notes)
+    assert read_record(phase.record_path)["phase"]["samples"] is None  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from green_callbacks.core.phase import PHASE_KINDS
 from green_callbacks.core.throughput import Throughput, throughput
 from green_callbacks.core.units import joules_to_kwh
 
@@ -31,6 +32,7 @@ __all__ = [
     "footprint_metrics",
     "is_own_key",
     "nan_metrics",
+    "phase_progress_metrics",
     "progress_bar_metrics",
     "throughput_metrics",
     "to_number",
@@ -157,13 +159,24 @@ def progress_bar_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     }
 
 
+def phase_progress_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """A phase's energy in Wh and its grams CO2e (the compact console view of a test / validate / predict /
+    evaluate), from its ``green/<kind>_...`` keys; empty when ``metrics`` holds no phase."""
+    for kind in PHASE_KINDS:
+        energy = metrics.get(f"{PREFIX}{kind}_energy_kwh")
+        if energy is not None:
+            return {"Wh": float(energy) * 1000.0, "gCO2e": float(metrics[f"{PREFIX}{kind}_emissions_gco2e"])}
+    return {}
+
+
 def console_view(logs: Mapping[str, Any], console: str) -> dict[str, Any]:
-    """What a console line shows of an epoch's logs: ``"all"``: everything; ``"compact"``: the user's own keys and
-    the running totals in Wh and gCO2e in place of the ``green/...`` keys (loggers still get every key)."""
-    if console == "all" or "green/total_energy_kwh" not in logs:
+    """What a console line shows of an epoch's (or a phase's) logs: ``"all"``: everything; ``"compact"``: the
+    user's own keys and the running totals (a phase's: its own) in Wh and gCO2e in place of the ``green/...`` keys
+    (loggers still get every key)."""
+    if console == "all" or not any(is_own_key(str(k)) for k in logs):
         return dict(logs)
     out = {k: v for k, v in logs.items() if not is_own_key(str(k))}
-    out.update(progress_bar_metrics(logs))
+    out.update(progress_bar_metrics(logs) if "green/total_energy_kwh" in logs else phase_progress_metrics(logs))
     return out
 
 

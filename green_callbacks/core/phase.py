@@ -178,6 +178,8 @@ class PhaseInputs:
 
     Energies in joules before PUE, ``None`` = unavailable. ``warmup_*`` cover the warm-up batches (the first of
     each input signature; the first one from the start of the phase). ``latencies_s`` are the steady batches'.
+    ``batches``/``samples`` (and their warm-up parts) are ``None`` where the framework's batches were not seen
+    (every per-sample figure is then unavailable, never 0).
     """
 
     kind: str
@@ -186,10 +188,10 @@ class PhaseInputs:
     component_method: Mapping[str, str]
     warmup_component_energy_j: Mapping[str, float | None]
     warmup_time_s: float
-    batches: int
-    samples: int
-    warmup_batches: int
-    warmup_samples: int
+    batches: int | None
+    samples: int | None
+    warmup_batches: int | None
+    warmup_samples: int | None
     intensity_gco2e_per_kwh: float
     pue: float
     flops: float | None = None
@@ -226,18 +228,18 @@ class PhaseResult:
     emissions_gco2e: float | None
     intensity_gco2e_per_kwh: float
     pue: float
-    batches: int
-    samples: int
+    batches: int | None
+    samples: int | None
     flops: float | None
     tokens_in: float | None
     tokens_out: float | None
-    warmup_batches: int
-    warmup_samples: int
+    warmup_batches: int | None
+    warmup_samples: int | None
     warmup_time_s: float
     warmup_energy_j: float | None
     steady_time_s: float
     steady_energy_j: float | None
-    steady_samples: int
+    steady_samples: int | None
     rates_include_warmup: bool
     energy_per_sample_j: float | None
     wh_per_1000_samples: float | None
@@ -343,15 +345,18 @@ def summarize_phase(inputs: PhaseInputs) -> PhaseResult:
         notes.append(f"warm-up energy unavailable for {', '.join(lost)}: steady energy leaves it out")
     steady_j = None if warm_j is None else max(float(sum(comp[n] for n in both)) - warm_j, 0.0)  # type: ignore[misc]
     steady_time = max(inputs.duration_s - inputs.warmup_time_s, 0.0)
-    steady_samples = inputs.samples - inputs.warmup_samples
+    counted = inputs.samples is not None and inputs.warmup_samples is not None
+    steady_samples = inputs.samples - inputs.warmup_samples if counted else None  # type: ignore[operator]
     steady_tokens_in = _minus(inputs.tokens_in, inputs.warmup_tokens_in)
     steady_tokens_out = _minus(inputs.tokens_out, inputs.warmup_tokens_out)
 
-    include_warmup = steady_samples <= 0 or steady_j is None
+    include_warmup = steady_samples is None or steady_samples <= 0 or steady_j is None
+    if not counted:
+        notes.append("the framework's batches were not seen: batches, samples and per-sample figures are unavailable")
     if include_warmup:
         rate_j, rate_t, rate_n = energy_j, inputs.duration_s, inputs.samples
         rate_tok_in, rate_tok_out = inputs.tokens_in, inputs.tokens_out
-        if inputs.samples > 0:
+        if counted and inputs.samples > 0:  # type: ignore[operator]
             notes.append("no steady batch (each batch was the first of its shape): rates include warm-up")
     else:
         rate_j, rate_t, rate_n = steady_j, steady_time, steady_samples
@@ -364,7 +369,7 @@ def summarize_phase(inputs: PhaseInputs) -> PhaseResult:
     resolution = {n: resolution_s(inputs.component_method.get(n, "")) for n in measured}
     # The rates' energy is a sum of differences of two reads (the stretches between warm-up windows, or the whole
     # phase); each difference can be off by up to one resolution of its sensor, so the window must outlast them all.
-    differences = 1 if include_warmup else max(int(inputs.warmup_batches), 1)
+    differences = 1 if include_warmup else max(int(inputs.warmup_batches or 0), 1)
     short = tuple(n for n in measured if rate_t < differences * resolution[n])
     if not measured:
         quality = UNAVAILABLE
@@ -388,18 +393,18 @@ def summarize_phase(inputs: PhaseInputs) -> PhaseResult:
         emissions_gco2e=emissions,
         intensity_gco2e_per_kwh=float(inputs.intensity_gco2e_per_kwh),
         pue=float(inputs.pue),
-        batches=int(inputs.batches),
-        samples=int(inputs.samples),
+        batches=_int(inputs.batches),
+        samples=_int(inputs.samples),
         flops=inputs.flops,
         tokens_in=inputs.tokens_in,
         tokens_out=inputs.tokens_out,
-        warmup_batches=int(inputs.warmup_batches),
-        warmup_samples=int(inputs.warmup_samples),
+        warmup_batches=_int(inputs.warmup_batches),
+        warmup_samples=_int(inputs.warmup_samples),
         warmup_time_s=float(inputs.warmup_time_s),
         warmup_energy_j=warm_j,
         steady_time_s=steady_time,
         steady_energy_j=steady_j,
-        steady_samples=int(steady_samples),
+        steady_samples=_int(steady_samples),
         rates_include_warmup=include_warmup,
         energy_per_sample_j=per_sample,
         wh_per_1000_samples=None if per_sample is None else per_sample / 3600.0 * 1000.0,
@@ -417,6 +422,10 @@ def summarize_phase(inputs: PhaseInputs) -> PhaseResult:
         quality=quality,
         notes=tuple(notes),
     )
+
+
+def _int(value: int | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _minus(total: float | None, part: float | None) -> float | None:

@@ -4,8 +4,10 @@ An adapter reaches it through its engine's :class:`PhaseTap` (``engine.phases``)
 phase begins, ``batch_start``/``batch_end`` around each batch, ``end`` when the phase is over (``fail`` when it
 raised); all figures come from :func:`green_callbacks.core.phase.summarize_phase`. The per-batch path is a clock
 read at each end, the batch's shapes (a tuple), and, for language-model inputs, the lazy ``attention_mask.sum()``
-(a device scalar, made a number once at the end). Sensors are read only at the phase's boundaries and around the
-first batch of each input shape (its warm-up window).
+(a device scalar, made a number once at the end), and, where the adapter hands over the batch's model, the FLOP
+tracker's signature look-up (:mod:`green_callbacks.core.phase_flops`: the first batch of each input signature is
+observed while it runs, nothing is re-run). Sensors are read only at the phase's boundaries and around the first
+batch of each input shape (its warm-up window).
 
 Each phase writes its own run record (``"kind": "predict"`` …) beside the record of the fit that trained the model,
 when there was one, and that fit's record lists the phase (see docs/records.md).
@@ -36,6 +38,7 @@ from green_callbacks.core.phase import (
     summarize_phase,
     tokens_in_of,
 )
+from green_callbacks.core.phase_flops import PhaseFlops
 from green_callbacks.core.record import SCHEMA
 from green_callbacks.core.record_writer import new_record_path, write_json_atomic
 from green_callbacks.core.sensors.base import COMPONENTS, Sensor
@@ -77,6 +80,12 @@ class PhaseSession(Ranks):
         training: the callback's fit :class:`~green_callbacks.core.session.Session`, if a fit ran: its carbon
             intensity is reused, the phase record links to it and its record lists the phase.
         dist, reducer: this process's ranks and the sum over ranks (default: from ``torch.distributed``).
+        flops: the phase kind's :class:`~green_callbacks.core.phase_flops.PhaseFlops` (``None``: FLOPs unavailable);
+            ``flops_error(err)`` is told when counting fails (FLOPs are then unavailable, the phase goes on).
+        sees_batches: whether the adapter sees each batch (False: batches, samples and every per-sample figure are
+            unavailable, never 0: e.g. Keras on TensorFlow, whose steps run inside a graph).
+        times_batches: whether a batch's start and end are its real start and end (False where the framework
+            dispatches steps asynchronously, Keras on JAX: latencies are unavailable).
     """
 
     def __init__(
@@ -89,6 +98,10 @@ class PhaseSession(Ranks):
         training: Any = None,
         dist: DistInfo | None = None,
         reducer: Reducer | None = None,
+        flops: PhaseFlops | None = None,
+        flops_error: Callable[[Exception], None] | None = None,
+        sees_batches: bool = True,
+        times_batches: bool = True,
     ) -> None:
         if kind not in PHASE_KINDS:
             raise ValueError(f"phase kind {kind!r} is not one of {', '.join(PHASE_KINDS)}")
@@ -99,6 +112,10 @@ class PhaseSession(Ranks):
         self.training = training
         self._dist = dist
         self._reducer = reducer
+        self._flops = flops
+        self._flops_error = flops_error
+        self._sees_batches = sees_batches
+        self._times_batches = times_batches
         self.run_id = uuid.uuid4().hex
         self.status = "created"
         self.error: str | None = None
@@ -176,8 +193,9 @@ class PhaseSession(Ranks):
         self._exit.install(signals=handle_signals)
 
     # ------------------------------------------------------------------ batches (hot path)
-    def batch_start(self, batch: Any) -> None:
-        """A batch begins: note its shapes; the first batch of each shape is warm-up."""
+    def batch_start(self, batch: Any, model: Any = None) -> None:
+        """A batch begins: note its shapes; the first batch of each shape is warm-up. ``model``: the torch module
+        the batch runs on, whose FLOPs are observed while the batch runs (``None``: FLOPs unavailable)."""
         if self._t0 is not None or self.meter is None:  # a second forward of the same batch (e.g. generation)
             return
         signature = batch_signature(batch)
@@ -193,6 +211,11 @@ class PhaseSession(Ranks):
         self._n = entry[2]
         self._tok = tokens_in_of(batch)
         self._tok_out = None
+        if self._flops is not None:
+            try:
+                self._flops.begin(model, batch)
+            except Exception as err:
+                self._flops_failed(err)
         self._t0 = clock.now_s()
 
     def add_tokens_out(self, tokens: Any) -> None:
@@ -208,6 +231,11 @@ class PhaseSession(Ranks):
             return
         latency = clock.now_s() - t0
         self._t0 = None
+        if self._flops is not None:
+            try:
+                self._flops.end()
+            except Exception as err:
+                self._flops_failed(err)
         n, tok = self._n, self._tok
         if tok is None:
             self._tokens_missing = True
@@ -234,14 +262,28 @@ class PhaseSession(Ranks):
         self._samples += n
 
     # ------------------------------------------------------------------ end
-    @property
-    def examples(self) -> list[tuple[Any, int]]:
-        """One example batch per input signature and how many batches had it (for counting FLOPs after the window)."""
-        return [(entry[0], entry[1]) for entry in self._shapes.values()]
+    def _flops_failed(self, err: Exception) -> None:
+        """Counting failed: FLOPs are unavailable for this phase (the counter is closed); the phase goes on."""
+        flops, self._flops = self._flops, None
+        if flops is not None:
+            try:
+                flops.discard()
+            except Exception:  # closing after a failure: the count is dropped anyway
+                pass
+        if self._flops_error is not None:
+            self._flops_error(err)
 
-    def end(self, flops_of: Callable[[Any], float | None] | None = None) -> PhaseResult | None:
-        """Close the window, count FLOPs (after it: the count's own cost is not the phase's), sum over ranks, write
-        the record and list it in the fit's record. ``flops_of(example_batch)`` gives one batch's forward FLOPs."""
+    def _flops_total(self) -> float | None:
+        if self._flops is None:
+            return None
+        try:
+            return self._flops.total(self._batches)
+        except Exception as err:
+            self._flops_failed(err)
+            return None
+
+    def end(self) -> PhaseResult | None:
+        """Close the window, sum over ranks, write the record and list it in the fit's record."""
         if self.status != "running" or self.meter is None:
             return self.result
         self._t0 = None
@@ -250,7 +292,7 @@ class PhaseSession(Ranks):
             self.meter.end(_WARMUP)
         self.meter.close()
         self._exit.uninstall()
-        flops = self._count_flops(flops_of)
+        flops = self._flops_total()
         self.result = self._summarize(window, flops)
         self.status = "completed"
         self._link_and_write()
@@ -262,6 +304,12 @@ class PhaseSession(Ranks):
             return
         self.error = None if error is None else error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         self._t0 = None
+        if self._flops is not None:  # a step that raised: its counter is closed, its count dropped
+            try:
+                self._flops.discard()
+            except Exception:
+                pass
+            self._flops = None
         self._exit.uninstall()
         window = self.meter.end(_PHASE)
         self.meter.close()
@@ -269,17 +317,6 @@ class PhaseSession(Ranks):
         self.result = self._summarize(window, None, reduce=False)
         self.status = status
         self._link_and_write()
-
-    def _count_flops(self, flops_of: Callable[[Any], float | None] | None) -> float | None:
-        if flops_of is None or not self._shapes:
-            return None
-        total = 0.0
-        for example, count in self.examples:
-            one = flops_of(example)
-            if one is None:
-                return None
-            total += count * float(one)
-        return total
 
     def _local_j(self, name: str, value: float | None) -> float | None:
         """This rank's share: node-level sensors count on the node leader only."""
@@ -302,7 +339,9 @@ class PhaseSession(Ranks):
         warm_out = None if tokens_out is None else float(self._warm_tokens_out or 0.0)
         local: list[float | None] = [self._local_j(n, window.component_j(n)) for n in names]
         local += [self._local_j(n, warm[n]) for n in names]
-        local += [float(self._batches), float(self._samples), float(self._warm_batches), float(self._warm_samples)]
+        seen = self._sees_batches
+        local += [float(n) if seen else None
+                  for n in (self._batches, self._samples, self._warm_batches, self._warm_samples)]
         local += [flops, tokens, warm_tokens, tokens_out, warm_out]
         local.append(self.carbon.intensity_gco2e_per_kwh if self.dist.is_global_zero else 0.0)
         if reduce and self.dist.world_size > 1:
@@ -322,10 +361,10 @@ class PhaseSession(Ranks):
             component_method={n: window.components[n].method for n in names},
             warmup_component_energy_j=dict(zip(names, sums[k:2 * k], strict=True)),
             warmup_time_s=float(sum(p.duration_s for p in self._warm_parts)),
-            batches=round(counts[0] or 0),
-            samples=round(counts[1] or 0),
-            warmup_batches=round(counts[2] or 0),
-            warmup_samples=round(counts[3] or 0),
+            batches=_count(counts[0]),
+            samples=_count(counts[1]),
+            warmup_batches=_count(counts[2]),
+            warmup_samples=_count(counts[3]),
             intensity_gco2e_per_kwh=intensity,
             pue=self.config.pue,
             flops=sums[2 * k + 4],
@@ -333,8 +372,8 @@ class PhaseSession(Ranks):
             warmup_tokens_in=sums[2 * k + 6],
             tokens_out=sums[2 * k + 7],
             warmup_tokens_out=sums[2 * k + 8],
-            latencies_s=tuple(self._lat),
-            warmup_latencies_s=tuple(self._warm_lat),
+            latencies_s=tuple(self._lat) if self._times_batches else (),
+            warmup_latencies_s=tuple(self._warm_lat) if self._times_batches else (),
         )
         result = summarize_phase(inputs)
         training = training_link(self.training)
@@ -416,6 +455,10 @@ class PhaseSession(Ranks):
             })
 
 
+def _count(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
 def _sum_parts(parts: Sequence[Measurement], names: Sequence[str]) -> dict[str, float | None]:
     """Per-component sum of the warm-up windows (``None`` for a component any window lacked); 0 J for none."""
     out: dict[str, float | None] = {}
@@ -433,6 +476,10 @@ class PhaseTap:
     A phase begun while the callback's fit is running (an evaluation inside training) is part of the fit's epochs
     and not measured twice. Failures are warned about once and switch phases off; they never reach the user's loop
     (strict mode re-raises).
+
+    FLOPs: an adapter that hands :meth:`batch_start` the batch's ``model`` gets the phase's forward FLOPs, observed on
+    the real batches (:mod:`green_callbacks.core.phase_flops`; one tracker per phase kind, kept across phases). A
+    counting failure switches the ``phase flops`` part off (FLOPs: NaN) and leaves the phase measured.
 
     Args:
         config, framework, sensors: as for the fit's session.
@@ -452,6 +499,7 @@ class PhaseTap:
         self._sensors = sensors
         self._training = training
         self.guard = Guard("green_callbacks")
+        self._flops: dict[str, PhaseFlops] = {}  # one per phase kind: its caches serve every later phase of the kind
         self.current: PhaseSession | None = None
         self.last: PhaseResult | None = None
         """The figures of the last phase measured (``None`` before the first)."""
@@ -478,15 +526,26 @@ class PhaseTap:
         dist: DistInfo | None = None,
         extra: Mapping[str, Any] | None = None,
         handle_signals: bool = True,
+        sees_batches: bool = True,
+        times_batches: bool = True,
     ) -> bool:
-        """Open a phase; ``False`` when it is not measured (inside a running fit, or phases switched off)."""
+        """Open a phase; ``False`` when it is not measured (inside a running fit, or phases switched off).
+
+        ``sees_batches`` / ``times_batches``: see :class:`PhaseSession`."""
         training = self._training()
         if getattr(training, "running", False) or not self.guard.enabled("phase"):
             return False
         if self.running:  # the previous phase never ended (its framework stopped without a closing hook)
             self.fail("the phase stopped without reaching its end hook")
+        flops = None
+        if self.guard.enabled("phase flops") and sees_batches:
+            flops = self._flops.get(kind)
+            if flops is None:
+                flops = self._flops[kind] = PhaseFlops()
+            flops.open()
         phase = PhaseSession(
-            self._config, framework=self._framework, kind=kind, sensors=self._sensors, training=training, dist=dist
+            self._config, framework=self._framework, kind=kind, sensors=self._sensors, training=training, dist=dist,
+            flops=flops, flops_error=self._flops_failed, sees_batches=sees_batches, times_batches=times_batches,
         )
         phase.lost = self.guard.lost
         self.current = phase
@@ -497,12 +556,17 @@ class PhaseTap:
         )
         return phase.status == "running"
 
+    def _flops_failed(self, err: Exception) -> None:
+        self._flops.clear()  # a tracker that failed keeps no state for later phases
+        self.guard.absorb("phase flops", err)
+
     # the per-batch calls: no Guard.call indirection, a plain try (free in Python 3.11 when nothing raises)
-    def batch_start(self, batch: Any) -> None:
+    def batch_start(self, batch: Any, model: Any = None) -> None:
+        """A batch begins; ``model``: the torch module it runs on, for its FLOPs (``None``: FLOPs unavailable)."""
         phase = self.current
         if phase is not None and phase.status == "running":
             try:
-                phase.batch_start(batch)
+                phase.batch_start(batch, model)
             except Exception as err:
                 self._broken(err)
 
@@ -534,19 +598,12 @@ class PhaseTap:
             except Exception:  # the record is best effort once the phase broke
                 pass
 
-    def end(self, flops_of: Callable[[Any], float | None] | None = None) -> dict[str, float] | None:
-        """Close the phase; its ``green/<kind>_...`` metrics (``None`` when no phase is running).
-
-        ``flops_of(example_batch)``: one batch's forward FLOPs, called once per input signature after the window.
-        """
+    def end(self) -> dict[str, float] | None:
+        """Close the phase; its ``green/<kind>_...`` metrics (``None`` when no phase is running)."""
         phase = self.current
         if phase is None or phase.status != "running":
             return None
-        counter = None
-        if flops_of is not None:
-            def counter(example: Any) -> float | None:
-                return self.guard.call("phase flops", flops_of, example)
-        result = self.guard.call("phase", phase.end, counter)
+        result = self.guard.call("phase", phase.end)
         if result is None:
             return None
         self.last = result

@@ -4,8 +4,8 @@ Usage: python lightning_ddp_phase.py OUTPUT_DIR
 
 Test data: 16 samples in batches of 4; the DistributedSampler gives each rank 8 (2 batches). Each process draws
 100 W (GPU, per device) + 20 W (CPU, per node) + 5 W (RAM, per process) on its fake clock, which the module advances
-0.25 s per test batch (1 s per training batch). Every rank writes ``rank<N>.json``: the dict ``trainer.test``
-returned, and its ``last_phase_record_path``.
+0.25 s per test batch (1 s per training batch). Every rank writes ``rank<N>.json``: the callback's
+``last_phase_metrics``, the dict ``trainer.test`` returned, and its ``last_phase_record_path``.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def main() -> None:
     results = trainer.test(module, DataLoader(TensorDataset(x[16:], y[16:]), batch_size=4))
     (out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps({
         "rank": trainer.global_rank,
-        "results": results[0],
+        "results": callback.last_phase_metrics,
+        "returned": results[0],
         "record_path": None if callback.last_phase_record_path is None else str(callback.last_phase_record_path),
     }))
 

@@ -36,6 +36,7 @@ from collections.abc import Callable, Hashable, Mapping
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Literal
 
+from green_callbacks.core import rng
 from green_callbacks.core.flops.formulas import COMPUTE_OPS_WITHOUT_FORMULA, NO_COMPUTE_OPS, custom_flop_mapping
 from green_callbacks.core.flops.fused_autocast import (
     WatchFusedModules,
@@ -283,7 +284,7 @@ class TorchFlopCounter:
             buffers = list(model.buffers())
             with torch.no_grad():
                 saved_buffers = [b.detach().clone() for b in buffers]
-            rng = _rng_state()
+            rng_state = rng.save()
             counter = _make_counter(has_fused_modules(model))
             try:
                 for p in params:
@@ -300,7 +301,7 @@ class TorchFlopCounter:
                 with torch.no_grad():
                     for b, saved in zip(buffers, saved_buffers, strict=True):
                         b.copy_(saved)
-                _restore_rng(rng)
+                rng.restore(rng_state)
             return self._result(kind, "real-step", counter)
 
     # -- counting the real step itself (used by FlopTracker) -----------------------------------------------------
@@ -661,22 +662,6 @@ def _make_meta_copy(model: Any) -> Any:
             for name in ("forward", *(k[len("original_"):] for k in ctx if k.startswith("original_"))):
                 vars(module).pop(name, None)
     return meta
-
-
-def _rng_state() -> tuple[Any, Any]:
-    import torch
-
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    return torch.get_rng_state(), cuda
-
-
-def _restore_rng(state: tuple[Any, Any]) -> None:
-    import torch
-
-    cpu, cuda = state
-    torch.set_rng_state(cpu)
-    if cuda is not None:
-        torch.cuda.set_rng_state_all(cuda)
 
 
 @functools.cache

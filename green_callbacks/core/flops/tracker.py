@@ -36,6 +36,7 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Literal
 
+from green_callbacks.core import rng
 from green_callbacks.core.flops.result import CONVENTION, FlopCountWarning, Kind
 
 __all__ = ["EPOCH_METHODS", "EpochFlops", "FlopTracker"]
@@ -236,12 +237,12 @@ class FlopTracker:
     def _replay(self, kind: Kind, model: Any, forward: Any, batch: Any) -> int:
         start = time.perf_counter()
         self.replaying = True
-        state = _rng_states()
+        state = rng.save()
         try:
             count = self.engine.count_train_step if kind == "train" else self.engine.count_eval_step
             return int(count(model, forward, batch).flops)
         finally:
-            _restore_rng_states(state)
+            rng.restore(state)
             self.replaying = False
             self._counts["meta"] += 1
             self._counting_s += time.perf_counter() - start
@@ -409,38 +410,6 @@ class FlopTracker:
                     FlopCountWarning,
                     stacklevel=3,
                 )
-
-
-def _rng_states() -> tuple[Any, ...]:
-    """Every random generator a step may draw from: torch CPU (and CUDA when initialised), NumPy, Python."""
-    import random
-
-    import torch
-
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    try:
-        import numpy
-    except ImportError:  # pragma: no cover
-        numpy_state = None
-    else:
-        numpy_state = numpy.random.get_state()
-    return torch.get_rng_state(), cuda, numpy_state, random.getstate()
-
-
-def _restore_rng_states(state: tuple[Any, ...]) -> None:
-    import random
-
-    import torch
-
-    cpu, cuda, numpy_state, python_state = state
-    torch.set_rng_state(cpu)
-    if cuda is not None:
-        torch.cuda.set_rng_state_all(cuda)
-    if numpy_state is not None:
-        import numpy
-
-        numpy.random.set_state(numpy_state)
-    random.setstate(python_state)
 
 
 def _engine_name() -> str:
