@@ -21,6 +21,7 @@ from green_callbacks.core.metric_keys import METRIC_KEYS, progress_bar_metrics
 from green_callbacks.core.patches import InstancePatches
 from green_callbacks.core.phase import PhaseResult
 from green_callbacks.core.session import Session
+from green_callbacks.core.wording import CALLBACK
 
 __all__ = ["METRIC_KEYS", "GreenCallbackBase", "progress_bar_metrics"]
 
@@ -54,6 +55,9 @@ class GreenCallbackBase:
     """
 
     framework = "unknown"
+    front_end = CALLBACK
+    """How messages tell the user to set an option (``GreenCallback(monitor=...)``); the loop ``Tracker`` has its
+    own."""
 
     def __init__(
         self,
@@ -90,7 +94,7 @@ class GreenCallbackBase:
             from green_callbacks.core.sensors.nvml import check_gpus_on_this_machine
 
             check_gpus_on_this_machine(self.config.gpus)
-        self._engine = Engine(self.config, framework=self.framework, sensors=sensors)
+        self._engine = Engine(self.config, framework=self.framework, sensors=sensors, front_end=self.front_end)
         self._patches = InstancePatches()  # framework objects changed for one fit (see core/patches.py)
         self._init_adapter()
 

@@ -57,8 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "measure":
         return _measure(args)
     if args.command == "demo":
-        from green_callbacks.demo import main as demo_main
-
+        try:
+            from green_callbacks.demo import main as demo_main
+        except ImportError as err:  # torch or Lightning missing: say what to install, not a traceback
+            missing = getattr(err, "name", None) or str(err)
+            print(f"green-callbacks demo: it trains a small model with PyTorch Lightning, and {missing!r} is not "
+                  f'installed. Install it with: pip install "green-callbacks[lightning]"', file=sys.stderr)
+            return 1
         return demo_main(rest, prog="green-callbacks demo")
     if args.command == "report":
         from green_callbacks.report.command import run_report
@@ -72,6 +77,7 @@ def _measure(args: argparse.Namespace) -> int:
     from green_callbacks.core.distributed import DistInfo, identity_reducer
     from green_callbacks.core.record import read_record
     from green_callbacks.core.session import Session
+    from green_callbacks.core.wording import MEASURE
     from green_callbacks.report.summary import format_epoch_table, format_run_summary
 
     cmd = list(args.cmd)
@@ -91,7 +97,7 @@ def _measure(args: argparse.Namespace) -> int:
         from green_callbacks.core.sensors.nvml import check_gpus_on_this_machine
 
         check_gpus_on_this_machine(config.gpus)
-        session = Session(config, framework="measure", dist=DistInfo(), reducer=identity_reducer)
+        session = Session(config, framework="measure", dist=DistInfo(), reducer=identity_reducer, front_end=MEASURE)
     except ValueError as err:
         print(f"green-callbacks measure: {err}", file=sys.stderr)
         return 2

@@ -39,6 +39,7 @@ from typing import Any
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
 from green_callbacks.core.metric_keys import nan_metrics
 from green_callbacks.core.throughput import batch_counts
+from green_callbacks.core.wording import TRACKER
 
 __all__ = ["METRIC_KEYS", "Epoch", "LogHook", "Tracker"]
 
@@ -142,6 +143,7 @@ class Tracker(GreenCallbackBase):
     """
 
     framework = "loop"
+    front_end = TRACKER
 
     def __init__(
         self,

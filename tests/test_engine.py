@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from green_callbacks._adapter import GreenCallbackBase
+from green_callbacks.core import record_writer
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.distributed import DistInfo
 from green_callbacks.core.metric_keys import user_metrics
@@ -266,9 +267,10 @@ def test_records_honour_the_umask(tmp_path):
 def test_stale_temporary_files_of_dead_processes_are_removed_at_start(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f".green-run-{dead.pid}-abc123.tmp"
+    machine = record_writer._machine()  # this host, boot and PID namespace: its process ids can be checked here
+    stale = tmp_path / f".green-run-tmp-{machine}-{dead.pid}-abc123.tmp"
     stale.write_text("{")
-    alive = tmp_path / f".green-run-{os.getppid()}-def456.tmp"  # a live process (pytest's parent) may be writing
+    alive = tmp_path / f".green-run-tmp-{machine}-{os.getppid()}-def456.tmp"  # a live process (pytest's parent)
     alive.write_text("{")
     other = tmp_path / ".other.tmp"
     other.write_text("x")

@@ -4,7 +4,8 @@ Offline by default: the numbers come from two packaged tables (``data/countries.
 data: Ember/OWID lifecycle values, one value derived from its generation mix, each row with its own source, year
 and method; and ``data/gcp_regions.csv``, Google Cloud's published per-region grid values), from an explicit
 value, or from environment variables. No function here makes a network connection; the opt-in live
-provider lives in :mod:`green_callbacks.core.live` and is only used when passed as ``live=``.
+provider lives in :mod:`green_callbacks.core.live` and is only used when passed as ``live=``. A run asks it
+through :class:`CarbonChoice`, in the background: the run never waits on the network (see docs/carbon.md).
 
 Precedence in :func:`resolve_carbon`: ``carbon_intensity`` > ``region`` > ``country`` (at most one of the three)
 > environment variables (same rule) > the world average, with one warning per process saying how to set it.
@@ -21,13 +22,16 @@ import io
 import math
 import numbers
 import os
-import warnings
+import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
 from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from green_callbacks.core.wording import FrontEnd
 
 __all__ = [
     "COUNTRY_BASIS",
@@ -44,10 +48,12 @@ __all__ = [
     "MIX_FACTORS_GCO2E_PER_KWH",
     "MIX_SOURCES",
     "PUE_PRESETS",
+    "CarbonChoice",
     "CarbonIntensity",
     "CountryRow",
     "LiveIntensitySource",
     "RegionRow",
+    "choose_carbon",
     "country_table",
     "gcp_region_table",
     "intensity_from_mix",
@@ -464,11 +470,9 @@ def lookup_region(region: str) -> CarbonIntensity:
 def _explicit(value: object, what: str, source: str) -> CarbonIntensity:
     number = validate_intensity(value, what)
     if 0 < number < 1:
-        warnings.warn(
-            f"{what}={number!r} is read as gCO2e/kWh (grams). If you meant kg/kWh, multiply by 1000.",
-            UserWarning,
-            stacklevel=4,
-        )
+        from green_callbacks.core.wording import warn_user
+
+        warn_user(f"{what}={number!r} is read as gCO2e/kWh (grams). If you meant kg/kWh, multiply by 1000.")
     return CarbonIntensity(
         intensity_gco2e_per_kwh=number,
         source=source,
@@ -525,19 +529,22 @@ def _static(
     return None
 
 
-def _world_default() -> CarbonIntensity:
+def _world_default(front_end: FrontEnd | None = None) -> CarbonIntensity:
     global _world_warned
+    from green_callbacks.core.wording import CALLBACK, warn_user
+
+    say = front_end or CALLBACK
     value = world_average(kind="default")
     if not _world_warned:
         _world_warned = True
-        warnings.warn(
+        warn_user(
             f"green_callbacks: no country, region or carbon_intensity was given, so emissions use the world "
             f"average grid intensity, {value.intensity_gco2e_per_kwh:g} gCO2e/kWh ({value.year}). Set your grid "
-            f"with country='FR' (ISO code), region='gcp:europe-west1', or carbon_intensity=<gCO2e/kWh>; for "
+            f"with {say.setting('country', 'FR')} (ISO code), {say.setting('region', 'gcp:europe-west1')}, or "
+            f"{say.setting('carbon_intensity', '<gCO2e/kWh>', literal=True)}; for "
             f"scripts you cannot edit, set the environment variable {ENV_COUNTRY}, {ENV_REGION} or "
-            f"{ENV_CARBON_INTENSITY}. Pass country='world' to keep the world average without this warning.",
-            UserWarning,
-            stacklevel=3,
+            f"{ENV_CARBON_INTENSITY}. Pass {say.setting('country', 'world')} to keep the world average without "
+            f"this warning."
         )
     return value
 
@@ -549,8 +556,9 @@ def resolve_carbon(
     carbon_intensity: float | None = None,
     live: LiveIntensitySource | None = None,
     environ: Mapping[str, str] = os.environ,
+    front_end: FrontEnd | None = None,
 ) -> CarbonIntensity:
-    """Choose the grid carbon intensity for a run.
+    """Choose the grid carbon intensity for a run (with ``live``, waiting for it: a run uses :func:`choose_carbon`).
 
     Args:
         country: ISO 3166 alpha-2 or alpha-3 code, any case (``"FR"``, ``"fra"``), or ``"world"``.
@@ -560,23 +568,155 @@ def resolve_carbon(
             value is used; on any error it falls back to ``country``/``region`` (or the environment) if set,
             else to the table value for its own zone. Cannot be combined with ``carbon_intensity``.
         environ: where the ``GREEN_CALLBACKS_*`` variables are read (``os.environ``); arguments win over it.
+        front_end: how the one warning says to set the grid (``country='FR'``, ``--country FR``).
 
     At most one of ``country``, ``region``, ``carbon_intensity`` may be given (likewise for the environment
     variables); two at once is a ``ValueError``. With nothing set, the world average is returned with
     ``kind="default"`` and a single ``UserWarning`` per process. Without ``live`` nothing here touches the network.
     """
     if live is not None:
-        if carbon_intensity is not None:
-            raise ValueError(
-                f"Got both live={live!r} and carbon_intensity={carbon_intensity!r}; a live provider replaces "
-                f"a fixed value. Pass one of them (country= or region= may accompany live= as its fallback)."
-            )
-        if not callable(getattr(live, "fetch", None)):
-            raise ValueError(
-                f"live must be a live provider with a fetch() method, such as "
-                f"green_callbacks.core.live.ElectricityMapsProvider(zone='DE'); got {type(live).__name__}."
-            )
+        _check_live(live, carbon_intensity)
         fallback = _static(country, region, None, environ)
         return live.fetch(fallback=fallback)
     chosen = _static(country, region, carbon_intensity, environ)
-    return chosen if chosen is not None else _world_default()
+    return chosen if chosen is not None else _world_default(front_end)
+
+
+def _check_live(live: object, carbon_intensity: object) -> None:
+    if carbon_intensity is not None:
+        raise ValueError(
+            f"Got both live={live!r} and carbon_intensity={carbon_intensity!r}; a live provider replaces "
+            f"a fixed value. Pass one of them (country= or region= may accompany live= as its fallback)."
+        )
+    if not callable(getattr(live, "fetch", None)):
+        raise ValueError(
+            f"live must be a live provider with a fetch() method, such as "
+            f"green_callbacks.core.live.ElectricityMapsProvider(zone='DE'); got {type(live).__name__}."
+        )
+
+
+def choose_carbon(
+    *,
+    country: str | None = None,
+    region: str | None = None,
+    carbon_intensity: float | None = None,
+    live: LiveIntensitySource | None = None,
+    environ: Mapping[str, str] = os.environ,
+    front_end: FrontEnd | None = None,
+) -> CarbonChoice:
+    """:func:`resolve_carbon` for a run: the same arguments and errors, but a live value is fetched in the
+    background (:class:`CarbonChoice`), so this returns without waiting on the network."""
+    if live is None:
+        return CarbonChoice(resolve_carbon(country=country, region=region, carbon_intensity=carbon_intensity,
+                                           environ=environ, front_end=front_end))
+    _check_live(live, carbon_intensity)
+    given = _static(country, region, None, environ)
+    table = getattr(live, "table_fallback", None)
+    fallback = given if given is not None else table() if callable(table) else world_average(kind="default")
+    return CarbonChoice(fallback, live=live, given_fallback=given)
+
+
+class CarbonChoice:
+    """The grid intensity of one run, settled once, when the first number needs it; never waited for.
+
+    Without a live provider it is settled from the start. With one (``live=``), the request starts on a daemon
+    thread now, and the run goes on with the fallback meanwhile. The rule: the intensity is settled the first time
+    an emission is computed — the end of the first epoch (a phase's end, or the end of a run with no complete
+    epoch) — and kept for the whole run, so every epoch of a run uses one intensity:
+
+    * the live value, if it has arrived by then (``live.status`` ``"received"`` in the record);
+    * the fallback, if the request failed (``"failed"``, one warning saying why), or if it has not finished
+      (``"late"``, one warning; the request is abandoned). Before it is settled the record says ``"pending"``.
+
+    The fallback is ``country=``/``region=`` (or their environment variables) when given, else the provider's
+    table value for its zone. :meth:`close` (at the run's end) stops the thread: it never outlives the provider's
+    ``timeout_s`` either way.
+    """
+
+    def __init__(
+        self, fallback: CarbonIntensity, *, live: LiveIntensitySource | None = None,
+        given_fallback: CarbonIntensity | None = None,
+    ) -> None:
+        self._fallback = fallback
+        self._given = given_fallback  # what the provider falls back to itself (None: its own table value)
+        self._live = live
+        self._value: CarbonIntensity | None = None if live is not None else fallback
+        self._status = "pending" if live is not None else None
+        self._detail: str | None = None
+        self._arrived: tuple[CarbonIntensity | None, str | None] | None = None
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        if live is not None:
+            self._thread = threading.Thread(target=self._fetch, name="green-callbacks-live-intensity", daemon=True)
+            self._thread.start()
+
+    def _fetch(self) -> None:
+        live = self._live
+        attempt = getattr(live, "attempt", None)
+        try:
+            if callable(attempt):  # the provider's warning waits for settle(), on the thread that settles
+                found = attempt(wake=self._wake)
+            else:  # any provider with fetch() alone: its fallback (and warning) are its own
+                value = live.fetch(fallback=self._given)  # type: ignore[union-attr]
+                found = (value, None) if value.kind == "live" else (None, f"the provider fell back to {value.source}")
+        except Exception as err:  # a provider that raises (it should not): the fallback, with the reason
+            found = (None, f"{type(err).__name__}: {err}")
+        self._arrived = found  # one assignment, read by settle()
+
+    @property
+    def settled(self) -> bool:
+        return self._value is not None
+
+    @property
+    def value(self) -> CarbonIntensity:
+        """The settled intensity, or the fallback while the live value is pending."""
+        return self._value if self._value is not None else self._fallback
+
+    def settle(self) -> CarbonIntensity:
+        """The run's intensity from now on (see the class's rule); the first call decides, without waiting."""
+        if self._value is not None:
+            return self._value
+        with self._lock:
+            if self._value is not None:
+                return self._value
+            arrived = self._arrived
+            if arrived is not None and arrived[0] is not None:
+                self._status, self._value = "received", arrived[0]
+                return self._value
+            if arrived is not None:
+                self._status, self._detail = "failed", arrived[1]
+                fall_back = getattr(self._live, "fall_back", None)
+                value = fall_back(arrived[1] or "no value", self._given) if callable(fall_back) else None
+                self._value = value if isinstance(value, CarbonIntensity) else self._fallback
+                return self._value
+            self._wake.set()  # no longer needed: the request is abandoned
+            timeout = getattr(self._live, "timeout_s", None)
+            within = f" within its timeout_s={timeout:g}" if isinstance(timeout, (int, float)) else ""
+            self._status = "late"
+            self._detail = f"no answer had arrived by the time the first emissions were computed{within}"
+            self._value = self._fallback
+            from green_callbacks.core.wording import warn_user
+
+            warn_user(
+                f"green_callbacks: the live carbon intensity from {self._live!r} had not arrived by the end of the "
+                f"first epoch, so this run uses {self._value.intensity_gco2e_per_kwh:g} gCO2e/kWh from "
+                f"{self._value.source} ({self._value.location}, {self._value.year}) for all its epochs. The run never "
+                "waits on the network: a live value is used only when it has arrived by the end of the first epoch."
+            )
+            return self._value
+
+    def to_record(self) -> dict[str, Any]:
+        """The record's ``carbon`` fields: the intensity's, plus ``live`` (status, detail) with a live provider."""
+        record = self.value.to_record()
+        if self._status is not None:
+            record["live"] = {"status": self._status, "detail": self._detail}
+        return record
+
+    def close(self, timeout_s: float = 1.0) -> None:
+        """Settle, end the request and join the thread (``timeout_s`` at most; it is a daemon either way)."""
+        self.settle()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import difflib
 import math
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from green_callbacks.core.wording import CALLBACK, FrontEnd, warn_user
 
 __all__ = [
     "VALIDATION_LOSS_NAMES",
@@ -54,16 +55,18 @@ def closest_name(name: str, names: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
-def infer_mode(monitor: str) -> Mode:
-    """``"min"`` or ``"max"`` from the metric's name, like Keras does; a clear error when the name says neither."""
+def infer_mode(monitor: str, front_end: FrontEnd = CALLBACK) -> Mode:
+    """``"min"`` or ``"max"`` from the metric's name, like Keras does; a clear error when the name says neither
+    (in ``front_end``'s words: ``mode='min'`` to ``GreenCallback(...)`` or to ``Tracker(...)``)."""
     name = monitor.lower().rsplit("/", 1)[-1]
     if any(hint in name for hint in _MIN_HINTS):
         return "min"
     if any(hint in name for hint in _MAX_HINTS):
         return "max"
+    where = "" if front_end.flags else f" to {front_end.name}(...)"
     raise ValueError(
-        f"cannot tell whether {monitor!r} should be minimised or maximised from its name; "
-        "pass mode='min' or mode='max' to GreenCallback(...)."
+        f"cannot tell whether {monitor!r} should be minimised or maximised from its name; pass "
+        f"{front_end.setting('mode', 'min')} or {front_end.setting('mode', 'max')}{where}."
     )
 
 
@@ -104,11 +107,13 @@ class ConvergencePoint:
 class ConvergenceTracker:
     """Follows one metric over epochs; :attr:`best` and :attr:`at_target` hold the convergence points."""
 
-    def __init__(self, monitor: str, mode: str | None = None, target: float | None = None) -> None:
+    def __init__(
+        self, monitor: str, mode: str | None = None, target: float | None = None, *, front_end: FrontEnd = CALLBACK
+    ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a metric name such as 'val_loss', got {monitor!r}")
         if mode is None:
-            mode = infer_mode(monitor)
+            mode = infer_mode(monitor, front_end)
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if target is not None and (isinstance(target, bool) or not math.isfinite(float(target))):
@@ -164,9 +169,12 @@ class MonitorWatch:
       model logs ``val_acc``): one warning naming it, the metrics that were logged and the closest match.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, front_end: FrontEnd = CALLBACK) -> None:
         self._first_epoch_seen = False
         self._said_no_validation = False
+        self._say = front_end
+        """How the messages tell the user to name the metric; a front end without ``monitor`` (``measure``, which
+        has no metrics) hears nothing about it."""
 
     def observe(
         self, tracker: ConvergenceTracker | None, names: Iterable[str], epoch: int, *, speak: bool = True
@@ -175,37 +183,34 @@ class MonitorWatch:
         this process may warn (global rank zero)."""
         names = sorted(names)
         first, self._first_epoch_seen = not self._first_epoch_seen, True
+        speak = speak and self._say.has("monitor")
+        monitor_option = self._say.passing(self._say.setting("monitor", "...", literal=True))
+        mode_option = self._say.passing(self._say.setting("monitor", "...", literal=True),
+                                        self._say.setting("mode", "...", literal=True))
         if tracker is not None:
             if first and tracker.monitor not in names and speak:
                 close = closest_name(tracker.monitor, names)
                 hint = f"; did you mean {close!r}?" if close else ""
-                warnings.warn(
+                warn_user(
                     f"green_callbacks: the monitored metric {tracker.monitor!r} was not logged in epoch {epoch} "
                     f"(logged: {', '.join(map(repr, names)) or 'none'}){hint} The green/*_to_convergence keys stay "
-                    "NaN until it appears; check GreenCallback(monitor=...) or the framework's monitor.",
-                    UserWarning,
-                    stacklevel=5,
+                    f"NaN until it appears; check {monitor_option} or the framework's monitor."
                 )
             return tracker
         chosen = default_monitor(names)
         if chosen is not None:
             if speak:
-                warnings.warn(
+                warn_user(
                     f"green_callbacks: convergence (green/*_to_convergence) follows {chosen!r} (min), the validation "
-                    "loss, because no metric was named; pass GreenCallback(monitor=..., mode=...) to follow "
-                    "another metric.",
-                    UserWarning,
-                    stacklevel=5,
+                    f"loss, because no metric was named; pass {mode_option} to follow another metric."
                 )
             return ConvergenceTracker(chosen, "min", None)
         if not self._said_no_validation and speak:
             self._said_no_validation = True
-            warnings.warn(
+            warn_user(
                 f"green_callbacks: no validation metric was logged in epoch {epoch} (logged: "
                 f"{', '.join(map(repr, names)) or 'none'}), so green/*_to_convergence stay NaN; validate during the "
                 f"fit (a validation loss such as {VALIDATION_LOSS_NAMES[0]!r} or {VALIDATION_LOSS_NAMES[1]!r} is "
-                "followed by default) or pass GreenCallback(monitor=...) to name the metric that defines convergence.",
-                UserWarning,
-                stacklevel=5,
+                f"followed by default) or pass {monitor_option} to name the metric that defines convergence."
             )
         return None

@@ -20,6 +20,7 @@ from green_callbacks.core.metric_keys import nan_metrics
 from green_callbacks.core.phase_session import PhaseTap
 from green_callbacks.core.session import Session, status_for
 from green_callbacks.core.throughput import batch_counts
+from green_callbacks.core.wording import CALLBACK, FrontEnd
 
 __all__ = ["PARTS", "Engine", "FlopTap"]
 
@@ -181,11 +182,16 @@ class Engine:
         config: the validated settings.
         framework: ``"lightning"``, ``"keras"``, ``"transformers"`` (the record's ``framework``).
         sensors: sensors to use instead of the machine's (advanced; tests).
+        front_end: how messages tell the user to set an option (:mod:`green_callbacks.core.wording`).
     """
 
-    def __init__(self, config: GreenConfig, *, framework: str, sensors: Sequence[Any] | None = None) -> None:
+    def __init__(
+        self, config: GreenConfig, *, framework: str, sensors: Sequence[Any] | None = None,
+        front_end: FrontEnd = CALLBACK,
+    ) -> None:
         self.config = config
         self.framework = framework
+        self.front_end = front_end
         self._sensors = None if sensors is None else list(sensors)
         self.session = self._new_session()
         self.flops = FlopTap(self)
@@ -193,7 +199,10 @@ class Engine:
         """test / validate / predict / evaluate outside ``fit`` (see :mod:`green_callbacks.core.phase_session`)."""
 
     def _new_session(self, dist: DistInfo | None = None) -> Session:
-        return Session(self.config, framework=self.framework, sensors=self._sensors, dist=dist)
+        previous = getattr(self, "session", None)  # one not started yet hands on its intensity (and its request)
+        carbon = previous.carbon_choice if previous is not None and previous.status == "created" else None
+        return Session(self.config, framework=self.framework, sensors=self._sensors, dist=dist,
+                       front_end=self.front_end, carbon=carbon)
 
     # ------------------------------------------------------------------ state, read-only
     @property

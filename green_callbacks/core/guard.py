@@ -8,9 +8,10 @@ was lost and what to do, and the failing part is switched off; the training goes
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable
 from typing import TypeVar
+
+from green_callbacks.core.wording import warn_user
 
 __all__ = ["STRICT_ENV", "Guard", "strict_mode"]
 
@@ -58,10 +59,7 @@ class Guard:
         if part in self.lost:
             return
         self.lost[part] = f"{type(err).__name__}: {err}"
-        warnings.warn(
+        warn_user(
             f"{self.owner}: {part} failed and is switched off for the rest of this run "
             f"({self.lost[part]}). Training goes on; the run record lists what was lost. "
-            f"Set {STRICT_ENV}=1 to raise instead, and please report this.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+            f"Set {STRICT_ENV}=1 to raise instead, and please report this.", RuntimeWarning)

@@ -12,18 +12,27 @@ read from a file loses its surrounding whitespace; one with whitespace or contro
 Any failure (network error, timeout, HTTP error status, malformed or implausible response) falls back to a
 packaged table value with one warning per provider; it is an expected outside condition, not a bug, so it does
 not re-raise in strict mode.
+
+``timeout_s`` is one deadline for the whole request — connecting, the status line, every header, the body — not a
+limit per socket read: a server that answers one byte every half second cannot hold a request longer. The request
+runs on a daemon thread; at the deadline its connection is shut down (so that thread ends too) and the fetch falls
+back. A run never waits for it on the training thread: :class:`green_callbacks.core.carbon.CarbonChoice` fetches in
+the background (see docs/carbon.md for when the live value is used).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
 import re
+import socket
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +53,77 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         return None
+
+
+class _Connections:
+    """The connections one request opened, so that its deadline can shut them down from another thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: list[http.client.HTTPConnection] = []
+        self._expired = False
+
+    def add(self, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._open.append(connection)
+            expired = self._expired
+        if expired:  # opened after the deadline: it is shut down as soon as it has a socket (see _watched)
+            self.shut(connection)
+
+    def expire(self) -> None:
+        """The deadline passed: every socket of this request is shut down (a blocked read returns at once)."""
+        with self._lock:
+            self._expired = True
+            connections = list(self._open)
+        for connection in connections:
+            self.shut(connection)
+
+    @property
+    def expired(self) -> bool:
+        return self._expired
+
+    @staticmethod
+    def shut(connection: http.client.HTTPConnection) -> None:
+        sock = connection.sock
+        if sock is not None:
+            try:  # the plain socket's shutdown (an SSL socket's own would also drop its state mid-read)
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _watched(connections: _Connections, base: type) -> type:
+    """``base`` (urllib's HTTP or HTTPS handler) recording every connection it opens in ``connections``."""
+
+    class Handler(base):  # type: ignore[misc, valid-type]
+        def do_open(self, http_class, req, **kwargs):  # type: ignore[no-untyped-def]
+            class Connection(http_class):  # type: ignore[misc, valid-type]
+                def connect(self) -> None:
+                    super().connect()
+                    if connections.expired:  # connected after the deadline passed: no read may start
+                        connections.shut(self)
+
+            def opened(*args: Any, **kw: Any) -> http.client.HTTPConnection:
+                connection = Connection(*args, **kw)
+                connections.add(connection)
+                return connection
+
+            return super().do_open(opened, req, **kwargs)
+
+    return Handler
+
+
+def _read_before(response: Any, deadline: float, limit: int) -> bytes:
+    """At most ``limit`` bytes of the body, in chunks, stopping at ``deadline`` (``time.monotonic()``)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and time.monotonic() < deadline:
+        chunk = response.read1(min(65536, limit - size)) if hasattr(response, "read1") else response.read(limit)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 
@@ -144,26 +224,42 @@ class ElectricityMapsProvider:
         return f"{self.base_url}/carbon-intensity/latest?{urllib.parse.urlencode(query)}"
 
     def fetch(self, fallback: CarbonIntensity | None = None) -> CarbonIntensity:
-        """The live value, or ``fallback`` (default: the table value for this zone) with one warning."""
+        """The live value, or ``fallback`` (default: the table value for this zone) with one warning. Returns
+        within ``timeout_s`` (one deadline for the whole request)."""
+        value, message = self.attempt()
+        if value is not None:
+            return value
+        return self.fall_back(message or "no value", fallback)
+
+    def attempt(self, wake: threading.Event | None = None) -> tuple[CarbonIntensity | None, str | None]:
+        """One request, no warning: ``(value, None)``, or ``(None, why)`` with a token-free reason.
+
+        ``wake``: an event that ends the wait before the deadline when set (the caller no longer needs the value);
+        the request is then abandoned like one past its deadline. Within ``timeout_s`` either way."""
         try:
-            value = self._fetch_live()
+            value = self._fetch_live(wake)
         except _LiveError as err:
             message = self._scrub(str(err))
         except Exception as err:  # anything unexpected from urllib/json: still never break the training
             message = self._scrub(f"{type(err).__name__}: {err}")
         else:
             self.last_error = None
-            return value
+            return value, None
         self.last_error = message
+        return None, message
+
+    def fall_back(self, message: str, fallback: CarbonIntensity | None = None) -> CarbonIntensity:
+        """``fallback`` (default: :meth:`table_fallback`) after a failure ``message``: warned once per provider."""
         chosen = fallback if fallback is not None else self.table_fallback()
         if not self._warned:
             self._warned = True
-            warnings.warn(
+            from green_callbacks.core.wording import warn_user
+
+            warn_user(
                 f"green_callbacks: live carbon intensity from Electricity Maps for zone {self.zone!r} failed "
                 f"({message}); using {chosen.intensity_gco2e_per_kwh:g} gCO2e/kWh from {chosen.source} "
                 f"({chosen.location}, {chosen.year}) instead. Further failures of this provider are not warned.",
                 UserWarning,
-                stacklevel=2,
             )
         return chosen
 
@@ -194,14 +290,49 @@ class ElectricityMapsProvider:
             text = text.replace(form, "<hidden>")
         return text
 
-    def _fetch_live(self) -> CarbonIntensity:
+    def _fetch_live(self, wake: threading.Event | None = None) -> CarbonIntensity:
+        """The request on a daemon thread, waited for until the deadline (or ``wake``); then its connection is shut
+        down, so neither this call nor that thread outlives ``timeout_s`` by more than a moment."""
+        connections = _Connections()
+        deadline = time.monotonic() + self.timeout_s
+        done = wake if wake is not None else threading.Event()
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append(self._exchange(connections, deadline))
+            except BaseException as err:  # handed to the waiting thread, raised there
+                outcome.append(err)
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=run, name="green-callbacks-live-request", daemon=True)
+        worker.start()
+        done.wait(self.timeout_s)
+        if not outcome:
+            given_up = time.monotonic() < deadline  # ``wake`` was set by the caller, not by the request
+            connections.expire()
+            worker.join(0.5)  # the shut socket ends its read at once; a name look-up cannot be cut (daemon thread)
+            if given_up:
+                raise _LiveError("abandoned: the run no longer waited for it")
+            raise _LiveError(f"no complete answer within timeout_s={self.timeout_s:g} (one deadline for the whole "
+                             "request)")
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _exchange(self, connections: _Connections, deadline: float) -> CarbonIntensity:
         request = urllib.request.Request(
             self.url, headers={"auth-token": self.__token, "Accept": "application/json"}, method="GET"
         )
+        opener = urllib.request.build_opener(  # built per request: proxy settings are read now, as urlopen does
+            _NoRedirect, _watched(connections, urllib.request.HTTPHandler)(),
+            _watched(connections, urllib.request.HTTPSHandler)(),
+        )
         try:
-            # built per request so that proxy settings are read when the request is made, as urlopen does
-            with urllib.request.build_opener(_NoRedirect).open(request, timeout=self.timeout_s) as response:
-                body = response.read(1_000_000)
+            with opener.open(request, timeout=self.timeout_s) as response:
+                body = _read_before(response, deadline, 1_000_000)
         except urllib.error.HTTPError as err:
             err.close()
             if err.code in _REDIRECT_CODES:
@@ -217,6 +348,9 @@ class ElectricityMapsProvider:
             raise _LiveError(f"cannot reach {self.base_url}: {err.reason}") from None
         except TimeoutError:
             raise _LiveError(f"no answer within timeout_s={self.timeout_s:g}") from None
+        if time.monotonic() >= deadline:
+            raise _LiveError(f"no complete answer within timeout_s={self.timeout_s:g} (one deadline for the whole "
+                             "request)")
         return self._parse(body)
 
     def _parse(self, body: bytes) -> CarbonIntensity:

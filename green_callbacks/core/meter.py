@@ -7,7 +7,6 @@ independent of each other.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -15,6 +14,7 @@ from typing import Any
 
 from green_callbacks.core import clock
 from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE, Reading, Sensor, shared_boundary
+from green_callbacks.core.wording import warn_user
 
 __all__ = ["ComponentEnergy", "Measurement", "Meter"]
 
@@ -127,12 +127,9 @@ class Meter:
     def _break(self, name: str, err: BaseException) -> None:
         if name not in self._broken:
             self._broken[name] = f"{type(err).__name__}: {err}"
-            warnings.warn(
+            warn_user(
                 f"green_callbacks: the {name} energy sensor failed ({self._broken[name]}); {name} energy is "
-                "reported 'unavailable' from now on and training goes on.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+                "reported 'unavailable' from now on and training goes on.", RuntimeWarning)
 
     def read(self) -> dict[str, Reading]:
         """One reading of every sensor (the cost of an epoch boundary); the sensors may share work within it."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import uuid
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from green_callbacks.core.record_writer import new_record_path, write_json_atomi
 from green_callbacks.core.sensors.base import COMPONENTS, Sensor
 from green_callbacks.core.sensors.factory import build_sensors
 from green_callbacks.core.signals import ExitHandlers
+from green_callbacks.core.wording import warn_user
 
 __all__ = ["PhaseSession", "PhaseTap", "training_link"]
 
@@ -121,6 +121,8 @@ class PhaseSession(Ranks):
         self.error: str | None = None
         self.meter: Meter | None = None
         self.carbon: Any = None
+        self._choice: Any = None  # the CarbonChoice the carbon comes from (set at start)
+        self._own_choice = False
         self.record_path: Path | None = None
         self.result: PhaseResult | None = None
         self.break_even: BreakEven | None = None
@@ -168,15 +170,18 @@ class PhaseSession(Ranks):
         then calls :meth:`abort` from its exception hook; the ``atexit`` hook is installed either way."""
         if self.status != "created":
             return
-        from green_callbacks.core.carbon import resolve_carbon
+        from green_callbacks.core.carbon import choose_carbon
 
-        training_carbon = getattr(self.training, "carbon", None)
-        self.carbon = training_carbon if training_carbon is not None else resolve_carbon(
+        # the fit's intensity (settled by whichever needs it first); else this phase's own, fetched in the background
+        choice = getattr(self.training, "carbon_choice", None)
+        self._own_choice = choice is None
+        self._choice = choice if choice is not None else choose_carbon(
             country=self.config.country,
             region=self.config.region,
             carbon_intensity=self.config.carbon_intensity,
             live=self.config.live_intensity,
         )
+        self.carbon = self._choice.value
         sensors = self._custom_sensors
         if sensors is None:
             sensors = build_sensors(self.config, device_type=device_type, device_indices=device_indices,
@@ -327,6 +332,9 @@ class PhaseSession(Ranks):
         return value
 
     def _summarize(self, window: Measurement, flops: float | None, *, reduce: bool = True) -> PhaseResult:
+        self.carbon = self._choice.settle()
+        if self._own_choice:
+            self._choice.close()
         names = [c for c in COMPONENTS if c in window.components] + [
             c for c in window.components if c not in COMPONENTS
         ]
@@ -383,9 +391,8 @@ class PhaseSession(Ranks):
                 training["emissions_gco2e"], result.emissions_per_sample_gco2e,
             )
         if result.short_window_components and self.dist.is_global_zero:
-            warnings.warn(
-                f"green_callbacks: {self.kind}: " + "; ".join(result.notes), UserWarning, stacklevel=4
-            )
+            warn_user(
+                f"green_callbacks: {self.kind}: " + "; ".join(result.notes), UserWarning)
         return result
 
     # ------------------------------------------------------------------ records
@@ -402,7 +409,7 @@ class PhaseSession(Ranks):
             "started_at": self._started_at,
             "updated_at": clock.wall_time_s(),
             "world_size": self.dist.world_size,
-            "carbon": None if self.carbon is None else {**self.carbon.to_record(), "pue": self.config.pue},
+            "carbon": None if self.carbon is None else {**self._choice.to_record(), "pue": self.config.pue},
             "components": components,
             "methods": {n: [m] for n, m in ({} if result is None else result.component_method).items()},
             "training": training_link(self.training),
@@ -439,12 +446,9 @@ class PhaseSession(Ranks):
             try:
                 write_json_atomic(self.record_path, self.to_record())
             except OSError as err:
-                warnings.warn(
+                warn_user(
                     f"green_callbacks: could not write the {self.kind} record {self.record_path} ({err}); set "
-                    "output_dir= to a writable folder.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+                    "output_dir= to a writable folder.", RuntimeWarning)
         add_phase = getattr(self.training, "add_phase", None)
         if self.result is not None and training_link(self.training) is not None and callable(add_phase):
             add_phase({

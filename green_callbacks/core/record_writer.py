@@ -11,9 +11,11 @@ The format is that of BRIEF.md's shared decision (read back by :mod:`green_callb
 
 Header and epoch lines are written by one background thread (``RecordWriter``), off the training thread; the last
 write (:meth:`RecordWriter.final`) is synchronous. A write that fails (a full disk) is kept and retried with the next
-one, and reported once through :meth:`RecordWriter.take_error`. Temporary files are named with the writer's process
-id, so that a later run in the same folder removes those a killed process left behind; files get the permissions
-the umask allows, like any file the user's program writes.
+one, and reported once through :meth:`RecordWriter.take_error`. Temporary files are named for the machine and process
+that writes them (:func:`temp_prefix`: host name, boot id, PID namespace, process id), so that a later run in the same
+folder removes those a killed process *of the same machine* left behind and never touches another machine's (a
+shared filesystem: cluster nodes, containers writing into one folder); files get the permissions the umask allows,
+like any file the user's program writes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import math
 import os
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -39,6 +42,7 @@ __all__ = [
     "epochs_log_name",
     "jsonable",
     "new_record_path",
+    "temp_prefix",
     "write_json_atomic",
 ]
 
@@ -48,8 +52,49 @@ at a flush and the end): a header is rebuilt from the whole state and replaced f
 thousands of short epochs would otherwise pay per epoch, while what it adds to the epoch lines (convergence, methods,
 lost parts) changes slowly. After a SIGKILL it is at most that much older than the last epoch line; the reader takes
 the totals from that line."""
-_TMP_PREFIX = ".green-run-"
-_TMP_PATTERN = re.compile(r"^\.green-run-(\d+)-.*\.tmp$")
+_TMP_PREFIX = ".green-run-tmp-"
+# .green-run-tmp-<host>-<boot id>-<pid namespace>-<pid>-<mkstemp's random part>.tmp; the host may hold '-', the rest
+# not (mkstemp's part is [a-z0-9_]), so the fields are read from the right. The name does not start with a digit
+# after ".green-run-": earlier versions, which removed ".green-run-<pid>-*.tmp" of any process not alive *here*,
+# leave these files alone.
+_TMP_PATTERN = re.compile(r"^\.green-run-tmp-(?P<machine>.+-[0-9a-z]+-\d+)-(?P<pid>\d+)-[a-z0-9_]+\.tmp$")
+_NO_BOOT_ID = "noboot"
+
+
+def _safe(text: str) -> str:
+    """``text`` with anything but letters, digits, ``.``, ``_`` and ``-`` replaced (a file-name part)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:64] or "_"
+
+
+@functools.lru_cache(maxsize=1)
+def _machine() -> str:
+    """``<host>-<boot id>-<pid namespace>``: what makes a process id meaningful.
+
+    A process id names a process only on one running kernel and in one PID namespace: another host, the same host
+    after a reboot, and another container may each have a live process under the same number. The boot id
+    (``/proc/sys/kernel/random/boot_id``, first 12 hex digits) tells two boots and two machines of the same name
+    apart; the PID namespace (the inode of ``/proc/self/ns/pid``) two containers of one boot. Where one is not
+    readable (not Linux) it is ``noboot`` / ``0``: the host name alone then, as ``kill(pid, 0)`` could do no better.
+    """
+    try:
+        namespace = re.sub(r"\D", "", os.readlink("/proc/self/ns/pid")) or "0"
+    except OSError:
+        namespace = "0"
+    return f"{_safe(socket.gethostname())}-{_boot_id()}-{namespace}"
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return re.sub(r"[^0-9a-f]", "", handle.read().lower())[:12] or _NO_BOOT_ID
+    except OSError:
+        return _NO_BOOT_ID
+
+
+def temp_prefix() -> str:
+    """The start of this process's temporary file names: ``.green-run-tmp-<host>-<boot id>-<pid namespace>-<pid>-``
+    (the process id is read now: a forked child writes under its own)."""
+    return f"{_TMP_PREFIX}{_machine()}-{os.getpid()}-"
 
 
 def new_record_path(output_dir: str | os.PathLike[str]) -> Path:
@@ -130,7 +175,7 @@ def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any], *, 
     target.parent.mkdir(parents=True, exist_ok=True)
     plain = jsonable(data)
     text = json.dumps(plain, allow_nan=False) if compact else readable_json(plain)
-    fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), suffix=".tmp", dir=target.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a record is as readable as the user's other files
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -149,7 +194,11 @@ def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any], *, 
 
 
 def clean_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """Remove ``.green-run-<pid>-*.tmp`` files in ``folder`` whose process is gone (a write cut by SIGKILL)."""
+    """Remove temporary files in ``folder`` that a process of this machine left behind (a write cut by SIGKILL).
+
+    Only files named for this host, this boot and this PID namespace (:func:`temp_prefix`) whose process is gone;
+    another machine's or container's files (a shared folder), and files of an unknown form, are never touched: their
+    process id means nothing here."""
     removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
@@ -159,8 +208,8 @@ def clean_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
         match = _TMP_PATTERN.match(entry.name)
         if match is None or not entry.is_file(follow_symlinks=False):
             continue
-        pid = int(match.group(1))
-        if pid == os.getpid() or _alive(pid):
+        pid = int(match.group("pid"))
+        if match.group("machine") != _machine() or pid == os.getpid() or _alive(pid):
             continue
         try:
             os.unlink(entry.path)

@@ -19,13 +19,13 @@ import os
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from green_callbacks.core import clock, record_writer
 from green_callbacks.core.budget import Projection, RunningProjection, decide
+from green_callbacks.core.carbon import CarbonChoice, CarbonIntensity, choose_carbon
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.convergence import ConvergenceTracker, MonitorWatch, Totals
 from green_callbacks.core.distributed import DistInfo, Ranks, Reducer
@@ -43,6 +43,7 @@ from green_callbacks.core.sensors.factory import build_sensors
 from green_callbacks.core.signals import ExitHandlers, signals_held
 from green_callbacks.core.throughput import BatchCounter, PeakInfo, local_peak
 from green_callbacks.core.units import emissions_gco2e, joules_to_kwh
+from green_callbacks.core.wording import CALLBACK, FrontEnd, warn_user
 
 __all__ = ["METRIC_KEYS", "STATUSES", "EpochRow", "Session"]
 
@@ -72,6 +73,8 @@ class Session(Ranks):
         sensors: sensors to use instead of the machine's (custom meters, tests); one per component.
         reducer: sums a vector over ranks (default: ``torch.distributed`` when initialised, else identity).
         dist: this process's ranks (default: read from ``torch.distributed`` / the environment at ``start``).
+        front_end: how messages tell the user to set an option (``GreenCallback(monitor=...)``, ``--country FR``).
+        carbon: the grid intensity chosen for this run (default: chosen from ``config``, see :class:`CarbonChoice`).
     """
 
     def __init__(
@@ -82,16 +85,20 @@ class Session(Ranks):
         sensors: Sequence[Sensor] | None = None,
         reducer: Reducer | None = None,
         dist: DistInfo | None = None,
+        front_end: FrontEnd = CALLBACK,
+        carbon: CarbonChoice | None = None,
     ) -> None:
-        from green_callbacks.core.carbon import resolve_carbon
-
         self.config = config
         self.framework = framework
-        self.carbon = resolve_carbon(
+        self.front_end = front_end
+        # with a live provider, fetched in the background and settled at the first epoch's end (never waited for);
+        # ``carbon``: the choice of a session this one replaces before it started (its request goes on)
+        self.carbon_choice = carbon if carbon is not None else choose_carbon(
             country=config.country,
             region=config.region,
             carbon_intensity=config.carbon_intensity,
             live=config.live_intensity,
+            front_end=front_end,
         )
         self.footprint = FootprintTracker(
             location=self.carbon.location, pue=config.pue, lifetime_years=config.embodied_lifetime_years,
@@ -99,7 +106,8 @@ class Session(Ranks):
             wue_l_per_kwh=config.wue_l_per_kwh,
         )
         self._convergence: ConvergenceTracker | None = (
-            ConvergenceTracker(config.monitor, config.mode, config.target) if config.monitor else None
+            ConvergenceTracker(config.monitor, config.mode, config.target, front_end=front_end)
+            if config.monitor else None
         )
         self._custom_sensors = list(sensors) if sensors is not None else None
         self._reducer = reducer
@@ -138,7 +146,7 @@ class Session(Ranks):
         self._state = EpochState()
         self._last_metrics: dict[str, float] = {}
         self._write_warned = False
-        self._monitor_watch = MonitorWatch()
+        self._monitor_watch = MonitorWatch(front_end)
         self._energy_projection = RunningProjection()
         self._emissions_projection = RunningProjection()
         self._methods: dict[str, list[str]] = {}  # every method each component used so far
@@ -148,6 +156,11 @@ class Session(Ranks):
         self._peak = PeakInfo(None, None, (), "the run has not started")
 
     # ------------------------------------------------------------------ read-only state
+    @property
+    def carbon(self) -> CarbonIntensity:
+        """The grid intensity of this run (with a live provider: the fallback until it is settled)."""
+        return self.carbon_choice.value
+
     @property
     def status(self) -> str:
         """``created`` → ``running`` → ``completed`` | ``interrupted`` | ``failed``."""
@@ -359,12 +372,9 @@ class Session(Ranks):
             else:
                 self._measured.add(name)
         if reasons and self.dist.is_global_zero:
-            warnings.warn(
+            warn_user(
                 "green_callbacks: some energy is not measured on this machine and is reported 'unavailable' "
-                "(never 0): " + "; ".join(reasons),
-                UserWarning,
-                stacklevel=3,
-            )
+                "(never 0): " + "; ".join(reasons), UserWarning)
         self._say_why_no_mfu()
 
     def _say_why_no_mfu(self) -> None:
@@ -374,8 +384,7 @@ class Session(Ranks):
             return
         message = f"green_callbacks: green/mfu is NaN in this run: {self._peak.reason}."
         if self._peak.devices:
-            warnings.warn(message + " Add the device's dense peak to green_callbacks/core/flops/peaks.py.",
-                          UserWarning, stacklevel=4)
+            warn_user(message + " Add the device's dense peak to green_callbacks/core/flops/peaks.py.", UserWarning)
         else:
             logging.getLogger("green_callbacks").info(message)
 
@@ -462,13 +471,11 @@ class Session(Ranks):
                 continue
             part = epoch_m.components.get(name)
             why = ((part.note if part is not None else "") or "it could not be measured on another rank").rstrip(".")
-            warnings.warn(
+            warn_user(
                 f"green_callbacks: {name} energy could not be measured in epoch {row.epoch} ({why}). Training goes "
                 f"on; the run record marks {name} 'unavailable' in every epoch it is missing from (never 0) and "
                 "keeps what was measured; those epochs' energy and emissions are the other components' only.",
-                RuntimeWarning,
-                stacklevel=4,
-            )
+                RuntimeWarning)
 
     def set_planned_epochs(self, epochs: float | None) -> None:
         """The number of epochs the whole run is planned to last (resumed epochs included); ``None``: unknown."""
@@ -498,7 +505,7 @@ class Session(Ranks):
         self._should_stop = stop
         if self.dist.is_global_zero:
             then = "the training stops at the end of this epoch" if stop else "training goes on (budget_action='warn')"
-            warnings.warn(f"green_callbacks: {decision.reason}; {then}", UserWarning, stacklevel=4)
+            warn_user(f"green_callbacks: {decision.reason}; {then}", UserWarning)
 
     def _local_component_j(self, m: Measurement, name: str) -> float | None:
         """This rank's share: node-level sensors count on the node leader only."""
@@ -514,7 +521,7 @@ class Session(Ranks):
         local: dict[str, float | None] = {
             "train_flops": self._flops["train"] if flops_ok else None,
             "eval_flops": self._flops["eval"] if flops_ok else None,
-            "intensity": self.carbon.intensity_gco2e_per_kwh,
+            "intensity": self.carbon_choice.settle().intensity_gco2e_per_kwh,
             "embodied_gco2e_per_h": self.footprint.local_rate_gco2e_per_h,
             "samples": self._batches.samples,
             "tokens": self._batches.tokens,
@@ -607,8 +614,10 @@ class Session(Ranks):
                 self.meter.close()
             self._status = status
             self._exit.uninstall()
+            self.carbon_choice.settle()  # a run with no complete epoch says which intensity it would have used
             self._write_final()
-            return self._record_path
+        self.carbon_choice.close()
+        return self._record_path
 
     def _close_on_exit(self, status: str, reason: BaseException | str) -> None:
         self.finish(status, reason)
@@ -663,7 +672,7 @@ class Session(Ranks):
             "started_at": self._started_at,
             "updated_at": clock.wall_time_s(),
             "world_size": self.dist.world_size,
-            "carbon": {**self.carbon.to_record(), "pue": self.config.pue},
+            "carbon": {**self.carbon_choice.to_record(), "pue": self.config.pue},
             "components": components,
             "methods": _methods_so_far(self._methods, components),
             "convergence": {
@@ -757,13 +766,10 @@ class Session(Ranks):
         if self._write_warned:  # one warning per run, not one per epoch of a full disk
             return
         self._write_warned = True
-        warnings.warn(
+        warn_user(
             f"green_callbacks: could not write the run record {self._record_path} ({err}); "
             "it is retried after every epoch and at the end (not warned again). Set output_dir= to a "
-            "writable folder with free space.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+            "writable folder with free space.", RuntimeWarning)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
