@@ -14,6 +14,7 @@ from typing import Any
 from green_callbacks.core.budget import BudgetDecision, Projection, RunningProjection, decide
 from green_callbacks.core.convergence import ConvergenceTracker, MonitorWatch, Totals
 from green_callbacks.core.rows import EpochRow, row_from_record
+from green_callbacks.core.wording import FrontEnd
 
 __all__ = ["RunLedger"]
 
@@ -27,14 +28,15 @@ class RunLedger:
 
     Args:
         convergence: the tracker of the monitored metric, or ``None`` until one is known.
-        watch: which metric convergence follows, and the one message about it (:class:`MonitorWatch`).
+        front_end: how messages name options (the monitored metric's hints).
     """
 
-    def __init__(self, convergence: ConvergenceTracker | None, watch: MonitorWatch) -> None:
+    def __init__(self, convergence: ConvergenceTracker | None, front_end: FrontEnd) -> None:
         self.rows: list[EpochRow] = []
         self.totals = Totals()
         self.convergence = convergence
-        self.watch = watch
+        self.front_end = front_end
+        self.watch = MonitorWatch(front_end)
         self.epoch_index = 0
         """The number the next epoch gets when the framework gives none (continues after a resume)."""
         self.planned_epochs: float | None = None
@@ -54,7 +56,7 @@ class RunLedger:
     def adopt_monitor(self, monitor: str | None, mode: str | None) -> None:
         """The framework's own early-stopping or best-model metric, where the user named none."""
         if self.convergence is None and monitor:
-            self.convergence = ConvergenceTracker(monitor, mode, None, front_end=self.watch.front_end)
+            self.convergence = ConvergenceTracker(monitor, mode, None, front_end=self.front_end)
 
     def set_planned_epochs(self, epochs: float | None) -> None:
         """The number of epochs the whole run is planned to last (resumed epochs included); ``None``: unknown."""
@@ -138,6 +140,6 @@ class RunLedger:
         if conv is not None:
             if self.convergence is None:
                 self.convergence = ConvergenceTracker(conv["monitor"], conv["mode"], conv.get("target"),
-                                                      front_end=self.watch.front_end)
+                                                      front_end=self.front_end)
             self.convergence.load_state_dict(conv)
         self.resumed_from = {"run_id": run_id, "epochs": self.totals.epochs}

@@ -19,7 +19,6 @@ import math
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from green_callbacks.core.guard import strict_mode
 from green_callbacks.core.record_writer import RecordWriter, clean_stale_temp_files
 from green_callbacks.core.rows import EpochRow
 from green_callbacks.core.signals import signals_held
+from green_callbacks.core.wording import warn_user
 
 __all__ = ["RecordSink", "environment_of"]
 
@@ -80,12 +80,14 @@ class RecordSink:
         if fresh_log:
             self.reset_log()
 
-    def reopen(self, path: Path) -> None:
-        """A resumed run continues the record file it started (the epoch log is written afresh)."""
+    def reopen(self, path: Path, *, new_file: bool) -> None:
+        """A resumed run continues its record: the epoch log is written afresh from the restored rows; with
+        ``new_file`` the record is the checkpoint's file rather than the one this run opened."""
         self.path = path
         self._logged = 0
         if self._writer is not None:
-            self._writer = RecordWriter(path)
+            if new_file:
+                self._writer = RecordWriter(path)
             self.reset_log()
 
     @property
@@ -125,13 +127,16 @@ class RecordSink:
         self._header_at, self._header_stale = now, False
         self._writer.header(header())
 
-    def flush(self, header: Build | None, timeout_s: float | None = 30.0) -> bool:
-        """Wait until the disk holds everything handed over; ``header``: the stale header is replaced first."""
+    def replace_stale(self, header: Build) -> None:
+        """Write the header now if one was skipped for its interval (the caller holds the run's lock)."""
+        if self._header_stale and self.writes_here:
+            self.replace_header(header, force=True)
+
+    def flush(self, timeout_s: float | None = 30.0) -> bool:
+        """Wait until the disk holds everything handed over (and the machine and versions are captured)."""
         self.await_environment()
         if self._writer is None:
             return True
-        if header is not None and self._header_stale and self.writes_here:
-            self.replace_header(header, force=True)
         done = self._writer.flush(timeout_s)
         self._check()
         return done
@@ -178,12 +183,10 @@ class RecordSink:
         if self._warned:
             return
         self._warned = True
-        warnings.warn(
+        warn_user(
             f"green_callbacks: could not write the {self.what} {self.path} ({err}); it is retried after every "
             "epoch and at the end (not warned again). Set output_dir= to a writable folder with free space.",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+            RuntimeWarning)
 
     # ------------------------------------------------------------------ the machine
     def capture_environment(self, sensors_info: dict[str, Any], then: Callable[[], None] | None = None) -> None:
