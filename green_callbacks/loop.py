@@ -231,10 +231,10 @@ class Tracker(GreenCallbackBase):
             self._engine.fail(exc)
 
     def _new_watch(self, model: Any) -> Any:
-        from green_callbacks._sharded import unwrap
+        from green_callbacks._sharded import flop_model
         from green_callbacks.core.flops.step_watch import StepWatch
 
-        return StepWatch(self._engine, model, unwrap(model), self._lock)
+        return StepWatch(self._engine, model, flop_model, self._lock)
 
     def _end_epoch_flops(self) -> None:
         if self.session.in_epoch:

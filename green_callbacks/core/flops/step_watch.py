@@ -54,14 +54,18 @@ class StepWatch:
         engine: the run's :class:`~green_callbacks.core.engine.Engine`: its ``flops`` tap holds the run's
             :class:`~green_callbacks.core.flops.FlopTracker`; its guard switches FLOPs off on a failure.
         model: the module the user calls (its forward pre-hook is the watch).
-        key_model: the module step signatures are computed on (``model`` without wrappers).
+        key_model: ``key_model(model)`` is the module step signatures are computed on (``model`` without wrappers;
+            a sharded model's unsharded twin, whose parameters do not change between sharded and gathered), found
+            again at every epoch and evaluation boundary (its train/eval flags are copied then).
         lock: the lock shared with the caller's own per-step state (samples, tokens).
     """
 
     def __init__(self, engine: Any, model: Any, key_model: Any, lock: threading.Lock) -> None:
         self._engine = engine
         self._tap = engine.flops
-        self.key_model = key_model
+        self._model = model
+        self._key_model_of = key_model
+        self.key_model = key_model(model)
         self._lock = lock
         self._local = threading.local()
         self._seen: set[Hashable] = set()  # forward signatures already inside a counted step
@@ -220,6 +224,7 @@ class StepWatch:
         finally:
             with self._lock:
                 self._generation += 1
+                self.key_model = self._key_model_of(self._model)
                 if in_eval is not None:
                     self.in_eval = in_eval
                 if epoch_end and self._pending:
