@@ -127,12 +127,11 @@ class Tracker(GreenCallbackBase):
     ``budget_kwh=``, ``output_dir=`` …; see :class:`~green_callbacks._adapter.GreenCallbackBase`) and these:
 
     Args:
-        model: the ``torch.nn.Module`` you train; with it, :meth:`step` and :meth:`eval_step` count FLOPs (once per
-            batch signature, on a meta copy). Wrappers (DDP, Fabric, Accelerate, DeepSpeed, ``torch.compile``) are
-            looked through; a model sharded by FSDP2 (``fully_shard``) or DeepSpeed ZeRO-3 is counted unsharded.
-        forward: ``forward(model, batch)`` running one step's forward and returning the loss (or the output: the
-            backward's FLOPs do not depend on which scalar it starts from). Default: ``model(**batch)`` for a
-            mapping, ``model(batch[0])`` for a tuple or list, else ``model(batch)``.
+        model: the ``torch.nn.Module`` you call; with it, :meth:`step` and :meth:`eval_step` count FLOPs by watching
+            the model run the first step of each batch signature (nothing of yours is re-run, no random generator
+            moved; see :mod:`green_callbacks.core.flops.step_watch`). Wrappers (DDP, Fabric, Accelerate, DeepSpeed)
+            work as passed; a ``torch.compile``d model gets FLOPs NaN (watching would turn its compilation off).
+        forward: accepted for compatibility, never called (the tracker used to replay it on a meta copy).
         log: any logging callable, called with the ``green/`` metrics at every epoch end (see :class:`LogHook`).
         log_step: pass the epoch number as the logger's step (``None``: automatic, see :class:`LogHook`).
         dtype: the compute dtype, for the MFU peak (``"bf16"``, ``"fp16"``, ``"tf32"``, ``"fp32"``, a
@@ -209,7 +208,13 @@ class Tracker(GreenCallbackBase):
                             "logger": None if self._log is None else _name(self._log.fn)}},
         )
         if self.model is not None and self.running and self.session.flops_available:
-            self._watch = self._engine.guard("flops", self._new_watch, self.model)
+            if _compiled(self.model):
+                self.session.guard.fail("flops", NotImplementedError(
+                    "FLOPs of a torch.compile'd model are not counted by the loop Tracker: watching its step would "
+                    "turn compilation off for it, and counting on a copy would run your model's code again. Pass "
+                    "model= the module you call uncompiled to count them."))
+            else:
+                self._watch = self._engine.guard("flops", self._new_watch, self.model)
         return self
 
     def finish(self, status: str = "completed", error: BaseException | str | None = None) -> Any:
@@ -352,6 +357,14 @@ class Tracker(GreenCallbackBase):
             if self.session.status != "created":
                 self._engine.restart()
             self._engine.load_state_dict(state)
+
+
+def _compiled(model: Any) -> bool:
+    """``torch.compile(model)`` (an ``OptimizedModule``) or ``model.compile()`` anywhere in the module tree."""
+    if type(model).__name__ == "OptimizedModule":
+        return True
+    modules = model.modules() if hasattr(model, "modules") else ()
+    return any(getattr(m, "_compiled_call_impl", None) is not None for m in modules)
 
 
 class _Step:

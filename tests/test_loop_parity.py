@@ -188,6 +188,30 @@ def test_four_threads_count_every_sample_and_flop(tmp_path):
     assert record["epochs"][0]["train_flops"] == 600 * 256
 
 
+@pytest.mark.slow
+def test_a_compiled_model_stays_compiled_and_its_flops_are_unavailable(tmp_path):
+    """A counter around a compiled call makes dynamo run it uncompiled from then on: the tracker does not watch it."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    compiled = torch.compile(model)
+    tracker = Tracker(carbon_intensity=100.0, output_dir=str(tmp_path), model=compiled,
+                      sensors=[ConstantPowerSensor("cpu", 10.0, scope="node")])
+    batch = (torch.ones(8, 4), torch.ones(8, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tracker, tracker.epoch() as epoch:
+            for _ in range(3):
+                compiled(batch[0]).sum().backward()
+                tracker.step(batch)
+    assert counters["stats"]["unique_graphs"] >= 1  # compiled, not skipped
+    assert epoch.green["green/epoch_train_flops"] != epoch.green["green/epoch_train_flops"]  # NaN
+    assert "torch.compile" in read_record(tracker.record_path)["lost"]["flops"]
+
+
 def _global_optimizer_pre_hooks() -> dict:
     from torch.optim import optimizer
 

@@ -76,11 +76,20 @@ class StepWatch:
         self._optimizer_hook: Any = None
         self.in_eval = False
         self._warned = False
+        import torch
+
+        from green_callbacks.core.flops.torch_engine import _batch_facts, _signature
+
+        self._facts, self._signature = _batch_facts, _signature
+        self._is_compiling = torch.compiler.is_compiling
+        self._grad_enabled = torch.is_grad_enabled
         self._hook: Any = model.register_forward_pre_hook(self._before_forward, with_kwargs=True)
 
     # -- hooks (run inside the user's forward and optimizer step: never raise there) ----------------------------
 
     def _before_forward(self, module: Any, args: Any, kwargs: Any) -> None:
+        if self._is_compiling():  # traced into a compiled caller: a no-op there (its FLOPs stay unobserved)
+            return None
         local = self._local
         if not self._tap.active or getattr(local, "window", None) is not None or getattr(local, "entered", False):
             return None
@@ -88,11 +97,11 @@ class StepWatch:
         if self._blocks[kind]:
             return None
         try:
-            import torch
-
-            from green_callbacks.core.flops.torch_engine import _signature
-
-            inputs = (kind, bool(module.training), torch.is_grad_enabled(), _signature(args), _signature(kwargs))
+            # what the forward's FLOPs may depend on: its arguments' tensor shapes, dtypes and flags, containers and
+            # config-like scalars (the engine's cheap facts of a flat container, else its full signature)
+            facts = self._facts(args, 0)
+            inputs = (kind, module.training, self._grad_enabled(), self._signature(args) if facts is None else facts,
+                      self._signature(kwargs) if kwargs else None)
             if inputs in self._seen and not getattr(local, "armed", False):
                 return None
             local.armed = False
@@ -236,9 +245,9 @@ class StepWatch:
                         warnings.warn(
                             f"FLOPs: {missed} step(s) of this epoch had a batch signature whose run the tracker did "
                             "not see (tracker.step(batch) called before the step, or the step ran a module other "
-                            "than model=); their FLOPs are not in the epoch's, a lower bound (the record's "
-                            "flops.counts.unobserved_steps). Call tracker.step(batch) after the step's backward, or "
-                            "use `with tracker.step(batch):` around its forward and backward.",
+                            "than model=, or a compiled one); their FLOPs are not in the epoch's, a lower bound "
+                            "(the record's flops.counts.unobserved_steps). Call tracker.step(batch) after the step's "
+                            "backward, or use `with tracker.step(batch):` around its forward and backward.",
                             FlopCountWarning,
                             stacklevel=4,
                         )
