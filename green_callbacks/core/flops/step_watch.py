@@ -124,13 +124,17 @@ class StepWatch:
 
     def _open_window(self, local: Any, kind: str, inputs: Hashable | None) -> None:
         with self._lock:
-            handle = self._tap.tracker.engine.start_observing()
-            local.window = _Window(kind, handle, self._generation, inputs)
-            self._open += 1
             if self._optimizer_hook is None:
                 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
                 self._optimizer_hook = register_optimizer_step_pre_hook(self._before_optimizer)
+            self._open += 1
+            try:
+                handle = self._tap.tracker.engine.start_observing()  # last: nothing left entered if a step fails
+            except BaseException:
+                self._open -= 1
+                raise
+            local.window = _Window(kind, handle, self._generation, inputs)
 
     def _stop(self, window: _Window) -> int:
         with self._lock:
