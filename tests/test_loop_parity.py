@@ -157,6 +157,20 @@ def test_steps_whose_run_was_not_seen_are_a_labelled_lower_bound(tmp_path):
     assert record["flops"]["lower_bound"] is True and record["flops"]["counts"]["unobserved_steps"] == 3
 
 
+def test_evaluation_steps_outside_an_evaluation_window_are_counted(tmp_path):
+    model = nn.Linear(4, 2)
+    tracker = Tracker(carbon_intensity=100.0, output_dir=str(tmp_path), model=model,
+                      sensors=[ConstantPowerSensor("cpu", 10.0, scope="node")])
+    batch = (torch.ones(8, 4), torch.ones(8, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tracker, tracker.epoch() as epoch, torch.no_grad():
+            for _ in range(3):
+                model(batch[0])
+                tracker.eval_step(batch)
+    assert epoch.green["green/epoch_eval_flops"] == 3 * 2 * 8 * 4 * 2  # forward only: 128 per step
+
+
 def test_four_threads_count_every_sample_and_flop(tmp_path):
     torch.manual_seed(0)
     model = nn.Linear(4, 2)

@@ -112,7 +112,7 @@ class StepWatch:
 
     def _before_optimizer(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         window = getattr(self._local, "window", None)
-        if window is None or window.flops is not None or window.kind != "train":
+        if window is None or window.flops is not None:
             return None
         try:
             window.flops = self._stop(window)
@@ -170,7 +170,8 @@ class StepWatch:
         with self._lock:
             tracker = self._tap.tracker
             key, found = tracker.lookup(kind, self.key_model, batch)
-            if window is not None and window.kind == kind and window.generation == self._generation:
+            # the window's kind is the hook's guess (inside an evaluation window or not): what ran is what counts
+            if window is not None and window.generation == self._generation:
                 if window.inputs is not None:
                     self._seen.add(window.inputs)
                 if found is None:
