@@ -168,6 +168,7 @@ class FlopTracker:
         self._run_key: Hashable | None = None
         self._run: tuple[str, int, str] = ("train", 0, "counted")  # its kind, FLOPs per step, method
         self._run_steps = 0  # its steps not yet in the sums
+        self._looked_up: tuple[Hashable, tuple[int, str]] | None = None  # lookup()'s last known signature
         self.watching = False
         """The open step is a new signature whose count is running (until :meth:`pause`, :meth:`end` or
         :meth:`discard`); a plain attribute: read after every step's begin."""
@@ -232,12 +233,16 @@ class FlopTracker:
         """A step's signature and, when known (counted before, or the verified polynomial's prediction), its
         ``(FLOPs, method)``; nothing is opened or added."""
         key = self.engine.step_key(kind, model, batch)
+        last = self._looked_up
+        if last is not None and last[0] is key:  # the previous step's signature (the same key object): not hashed
+            return last
         found = self._exact.get(key)
         if found is None and self.interpolate:
             predicted = self._predict(*key)
             if predicted is not None:
                 found = self._exact[key] = (predicted, "interpolated-verified")
                 self._counts["interpolated"] += 1
+        self._looked_up = None if found is None else (key, found)
         return key, found
 
     def add_observed(self, key: Hashable, flops: int) -> None:
@@ -430,7 +435,7 @@ class FlopTracker:
             self._counts["verifications_failed"] += 1
             # predictions made from this line before are dropped from the cache: their shapes are counted anew
             self._end_run()
-            self._run_key = None
+            self._run_key = self._looked_up = None
             self._exact = {k: v for k, v in self._exact.items() if v[1] == "counted"}
             if "poly" not in self._warned:
                 self._warned.add("poly")
