@@ -209,10 +209,10 @@ class Tracker(GreenCallbackBase):
         )
         if self.model is not None and self.running and self.session.flops_available:
             if _compiled(self.model):
-                self.session.guard.fail("flops", NotImplementedError(
-                    "FLOPs of a torch.compile'd model are not counted by the loop Tracker: watching its step would "
-                    "turn compilation off for it, and counting on a copy would run your model's code again. Pass "
-                    "model= the module you call uncompiled to count them."))
+                self.session.guard.unavailable(
+                    "flops", "FLOPs of a torch.compile'd model are not counted by the loop Tracker (FLOPs are NaN): "
+                    "watching its step would turn compilation off for it, and counting on a copy would run your "
+                    "model's code again. Count them on a run of the uncompiled model.")
             else:
                 self._watch = self._engine.guard("flops", self._new_watch, self.model)
         return self

@@ -65,3 +65,11 @@ class Guard:
             RuntimeWarning,
             stacklevel=3,
         )
+
+    def unavailable(self, part: str, reason: str) -> None:
+        """Switch ``part`` off for a known limitation (not a failure): ``reason`` is kept in :attr:`lost` for the run
+        record and said once, as it is."""
+        if part in self.lost:
+            return
+        self.lost[part] = reason
+        warnings.warn(f"{self.owner}: {reason}", UserWarning, stacklevel=3)
