@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     train = DataLoader(TensorDataset(x[:384], y[:384]), batch_size=32)
     model, optimizer, train = accelerator.prepare(model, optimizer, train)
 
-    tracker = Tracker(country=args.country, output_dir=args.output_dir, model=model, forward=loss_of,
+    tracker = Tracker(country=args.country, output_dir=args.output_dir, model=model,
                       log=accelerator.log, dtype=accelerator.mixed_precision if accelerator.mixed_precision != "no"
                       else None)
     with tracker:

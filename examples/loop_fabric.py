@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     model, optimizer = fabric.setup(model, optimizer)
 
-    tracker = Tracker(country=args.country, output_dir=args.output_dir, model=model, forward=loss_of,
+    tracker = Tracker(country=args.country, output_dir=args.output_dir, model=model,
                       log=fabric.log_dict, dtype=str(fabric.strategy.precision.precision))
     with tracker:
         for _ in range(args.epochs):

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> Path:
     writer = SummaryWriter(str(Path(args.output_dir) / "tensorboard"))
 
     tracker = Tracker(country=args.country, monitor="val_loss", output_dir=args.output_dir,
-                      model=model, forward=loss_of, log=writer.add_scalar, planned_epochs=args.epochs)
+                      model=model, log=writer.add_scalar, planned_epochs=args.epochs)
     with tracker:
         for epoch in range(args.epochs):
             with tracker.epoch() as ep:

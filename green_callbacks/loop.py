@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -127,12 +128,11 @@ class Tracker(GreenCallbackBase):
     ``budget_kwh=``, ``output_dir=`` …; see :class:`~green_callbacks._adapter.GreenCallbackBase`) and these:
 
     Args:
-        model: the ``torch.nn.Module`` you train; with it, :meth:`step` and :meth:`eval_step` count FLOPs (once per
-            batch signature, on a meta copy). Wrappers (DDP, Fabric, Accelerate, DeepSpeed, ``torch.compile``) are
-            looked through; a model sharded by FSDP2 (``fully_shard``) or DeepSpeed ZeRO-3 is counted unsharded.
-        forward: ``forward(model, batch)`` running one step's forward and returning the loss (or the output: the
-            backward's FLOPs do not depend on which scalar it starts from). Default: ``model(**batch)`` for a
-            mapping, ``model(batch[0])`` for a tuple or list, else ``model(batch)``.
+        model: the ``torch.nn.Module`` you call; with it, :meth:`step` and :meth:`eval_step` count FLOPs by watching
+            the model run the first step of each batch signature (nothing of yours is re-run, no random generator
+            moved; see :mod:`green_callbacks.core.flops.step_watch`). Wrappers (DDP, Fabric, Accelerate, DeepSpeed)
+            work as passed; a ``torch.compile``d model gets FLOPs NaN (watching would turn its compilation off).
+        forward: accepted for compatibility, never called (the tracker used to replay it on a meta copy).
         log: any logging callable, called with the ``green/`` metrics at every epoch end (see :class:`LogHook`).
         log_step: pass the epoch number as the logger's step (``None``: automatic, see :class:`LogHook`).
         dtype: the compute dtype, for the MFU peak (``"bf16"``, ``"fp16"``, ``"tf32"``, ``"fp32"``, a
@@ -176,7 +176,8 @@ class Tracker(GreenCallbackBase):
         self._planned_epochs = planned_epochs
         self._hyperparameters = dict(hyperparameters or {})
         self._epoch: Epoch | None = None
-        self._flop_target: Any = None  # the module counted on, found once per epoch and evaluation window
+        self._lock = threading.Lock()  # per-step state shared by threads that call step() at once
+        self._watch: Any = None  # the run's StepWatch (with model=): FLOPs of the steps it sees run
 
     # ------------------------------------------------------------------ run
     @property
@@ -198,6 +199,7 @@ class Tracker(GreenCallbackBase):
             return self
         if self.session.status != "created":
             self._engine.begin_fit()
+        self._close_watch()
         self._engine.flops.use(None if self.model is None else self._new_flop_tracker())
         self._engine.start(
             hyperparameters=self._hyperparameters,
@@ -207,10 +209,20 @@ class Tracker(GreenCallbackBase):
             extra={"loop": {"model": None if self.model is None else type(self.model).__name__,
                             "logger": None if self._log is None else _name(self._log.fn)}},
         )
+        if self.model is not None and self.running and self.session.flops_available:
+            if _compiled(self.model):
+                self.session.guard.unavailable(
+                    "flops", "FLOPs of a torch.compile'd model are not counted by the loop Tracker (FLOPs are NaN): "
+                    "watching its step would turn compilation off for it, and counting on a copy would run your "
+                    "model's code again. Count them on a run of the uncompiled model.")
+            else:
+                self._watch = self._engine.guard("flops", self._new_watch, self.model)
         return self
 
     def finish(self, status: str = "completed", error: BaseException | str | None = None) -> Any:
         """End the run and write the final record; returns its path. Safe to call more than once."""
+        self._end_epoch_flops()
+        self._close_watch()
         self._engine.finish(status, error)
         return self.record_path
 
@@ -218,10 +230,27 @@ class Tracker(GreenCallbackBase):
         return self.start()
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._end_epoch_flops()
+        self._close_watch()
         if exc is None:
             self._engine.finish("completed")
         else:
             self._engine.fail(exc)
+
+    def _new_watch(self, model: Any) -> Any:
+        from green_callbacks._sharded import flop_model
+        from green_callbacks.core.flops.step_watch import StepWatch
+
+        return StepWatch(self._engine, model, flop_model, self._lock)
+
+    def _end_epoch_flops(self) -> None:
+        if self.session.in_epoch:
+            self._boundary(epoch_end=True)
+
+    def _close_watch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            self._engine.guard("flops", watch.close)
 
     # ------------------------------------------------------------------ epochs
     def epoch_start(self, epoch: int | None = None) -> Epoch:
@@ -231,8 +260,8 @@ class Tracker(GreenCallbackBase):
         index = epoch if epoch is not None else (self._epoch.index + 1 if self._epoch is not None else
                                                  self.session.epochs_done)
         self._epoch = Epoch(index)
-        self._engine.epoch_start(index)
-        self._flop_target = None
+        self._boundary(in_eval=False)
+        self._engine.epoch_start(index, None if self._watch is None else self._watch.key_model)
         return self._epoch
 
     def epoch_end(self, metrics: Mapping[str, Any] | None = None) -> dict[str, float]:
@@ -242,6 +271,7 @@ class Tracker(GreenCallbackBase):
         """
         epoch = self._epoch or Epoch(self.session.epochs_done)
         epoch.metrics.update(metrics or {})
+        self._end_epoch_flops()
         values = self._engine.epoch_end(epoch.metrics)
         if values is None:  # no epoch open (the run did not start): every key all the same
             values = nan_metrics()
@@ -264,11 +294,11 @@ class Tracker(GreenCallbackBase):
     def eval_start(self) -> None:
         """Open an evaluation window inside the epoch (its energy is reported apart; several are summed)."""
         self._engine.eval_start()
-        self._flop_target = None  # train/eval flags change: the sharded twin's are copied when it is found
+        self._boundary(in_eval=True)
 
     def eval_end(self) -> None:
         self._engine.eval_end()
-        self._flop_target = None
+        self._boundary(in_eval=False)
 
     @contextmanager
     def evaluation(self) -> Iterator[None]:
@@ -283,36 +313,36 @@ class Tracker(GreenCallbackBase):
     def step(self, batch: Any = None, *, samples: int | None = None, tokens: int | None = None) -> _Step:
         """One training step on ``batch``: counts its samples, tokens and (with ``model=``) its FLOPs.
 
-        Use it around the step's forward and backward, ``with tracker.step(batch): loss.backward()``, or call it
-        once after the step; both count the same (FLOPs on a meta copy of the model, once per batch signature).
-        Under gradient accumulation, once per micro-batch. ``samples``/``tokens`` override what is read from the
-        batch's shapes (see :func:`green_callbacks.core.throughput.batch_counts`).
+        Call it once after the step's backward, or use it around the step's forward and backward,
+        ``with tracker.step(batch): loss_of(model, batch).backward()``; both count the same. FLOPs are counted by
+        watching the model run the first step of each batch signature (nothing is re-run; see
+        :mod:`green_callbacks.core.flops.step_watch`). Under gradient accumulation, once per micro-batch.
+        ``samples``/``tokens`` override what is read from the batch's shapes (see
+        :func:`green_callbacks.core.throughput.batch_counts`). Safe to call from several threads at once.
         """
-        if samples is not None or tokens is not None or batch is None:
-            read = batch_counts(batch) if batch is not None else (None, None)
-            self._engine.add_samples(read[0] if samples is None else samples, read[1] if tokens is None else tokens)
-        else:
-            self._engine.add_batch(batch)
-        self._flops("train", batch)
-        return _Step()
+        with self._lock:
+            if samples is not None or tokens is not None or batch is None:
+                read = batch_counts(batch) if batch is not None else (None, None)
+                self._engine.add_samples(read[0] if samples is None else samples,
+                                         read[1] if tokens is None else tokens)
+            else:
+                self._engine.add_batch(batch)
+        return self._flops("train", batch)
 
     def eval_step(self, batch: Any = None) -> _Step:
-        """One evaluation step on ``batch``: counts its forward FLOPs (with ``model=``); ``with`` or a plain call."""
-        self._flops("eval", batch)
-        return _Step()
+        """One evaluation step on ``batch``: counts its forward FLOPs (with ``model=``); ``with`` or a plain call
+        after the step's forward."""
+        return self._flops("eval", batch)
 
-    def _flops(self, kind: str, batch: Any) -> None:
-        """Counted on a meta copy of the (unsharded) model with ``forward=``: new signatures once, others from the
-        tracker's cache or its verified prediction (nothing of the real step is re-run)."""
-        if batch is not None and self.model is not None:
-            flops = self._engine.flops
-            if flops.active:
-                model = self._flop_target
-                if model is None:
-                    model = self._flop_target = self._engine.guard("flops", _flop_model, self.model)
-                if model is not None:
-                    flops.begin(kind, model, batch, self._forward)
-                    flops.end()
+    def _flops(self, kind: str, batch: Any) -> _Step:
+        watch = self._watch
+        if watch is None:
+            return _Step(None, kind, None)
+        return _Step(watch, kind, self._engine.guard("flops", watch.step, kind, batch))
+
+    def _boundary(self, **kwargs: Any) -> None:
+        if self._watch is not None:
+            self._engine.guard("flops", self._watch.boundary, **kwargs)
 
     def _new_flop_tracker(self) -> Any:
         from green_callbacks.core.flops import FlopTracker
@@ -331,21 +361,32 @@ class Tracker(GreenCallbackBase):
             self._engine.load_state_dict(state)
 
 
-def _flop_model(model: Any) -> Any:
-    """The plain module to count on: wrappers looked through, a sharded model's unsharded meta twin
-    (:func:`green_callbacks._sharded.flop_model`; a count on it runs no collective)."""
-    from green_callbacks._sharded import flop_model
-
-    return flop_model(model)
+def _compiled(model: Any) -> bool:
+    """``torch.compile(model)`` (an ``OptimizedModule``) or ``model.compile()`` anywhere in the module tree."""
+    if type(model).__name__ == "OptimizedModule":
+        return True
+    modules = model.modules() if hasattr(model, "modules") else ()
+    return any(getattr(m, "_compiled_call_impl", None) is not None for m in modules)
 
 
 class _Step:
-    """What :meth:`Tracker.step` returns: usable as ``with tracker.step(batch): ...`` around the step, or ignored."""
+    """What :meth:`Tracker.step` returns: usable as ``with tracker.step(batch): ...`` around the step, or ignored.
+
+    Around the step, a new batch signature is counted while the block runs (the step itself, watched)."""
+
+    __slots__ = ("_key", "_kind", "_watch")
+
+    def __init__(self, watch: Any, kind: str, key: Any) -> None:
+        self._watch, self._kind, self._key = watch, kind, key
 
     def __enter__(self) -> _Step:
+        if self._watch is not None:
+            self._watch.guarded(self._watch.enter, self._kind, self._key)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._watch is not None:
+            self._watch.guarded(self._watch.exit, self._kind, failed=exc[0] is not None)
         return None
 
 

@@ -63,3 +63,11 @@ class Guard:
             f"{self.owner}: {part} failed and is switched off for the rest of this run "
             f"({self.lost[part]}). Training goes on; the run record lists what was lost. "
             f"Set {STRICT_ENV}=1 to raise instead, and please report this.", RuntimeWarning)
+
+    def unavailable(self, part: str, reason: str) -> None:
+        """Switch ``part`` off for a known limitation (not a failure): ``reason`` is kept in :attr:`lost` for the run
+        record and said once, as it is."""
+        if part in self.lost:
+            return
+        self.lost[part] = reason
+        warn_user(f"{self.owner}: {reason}", UserWarning)

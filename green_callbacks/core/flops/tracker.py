@@ -169,6 +169,7 @@ class FlopTracker:
         self._run_key: Hashable | None = None
         self._run: tuple[str, int, str] = ("train", 0, "counted")  # its kind, FLOPs per step, method
         self._run_steps = 0  # its steps not yet in the sums
+        self._looked_up: tuple[Hashable, tuple[int, str]] | None = None  # lookup()'s last known signature
         self.watching = False
         """The open step is a new signature whose count is running (until :meth:`pause`, :meth:`end` or
         :meth:`discard`); a plain attribute: read after every step's begin."""
@@ -226,6 +227,42 @@ class FlopTracker:
         self._run_key, self._run, self._run_steps = key, (kind, found[0], found[1]), 1
         self._current = _IN_RUN
         return key
+
+    # -- steps counted by a caller that watches the run itself (the loop Tracker's StepWatch) ------------------------
+
+    def lookup(self, kind: Kind, model: Any, batch: Any) -> tuple[Hashable, tuple[int, str] | None]:
+        """A step's signature and, when known (counted before, or the verified polynomial's prediction), its
+        ``(FLOPs, method)``; nothing is opened or added."""
+        key = self.engine.step_key(kind, model, batch)
+        last = self._looked_up
+        if last is not None and last[0] is key:  # the previous step's signature (the same key object): not hashed
+            return last
+        found = self._exact.get(key)
+        if found is None and self.interpolate:
+            predicted = self._predict(*key)
+            if predicted is not None:
+                found = self._exact[key] = (predicted, "interpolated-verified")
+                self._counts["interpolated"] += 1
+        self._looked_up = None if found is None else (key, found)
+        return key, found
+
+    def add_observed(self, key: Hashable, flops: int) -> None:
+        """The FLOPs of signature ``key``, counted on a real step the caller watched: cached and fitted."""
+        static, dims = key  # type: ignore[misc]
+        self._counts["observed"] += 1
+        self._exact[key] = (int(flops), "counted")
+        if self.interpolate:
+            self._learn(static, dims, int(flops))
+
+    def add_steps(self, kind: Kind, flops: int, method: str, steps: int = 1) -> None:
+        """``steps`` steps of ``kind`` with ``flops`` each, obtained by ``method``, to the epoch."""
+        self._end_run()
+        self._add(kind, flops, method, steps)
+
+    def add_unobserved(self, steps: int) -> None:
+        """``steps`` steps of this epoch whose FLOPs could not be counted: the epoch's (and the run's) FLOPs are a
+        lower bound, which :meth:`info` says (``unobserved_steps``, ``lower_bound``)."""
+        self._counts["unobserved_steps"] = self._counts.get("unobserved_steps", 0) + int(steps)
 
     def _end_run(self) -> None:
         """Add the run's steps to the sums (its signature stays known: a later step of it starts a new run)."""
@@ -341,7 +378,7 @@ class FlopTracker:
             "where": "observed: FlopCounterMode around the training's own first step of each input signature "
                      "(nothing re-run)",
             "convention": CONVENTION,
-            "lower_bound": bool(uncounted),
+            "lower_bound": bool(uncounted) or bool(self._counts.get("unobserved_steps")),
             "uncounted_ops": uncounted,
             "interpolation": (f"polynomial of degree <= {self.max_degree} per varying dimension, exact rational fit, "
                               "verified on a further count, spot checks at the 16th, 64th, 256th... value")
@@ -399,7 +436,7 @@ class FlopTracker:
             self._counts["verifications_failed"] += 1
             # predictions made from this line before are dropped from the cache: their shapes are counted anew
             self._end_run()
-            self._run_key = None
+            self._run_key = self._looked_up = None
             self._exact = {k: v for k, v in self._exact.items() if v[1] == "counted"}
             if "poly" not in self._warned:
                 self._warned.add("poly")
