@@ -23,7 +23,8 @@ from typing import Any
 
 from green_callbacks.core import clock
 from green_callbacks.core.config import GreenConfig
-from green_callbacks.core.distributed import DistInfo, Ranks, Reducer, sum_with_missing
+from green_callbacks.core.distributed import DistInfo, Ranks, Reducer
+from green_callbacks.core.epoch_state import EpochState
 from green_callbacks.core.guard import Guard, strict_mode
 from green_callbacks.core.meter import Measurement, Meter
 from green_callbacks.core.phase import (
@@ -38,8 +39,9 @@ from green_callbacks.core.phase import (
     tokens_in_of,
 )
 from green_callbacks.core.phase_flops import PhaseFlops
-from green_callbacks.core.record import SCHEMA
-from green_callbacks.core.record_writer import new_record_path, write_json_atomic
+from green_callbacks.core.record_sink import RecordSink, environment_of
+from green_callbacks.core.record_writer import new_record_path
+from green_callbacks.core.run_record import record_head
 from green_callbacks.core.sensors.base import COMPONENTS, Sensor
 from green_callbacks.core.sensors.factory import build_sensors
 from green_callbacks.core.signals import ExitHandlers
@@ -130,7 +132,7 @@ class PhaseSession(Ranks):
         self.lost: Mapping[str, str] = {}
         """Parts switched off after a failure (the :class:`PhaseTap`'s guard), for the record."""
         self._started_at: float | None = None
-        self._pid = os.getpid()
+        self._sink = RecordSink(f"{kind} record", retried=False)
         self._exit = ExitHandlers(self.abort)  # SIGTERM/SIGHUP or interpreter exit mid-phase: the record says so
         # per-batch state (kept small: this is the hot path)
         self._shapes: dict[tuple[Any, ...], list[Any]] = {}  # signature -> [example batch, count, samples]
@@ -193,6 +195,7 @@ class PhaseSession(Ranks):
         training_path = getattr(self.training, "record_path", None) if training_link(self.training) else None
         folder = self.config.output_dir or (Path(training_path).parent if training_path else None) or output_dir
         self.record_path = new_record_path(folder or "green_runs")
+        self._sink.open(self.record_path, writes=self.dist.is_global_zero)
         self.status = "running"
         self.meter.begin(_PHASE, _WARMUP)  # one read opens both
         self._exit.install(signals=handle_signals)
@@ -345,41 +348,44 @@ class PhaseSession(Ranks):
             warm_tokens = 0.0
         tokens_out = None if self._tokens_out_missing or self._tokens_out is None else float(self._tokens_out)
         warm_out = None if tokens_out is None else float(self._warm_tokens_out or 0.0)
-        local: list[float | None] = [self._local_j(n, window.component_j(n)) for n in names]
-        local += [self._local_j(n, warm[n]) for n in names]
         seen = self._sees_batches
-        local += [float(n) if seen else None
-                  for n in (self._batches, self._samples, self._warm_batches, self._warm_samples)]
-        local += [flops, tokens, warm_tokens, tokens_out, warm_out]
-        local.append(self.carbon.intensity_gco2e_per_kwh if self.dist.is_global_zero else 0.0)
-        if reduce and self.dist.world_size > 1:
-            sums, _ = sum_with_missing(local, self.reducer)
+        local: dict[str, float | None] = {
+            "batches": float(self._batches) if seen else None, "samples": float(self._samples) if seen else None,
+            "warmup_batches": float(self._warm_batches) if seen else None,
+            "warmup_samples": float(self._warm_samples) if seen else None,
+            "flops": flops, "tokens_in": tokens, "warmup_tokens_in": warm_tokens, "tokens_out": tokens_out,
+            "warmup_tokens_out": warm_out, "intensity": self.carbon.intensity_gco2e_per_kwh,
+        }
+        for n in names:
+            local[f"energy_j/{n}"] = self._local_j(n, window.component_j(n))
+            local[f"warmup_energy_j/{n}"] = self._local_j(n, warm[n])
+        if reduce and self.dist.world_size > 1:  # one collective; a failure path (reduce=False) makes none
+            state = EpochState()
+            for name in local:
+                state.add_state(name, "rank_zero" if name == "intensity" else "sum")
+            sums = state.reduce(local, self.dist, self.reducer).values
         else:
-            sums = [None if v is None else float(v) for v in local]
-            if not reduce:
-                sums[-1] = float(self.carbon.intensity_gco2e_per_kwh)
-        k = len(names)
-        counts = sums[2 * k:2 * k + 4]
-        intensity = sums[-1]
+            sums = {k: None if v is None else float(v) for k, v in local.items()}
+        intensity = sums["intensity"]
         assert intensity is not None
         inputs = PhaseInputs(
             kind=self.kind,
             duration_s=window.duration_s,
-            component_energy_j=dict(zip(names, sums[:k], strict=True)),
+            component_energy_j={n: sums[f"energy_j/{n}"] for n in names},
             component_method={n: window.components[n].method for n in names},
-            warmup_component_energy_j=dict(zip(names, sums[k:2 * k], strict=True)),
+            warmup_component_energy_j={n: sums[f"warmup_energy_j/{n}"] for n in names},
             warmup_time_s=float(sum(p.duration_s for p in self._warm_parts)),
-            batches=_count(counts[0]),
-            samples=_count(counts[1]),
-            warmup_batches=_count(counts[2]),
-            warmup_samples=_count(counts[3]),
+            batches=_count(sums["batches"]),
+            samples=_count(sums["samples"]),
+            warmup_batches=_count(sums["warmup_batches"]),
+            warmup_samples=_count(sums["warmup_samples"]),
             intensity_gco2e_per_kwh=intensity,
             pue=self.config.pue,
-            flops=sums[2 * k + 4],
-            tokens_in=sums[2 * k + 5],
-            warmup_tokens_in=sums[2 * k + 6],
-            tokens_out=sums[2 * k + 7],
-            warmup_tokens_out=sums[2 * k + 8],
+            flops=sums["flops"],
+            tokens_in=sums["tokens_in"],
+            warmup_tokens_in=sums["warmup_tokens_in"],
+            tokens_out=sums["tokens_out"],
+            warmup_tokens_out=sums["warmup_tokens_out"],
             latencies_s=tuple(self._lat) if self._times_batches else (),
             warmup_latencies_s=tuple(self._warm_lat) if self._times_batches else (),
         )
@@ -398,22 +404,13 @@ class PhaseSession(Ranks):
     # ------------------------------------------------------------------ records
     def to_record(self) -> dict[str, Any]:
         result = self.result
-        components = {} if self.meter is None else self.meter.info()
         return {
-            "schema": SCHEMA,
-            "kind": self.kind,
-            "run_id": self.run_id,
-            "framework": self.framework,
-            "status": self.status,
-            "error": self.error,
-            "started_at": self._started_at,
-            "updated_at": clock.wall_time_s(),
-            "world_size": self.dist.world_size,
-            "carbon": None if self.carbon is None else {**self._choice.to_record(), "pue": self.config.pue},
-            "components": components,
+            **record_head(kind=self.kind, run_id=self.run_id, framework=self.framework, status=self.status,
+                          error=self.error, started_at=self._started_at, world_size=self.dist.world_size,
+                          carbon=None if self.carbon is None else self._choice.to_record(), pue=self.config.pue,
+                          components={} if self.meter is None else self.meter.info(), lost=self.lost),
             "methods": {n: [m] for n, m in ({} if result is None else result.component_method).items()},
             "training": training_link(self.training),
-            "lost": dict(self.lost),
             "phase": None if result is None else result.to_record(),
             "break_even": None if self.break_even is None else self.break_even.to_record(),
             "totals": {
@@ -426,29 +423,16 @@ class PhaseSession(Ranks):
             },
             "epochs": [],
             "epochs_log": None,
+            **self._sink.environment,
             **self.info,
         }
 
-    def _environment(self) -> dict[str, Any]:
-        """The machine and versions, read after the phase's window (not part of its cost)."""
-        from green_callbacks.core.environment import hardware_info, software_info
-
-        try:
-            return {"hardware": hardware_info(self.meter.info() if self.meter else {}), "software": software_info()}
-        except Exception as err:  # a machine fact that cannot be read is not worth the record
-            return {"hardware": None, "software": None, "environment_error": f"{type(err).__name__}: {err}"}
-
     def _link_and_write(self) -> None:
-        if not self.dist.is_global_zero or os.getpid() != self._pid:
+        if not self._sink.writes_here:
             return
-        self.info = {**self._environment(), **self.info}
-        if self.record_path is not None:
-            try:
-                write_json_atomic(self.record_path, self.to_record())
-            except OSError as err:
-                warn_user(
-                    f"green_callbacks: could not write the {self.kind} record {self.record_path} ({err}); set "
-                    "output_dir= to a writable folder.", RuntimeWarning)
+        # the machine and versions, read after the phase's window (not part of its cost)
+        self._sink.environment = environment_of(self.meter.info() if self.meter else {})
+        self._sink.final(self.to_record)
         add_phase = getattr(self.training, "add_phase", None)
         if self.result is not None and training_link(self.training) is not None and callable(add_phase):
             add_phase({

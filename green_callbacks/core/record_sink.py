@@ -50,10 +50,12 @@ class RecordSink:
 
     Args:
         what: how messages name the record (``"run record"``, ``"test record"``).
+        retried: a failed write is retried with the next one (a fit's epochs); else it is the only write.
     """
 
-    def __init__(self, what: str = "run record") -> None:
+    def __init__(self, what: str = "run record", *, retried: bool = True) -> None:
         self.what = what
+        self.retried = retried
         self.path: Path | None = None
         self.environment: dict[str, Any] = {}
         """The machine and versions once captured (merged into the record by its builder)."""
@@ -177,16 +179,15 @@ class RecordSink:
             self.report_error(err)
 
     def report_error(self, err: OSError) -> None:
-        """One warning per run (strict mode raises): the record is retried after every epoch and at the end."""
+        """One warning per run (strict mode raises): a fit's record is retried after every epoch and at the end."""
         if strict_mode():
             raise err
         if self._warned:
             return
         self._warned = True
-        warn_user(
-            f"green_callbacks: could not write the {self.what} {self.path} ({err}); it is retried after every "
-            "epoch and at the end (not warned again). Set output_dir= to a writable folder with free space.",
-            RuntimeWarning)
+        again = "it is retried after every epoch and at the end (not warned again). " if self.retried else ""
+        warn_user(f"green_callbacks: could not write the {self.what} {self.path} ({err}); {again}Set output_dir= "
+                  "to a writable folder with free space.", RuntimeWarning)
 
     # ------------------------------------------------------------------ the machine
     def capture_environment(self, sensors_info: dict[str, Any], then: Callable[[], None] | None = None) -> None:
