@@ -6,15 +6,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from green_callbacks.core import clock
 from green_callbacks.core.record import SCHEMA
 from green_callbacks.core.record_writer import epochs_log_name
 from green_callbacks.core.sensors.base import UNAVAILABLE
-
-if TYPE_CHECKING:  # pragma: no cover - types only
-    from green_callbacks.core.session import Session
 
 __all__ = ["fit_record", "methods_so_far", "record_head"]
 
@@ -50,9 +47,10 @@ def methods_so_far(used: Mapping[str, list[str]], components: Mapping[str, Any])
     return out
 
 
-def fit_record(session: Session, *, with_epochs: bool = True) -> dict[str, Any]:
-    """A fit's record as a dict. ``with_epochs=False``: the header of a running record, whose epochs are in the
-    epoch log."""
+def fit_record(session: Any, *, with_epochs: bool = True) -> dict[str, Any]:
+    """A fit's record as a dict (``session``: the :class:`~green_callbacks.core.session.Session`).
+
+    ``with_epochs=False``: the header of a running record, whose epochs are in the epoch log."""
     ledger = session.ledger
     conv = ledger.convergence
     best = None if conv is None else conv.best
