@@ -25,7 +25,7 @@ from typing import Any
 
 from green_callbacks.report._output import say, show, write_atomic, write_text_atomic
 
-__all__ = ["FORMATS", "add_report_arguments", "run_report"]
+__all__ = ["FORMATS", "add_card_arguments", "add_report_arguments", "run_card", "run_report"]
 
 FORMATS = ("text", "markdown", "html", "csv", "json")
 _PLOT_HINT = 'pip install "green-callbacks[plot]"'
@@ -263,4 +263,56 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
             say("Badges (Markdown to paste):\n" + "\n".join(snippets))
     else:
         show(text)
+    return 0
+
+
+# ---------------------------------------------------------------- green-callbacks card RUN
+def add_card_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``card`` options to ``parser`` (a sub-parser of the ``green-callbacks`` command)."""
+    from green_callbacks.report.card import TRAINING_TYPES
+
+    parser.add_argument("run", metavar="RUN", help="a run record (green-run-*.json), or a folder: its newest record")
+    parser.add_argument("--training-type", choices=TRAINING_TYPES,
+                        help="the Hub's training_type (left out of the block when not given)")
+    parser.add_argument("--location", help="geographical_location (default: the record's grid location)")
+    parser.add_argument("--hardware", help="hardware_used (default: the record's GPUs, else its CPU)")
+    parser.add_argument("--into", metavar="README",
+                        help="merge the block and paragraph into this model card (other metadata kept; an earlier "
+                             "block replaced) instead of printing them")
+    return parser
+
+
+def run_card(args: argparse.Namespace) -> int:
+    """Print (or merge into ``--into``) the ``co2_eq_emissions`` block and paragraph of one run."""
+    from green_callbacks.report.card import add_to_model_card, card_text
+    from green_callbacks.report.runs import load_runs
+
+    try:
+        loaded = load_runs([args.run])
+    except FileNotFoundError as err:
+        say(f"green-callbacks card: {err}")
+        return 2
+    for path, reason in loaded.skipped:
+        say(f"skipped {path}: {reason}")
+    if not loaded.runs:
+        say(f"green-callbacks card: no training run record (green-run-*.json) in {args.run}")
+        return 1
+    runs = sorted(loaded.runs, key=lambda r: (r.record.data.get("updated_at") or 0, r.path))
+    run = runs[-1]
+    if len(runs) > 1:
+        say(f"green-callbacks card: {len(runs)} run records in {args.run}; using the newest, {run.path} "
+            "(give the file to choose another)")
+    options = {"training_type": args.training_type, "location": args.location, "hardware": args.hardware}
+    try:
+        if args.into:
+            target = add_to_model_card(Path(args.into).expanduser(), run, **options)
+            say(f"added the training emissions of run {run.label} to {target}")
+        else:
+            show(card_text(run, **options))
+    except ValueError as err:
+        say(f"green-callbacks card: {err}")
+        return 1
+    except OSError as err:
+        say(f"green-callbacks card: cannot write {args.into}: {err.strerror or err}")
+        return 2
     return 0
