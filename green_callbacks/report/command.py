@@ -27,7 +27,7 @@ from green_callbacks.report._output import say, show, write_atomic, write_text_a
 
 __all__ = ["FORMATS", "add_card_arguments", "add_report_arguments", "run_card", "run_report"]
 
-FORMATS = ("text", "markdown", "html", "csv", "json")
+FORMATS = ("text", "markdown", "html", "csv", "json", "latex")
 _PLOT_HINT = 'pip install "green-callbacks[plot]"'
 
 
@@ -42,7 +42,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     out = parser.add_argument_group("output")
     out.add_argument("--format", choices=FORMATS, default="text",
                      help="text (terminal, default), markdown (for a paper's appendix), html (one self-contained "
-                          "page with the plots embedded), csv (one row per run) or json")
+                          "page with the plots embedded), csv (one row per run), json or latex (a standalone, "
+                          "compilable appendix: booktabs tables, sources and methods as footnotes)")
     out.add_argument("--out", metavar="FILE", help="write the report to FILE instead of standard output")
     out.add_argument("--plots", metavar="DIR",
                      help=f"also write the figures as PNG files into DIR (needs matplotlib: {_PLOT_HINT})")
@@ -250,6 +251,10 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
         text = render_csv(report)
         if snippets:
             say("Badges (Markdown to paste):\n" + "\n".join(snippets))
+    elif ns.format == "latex":
+        from green_callbacks.report.latex import render_latex
+
+        text = render_latex(report)
     else:
         text = render_json(report, snippets)
     if ns.out:
