@@ -27,7 +27,7 @@ from green_callbacks.report._output import say, show, write_atomic, write_text_a
 
 __all__ = ["FORMATS", "add_card_arguments", "add_report_arguments", "run_card", "run_report"]
 
-FORMATS = ("text", "markdown", "html", "csv", "json", "latex")
+FORMATS = ("text", "markdown", "html", "csv", "json", "latex", "boamps")
 _PLOT_HINT = 'pip install "green-callbacks[plot]"'
 
 
@@ -43,7 +43,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     out.add_argument("--format", choices=FORMATS, default="text",
                      help="text (terminal, default), markdown (for a paper's appendix), html (one self-contained "
                           "page with the plots embedded), csv (one row per run), json or latex (a standalone, "
-                          "compilable appendix: booktabs tables, sources and methods as footnotes)")
+                          "compilable appendix: booktabs tables, sources and methods as footnotes) or boamps (one "
+                          "BoAmps JSON report per run; with --out, a folder of boamps-<run id>.json files)")
     out.add_argument("--out", metavar="FILE", help="write the report to FILE instead of standard output")
     out.add_argument("--plots", metavar="DIR",
                      help=f"also write the figures as PNG files into DIR (needs matplotlib: {_PLOT_HINT})")
@@ -241,6 +242,8 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
                 snippets.append(badge.markdown(_relative(target, ns.out)))
         except OSError as err:
             return _write_error("badges", folder, err, "--badges", folder)
+    if ns.format == "boamps":
+        return _write_boamps(report, ns.out)
     if ns.format == "text":
         text = render_text(report, snippets)
     elif ns.format == "markdown":
@@ -268,6 +271,38 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
             say("Badges (Markdown to paste):\n" + "\n".join(snippets))
     else:
         show(text)
+    return 0
+
+
+def _write_boamps(report: Any, out: str | None) -> int:
+    """One BoAmps report per run: to standard output (one object, or a list of them), or one file per run in the
+    folder ``out`` (``boamps-<run id>.json``, the id made a safe file name)."""
+    import json
+
+    from green_callbacks.report.boamps import render_boamps
+    from green_callbacks.report.build import _slug
+
+    reports, left_out = render_boamps(report.runs)
+    for line in left_out:
+        say(f"green-callbacks report: {line}")
+    if not reports:
+        return 1
+    if not out:
+        body = reports[0][1] if len(reports) == 1 else [r for _, r in reports]
+        show(json.dumps(body, indent=2) + "\n")
+        return 0
+    folder = Path(out).expanduser()
+    names: set[str] = set()
+    try:
+        for run, body in reports:
+            name = f"boamps-{_slug(run.run_id or run.label)}"
+            while name in names:
+                name += "-1"
+            names.add(name)
+            write_text_atomic(folder / f"{name}.json", json.dumps(body, indent=2) + "\n")
+    except OSError as err:
+        return _write_error("BoAmps reports", folder, err, "--out", folder)
+    say(f"wrote {len(reports)} BoAmps report(s) to {folder}")
     return 0
 
 
