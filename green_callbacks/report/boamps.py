@@ -68,7 +68,7 @@ def _components(run: RunSummary) -> list[dict[str, Any]]:
     for name, count in Counter(run.gpu_names).items():
         out.append({"componentName": name, "componentType": "gpu", "nbComponent": count})
     for part in run.components:
-        if part.status == "not used" or part.name == "gpu" and run.gpu_names:
+        if part.status == "not used" or (part.name == "gpu" and run.gpu_names):
             continue
         item: dict[str, Any] = {"componentType": part.name, "nbComponent": 1}
         if part.name == "cpu" and isinstance(hardware.get("cpu_model"), str):
