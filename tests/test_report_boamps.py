@@ -99,3 +99,11 @@ def test_a_tracker_run_and_a_cloud_region_validate(tmp_path, fake_clock, capsys)
     check.validate(report)
     assert report["infrastructure"]["cloudProvider"] == "google"
     assert report["environment"]["country"] == "BE" and report["environment"]["location"] == "gcp:europe-west1"
+
+
+def test_out_under_a_file_is_one_line_and_exit_2(tmp_path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert run_report(paths=[str(DATA / "single")], format="boamps", out=str(blocker / "reports")) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("green-callbacks report:")]
+    assert len(lines) == 1 and f"{blocker} is not a folder" in lines[0]

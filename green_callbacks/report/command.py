@@ -25,9 +25,12 @@ from typing import Any
 
 from green_callbacks.report._output import say, show, write_atomic, write_text_atomic
 
-__all__ = ["FORMATS", "add_card_arguments", "add_report_arguments", "run_card", "run_report"]
+__all__ = ["EXPORTS", "FORMATS", "add_card_arguments", "add_report_arguments", "run_card", "run_report"]
 
-FORMATS = ("text", "markdown", "html", "csv", "json", "latex", "boamps")
+FORMATS = ("text", "markdown", "html", "csv", "json", "latex")
+"""The formats that write one report document."""
+EXPORTS = ("boamps",)
+"""The formats that write one file per run (to standard output: one JSON object, or a list of them)."""
 _PLOT_HINT = 'pip install "green-callbacks[plot]"'
 
 
@@ -40,7 +43,7 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="skip record files larger than MB MiB (default 64, or $GREEN_CALLBACKS_MAX_RECORD_MB); "
                              "only regular files are read")
     out = parser.add_argument_group("output")
-    out.add_argument("--format", choices=FORMATS, default="text",
+    out.add_argument("--format", choices=FORMATS + EXPORTS, default="text",
                      help="text (terminal, default), markdown (for a paper's appendix), html (one self-contained "
                           "page with the plots embedded), csv (one row per run), json or latex (a standalone, "
                           "compilable appendix: booktabs tables, sources and methods as footnotes) or boamps (one "
@@ -173,8 +176,8 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
     from green_callbacks.report.runs import load_runs
 
     ns = _namespace(args, kwargs)
-    if ns.format not in FORMATS:
-        return _error(f"--format must be one of {', '.join(FORMATS)}, got {ns.format!r}")
+    if ns.format not in FORMATS + EXPORTS:
+        return _error(f"--format must be one of {', '.join(FORMATS + EXPORTS)}, got {ns.format!r}")
     try:
         limit = max_record_bytes(ns.max_record_mb)
     except ValueError as err:

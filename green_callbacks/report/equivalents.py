@@ -12,7 +12,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["LABEL", "Equivalent", "Factor", "equivalents", "equivalents_sentence", "factors"]
+from green_callbacks.core.units import JOULES_PER_KWH
+
+__all__ = [
+    "COMPARISONS_TITLE",
+    "LABEL",
+    "Equivalent",
+    "Factor",
+    "comparison_table",
+    "equivalents",
+    "equivalents_sentence",
+    "factors",
+]
 
 LABEL = "For comparison only (not an offset)"
 
@@ -77,3 +88,33 @@ def equivalents_sentence(items: tuple[Equivalent, ...], what: str = "these emiss
     if not items:
         return ""
     return f"{LABEL}: {what} equal " + ", ".join(e.text() for e in items) + "."
+
+
+COMPARISONS_TITLE = "For comparison (not offsets)"
+
+
+def comparison_table(report: object) -> tuple[tuple[str, ...], list[tuple[str, ...]], list[str]]:
+    """The report's comparisons: a header, one row for all runs together and one per search, and one source line
+    per factor. Emissions are compared as grams CO2e; a household's electricity as facility energy (IT x PUE),
+    which a search row leaves ``unavailable`` (its runs' PUEs are not kept with it)."""
+    table = factors()
+    header = ("emissions of", "gCO2e", *(f.comparison for f in table))
+    rows: list[tuple[str, ...]] = []
+
+    def row(what: str, grams: float | None, facility_kwh: float | None) -> None:
+        if grams is None:
+            return
+        found = {e.factor.key: e.amount for e in equivalents(grams, facility_kwh)}
+        rows.append((what, f"{grams:.4g}", *(f"{found[f.key]:.3g}" if f.key in found else "unavailable"
+                                              for f in table)))
+
+    runs = getattr(report, "runs", ())
+    known = [r for r in runs if r.energy_j is not None]
+    facility = sum(r.energy_j * (r.pue or 1.0) for r in known) / JOULES_PER_KWH if known else None
+    row(f"all {len(runs)} run(s)" + (" (partial)" if getattr(report, "emissions_partial", False) else ""),
+        getattr(report, "emissions_gco2e", None), facility)
+    for sweep in getattr(report, "sweeps", ()):
+        row(f"the search over {sweep.monitor}" + (f" ({sweep.group})" if sweep.group else ""),
+            sweep.total_emissions_gco2e, None)
+    cites = [f"{f.comparison}: {Equivalent(f, 0.0).cite()}" for f in table] if rows else []
+    return header, rows, cites

@@ -20,6 +20,9 @@ from green_callbacks.core.units import JOULES_PER_KWH
 from green_callbacks.report._text import strip_control
 from green_callbacks.report.build import Report
 from green_callbacks.report.equivalents import LABEL, equivalents
+from green_callbacks.report.inference import FOOTNOTE as INFERENCE_FOOTNOTE
+from green_callbacks.report.inference import TITLE as INFERENCE_TITLE
+from green_callbacks.report.inference import phase_table
 from green_callbacks.report.render import (
     _CURVE_HEADER,
     _SENS_HEADER,
@@ -46,7 +49,8 @@ _LATIN1_LETTERS = set("ÀÁÂÃÄÅÇÈÉÊËÌÍÎÏÑÒÓÔÕÖÙÚÛÜÝàá�
 
 def tex_escape(text: object) -> str:
     """``text`` (from a record: hostile) as inert LaTeX text: specials escaped, control characters removed, accented
-    Latin letters kept (pdfLaTeX's UTF-8 input typesets them), any other character written as ``[U+XXXX]``."""
+    Latin letters kept (pdfLaTeX's UTF-8 input typesets them), the byte of a non-UTF-8 file name written ``\\xNN``
+    (as the other formats write it), any other character written as ``[U+XXXX]``."""
     out = []
     for char in strip_control(str(text)):
         if char in _SPECIAL:
@@ -55,6 +59,8 @@ def tex_escape(text: object) -> str:
             out.append(_UNICODE[char])
         elif " " <= char <= "~" or char in _LATIN1_LETTERS:
             out.append(char)
+        elif 0xDC80 <= ord(char) <= 0xDCFF:  # a byte of a non-UTF-8 file name (os.fsdecode): written as \xNN
+            out.append(rf"\textbackslash{{}}x{ord(char) - 0xDC00:02x}")
         else:
             out.append(f"[U+{ord(char):04X}]")
     return "".join(out)
@@ -218,6 +224,17 @@ def render_latex(report: Report) -> str:
                                  if report.emissions_partial else "") + "."))
         out.append("")
         out += _equivalents_lines(total, _facility_kwh(runs), "these emissions and the facility energy (IT x PUE)")
+    hyper = [[tex_escape(r.label), tex_escape(", ".join(f"{k}={v}" for k, v in r.hyperparameters.items()))]
+             for r in runs if r.hyperparameters]
+    if hyper:
+        out += _table(["Run", "Hyperparameters"], hyper, "Hyperparameters of each run, as recorded.",
+                      r"lp{0.75\linewidth}", escape=False)
+        out.append("")
+    if report.phases:  # test / predict / evaluate: what using the models cost
+        header, rows = phase_table(report.phases)
+        out += [r"\subsection*{" + tex_escape(INFERENCE_TITLE) + "}", ""]
+        out += _table(header, rows, tex_escape(INFERENCE_FOOTNOTE), "l" * len(header))
+        out.append("")
     for sweep in report.sweeps:
         title = f"Hyperparameter search: {sweep.runs} runs, {sweep.monitor} ({sweep.mode})"
         if sweep.group:
