@@ -44,13 +44,15 @@ def test_card_of_the_fixture_run_parses_with_huggingface_hub(capsys) -> None:
 
 def test_record_text_cannot_leave_its_yaml_scalar_or_make_markdown(tmp_path) -> None:
     data = read_record(DATA / "single" / "green-run-single.json")
-    data["carbon"]["location"] = 'FR"\n---\ninjected: yes\n<script>alert(1)</script>'
+    data["carbon"]["location"] = 'FR"\n---\ninjected: yes\n<script>alert(1)</script>\x9b2J\x1b]0;t\x07'
     data["components"]["gpu"]["devices"][0]["name"] = "GPU ![x](https://evil.example/p.png) \\\"\n: x"
     text = card_text(summarize_run(data))
     card = _hub().ModelCard(text)
     meta = card.data.to_dict()
     assert "injected" not in meta
-    assert meta["co2_eq_emissions"]["geographical_location"] == data["carbon"]["location"]
+    where = meta["co2_eq_emissions"]["geographical_location"]
+    assert where == 'FR"\n---\ninjected: yes\n<script>alert(1)</script>2J]0;t'  # the text, less its controls
+    assert not any("\x80" <= c <= "\x9f" or c in "\x1b\x07" for c in text)  # nothing a terminal would run
     assert meta["co2_eq_emissions"]["hardware_used"] == "1 x " + data["components"]["gpu"]["devices"][0]["name"]
     assert "<script>" not in card.text and "![x](" not in card.text
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from green_callbacks.core.units import JOULES_PER_KWH
+from green_callbacks.report._text import strip_control
 from green_callbacks.report.equivalents import equivalents, equivalents_sentence
 from green_callbacks.report.runs import RunSummary
 
@@ -98,7 +99,8 @@ def _scalar(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, (int, float)):
         return repr(float(value)) if isinstance(value, float) else str(value)
-    return json.dumps(str(value), ensure_ascii=False)  # a YAML double-quoted scalar: one line, escapes kept
+    # a YAML double-quoted scalar: one line (JSON escapes every line break and quote), no terminal control character
+    return json.dumps(strip_control(str(value)), ensure_ascii=False)
 
 
 def card_yaml(metadata: Mapping[str, Any]) -> str:
@@ -158,7 +160,7 @@ def card_paragraph(run: RunSummary) -> str:
 
 def card_text(run: RunSummary, **options: Any) -> str:
     """The front matter (``---`` fenced ``co2_eq_emissions`` block) and the paragraph: a ``README.md`` as is."""
-    return f"---\n{card_yaml(card_metadata(run, **options))}---\n\n{card_paragraph(run)}"
+    return strip_control(f"---\n{card_yaml(card_metadata(run, **options))}---\n\n{card_paragraph(run)}")
 
 
 # ---------------------------------------------------------------- merging into an existing README.md
@@ -202,7 +204,7 @@ def merge_into_card(text: str, run: RunSummary, **options: Any) -> str:
     body = _without_section(body).strip("\n")
     section = f"{START}\n{card_paragraph(run).rstrip()}\n{END}\n"
     body = f"{body}\n\n{section}" if body else section
-    return "---\n" + "\n".join([*front, *block]) + "\n---\n\n" + body
+    return "---\n" + "\n".join([*front, *block]) + "\n---\n\n" + strip_control(body)
 
 
 def add_to_model_card(readme: str | Path, record: str | Path | Any, **options: Any) -> Path:
