@@ -130,8 +130,17 @@ def _hf_trainer(tmp_path: Path, **overrides):
 
 def test_create_model_card_holds_the_records_grams(tmp_path) -> None:
     hub = _hub()
-    trainer, callback = _hf_trainer(tmp_path)
-    trainer.create_model_card()  # writes output_dir/README.md, no network
+    httpx2 = pytest.importorskip("httpx2", reason="the Hub client's HTTP library")
+    fake = FakeHub()
+    hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(fake)))
+    try:
+        trainer, callback = _hf_trainer(tmp_path)
+        trainer.create_model_card()  # writes output_dir/README.md
+    finally:
+        from huggingface_hub.utils._http import default_client_factory
+
+        hub.set_client_factory(default_client_factory)
+    assert fake.calls == []  # no network
     readme = Path(trainer.args.output_dir) / "README.md"
     card = hub.ModelCard.load(readme)
     block = card.data.to_dict()["co2_eq_emissions"]
