@@ -202,3 +202,21 @@ def test_push_to_hub_uploads_the_card_with_the_block(tmp_path, monkeypatch) -> N
     block = hub.ModelCard(uploaded).data.to_dict()["co2_eq_emissions"]
     assert block["emissions"] == read_record(callback.record_path)["totals"]["emissions_gco2e"] > 0
     assert "## Training emissions" in uploaded
+
+
+def test_a_card_that_cannot_be_updated_warns_and_leaves_the_trainers(tmp_path, monkeypatch) -> None:
+    _hub()
+    from green_callbacks.report import card
+
+    trainer, _ = _hf_trainer(tmp_path)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(card, "add_to_model_card", disk_full)
+    with pytest.raises(OSError):  # strict mode (the tests): the failure is raised
+        trainer.create_model_card()
+    monkeypatch.setenv("GREEN_CALLBACKS_STRICT", "0")
+    with pytest.warns(RuntimeWarning, match="could not add the training emissions to the model card"):
+        trainer.create_model_card()  # a user's run: a warning, the Trainer's card as it wrote it
+    assert "co2_eq_emissions" not in (Path(trainer.args.output_dir) / "README.md").read_text(encoding="utf-8")
