@@ -22,7 +22,8 @@ ALLOWED = {
     "documentclass", "usepackage", "begin", "end", "section", "subsection", "footnote", "centering", "small",
     "resizebox", "ifdim", "width", "linewidth", "else", "fi", "toprule", "midrule", "bottomrule", "caption",
     "times", "textsuperscript", "textsubscript", "textbackslash", "textasciitilde", "textasciicircum", "textless",
-    "textgreater", "textbar", "ldots", "approx", "geq", "leq", "cdot", "mu", "textdegree",
+    "textgreater", "textbar", "ldots", "approx", "geq", "leq", "cdot", "mu", "textdegree", "begingroup",
+    "endgroup", "footnotesize", "endfirsthead", "endhead", "endlastfoot",
 }
 
 
@@ -110,6 +111,23 @@ def test_appendix_compiles_and_its_numbers_are_the_text_reports(folder, tmp_path
         assert r"\subsection*{Hyperparameter search" in tex and "Sensitivity of the best" in tex
         assert "Expected best of $n$ random trials" in tex
     compile_if_possible(tex, tmp_path)
+
+
+def test_a_large_search_breaks_its_tables_across_pages(tmp_path, capsys) -> None:
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for copy in range(5):  # 45 runs: 90 rows of energy by component, more than a page holds
+        for path in (DATA / "sweep").glob("green-run-*.json"):
+            data = read_record(path)
+            data["run_id"] = f"c{copy}" + data["run_id"][2:]
+            (folder / f"green-run-c{copy}-{path.name[10:]}").write_text(json.dumps(data), encoding="utf-8")
+    tex = _latex([folder], capsys)
+    assert tex.count(r"\begin{longtable}") >= 2 and r"\endhead" in tex
+    assert all(f"c{copy}" in tex for copy in range(5))
+    compile_if_possible(tex, tmp_path)
+    if ENGINE is not None:
+        log = (tmp_path / "appendix.log").read_text(errors="replace")
+        assert "Float too large" not in log
 
 
 HOSTILE = r"}\end{document}\input{/etc/passwd}\write18{touch pwned}%^^5c$#&_~<>|" + "\"é中😀\x1b[31m\n"

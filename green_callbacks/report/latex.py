@@ -86,6 +86,11 @@ def _kwh(joules: float | None) -> str:
     return tex_number(None if joules is None else joules / JOULES_PER_KWH, ".3g")
 
 
+LONG_TABLE_ROWS = 30
+"""Above this many rows a table is a ``longtable`` that breaks across pages (a float taller than a page would be
+cut off), in a smaller type instead of scaled to the line width."""
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str, align: str | None = None,
            escape: bool = True, note: str = "") -> list[str]:
     """A booktabs table; ``escape``: the cells are plain text (escaped here) rather than prepared LaTeX."""
@@ -93,14 +98,17 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str, a
         return tex_escape(value) if escape else value
 
     align = align or "l" * len(header)
+    head = " & ".join(cell(h) for h in header) + r" \\"
+    body = [" & ".join(cell(c) for c in row) + r" \\" for row in rows]
+    if len(rows) > LONG_TABLE_ROWS:
+        return [r"\begingroup\footnotesize", rf"\begin{{longtable}}{{@{{}}{align}@{{}}}}",
+                rf"\caption{{{caption}{note}}}\\", r"\toprule", head, r"\midrule", r"\endfirsthead", r"\toprule",
+                head, r"\midrule", r"\endhead", r"\bottomrule", r"\endlastfoot", *body, r"\end{longtable}",
+                r"\endgroup"]
     out = [r"\begin{table}[htbp]", r"\centering", r"\small",
            r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{"
-           rf"\begin{{tabular}}{{@{{}}{align}@{{}}}}", r"\toprule",
-           " & ".join(cell(h) for h in header) + r" \\", r"\midrule"]
-    out += [" & ".join(cell(c) for c in row) + r" \\" for row in rows]
-    out += [r"\bottomrule", r"\end{tabular}}"]
-    out.append(rf"\caption{{{caption}{note}}}")
-    out.append(r"\end{table}")
+           rf"\begin{{tabular}}{{@{{}}{align}@{{}}}}", r"\toprule", head, r"\midrule", *body,
+           r"\bottomrule", r"\end{tabular}}", rf"\caption{{{caption}{note}}}", r"\end{table}"]
     return out
 
 
@@ -174,15 +182,16 @@ def _facility_kwh(runs: Sequence[RunSummary]) -> float | None:
 
 
 def render_latex(report: Report) -> str:
-    """The report as a standalone LaTeX document (``article``, booktabs, graphicx): compile it, or paste its body
-    into a paper's appendix (the preamble names the two packages it needs)."""
+    """The report as a standalone LaTeX document (``article``, booktabs, graphicx, longtable): compile it, or paste
+    its body into a paper's appendix (the preamble names the packages it needs)."""
     out = [
         "% Energy and emissions appendix written by green_callbacks (green-callbacks report --format latex).",
-        "% Needs the booktabs and graphicx packages; compile with pdflatex or lualatex.",
+        "% Needs the booktabs, graphicx and longtable packages; compile with pdflatex or lualatex.",
         r"\documentclass[11pt]{article}",
         r"\usepackage[utf8]{inputenc}",
         r"\usepackage{booktabs}",
         r"\usepackage{graphicx}",
+        r"\usepackage{longtable}",
         r"\begin{document}",
         r"\section*{Energy, emissions and compute of the experiments}",
         "",
