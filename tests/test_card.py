@@ -38,6 +38,8 @@ def test_card_of_the_fixture_run_parses_with_huggingface_hub(capsys) -> None:
     assert block["hardware_used"] == "1 x NVIDIA H100 80GB HBM3"
     assert "rapl" in block["source"] and "Ember" in block["source"] and "PUE 1.2" in block["source"]
     assert "## Training emissions" in out and "not an offset" in out
+    data = _hub().ModelCardData(co2_eq_emissions=block)  # the Hub's own metadata class keeps it as it is
+    assert _block("---\n" + data.to_yaml() + "\n---\n") == block
     assert f"{1920 / J_PER_KWH:.4g} kWh of IT energy" in out
     assert "1.2e+15 training FLOPs" in out
 
