@@ -5,6 +5,7 @@
 - ``green-callbacks demo [--epochs N] [--country CC]``: train a small model with the Lightning callback on
   synthetic data and print the report (needs the ``lightning`` extra).
 - ``green-callbacks report PATH...``: summarise run records.
+- ``green-callbacks card RUN``: a run's ``co2_eq_emissions`` block and paragraph for a Hugging Face model card.
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="train a small model with the Lightning callback and print the report "
                                 "(options: green-callbacks demo --help)", add_help=False)
 
-    from green_callbacks.report.command import add_report_arguments
+    from green_callbacks.report.command import add_card_arguments, add_report_arguments
 
     add_report_arguments(sub.add_parser("report", help="summarise run records: tables, Markdown/HTML, plots, "
                                                        "sweeps, badges"))
+    add_card_arguments(sub.add_parser("card", help="a run's training emissions for a Hugging Face model card"))
     return parser
 
 
@@ -69,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from green_callbacks.report.command import run_report
 
         return run_report(args)
+    if args.command == "card":
+        from green_callbacks.report.command import run_card
+
+        return run_card(args)
     raise AssertionError(args.command)
 
 

@@ -247,6 +247,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._trainer_ref = weakref.ref(trainer)
         self._wrap_train(trainer)
         self._wrap_phases(trainer)
+        self._wrap_model_card(trainer)
 
     def _wrap_train(self, trainer: Any) -> None:
         """Learn of exceptions escaping ``trainer.train`` (the Trainer has no exception event)."""
@@ -280,6 +281,18 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
 
         train._green_callbacks_wrapper = True  # type: ignore[attr-defined]
         trainer.train = train
+
+    def _wrap_model_card(self, trainer: Any) -> None:
+        """The run's emissions go into the card ``create_model_card`` (and so ``push_to_hub``) writes."""
+        from green_callbacks.report.card import wrap_create_model_card
+
+        owner = weakref.ref(self)
+
+        def record_path() -> Any:
+            callback = owner()
+            return None if callback is None else (callback._adopted_by or callback).record_path
+
+        wrap_create_model_card(trainer, record_path)
 
     def _bind(self) -> None:
         trainer = _find_trainer()

@@ -61,11 +61,14 @@ def test_ci_runs_the_readme_test_command_verbatim_then_the_release_check():
     assert ci.index(".venv/bin/tox -e release") > ci.index(tests)
 
 
-def test_ci_installs_chromium_best_effort_only():
+def test_ci_installs_chromium_prometheus_and_tex_best_effort_only():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    [line] = [line for line in ci.splitlines() if "apt-get install" in line]
-    assert "chromium" in line and line.lstrip().startswith("if ")  # a failure takes the else branch, never set -e
+    lines = [line for line in ci.splitlines() if "apt-get install" in line]
+    # a failure takes the else branch, never set -e
+    assert len(lines) == 2 and all(line.lstrip().startswith("if ") for line in lines)
+    assert "chromium" in lines[0]
     assert 'command -v apt-get' in ci and '"$(id -u)" = 0' in ci and "command -v chromium" in ci
+    assert '"prometheus:prometheus"' in ci and "texlive-latex-recommended" in ci and "--no-install-recommends" in ci
 
 
 def test_tox_has_a_release_env_with_build_twine_and_the_torch_constraint():

@@ -147,7 +147,18 @@ def _check_json(text: str) -> None:
     assert any("broken.json" in s["path"] for s in body["skipped"])
 
 
-CHECKS = {"markdown": _check_markdown, "html": _check_html, "csv": _check_csv, "json": _check_json}
+def _check_latex(text: str) -> None:
+    import tempfile
+
+    from tests.test_report_latex import compile_if_possible
+
+    with tempfile.TemporaryDirectory() as folder:  # no command, brace, comment or math from a record; it compiles
+        compile_if_possible(text, Path(folder))
+    assert "Using the model" in text and r"\textless{}script\textgreater{}alert(1)" in text
+
+
+CHECKS = {"markdown": _check_markdown, "html": _check_html, "csv": _check_csv, "json": _check_json,
+          "latex": _check_latex}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -215,6 +226,8 @@ def test_a_non_utf8_file_name_is_replaced_never_fatal(cafe: Path, capsys, fmt: s
         body = json.loads(text)
         assert any(r["hyperparameters"].get("data") == CAFE for r in body["runs"])  # exact, as a JSON escape
         assert body["phases"][0]["framework"] == CAFE
+    elif fmt == "latex":
+        assert "/data/caf\\textbackslash{}xe9" in text  # the same, its backslash escaped for LaTeX
     else:
         assert "/data/caf\\xe9" in text  # the byte the name held, written out
     assert run_report(paths=[str(cafe)], format=fmt) == 0  # the terminal too

@@ -25,9 +25,12 @@ from typing import Any
 
 from green_callbacks.report._output import say, show, write_atomic, write_text_atomic
 
-__all__ = ["FORMATS", "add_report_arguments", "run_report"]
+__all__ = ["EXPORTS", "FORMATS", "add_card_arguments", "add_report_arguments", "run_card", "run_report"]
 
-FORMATS = ("text", "markdown", "html", "csv", "json")
+FORMATS = ("text", "markdown", "html", "csv", "json", "latex")
+"""The formats that write one report document."""
+EXPORTS = ("boamps",)
+"""The formats that write one file per run (to standard output: one JSON object, or a list of them)."""
 _PLOT_HINT = 'pip install "green-callbacks[plot]"'
 
 
@@ -40,9 +43,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="skip record files larger than MB MiB (default 64, or $GREEN_CALLBACKS_MAX_RECORD_MB); "
                              "only regular files are read")
     out = parser.add_argument_group("output")
-    out.add_argument("--format", choices=FORMATS, default="text",
+    out.add_argument("--format", choices=FORMATS + EXPORTS, default="text",
                      help="text (terminal, default), markdown (for a paper's appendix), html (one self-contained "
-                          "page with the plots embedded), csv (one row per run) or json")
+                          "page with the plots embedded), csv (one row per run), json or latex (a standalone, "
+                          "compilable appendix: booktabs tables, sources and methods as footnotes) or boamps (one "
+                          "BoAmps JSON report per run; with --out, a folder of boamps-<run id>.json files)")
     out.add_argument("--out", metavar="FILE", help="write the report to FILE instead of standard output")
     out.add_argument("--plots", metavar="DIR",
                      help=f"also write the figures as PNG files into DIR (needs matplotlib: {_PLOT_HINT})")
@@ -171,8 +176,8 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
     from green_callbacks.report.runs import load_runs
 
     ns = _namespace(args, kwargs)
-    if ns.format not in FORMATS:
-        return _error(f"--format must be one of {', '.join(FORMATS)}, got {ns.format!r}")
+    if ns.format not in FORMATS + EXPORTS:
+        return _error(f"--format must be one of {', '.join(FORMATS + EXPORTS)}, got {ns.format!r}")
     try:
         limit = max_record_bytes(ns.max_record_mb)
     except ValueError as err:
@@ -240,6 +245,8 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
                 snippets.append(badge.markdown(_relative(target, ns.out)))
         except OSError as err:
             return _write_error("badges", folder, err, "--badges", folder)
+    if ns.format == "boamps":
+        return _write_boamps(report, ns.out)
     if ns.format == "text":
         text = render_text(report, snippets)
     elif ns.format == "markdown":
@@ -250,6 +257,10 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
         text = render_csv(report)
         if snippets:
             say("Badges (Markdown to paste):\n" + "\n".join(snippets))
+    elif ns.format == "latex":
+        from green_callbacks.report.latex import render_latex
+
+        text = render_latex(report)
     else:
         text = render_json(report, snippets)
     if ns.out:
@@ -263,4 +274,88 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
             say("Badges (Markdown to paste):\n" + "\n".join(snippets))
     else:
         show(text)
+    return 0
+
+
+def _write_boamps(report: Any, out: str | None) -> int:
+    """One BoAmps report per run: to standard output (one object, or a list of them), or one file per run in the
+    folder ``out`` (``boamps-<run id>.json``, the id made a safe file name)."""
+    import json
+
+    from green_callbacks.report.boamps import render_boamps
+    from green_callbacks.report.build import _slug
+
+    reports, left_out = render_boamps(report.runs)
+    for line in left_out:
+        say(f"green-callbacks report: {line}")
+    if not reports:
+        return 1
+    if not out:
+        body = reports[0][1] if len(reports) == 1 else [r for _, r in reports]
+        show(json.dumps(body, indent=2) + "\n")
+        return 0
+    folder = Path(out).expanduser()
+    names: set[str] = set()
+    try:
+        for run, body in reports:
+            name = f"boamps-{_slug(run.run_id or run.label)}"
+            while name in names:
+                name += "-1"
+            names.add(name)
+            write_text_atomic(folder / f"{name}.json", json.dumps(body, indent=2) + "\n")
+    except OSError as err:
+        return _write_error("BoAmps reports", folder, err, "--out", folder)
+    say(f"wrote {len(reports)} BoAmps report(s) to {folder}")
+    return 0
+
+
+# ---------------------------------------------------------------- green-callbacks card RUN
+def add_card_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``card`` options to ``parser`` (a sub-parser of the ``green-callbacks`` command)."""
+    from green_callbacks.report.card import TRAINING_TYPES
+
+    parser.add_argument("run", metavar="RUN", help="a run record (green-run-*.json), or a folder: its newest record")
+    parser.add_argument("--training-type", choices=TRAINING_TYPES,
+                        help="the Hub's training_type (left out of the block when not given)")
+    parser.add_argument("--location", help="geographical_location (default: the record's grid location)")
+    parser.add_argument("--hardware", help="hardware_used (default: the record's GPUs, else its CPU)")
+    parser.add_argument("--into", metavar="README",
+                        help="merge the block and paragraph into this model card (other metadata kept; an earlier "
+                             "block replaced) instead of printing them")
+    return parser
+
+
+def run_card(args: argparse.Namespace) -> int:
+    """Print (or merge into ``--into``) the ``co2_eq_emissions`` block and paragraph of one run."""
+    from green_callbacks.report.card import add_to_model_card, card_text
+    from green_callbacks.report.runs import load_runs
+
+    try:
+        loaded = load_runs([args.run])
+    except FileNotFoundError as err:
+        say(f"green-callbacks card: {err}")
+        return 2
+    for path, reason in loaded.skipped:
+        say(f"skipped {path}: {reason}")
+    if not loaded.runs:
+        say(f"green-callbacks card: no training run record (green-run-*.json) in {args.run}")
+        return 1
+    runs = sorted(loaded.runs, key=lambda r: (r.record.data.get("updated_at") or 0, r.path))
+    run = runs[-1]
+    if len(runs) > 1:
+        say(f"green-callbacks card: {len(runs)} run records in {args.run}; using the newest, {run.path} "
+            "(give the file to choose another)")
+    options = {"training_type": args.training_type, "location": args.location, "hardware": args.hardware}
+    try:
+        if args.into:
+            target = add_to_model_card(Path(args.into).expanduser(), run, **options)
+            say(f"added the training emissions of run {run.label} to {target}")
+        else:
+            show(card_text(run, **options))
+    except ValueError as err:
+        say(f"green-callbacks card: {err}")
+        return 1
+    except OSError as err:
+        say(f"green-callbacks card: cannot write {args.into}: {err.strerror or err}")
+        return 2
     return 0

@@ -29,6 +29,7 @@ from green_callbacks.report._text import strip_control
 from green_callbacks.report.badges import format_grams
 from green_callbacks.report.build import Report, run_figure_prefix, sweep_figure_prefix
 from green_callbacks.report.efficiency import Mfu
+from green_callbacks.report.equivalents import COMPARISONS_TITLE, comparison_table
 from green_callbacks.report.footprint import (
     GRIDS_TITLE,
     INFRASTRUCTURE_TITLE,
@@ -395,6 +396,13 @@ def build_document(report: Report, badge_snippets: Sequence[str] = (), *, termin
     if report.phases:  # what using the trained models cost, and after how many predictions it matches training
         header, rows = phase_table(report.phases)
         out += [Heading(2, INFERENCE_TITLE), Table(tuple(header), _t(rows)), Paragraph(INFERENCE_FOOTNOTE)]
+    header, rows, cites = comparison_table(report)
+    if rows:  # figures a reader can picture, each factor with its source; never an offset
+        out += [Heading(2, COMPARISONS_TITLE),
+                Paragraph("The emissions expressed as everyday equivalents, for comparison only: they are not "
+                          "offsets and cancel nothing. A household's electricity is compared as energy (IT energy "
+                          "x PUE)."),
+                Table(header, _t(rows)), *(Paragraph(c) for c in cites)]
     offset = _offset_text(report)
     if offset:
         out += [Heading(2, "Offsetting"), Paragraph(offset)]
@@ -418,7 +426,8 @@ def render_text(report: Report, badge_snippets: Sequence[str] = ()) -> str:
     parts: list[str] = []
     for block in build_document(report, badge_snippets, terminal=True):
         if isinstance(block, Heading):
-            if block.level == 2 and (block.text.startswith("Sweep: ") or block.text == INFERENCE_TITLE):
+            if block.level == 2 and (block.text.startswith("Sweep: ")
+                                     or block.text in (INFERENCE_TITLE, COMPARISONS_TITLE)):
                 parts.append(f"== {block.text} ==")
             elif block.level == 3 and not block.text.startswith("Run "):
                 parts.append("\n" + block.text + ":")
