@@ -12,7 +12,6 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from green_callbacks.core.phase import PHASE_KINDS
 from green_callbacks.core.throughput import Throughput, throughput
 from green_callbacks.core.units import joules_to_kwh
 
@@ -24,6 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 __all__ = [
     "FOOTPRINT_KEYS",
     "METRIC_KEYS",
+    "PHASE_KINDS",
+    "PHASE_METRIC_SUFFIXES",
     "PREFIX",
     "PROGRESS_BAR_KEYS",
     "THROUGHPUT_KEYS",
@@ -32,6 +33,7 @@ __all__ = [
     "footprint_metrics",
     "is_own_key",
     "nan_metrics",
+    "phase_metric_keys",
     "phase_progress_metrics",
     "progress_bar_metrics",
     "throughput_metrics",
@@ -42,6 +44,45 @@ __all__ = [
 PREFIX = "green/"
 PROGRESS_BAR_KEYS: tuple[str, ...] = ("Wh", "gCO2e")
 """The compact running totals a progress bar shows (logged to the bar only, never to loggers)."""
+
+PHASE_KINDS: tuple[str, ...] = ("test", "validate", "predict", "evaluate")
+"""The phases a framework runs outside ``fit``: Lightning ``test``/``validate``/``predict``, Keras
+``evaluate``/``predict``, HF ``evaluate``/``predict``. The kind names the call, and the metric keys."""
+
+PHASE_METRIC_SUFFIXES: tuple[str, ...] = (
+    "energy_kwh",
+    "gpu_energy_kwh",
+    "cpu_energy_kwh",
+    "ram_energy_kwh",
+    "emissions_gco2e",
+    "time_s",
+    "batches",
+    "samples",
+    "flops",
+    "energy_per_sample_j",
+    "wh_per_1000_samples",
+    "samples_per_joule",
+    "emissions_per_sample_gco2e",
+    "flops_per_sample",
+    "mean_power_w",
+    "latency_p50_s",
+    "latency_p95_s",
+    "tokens_in",
+    "tokens_out",
+    "energy_per_token_in_j",
+    "energy_per_token_out_j",
+    "warmup_batches",
+    "warmup_time_s",
+    "warmup_energy_kwh",
+)
+"""Every phase key is ``green/<kind>_<suffix>``, e.g. ``green/test_energy_per_sample_j``; all are always emitted
+(NaN where unavailable)."""
+
+
+def phase_metric_keys(kind: str) -> tuple[str, ...]:
+    """The ``green/<kind>_...`` keys of one phase, in a fixed order."""
+    return tuple(f"{PREFIX}{kind}_{suffix}" for suffix in PHASE_METRIC_SUFFIXES)
+
 
 THROUGHPUT_KEYS: tuple[str, ...] = (
     "green/samples_per_s",

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+from green_callbacks.core.metric_keys import PHASE_KINDS, PHASE_METRIC_SUFFIXES, phase_metric_keys
 from green_callbacks.core.units import emissions_gco2e, joules_to_kwh
 
 __all__ = [
@@ -45,10 +46,6 @@ __all__ = [
     "tokens_in_of",
 ]
 
-PHASE_KINDS: tuple[str, ...] = ("test", "validate", "predict", "evaluate")
-"""The phases a framework runs outside ``fit``: Lightning ``test``/``validate``/``predict``, Keras
-``evaluate``/``predict``, HF ``evaluate``/``predict``. The kind names the call, and the metric keys."""
-
 BELOW_RESOLUTION = "below-sensor-resolution"
 MEASURED = "measured"
 UNAVAILABLE = "unavailable"
@@ -61,41 +58,7 @@ RESOLUTION_S: Mapping[str, float] = MappingProxyType({
 })
 """Time resolution of each measuring method, in seconds; a method not listed is taken as exact (0 s)."""
 
-PHASE_METRIC_SUFFIXES: tuple[str, ...] = (
-    "energy_kwh",
-    "gpu_energy_kwh",
-    "cpu_energy_kwh",
-    "ram_energy_kwh",
-    "emissions_gco2e",
-    "time_s",
-    "batches",
-    "samples",
-    "flops",
-    "energy_per_sample_j",
-    "wh_per_1000_samples",
-    "samples_per_joule",
-    "emissions_per_sample_gco2e",
-    "flops_per_sample",
-    "mean_power_w",
-    "latency_p50_s",
-    "latency_p95_s",
-    "tokens_in",
-    "tokens_out",
-    "energy_per_token_in_j",
-    "energy_per_token_out_j",
-    "warmup_batches",
-    "warmup_time_s",
-    "warmup_energy_kwh",
-)
-"""Every phase key is ``green/<kind>_<suffix>``, e.g. ``green/test_energy_per_sample_j``; all are always emitted
-(NaN where unavailable)."""
-
 NAN = float("nan")
-
-
-def phase_metric_keys(kind: str) -> tuple[str, ...]:
-    """The ``green/<kind>_...`` keys of one phase, in a fixed order."""
-    return tuple(f"green/{kind}_{suffix}" for suffix in PHASE_METRIC_SUFFIXES)
 
 
 def resolution_s(method: str) -> float:
@@ -290,7 +253,8 @@ class PhaseResult:
             "warmup_time_s": self.warmup_time_s,
             "warmup_energy_kwh": _kwh(self.warmup_energy_j),
         }
-        return {f"green/{self.kind}_{k}": NAN if v is None else float(v) for k, v in values.items()}
+        return {key: NAN if values[suffix] is None else float(values[suffix])  # the keys' order, by name
+                for key, suffix in zip(phase_metric_keys(self.kind), PHASE_METRIC_SUFFIXES, strict=True)}
 
     def to_record(self) -> dict[str, Any]:
         """JSON-ready dict with the same field names (the ``phase`` section of a record)."""

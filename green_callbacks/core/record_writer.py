@@ -1,6 +1,6 @@
 """Writing a run record: a small header replaced atomically, one appended line per epoch, the full record at the end.
 
-The format is that of BRIEF.md's shared decision (read back by :mod:`green_callbacks.core.record`):
+The format (read back by :mod:`green_callbacks.core.record`; described in docs/records.md):
 
 * while the run goes on, ``green-run-<stamp>-<id>.json`` is the header — everything but the epochs — with
   ``"epochs": []`` and ``"epochs_log": "green-run-<stamp>-<id>.epochs.jsonl"``; every completed epoch is appended to
