@@ -25,7 +25,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -427,6 +427,11 @@ def _energies(value: Any, where: str) -> dict[str, float | None]:
     return {str(k): _number(v, f"{where}.{k}") for k, v in _obj(value, where).items()}
 
 
+_OPTIONAL_EPOCH_NUMBERS = tuple(f.name for f in fields(EpochRow) if f.default is None and f.type == "float | None")
+"""The row's optional numbers (training time, samples, tokens, peak, and any added later): read by name, ``None``
+where an older record lacks them; a new per-epoch number needs no edit here."""
+
+
 def _epoch(value: Any, where: str) -> EpochRow:
     data = _obj(value, where, optional=False)
     metrics = {str(k): _number(v, f"{where}.metrics.{k}", minimum=None, limit=MAX_METRIC)
@@ -446,10 +451,7 @@ def _epoch(value: Any, where: str) -> EpochRow:
         totals=None if data.get("totals") is None else _totals(data.get("totals"), f"{where}.totals"),
         metrics=metrics,
         missing_components=_strings(data.get("missing_components"), f"{where}.missing_components"),
-        train_time_s=_number(data.get("train_time_s"), f"{where}.train_time_s"),
-        samples=_number(data.get("samples"), f"{where}.samples"),
-        tokens=_number(data.get("tokens"), f"{where}.tokens"),
-        peak_flops_per_s=_number(data.get("peak_flops_per_s"), f"{where}.peak_flops_per_s"),
+        **{name: _number(data.get(name), f"{where}.{name}") for name in _OPTIONAL_EPOCH_NUMBERS},
     )
 
 
