@@ -17,10 +17,10 @@ import os
 import random
 from typing import Any
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+import numpy as np  # noqa: E402  (numpy comes with torch)
 
 from green_callbacks.core.sensors.fake import ConstantPowerSensor  # noqa: E402
 
