@@ -674,6 +674,7 @@ class Session(Ranks):
                 "at_target": None if at_target is None else at_target.to_record(),
             },
             "hyperparameters": self._hyperparameters,
+            "search": self.config.search,
             "lost": dict(self.guard.lost),
             "resumed_from": self._resumed_from,
             "budget": {
