@@ -302,8 +302,9 @@ def _importance_rows(sweep: SweepAnalysis) -> list[list[str]]:
         scale = imp.scale + (" (declared)" if imp.scale_source == "declared" else "")
         runs = f"{imp.runs}" + (" (conditional)" if imp.conditional else "")
         value = "n/a" if imp.importance is None else f"{imp.importance:.2f}"
-        rows.append([sens.name, scale, runs, value, _interval(imp.low, imp.high), imp.verdict, imp.direction,
-                     imp.best_region])
+        p_value = "n/a" if imp.p_value is None else f"{imp.p_value:.2g}"
+        rows.append([sens.name, scale, runs, value, _interval(imp.low, imp.high), p_value, imp.verdict,
+                     imp.direction, imp.best_region])
     return rows
 
 
@@ -322,8 +323,8 @@ def _sensitivity_rows(sweep: SweepAnalysis) -> list[list[str]]:
 
 _FIGURES_NOTE = "Per-run figures are drawn for the best run of the search only (--all-run-plots draws every run's)."
 _SENS_HEADER = ["hyperparameter", "value", "runs", "mean", "std", "min", "max", "variance explained"]
-_IMPORTANCE_HEADER = ["hyperparameter", "scale", "runs", "importance (ε²)", "95 % interval", "verdict", "direction",
-                      "best region"]
+_IMPORTANCE_HEADER = ["hyperparameter", "scale", "runs", "importance (ε²)", "95 % interval", "p", "verdict",
+                      "direction", "best region"]
 _CURVE_HEADER = ["trials n", "expected best", "std", "expected energy"]
 
 
@@ -411,12 +412,12 @@ def _sweep_blocks(sweep: SweepAnalysis, prefix: str, terminal: bool) -> list[Blo
     if sweep.sensitivity:
         out += [Heading(3, f"Sensitivity of the best {sweep.monitor} to each hyperparameter"),
                 Paragraph(f"One row per hyperparameter. Importance = epsilon squared, the share of the variance of "
-                          f"the runs' best {sweep.monitor} explained by the parameter beyond what chance gives "
-                          "(continuous parameters in equal-count bins on their own scale, log10 for a log-scaled "
-                          "one; few-valued and categorical ones by value); 95 % interval by bias-corrected "
-                          "bootstrap over runs. "
-                          f"Below {MIN_RUNS} runs: too few to tell. Negligible: no effect detected (the interval "
-                          "includes 0 and the estimate is under 0.25)."),
+                          f"the runs' best {sweep.monitor} a parameter explains beyond what chance gives, all "
+                          "parameters fitted together (a quadratic on the parameter's own scale, log10 for a "
+                          "log-scaled one; one effect per value for few-valued and categorical ones); 95 % interval "
+                          "by bootstrap over runs; p by permutation. "
+                          f"Below {MIN_RUNS} runs: too few to tell. Matters: the interval excludes 0 and p < 0.05. "
+                          "Negligible: no effect detected (the estimate is under 0.25)."),
                 Table(tuple(_IMPORTANCE_HEADER), _t(_importance_rows(sweep)))]
         detail = _sensitivity_rows(sweep)
         if detail:

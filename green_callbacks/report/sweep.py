@@ -28,7 +28,7 @@ from typing import Any
 
 from green_callbacks.core.search import BAYESIAN_METHODS, SearchInfo
 from green_callbacks.report.runs import RunSummary
-from green_callbacks.report.sensitivity import Importance, importance, short_number
+from green_callbacks.report.sensitivity import Importance, importance, importances, short_number
 from green_callbacks.report.stats import (
     ExpectedBest,
     GroupStats,
@@ -327,11 +327,15 @@ def analyze_sweep(
 
     method, name, space = _method(runs)
     names, partial = _varying(used)
+    joint = importances({n: [r.hyperparameters[n] for r in used] for n in names}, values, mode, space=space,
+                        seed=zlib.crc32(" ".join(names).encode("utf-8"))) if names else {}
     sensitivity = []
     for param in [*names, *partial]:
-        having = [(r, v) for r, v in zip(used, values, strict=True) if param in r.hyperparameters]
-        found = importance(param, [r.hyperparameters[param] for r, _ in having], [v for _, v in having], mode,
-                           space=space, total_runs=len(used), seed=zlib.crc32(param.encode("utf-8")))
+        found = joint.get(param)
+        if found is None:  # conditional: over the runs where it is set
+            having = [(r, v) for r, v in zip(used, values, strict=True) if param in r.hyperparameters]
+            found = importance(param, [r.hyperparameters[param] for r, _ in having], [v for _, v in having], mode,
+                               space=space, total_runs=len(used), seed=zlib.crc32(param.encode("utf-8")))
         sensitivity.append(Sensitivity(name=param, groups=found.groups, variance_explained=found.eta_squared,
                                        importance=found))
     if method in (None, "grid"):
