@@ -54,7 +54,9 @@ NEGLIGIBLE = 0.25
 in 4 bins, epsilon squared of a parameter without effect has a standard deviation of about 0.1."""
 BOOTSTRAP = 400
 PERMUTATIONS = 99
-MAX_RESAMPLED = 500
+MAX_RESAMPLED = 300
+MAX_LEVELS = 10
+"""A numeric parameter with more distinct values than this (or than a third of the runs) is continuous."""
 MAX_BINS = 5
 RUNS_PER_BIN = 5
 
@@ -174,7 +176,7 @@ def _column(name: str, values: Sequence[Any], space: Mapping[str, Any] | None) -
     count = len(values)
     scale, source = _scale(name, values, space)
     distinct = len({_label(v) for v in values})
-    by_value = scale == "categorical" or distinct <= max(2, count // 3)
+    by_value = scale == "categorical" or distinct <= min(MAX_LEVELS, max(2, count // 3))
     if scale == "log10":
         xs: list[Any] = [math.log10(v) for v in values]
     elif scale == "linear":
@@ -281,7 +283,7 @@ def _fit(terms: Sequence[Term], y: Sequence[float], weights: Sequence[float] | N
                 together[i] += new[i] - own[i]
                 change += w[i] * (new[i] - own[i]) ** 2
             fitted[j] = new
-        if change <= 1e-9 * total or len(terms) == 1:
+        if change <= 1e-7 * total or len(terms) == 1:
             break
     residual = sum(wi * (yi - grand - t) ** 2 for wi, yi, t in zip(w, y, together, strict=True))
     squares = [sum(wi * v * v for wi, v in zip(w, f, strict=True)) for f in fitted]
