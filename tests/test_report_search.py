@@ -361,3 +361,28 @@ def test_the_record_keeps_the_search_and_the_model(tmp_path, fake_clock) -> None
     assert record["model"]["fingerprint"] == model_fingerprint(model)["fingerprint"]
     assert record["model"]["data_signature"] == "(float32[*,4])"
     assert record.search.method == "random" and record.model_info.parameters == 58
+
+
+def test_two_unrelated_keras_models_in_one_folder_are_not_a_search(tmp_path) -> None:
+    """The issue's folder: Dense 5→7→1 (SGD, MSE) and Dense 3→2 (Adam, MAE), both ``Sequential``, fitted for real."""
+    keras = pytest.importorskip("keras")
+    np = pytest.importorskip("numpy")
+    from green_callbacks.core.sensors.fake import StepEnergySensor
+    from green_callbacks.keras import GreenCallback
+
+    runs = tmp_path / "runs"
+    for n_in, hidden, n_out, optimizer, loss in ((5, (7,), 1, "sgd", "mse"), (3, (), 2, "adam", "mae")):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((n_in,)), *(keras.layers.Dense(h) for h in hidden),
+                                  keras.layers.Dense(n_out)])
+        model.compile(optimizer=optimizer, loss=loss)
+        x = np.random.default_rng(0).random((8, n_in), dtype="float32")
+        y = np.zeros((8, n_out), dtype="float32")
+        green = GreenCallback(carbon_intensity=100.0, output_dir=str(runs), sensors=[StepEnergySensor("cpu", 5.0)])
+        model.fit(x, y, batch_size=4, epochs=2, validation_data=(x, y), callbacks=[green], verbose=0)
+        section = json.loads(green.record_path.read_text())["model"]
+        assert section["parameters"] == model.count_params() and section["class"] == "Sequential"
+        assert section["data_signature"] == f"(float32[*,{n_in}], float32[*,{n_out}])"
+    report = build_report(load_runs([runs]))
+    assert len(report.runs) == 2 and report.sweeps == ()
+    assert "Hyperparameter search" not in render_markdown(report)

@@ -416,8 +416,8 @@ def _sweep_blocks(sweep: SweepAnalysis, prefix: str, terminal: bool) -> list[Blo
                           "parameters fitted together (a quadratic on the parameter's own scale, log10 for a "
                           "log-scaled one; one effect per value for few-valued and categorical ones); 95 % interval "
                           "by bootstrap over runs; p by permutation. "
-                          f"Below {MIN_RUNS} runs: too few to tell. Matters: the interval excludes 0 and p is below 0.05. "
-                          "Negligible: no effect detected (the estimate is under 0.25)."),
+                          f"Below {MIN_RUNS} runs: too few to tell. Matters: the interval excludes 0 and p is below "
+                          "0.05. Negligible: no effect detected (the estimate is under 0.25)."),
                 Table(tuple(_IMPORTANCE_HEADER), _t(_importance_rows(sweep)))]
         detail = _sensitivity_rows(sweep)
         if detail:
