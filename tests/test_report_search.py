@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -386,3 +387,31 @@ def test_two_unrelated_keras_models_in_one_folder_are_not_a_search(tmp_path) -> 
     report = build_report(load_runs([runs]))
     assert len(report.runs) == 2 and report.sweeps == ()
     assert "Hyperparameter search" not in render_markdown(report)
+
+
+def test_a_long_run_shows_its_first_and_last_epochs(tmp_path) -> None:
+    data = trial(tmp_path, 0, {"lr": 0.1}, 0.8)
+    template = data["epochs"][0]
+    data["epochs"] = [dict(template, epoch=i) for i in range(30)]
+    (tmp_path / "green-run-000.json").write_text(json.dumps(data))
+    report = build_report(load_runs([tmp_path]))
+    markdown = render_markdown(report)
+    assert "| … 20 more |" in markdown and "| 29 |" in markdown and "| 5 |" not in markdown
+    assert "| 15 |" not in markdown
+    assert re.search(r"^\s*15\s+10\.00\s", render_text(report), re.MULTILINE)  # the terminal keeps every epoch
+
+
+def test_two_searches_of_one_metric_are_compared_on_one_plot(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from green_callbacks.report.build import make_figures
+
+    for index, (lr, bs) in enumerate([(0.1, 16), (0.1, 32), (0.01, 16), (0.01, 32)]):
+        trial(tmp_path, index, {"lr": lr, "batch_size": bs}, 0.6 + 0.1 * index, search={"name": "g", "method": "grid"})
+    for index, lr in enumerate([0.05, 0.02, 0.011], start=10):
+        trial(tmp_path, index, {"lr": lr, "batch_size": 32}, 0.7 + 0.05 * (index - 10),
+              search={"name": "t", "method": "tpe", "trial": index})
+    report = build_report(load_runs([tmp_path]))
+    assert [s.name for s in report.sweeps] == ["g", "t"]
+    figures = make_figures(report)
+    assert figures["searches-progress.png"].startswith(b"\x89PNG")
+    assert "sweep-expected-best.png" in figures and "sweep2-expected-best.png" not in figures  # TPE: no curve

@@ -435,6 +435,10 @@ def _sweep_blocks(sweep: SweepAnalysis, prefix: str, terminal: bool) -> list[Blo
     return out
 
 
+EPOCH_ROWS_SHOWN = 10
+"""Markdown and HTML show a run's first and last 5 epochs when it has more than 10 (the terminal shows all)."""
+
+
 def _run_blocks(run: RunSummary, mfu: Mfu, terminal: bool, footprint: FootprintOptions) -> list[Block]:
     header, rows = epoch_table(run)
     out: list[Block] = [Heading(3, f"Run {run.label} ({run.status})")]
@@ -449,6 +453,11 @@ def _run_blocks(run: RunSummary, mfu: Mfu, terminal: bool, footprint: FootprintO
         return [*out, Table(tuple(header), _t(rows), right=True), Lines((*run_summary_lines(run), *extra)),
                 *_footprint_blocks(run, footprint, terminal=True)]
     out.append(Table(("Quantity", "Value"), _t(run_rows(run, mfu))))
+    if len(rows) > EPOCH_ROWS_SHOWN:  # a section that fits a screen: the first and last epochs (CSV/JSON have all)
+        half = EPOCH_ROWS_SHOWN // 2
+        gap = ["…"] + [""] * (len(header) - 1)
+        gap[0] = f"… {len(rows) - 2 * half} more"
+        rows = [*rows[:half], gap, *rows[-half:]]
     if rows:
         out.append(Table(tuple(header), _t(rows), right=True))
     out += [Figure(run_figure_prefix(run) + "energy.png"), Figure(run_figure_prefix(run) + "metric.png")]
