@@ -415,3 +415,23 @@ def test_two_searches_of_one_metric_are_compared_on_one_plot(tmp_path) -> None:
     figures = make_figures(report)
     assert figures["searches-progress.png"].startswith(b"\x89PNG")
     assert "sweep-expected-best.png" in figures and "sweep2-expected-best.png" not in figures  # TPE: no curve
+
+
+def test_a_component_the_run_does_not_use_is_grey_and_said_so_in_the_energy_figure(monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    from green_callbacks.core.record import parse_record
+    from green_callbacks.report.plots import NOT_USED_COLOR, plot_energy_per_epoch
+    from green_callbacks.report.runs import summarize_run
+    from tests.test_report_semantics import EXPLICIT, _cpu_only
+
+    bars, notes = [], []
+    real_bar = Axes.bar
+    monkeypatch.setattr(Axes, "bar", lambda self, *a, **k: bars.append(k) or real_bar(self, *a, **k))
+    monkeypatch.setattr(Axes, "annotate", lambda self, text, *a, **k: notes.append(text))
+    run = summarize_run(parse_record(_cpu_only(EXPLICIT, "not-used"), "cpu-only.json"))
+    assert plot_energy_per_epoch(run).startswith(b"\x89PNG")
+    gpu = [b for b in bars if b["label"].startswith("gpu")]
+    assert [b["label"] for b in gpu] == ["gpu: not used by this run"] and gpu[0]["color"] == NOT_USED_COLOR
+    assert notes == []  # no red "gpu unavailable" over the bars
