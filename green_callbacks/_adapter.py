@@ -51,6 +51,9 @@ class GreenCallbackBase:
             emissions are amortised over the run (default 6 years, 0.85, the host's share by accelerator count;
             see docs/footprint.md).
         wue_l_per_kwh: on-site water usage effectiveness of the data centre (default 0.49 L/kWh, Microsoft FY2021).
+        search: the hyperparameter search this run is a trial of: a name (``"lr-study"``) or a mapping with
+            ``name``, ``method`` (``"grid"``, ``"random"``, ``"tpe"``, ...), ``trial``, ``state`` and ``space`` (each
+            parameter's distribution: ``"log"``, ``"linear"`` or its choices); the report groups runs by it.
         sensors: advanced — energy sensors to use instead of the machine's (one per component).
     """
 
@@ -82,6 +85,7 @@ class GreenCallbackBase:
         embodied_utilisation: float | None = None,
         embodied_host_share: float | None = None,
         wue_l_per_kwh: float | None = None,
+        search: Any = None,
         sensors: Sequence[Any] | None = None,
     ) -> None:
         given = {k: v for k, v in locals().items() if k in _PARAMETERS}

@@ -251,6 +251,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         device_type, device_indices = self._engine.guard("start", _devices, self.model) or ("cuda", None)
         self._engine.start(
             hyperparameters=_hyperparameters(self.model, self.params),
+            model=self.model,
             device_indices=device_indices,
             device_type=device_type,
             monitor=None if stopper is None else stopper.monitor,

@@ -112,6 +112,7 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         self._engine.start(
             output_dir=trainer.log_dir or trainer.default_root_dir,  # log_dir broadcasts: every rank calls it
             hyperparameters=dict(getattr(pl_module, "hparams", {}) or {}),
+            model=pl_module,
             device_indices=[device.index or 0] if device_type != "cpu" else [],
             device_type=device_type,
             monitor=monitor,

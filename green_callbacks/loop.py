@@ -203,6 +203,7 @@ class Tracker(GreenCallbackBase):
         self._engine.flops.use(None if self.model is None else self._new_flop_tracker())
         self._engine.start(
             hyperparameters=self._hyperparameters,
+            model=self.model,
             device_indices=_device_indices(self._device, self.model),
             planned_epochs=self._planned_epochs,
             compute_dtype=self._dtype,

@@ -362,6 +362,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._engine.start(
             output_dir=args.output_dir,
             hyperparameters=_hyperparameters(args, state, model),
+            model=model,
             device_indices=devices,
             device_uuids=_device_uuids(devices, device_type),
             device_type=device_type,

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.distributed import DistInfo
+from green_callbacks.core.fingerprint import data_signature, model_fingerprint
 from green_callbacks.core.metric_keys import nan_metrics
 from green_callbacks.core.phase_session import PhaseTap
 from green_callbacks.core.session import Session, status_for
@@ -103,6 +104,8 @@ class FlopTap:
                 self.active = False
                 self._engine.session.guard.absorb("flops", err)
         if counted is not None and self._batches is not None and not self.counting:
+            if self._engine._model_info is not None:
+                self._engine.note_batch(counted)
             self._count(counted, key)
         return key is not None and tracker.watching
 
@@ -194,6 +197,7 @@ class Engine:
         self.front_end = front_end
         self._sensors = None if sensors is None else list(sensors)
         self.session = self._new_session()
+        self._model_info: dict[str, Any] | None = None  # the record's model section while its data signature is due
         self.flops = FlopTap(self)
         self.phases = PhaseTap(config, framework=framework, sensors=self._sensors, training=lambda: self.session)
         """test / validate / predict / evaluate outside ``fit`` (see :mod:`green_callbacks.core.phase_session`)."""
@@ -251,9 +255,24 @@ class Engine:
         """Drop the session (not started yet) for a fresh one, e.g. after unreadable saved totals."""
         self.session = self._new_session()
 
-    def start(self, **kwargs: Any) -> None:
-        """:meth:`Session.start` under the ``start`` guard."""
+    def start(self, *, model: Any = None, **kwargs: Any) -> None:
+        """:meth:`Session.start` under the ``start`` guard; ``model``: the model trained, whose fingerprint
+        (architecture and parameter count, :mod:`~green_callbacks.core.fingerprint`) the record keeps under
+        ``model``, with the first training batch's data signature once a batch is seen."""
+        self._model_info = None
+        info = None if model is None else self.guard("fingerprint", model_fingerprint, model)
+        if info is not None:
+            info["data_signature"] = None  # filled by the first training batch (note_batch)
+            self._model_info = info
+            kwargs["extra"] = {**(kwargs.get("extra") or {}), "model": info}
         self.guard("start", self.session.start, **kwargs)
+
+    def note_batch(self, batch: Any) -> None:
+        """The first training batch's shapes and dtypes go into the record's ``model`` section (once a run)."""
+        info = self._model_info
+        if info is not None and info.get("data_signature") is None:
+            info["data_signature"] = self.guard("fingerprint", data_signature, batch)
+            self._model_info = None  # once
 
     def set_planned_epochs(self, epochs: float | None, *, first_epoch: int = 0) -> None:
         """The run's planned epochs; ``first_epoch``: a fit that starts later (Keras' ``initial_epoch``) runs
@@ -270,6 +289,8 @@ class Engine:
 
     def add_batch(self, batch: Any) -> None:
         """A training step ran on ``batch``: its samples and tokens (read from shapes) go to the epoch's throughput."""
+        if self._model_info is not None:
+            self.note_batch(batch)
         if self.session.in_epoch and not self.flops.counting:
             self.guard("throughput", self.session.add_batch, batch)
 

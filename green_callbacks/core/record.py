@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from green_callbacks.core.convergence import Totals
+from green_callbacks.core.fingerprint import ModelInfo, parse_model_info
 from green_callbacks.core.rows import EpochRow
+from green_callbacks.core.search import SearchInfo, parse_search
 from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE
 
 __all__ = [
@@ -343,6 +345,16 @@ class RunRecord(Mapping[str, Any]):
                     if isinstance(where.get(key), str) and where[key]:
                         return str(where[key])
         return None
+
+    @property
+    def search(self) -> SearchInfo | None:
+        """The hyperparameter search this run is a trial of (the record's ``search`` section), if it names one."""
+        return parse_search(self.data.get("search"))
+
+    @property
+    def model_info(self) -> ModelInfo | None:
+        """The model's fingerprint, parameter count and data signature (the record's ``model`` section), if any."""
+        return parse_model_info(self.data.get("model"))
 
 
 # ---------------------------------------------------------------------------------------------------- validation

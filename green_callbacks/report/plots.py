@@ -18,8 +18,13 @@ __all__ = [
     "plot_energy_per_epoch",
     "plot_expected_best",
     "plot_metric_vs_cost",
+    "plot_search_progress",
+    "plot_sensitivity",
     "plot_sweep_energy",
 ]
+
+NOT_USED_COLOR = "#9e9e9e"
+"""Grey: a component the run does not use (said "not used by this run" in the legend, as in the text)."""
 
 _COLORS = {"gpu": "#2e7d32", "cpu": "#1565c0", "ram": "#ef6c00"}
 
@@ -61,6 +66,9 @@ def plot_energy_per_epoch(run: RunSummary) -> bytes | None:
     for part in run.components:
         values = [(row.get("component_energy_j") or {}).get(part.name) for row in rows]
         heights = [0.0 if v is None else float(v) for v in values]
+        if part.status == "not used":  # nothing to measure, nothing missing: grey, said as the text says it
+            ax.bar(epochs, heights, bottom=bottom, label=f"{part.name}: not used by this run", color=NOT_USED_COLOR)
+            continue
         for epoch, value in zip(epochs, values, strict=True):
             if value is None:
                 missing.setdefault(epoch, []).append(part.name)
@@ -119,29 +127,105 @@ def plot_metric_vs_cost(run: RunSummary) -> bytes | None:
     return _png(fig)
 
 
-def plot_sweep_energy(runs: Sequence[RunSummary], monitor: str, best_run: str) -> bytes | None:
-    """Best metric of each run against the run's total energy; the best run marked."""
+def _progress_panel(ax: Any, sweeps: Sequence[Any]) -> bool:
+    drawn = False
+    for sweep in sweeps:
+        points = [(p.energy_j, p.best_so_far) for p in sweep.progress if p.energy_j is not None
+                  and p.best_so_far is not None]
+        if not points:
+            continue
+        label = sweep.name or sweep.group or "search"
+        method = sweep.method or "method not recorded"
+        ax.step([p[0] for p in points], [p[1] for p in points], where="post", marker="o", markersize=3,
+                label=f"{label} ({method})")
+        stopped = [(p.energy_j, p.best_so_far) for p in sweep.progress if p.state != "complete"
+                   and p.energy_j is not None and p.best_so_far is not None]
+        if stopped:
+            ax.plot([p[0] for p in stopped], [p[1] for p in stopped], marker="x", linestyle="none",
+                    color="#c62828", label="pruned / failed trial")
+        drawn = True
+    if drawn:
+        ax.set_xlabel("cumulative energy of the search (J, before PUE)")
+        ax.set_ylabel(f"best {sweeps[0].monitor} so far")
+        ax.legend(fontsize=7)
+    return drawn
+
+
+def plot_sweep_energy(runs: Sequence[RunSummary], monitor: str, best_run: str, sweep: Any = None) -> bytes | None:
+    """Best metric of each run against the run's total energy (the best run marked) and, given the ``sweep``
+    analysis, the best so far against the search's cumulative energy (pruned and failed trials included)."""
     points = [(r.energy_j, r.convergence.best_value, r.label) for r in runs
               if r.energy_j is not None and r.convergence is not None and r.convergence.monitor == monitor
               and r.convergence.best_value is not None]
     if not points:
         return None
-    fig = _figure(5.0, 3.4)
-    ax = fig.add_subplot()
+    panels = 2 if sweep is not None and sweep.progress else 1
+    fig = _figure(3.6 * panels + 0.6, 3.4)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    ax = axes[0]
     ax.scatter([p[0] for p in points], [p[1] for p in points], color="#1565c0", label="run")
     best = [p for p in points if p[2] == best_run]
     if best:
         ax.scatter([best[0][0]], [best[0][1]], marker="*", s=200, color="#c62828", label=f"best run {best_run}")
     ax.set_xlabel("energy of the run (J, before PUE)")
     ax.set_ylabel(f"best {monitor}")
-    ax.set_title(f"Best {monitor} against energy, {len(points)} runs", fontsize=10)
+    ax.set_title(f"Best {monitor} against energy, {len(points)} runs", fontsize=9)
     ax.legend(fontsize=8)
+    if panels == 2 and _progress_panel(axes[1], [sweep]):
+        axes[1].set_title("Best so far against the search's energy", fontsize=9)
+    return _png(fig)
+
+
+def plot_search_progress(sweeps: Sequence[Any]) -> bytes | None:
+    """Searches of one metric on one plot: best so far against cumulative energy (e.g. a grid against a TPE study
+    over the same space)."""
+    fig = _figure(6.0, 3.6)
+    ax = fig.add_subplot()
+    if not _progress_panel(ax, sweeps):
+        return None
+    ax.set_title(f"Searches compared: best {sweeps[0].monitor} so far against energy", fontsize=10)
+    return _png(fig)
+
+
+def plot_sensitivity(runs: Sequence[RunSummary], sweep: Any) -> bytes | None:
+    """The best metric of each run against each hyperparameter, on the parameter's own scale (log for a log-scaled
+    one, one column per value for a categorical one); the title of each panel gives its importance."""
+    import math
+
+    params = [s for s in sweep.sensitivity if s.importance is not None][:6]
+    if not params:
+        return None
+    fig = _figure(min(3.0 * len(params), 12.0) + 0.4, 3.0)
+    axes = fig.subplots(1, len(params), squeeze=False)[0]
+    for ax, sens in zip(axes, params, strict=True):
+        imp = sens.importance
+        xs, ys = [], []
+        for run in runs:
+            conv = run.convergence
+            if (conv is None or conv.best_value is None or conv.monitor != sweep.monitor
+                    or sens.name not in run.hyperparameters):
+                continue
+            xs.append(run.hyperparameters[sens.name])
+            ys.append(conv.best_value)
+        if imp.scale == "categorical" or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                  and math.isfinite(x) for x in xs):
+            labels = sorted({str(x) for x in xs})
+            ax.scatter([labels.index(str(x)) for x in xs], ys, color="#1565c0", s=14)
+            ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=30)
+        else:
+            ax.scatter(xs, ys, color="#1565c0", s=14)
+            if imp.scale == "log10":
+                ax.set_xscale("log")
+        value = "?" if imp.importance is None else f"{imp.importance:.2f}"
+        ax.set_title(f"{sens.name}: {value} ({imp.verdict.split(' (')[0]})", fontsize=8)
+        ax.set_xlabel(sens.name + (" (log scale)" if imp.scale == "log10" else ""), fontsize=8)
+    axes[0].set_ylabel(f"best {sweep.monitor}")
     return _png(fig)
 
 
 def plot_expected_best(curve: Sequence[ExpectedBest], monitor: str, mode: str, best_value: float,
                        mean_energy_per_run_j: float | None) -> bytes | None:
-    """Expected best of n random trials (Dodge et al. 2019) against n and against energy (n x mean energy/run)."""
+    """Expected best of n trials (Dodge et al. 2019) against n and against energy (n x mean energy/run)."""
     if not curve:
         return None
     panels = 2 if mean_energy_per_run_j is not None else 1
@@ -151,7 +235,7 @@ def plot_expected_best(curve: Sequence[ExpectedBest], monitor: str, mode: str, b
     mean = [c.mean for c in curve]
     low = [c.mean - c.std for c in curve]
     high = [c.mean + c.std for c in curve]
-    xs: list[tuple[list[float], str]] = [([float(k) for k in n], "number of random trials n")]
+    xs: list[tuple[list[float], str]] = [([float(k) for k in n], "number of trials n")]
     if mean_energy_per_run_j is not None:
         xs.append(([k * mean_energy_per_run_j for k in n], "expected energy of n trials (J)"))
     for ax, (x, label) in zip(axes, xs, strict=True):
@@ -161,5 +245,5 @@ def plot_expected_best(curve: Sequence[ExpectedBest], monitor: str, mode: str, b
         ax.set_xlabel(label)
         ax.set_ylabel(f"expected best {monitor}")
         ax.legend(fontsize=8)
-    fig.suptitle("Expected best of n random trials (Dodge et al. 2019)", fontsize=10)
+    fig.suptitle("Expected best of n trials (Dodge et al. 2019; unbiased, without replacement)", fontsize=10)
     return _png(fig)
