@@ -432,7 +432,12 @@ def _totals(value: Any, where: str) -> Totals:
         eval_flops=_number(data.get("eval_flops"), f"{where}.eval_flops"),
         energy_j=_number(data.get("energy_j"), f"{where}.energy_j"),
         emissions_gco2e=_number(data.get("emissions_gco2e"), f"{where}.emissions_gco2e"),
+        **{name: _number(data.get(name), f"{where}.{name}") for name in _OPTIONAL_TOTALS},
     )
+
+
+#: The totals' optional numbers (their intervals), read by name like the epoch's.
+_OPTIONAL_TOTALS = tuple(f.name for f in fields(Totals) if f.default is None and f.type == "float | None")
 
 
 def _energies(value: Any, where: str) -> dict[str, float | None]:

@@ -44,6 +44,7 @@ from green_callbacks.core.sensors.base import Sensor
 from green_callbacks.core.sensors.factory import build_sensors
 from green_callbacks.core.signals import ExitHandlers
 from green_callbacks.core.throughput import PeakInfo, local_peak
+from green_callbacks.core.uncertainty import emission_factors
 from green_callbacks.core.wording import CALLBACK, FrontEnd
 
 __all__ = ["METRIC_KEYS", "STATUSES", "EpochRow", "Session", "status_for"]
@@ -253,11 +254,13 @@ class Session(Ranks):
             if self.meter.is_open("eval"):
                 self.eval_end()
             epoch_m = self.meter.end("epoch")
+            grid = self.carbon_choice.settle()
             row = self.window.close(
                 epoch_m, self.meter, user_metrics(metrics or {}), ledger=self.ledger, dist=self.dist,
                 reducer=self.reducer, flops_ok=self.flops_available,
-                intensity=self.carbon_choice.settle().intensity_gco2e_per_kwh, pue=self.config.pue,
-                peak_flops_per_s=self.peak.peak_flops_per_s, footprint=self.footprint)
+                intensity=grid.intensity_gco2e_per_kwh, pue=self.config.pue,
+                peak_flops_per_s=self.peak.peak_flops_per_s, footprint=self.footprint,
+                factors=emission_factors(grid, self.config.pue))
             self.ledger.add(row)
             speak = self.dist.is_global_zero
             self.notices.lost(row, epoch_m, self.meter.broken, speak=speak)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from green_callbacks.core.uncertainty import run_interval
 from green_callbacks.core.units import JOULES_PER_KWH
 from green_callbacks.report.runs import ComponentSummary, RunSummary, summarize_run
 
@@ -18,6 +19,7 @@ __all__ = [
     "epoch_table",
     "format_energy",
     "format_epoch_table",
+    "format_interval",
     "format_run_summary",
     "run_summary_lines",
     "text_table",
@@ -31,8 +33,29 @@ def format_energy(energy_j: float | None) -> str:
     return f"{energy_j:.4g} J ({energy_j / JOULES_PER_KWH:.3g} kWh)"
 
 
+NO_BASIS = "no basis for an interval"
+
+
+def format_interval(low: float | None, high: float | None, unit: str) -> str:
+    """``'(8–18 J)'``: the range the true value lies in (docs/uncertainty.md), or ``'(no basis for an interval)'``."""
+    if low is None or high is None:
+        return f"({NO_BASIS})"
+    return f"({low:.2g}–{high:.2g} {unit})"
+
+
+def _energy_with_range(energy_j: float | None, low: float | None, high: float | None) -> str:
+    """``'12 J (8–18 J; 3.33e-06 kWh)'``: joules, their interval, kWh."""
+    if energy_j is None:
+        return "unavailable"
+    return f"{energy_j:.4g} J {format_interval(low, high, 'J')[:-1]}; {energy_j / JOULES_PER_KWH:.3g} kWh)"
+
+
 def _grams(value: float | None) -> str:
     return "unavailable" if value is None else f"{value:.4g} gCO2e"
+
+
+def _grams_with_range(value: float | None, low: float | None, high: float | None) -> str:
+    return "unavailable" if value is None else f"{value:.4g} gCO2e {format_interval(low, high, 'gCO2e')}"
 
 
 def _flops(value: float | None) -> str:
@@ -86,8 +109,9 @@ def format_epoch_table(run: RunSummary | Mapping[str, Any]) -> str:
     return text_table(header, rows, right=True)
 
 
-def component_text(part: ComponentSummary, epochs: int) -> str:
-    """One component's energy as the terminal says it: measured, partial, unavailable (why), or not used."""
+def component_text(part: ComponentSummary, epochs: int, rows: Any = None) -> str:
+    """One component's energy as the terminal says it: measured (with its interval when ``rows``, the run's
+    epochs, are given), partial, unavailable (why), or not used."""
     if part.status == "not used":
         return "not used by this run" + (f" ({part.note})" if part.note else "")
     if not epochs:
@@ -96,6 +120,9 @@ def component_text(part: ComponentSummary, epochs: int) -> str:
         text = "unavailable" + (f" ({part.note})" if part.note else "")
     else:
         text = format_energy(part.energy_j)
+        if rows is not None:
+            span = run_interval(rows, part.name)
+            text = _energy_with_range(part.energy_j, *((None, None) if span is None else (span.low, span.high)))
         if part.epochs_unavailable:  # measured in some epochs only: say so, keep what was measured
             text += f" (partial: unavailable in {part.epochs_unavailable} of {epochs} epochs)"
     return f"{text}  [method: {', '.join(part.methods) or 'unavailable'}]"
@@ -110,13 +137,17 @@ def run_summary_lines(run: RunSummary) -> list[str]:
     epochs = record.totals.epochs if record.totals.epochs is not None else run.epochs
     lines.append(f"  time: {run.time_s:.2f} s over {epochs} epoch(s)")
     for part in run.components:
-        lines.append(f"  {part.name:>4} energy: {component_text(part, run.epochs)}")
+        lines.append(f"  {part.name:>4} energy: {component_text(part, run.epochs, record.epochs)}")
     partly = [c.name for c in run.components if c.status == "partial"]
     caveat = f"; partial: {', '.join(partly)} unavailable in some epochs" if partly else ""
-    lines.append(f"  total energy: {format_energy(record.totals.energy_j)} (IT energy, before PUE{caveat})")
+    totals = record.totals
+    total = _energy_with_range(totals.energy_j, totals.energy_low_j, totals.energy_high_j)
+    lines.append(f"  total energy: {total} (IT energy, before PUE{caveat})")
     year = f", {run.intensity_year}" if run.intensity_year else ""
+    grams = _grams_with_range(totals.emissions_gco2e, totals.emissions_low_gco2e, totals.emissions_high_gco2e)
     lines.append(
-        f"  emissions: {_grams(record.totals.emissions_gco2e)} at {run.intensity_gco2e_per_kwh} gCO2e/kWh "
+        f"  emissions: {grams}"
+        f" at {run.intensity_gco2e_per_kwh} gCO2e/kWh "
         f"({run.location}; {run.intensity_source}{year}), PUE {run.pue}"
     )
     if run.train_flops is not None or run.eval_flops is not None:
