@@ -6,6 +6,8 @@
   synthetic data and print the report (needs the ``lightning`` extra).
 - ``green-callbacks report PATH...``: summarise run records.
 - ``green-callbacks card RUN``: a run's ``co2_eq_emissions`` block and paragraph for a Hugging Face model card.
+- ``green-callbacks compare BASE NEW``: energy per sample, per FLOP and per epoch of two runs (or folders, or
+  searches) with bootstrap intervals; says whether NEW costs more beyond the noise (``--fail-above PCT``: exit 1).
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     add_report_arguments(sub.add_parser("report", help="summarise run records: tables, Markdown/HTML, plots, "
                                                        "sweeps, badges"))
     add_card_arguments(sub.add_parser("card", help="a run's training emissions for a Hugging Face model card"))
+    from green_callbacks.report.compare import add_compare_arguments
+
+    add_compare_arguments(sub.add_parser("compare", help="does NEW cost more energy than BASE, beyond the noise? "
+                                                         "(exit 1 with --fail-above PCT when it does)"))
     return parser
 
 
@@ -71,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from green_callbacks.report.command import run_report
 
         return run_report(args)
+    if args.command == "compare":
+        from green_callbacks.report.compare import run_compare
+
+        return run_compare(args)
     if args.command == "card":
         from green_callbacks.report.command import run_card
 
