@@ -256,3 +256,21 @@ def test_components_and_boundaries_hold_the_truth_at_least_at_the_stated_rate():
         inside += got.low <= true_gpu + true_cpu <= got.high
     # hard boundary limits read as 95 % ranges make the combination conservative, never short of 95 %
     assert 0.94 <= inside / trials <= 0.995, inside / trials
+
+
+def test_the_summary_prints_each_figure_with_its_interval(tmp_path, fake_clock):
+    from green_callbacks.report.summary import format_run_summary
+
+    sensors = [ConstantPowerSensor("gpu", 100.0, method="nvml-energy-counter"),
+               ConstantPowerSensor("ram", 5.0, scope="node", method="estimate-rss")]
+    session = make_session(tmp_path, sensors)
+    session.start()
+    session.epoch_start()
+    fake_clock.advance(12.0)
+    session.epoch_end({})
+    text = format_run_summary(load_record(session.finish()))
+    down, up = counter_widths(1200.0, 12.0)
+    assert f"gpu energy: 1200 J (0.000333 kWh) ({1200 - down:.0f}–{1200 + up:.0f} J)" in text
+    assert "ram energy: 60 J (1.67e-05 kWh) (no basis for an interval)" in text
+    assert "total energy: 1260 J (0.00035 kWh) (no basis for an interval)" in text
+    assert "emissions: 0.2212 gCO2e (no basis for an interval)" in text

@@ -7,6 +7,7 @@ returns it), and read it through the one typed record reader.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,14 +41,21 @@ def format_interval(low: float | None, high: float | None, unit: str) -> str:
     """``'(8–18 J)'``: the range the true value lies in (docs/uncertainty.md), or ``'(no basis for an interval)'``."""
     if low is None or high is None:
         return f"({NO_BASIS})"
-    return f"({low:.2g}–{high:.2g} {unit})"
+    return f"({_short(low)}–{_short(high)} {unit})"
+
+
+def _short(value: float) -> str:
+    """Three significant digits, without an exponent from 1 to 100,000 (``1141``, ``94.2``, ``0.0123``)."""
+    if 1 <= abs(value) < 1e5:
+        return f"{value:.{max(0, 2 - math.floor(math.log10(abs(value))))}f}"
+    return f"{value:.3g}"
 
 
 def _energy_with_range(energy_j: float | None, low: float | None, high: float | None) -> str:
-    """``'12 J (8–18 J; 3.33e-06 kWh)'``: joules, their interval, kWh."""
+    """``'12 J (3.33e-06 kWh) (8–18 J)'``: joules, kWh, the joules' interval."""
     if energy_j is None:
         return "unavailable"
-    return f"{energy_j:.4g} J {format_interval(low, high, 'J')[:-1]}; {energy_j / JOULES_PER_KWH:.3g} kWh)"
+    return f"{format_energy(energy_j)} {format_interval(low, high, 'J')}"
 
 
 def _grams(value: float | None) -> str:
