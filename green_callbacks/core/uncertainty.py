@@ -37,6 +37,7 @@ __all__ = [
     "Bound",
     "Factor",
     "Interval",
+    "MedianInterval",
     "Part",
     "RunSpread",
     "embodied_factor",
@@ -44,6 +45,7 @@ __all__ = [
     "energy_bound",
     "energy_interval",
     "intensity_factor",
+    "median_interval",
     "pue_factor",
     "run_interval",
     "scaled_interval",
@@ -266,3 +268,33 @@ def run_interval(rows: Iterable[Any], component: str | None = None) -> Interval 
         parts = window_parts(row.component_energy_j, row.component_method, row.time_s)
         spread.add(p for p in parts if component is None or p.component == component)
     return spread.interval()
+
+
+@dataclass(frozen=True)
+class MedianInterval:
+    """The median of repeated rounds and the distribution-free interval of the median (order statistics)."""
+
+    median: float
+    low: float
+    high: float
+    coverage: float
+    """The interval's actual coverage (at least the level asked for, or the most ``n`` rounds allow)."""
+
+
+def median_interval(values: Iterable[float], confidence: float = 0.95) -> MedianInterval | None:
+    """The median and the order-statistic interval ``[x(k), x(n-k+1)]`` with the largest ``k`` whose coverage
+    ``1 - 2 P(Binomial(n, 1/2) < k)`` is at least ``confidence``; with too few rounds for that, the range
+    ``[min, max]`` and its own coverage. ``None`` for no value."""
+    xs = sorted(float(v) for v in values)
+    n = len(xs)
+    if not n:
+        return None
+    mid = n // 2
+    median = xs[mid] if n % 2 else (xs[mid - 1] + xs[mid]) / 2
+    tail, k = 1 / 2**n, 1  # tail = P(B < k) = P(B <= k - 1)
+    while k < (n + 1) // 2:
+        nxt = tail + math.comb(n, k) / 2**n  # P(B < k + 1)
+        if 1 - 2 * nxt < confidence:
+            break
+        tail, k = nxt, k + 1
+    return MedianInterval(median, xs[k - 1], xs[n - k], 1 - 2 * tail)

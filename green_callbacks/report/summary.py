@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from green_callbacks.core.uncertainty import run_interval
+from green_callbacks.core.uncertainty import median_interval, run_interval
 from green_callbacks.core.units import JOULES_PER_KWH
 from green_callbacks.report.runs import ComponentSummary, RunSummary, summarize_run
 
@@ -21,6 +21,7 @@ __all__ = [
     "format_energy",
     "format_epoch_table",
     "format_interval",
+    "format_rounds",
     "format_run_summary",
     "run_summary_lines",
     "text_table",
@@ -188,3 +189,22 @@ def run_summary_lines(run: RunSummary) -> list[str]:
 def format_run_summary(run: RunSummary | Mapping[str, Any]) -> str:
     """Energy by component with its method, emissions with the intensity's source and year, convergence."""
     return "\n".join(run_summary_lines(_summary(run)))
+
+
+def format_rounds(run: RunSummary | Mapping[str, Any], warmup_rounds: int, confidence: float = 0.95) -> str:
+    """A repeated measurement (each round one row): the median round's energy and time with the order-statistic
+    interval of the median, the warm-up rounds left out."""
+    rows = _summary(run).record.epochs[warmup_rounds:]
+    parts = [f"rounds: {len(rows)} measured after {warmup_rounds} warm-up round(s)"]
+    for name, unit, values in (("energy", "J", [r.energy_j for r in rows]), ("time", "s", [r.time_s for r in rows])):
+        known = [v for v in values if v is not None]
+        m = median_interval(known, confidence) if len(known) == len(values) else None
+        if m is None:
+            parts.append(f"median {name} unavailable")
+            continue
+        parts.append(f"median {name} {m.median:.4g} {unit} {format_interval(m.low, m.high, unit)}")
+        coverage = m.coverage
+    if len(parts) > 1 and "unavailable" not in parts[-1]:
+        parts.append(f"the median's interval over the rounds covers {coverage * 100:.1f} % (order statistics; the "
+                     "method's own bound, docs/uncertainty.md, comes on top)")
+    return "  " + "; ".join(parts)
