@@ -274,3 +274,23 @@ def test_the_summary_prints_each_figure_with_its_interval(tmp_path, fake_clock):
     assert "ram energy: 60 J (1.67e-05 kWh) (no basis for an interval)" in text
     assert "total energy: 1260 J (0.00035 kWh) (no basis for an interval)" in text
     assert "emissions: 0.2212 gCO2e (no basis for an interval)" in text
+
+
+def test_embodied_interval_from_the_sources_min_max():
+    from green_callbacks.core.embodied import embodied_rate
+    from green_callbacks.core.uncertainty import embodied_interval
+
+    # one A100 (150 kg; sources 143-181) and 1/8 of its host (2,500 kg; sources 1,000-3,000), 6 years at 85 %
+    rate = embodied_rate(["NVIDIA A100-SXM4-40GB"])
+    per_h = 1000.0 / (6 * 8760 * 0.85)
+    gpu, host = 150 * per_h, 2500 * per_h / 8
+    w_gpu, w_host = gpu / (gpu + host), host / (gpu + host)
+    got = embodied_interval(rate.parts, 10.0)
+    down = math.hypot(w_gpu * (1 - 143 / 150), w_host * (1 - 1000 / 2500))
+    up = math.hypot(w_gpu * (181 / 150 - 1), w_host * (3000 / 2500 - 1))
+    assert (got.low, got.high) == (pytest.approx(10 * (1 - down)), pytest.approx(10 * (1 + up)))
+    # an H100 has one published figure: no basis for an interval
+    assert embodied_interval(embodied_rate(["NVIDIA H100 80GB HBM3"]).parts, 10.0) is None
+    # a CPU-only physical machine: the host alone
+    alone = embodied_interval(embodied_rate([]).parts, 10.0)
+    assert (alone.low, alone.high) == (pytest.approx(4.0), pytest.approx(12.0))

@@ -41,6 +41,7 @@ __all__ = [
     "Part",
     "RunSpread",
     "embodied_factor",
+    "embodied_interval",
     "emission_factors",
     "energy_bound",
     "energy_interval",
@@ -103,7 +104,10 @@ _PUE_RANGES: Mapping[float, tuple[float, float]] = MappingProxyType({1.58: (1.55
 
 #: Embodied kgCO2e per device where sources differ: (min, max) of the published figures.
 #: A100: 143 (Boavizta, via EcoLogits), 150 (Luccioni et al. 2023), ~181 (ADEME/Hubblo, via Falk et al. 2025).
-EMBODIED_SOURCES_KGCO2E: Mapping[str, tuple[float, float]] = MappingProxyType({"A100": (143.0, 181.0)})
+#: host (a server without accelerators): 1,000 (Cloud Carbon Footprint), 2,500 (Luccioni et al. 2023), 3,000
+#: (Boavizta, via EcoLogits).
+EMBODIED_SOURCES_KGCO2E: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {"A100": (143.0, 181.0), "host": (1000.0, 3000.0)})
 
 
 @dataclass(frozen=True)
@@ -221,9 +225,31 @@ def pue_factor(pue: float) -> Factor:
     return Factor(1.0, 1.0, "as given")
 
 
-def embodied_factor(match: str) -> Factor | None:
-    """The published sources' min/max per unit of the figure used, for a device whose sources differ."""
-    span = EMBODIED_SOURCES_KGCO2E.get(match)
+def embodied_interval(parts: Iterable[Any], total_gco2e: float | None) -> Interval | None:
+    """The interval of an embodied total from its parts (:class:`~green_callbacks.core.embodied.EmbodiedPart`):
+    each part's sources' min/max relative to the figure used, weighted by its share of the rate, in quadrature;
+    ``None`` when a part with a figure has no such range (one published figure) or nothing is known."""
+    known = [p for p in parts if p.rate_gco2e_per_h is not None and p.kgco2e]
+    rate = sum(p.rate_gco2e_per_h for p in known)
+    if total_gco2e is None or not known or rate <= 0:
+        return None
+    down2 = up2 = 0.0
+    for part in known:
+        factor = embodied_factor("host" if part.kind == "host" else part.name)
+        if factor is None:
+            return None
+        weight = part.rate_gco2e_per_h / rate
+        down2 += (weight * (1.0 - factor.low / part.kgco2e)) ** 2
+        up2 += (weight * (factor.high / part.kgco2e - 1.0)) ** 2
+    return Interval(total_gco2e, total_gco2e * (1.0 - math.sqrt(down2)), total_gco2e * (1.0 + math.sqrt(up2)))
+
+
+def embodied_factor(name: str) -> Factor | None:
+    """The published sources' min/max in kgCO2e (not relative) for a device whose name holds a key of
+    :data:`EMBODIED_SOURCES_KGCO2E` (``"host"``, or e.g. ``"accelerator 0: NVIDIA A100-SXM4-80GB"``)."""
+    key = name if name == "host" else next((k for k in EMBODIED_SOURCES_KGCO2E if k != "host" and k in name.upper()),
+                                           None)
+    span = None if key is None else EMBODIED_SOURCES_KGCO2E[key]
     return None if span is None else Factor(span[0], span[1], "min/max of the published figures")
 
 
