@@ -294,3 +294,25 @@ def test_embodied_interval_from_the_sources_min_max():
     # a CPU-only physical machine: the host alone
     alone = embodied_interval(embodied_rate([]).parts, 10.0)
     assert (alone.low, alone.high) == (pytest.approx(4.0), pytest.approx(12.0))
+
+
+def test_a_record_from_before_the_intervals_gets_its_total_interval_from_its_epochs(tmp_path, fake_clock):
+    import json
+
+    from green_callbacks.core.record import parse_record
+    from green_callbacks.report.summary import format_run_summary
+
+    session = make_session(tmp_path, measured_sensors())
+    session.start()
+    for _ in range(2):
+        session.epoch_start()
+        fake_clock.advance(12.0)
+        session.epoch_end({})
+    data = json.loads(session.finish().read_text())
+    for block in (data["totals"], *(e for e in data["epochs"]), *(e["totals"] for e in data["epochs"])):
+        for name in ("energy_low_j", "energy_high_j", "emissions_low_gco2e", "emissions_high_gco2e"):
+            block.pop(name, None)
+    old = parse_record(data)
+    assert old.totals.energy_low_j is None and old.epochs[0].energy_high_j is None
+    _, low, high = hand_interval(24.0)
+    assert f"total energy: 3000 J (0.000833 kWh) ({low:.0f}–{high:.0f} J)" in format_run_summary(old)

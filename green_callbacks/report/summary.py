@@ -150,7 +150,11 @@ def run_summary_lines(run: RunSummary) -> list[str]:
     partly = [c.name for c in run.components if c.status == "partial"]
     caveat = f"; partial: {', '.join(partly)} unavailable in some epochs" if partly else ""
     totals = record.totals
-    total = _energy_with_range(totals.energy_j, totals.energy_low_j, totals.energy_high_j)
+    low, high = totals.energy_low_j, totals.energy_high_j
+    if low is None and totals.energy_j is not None:  # a record from before the intervals: from its epochs
+        span = run_interval(record.epochs)
+        low, high = (None, None) if span is None else (span.low, span.high)
+    total = _energy_with_range(totals.energy_j, low, high)
     lines.append(f"  total energy: {total} (IT energy, before PUE{caveat})")
     year = f", {run.intensity_year}" if run.intensity_year else ""
     grams = _grams_with_range(totals.emissions_gco2e, totals.emissions_low_gco2e, totals.emissions_high_gco2e)
