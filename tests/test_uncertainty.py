@@ -316,3 +316,23 @@ def test_a_record_from_before_the_intervals_gets_its_total_interval_from_its_epo
     assert old.totals.energy_low_j is None and old.epochs[0].energy_high_j is None
     _, low, high = hand_interval(24.0)
     assert f"total energy: 3000 J (0.000833 kWh) ({low:.0f}–{high:.0f} J)" in format_run_summary(old)
+
+
+def test_a_phase_carries_its_energy_interval():
+    from green_callbacks.core.phase import PhaseInputs, summarize_phase
+
+    def phase(methods):
+        return summarize_phase(PhaseInputs(
+            kind="test", duration_s=10.0, component_energy_j={"gpu": 1000.0, "cpu": 50.0, "ram": None},
+            component_method=methods, warmup_component_energy_j={"gpu": 100.0, "cpu": 5.0, "ram": None},
+            warmup_time_s=1.0, batches=10, samples=100, warmup_batches=1, warmup_samples=10,
+            intensity_gco2e_per_kwh=400.0, pue=1.0))
+
+    got = phase({"gpu": "nvml-energy-counter", "cpu": "rapl", "ram": "unavailable"})
+    gd, gu = counter_widths(1000.0, 10.0)
+    cd, cu = rapl_widths(50.0)
+    assert got.energy_low_j == pytest.approx(1050 - math.hypot(gd, cd), rel=1e-12)
+    assert got.energy_high_j == pytest.approx(1050 + math.hypot(gu, cu), rel=1e-12)
+    assert got.to_record()["energy_high_j"] == got.energy_high_j
+    unknown = phase({"gpu": "nvml-energy-counter", "cpu": "estimate-rss", "ram": "unavailable"})
+    assert unknown.energy_low_j is None and unknown.energy_high_j is None
