@@ -36,10 +36,10 @@ from collections.abc import Callable
 from typing import Any
 
 from green_callbacks._adapter import GreenCallbackBase
+from green_callbacks.core.devices import CPU, UNKNOWN, Devices, jax_devices, tensorflow_devices, torch_devices
 from green_callbacks.core.metric_keys import console_view, nan_metrics
 from green_callbacks.core.patches import InstancePatches
 from green_callbacks.core.record_writer import write_json_atomic
-from green_callbacks.core.sensors.accelerators import jax_device_type, torch_device_type
 
 __all__ = ["GreenCallback"]
 
@@ -165,43 +165,17 @@ def _restored_state(backup_dir: str) -> dict[str, Any] | None:
     return state
 
 
-def _devices(model: Any) -> tuple[str, list[int]]:
-    """The device type and ordinals this process trains on (``("cpu", [])`` on CPU); see
-    :mod:`green_callbacks.core.sensors.accelerators` for the device types."""
+def _devices(model: Any) -> Devices:
+    """The devices this process trains on (see :mod:`green_callbacks.core.devices`)."""
     backend = keras.backend.backend()
     if backend == "torch":
-        import torch
-
         weights = model.trainable_weights
-        if not weights:
-            return "cpu", []
-        device = weights[0].value.device
-        kind = torch_device_type(device)
-        if kind == "cpu":
-            return "cpu", []
-        if device.index is None and kind in ("cuda", "rocm"):
-            return kind, [torch.cuda.current_device()]
-        return kind, [device.index or 0]
+        return torch_devices(weights[0].value.device) if weights else CPU
     if backend == "jax":
-        import jax
-
-        accelerators = [d for d in jax.local_devices() if d.platform != "cpu"]
-        if not accelerators:
-            return "cpu", []
-        first = accelerators[0]
-        version = str(getattr(getattr(first, "client", None), "platform_version", ""))
-        return jax_device_type(first.platform, version), [d.id for d in accelerators]
+        return jax_devices()
     if backend == "tensorflow":
-        import tensorflow as tf
-
-        strategy = tf.distribute.get_strategy()
-        if not tf.distribute.has_strategy():  # the default strategy places ops on the first visible GPU
-            indices = [0] if tf.config.list_physical_devices("GPU") else []
-        else:
-            devices = strategy.extended.worker_devices
-            indices = sorted({int(d.rsplit(":", 1)[1]) for d in devices if "GPU:" in d.upper()})
-        return ("cuda" if indices else "cpu"), indices
-    return "cpu", []
+        return tensorflow_devices()
+    return CPU
 
 
 class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
@@ -248,11 +222,10 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         self._backup_dir = None if callbacks is None else _backup_dir(callbacks)
         if self._backup_dir is not None:  # resuming a crashed fit with BackupAndRestore: the totals go on
             self._resume(self._backup_dir)
-        device_type, device_indices = self._engine.guard("start", _devices, self.model) or ("cuda", None)
+        devices = self._engine.guard("start", _devices, self.model) or UNKNOWN
         self._engine.start(
             hyperparameters=_hyperparameters(self.model, self.params),
-            device_indices=device_indices,
-            device_type=device_type,
+            **devices.start_kwargs(),
             monitor=None if stopper is None else stopper.monitor,
             mode=None if stopper is None or stopper.mode not in ("min", "max") else stopper.mode,
             planned_epochs=self.params.get("epochs"),
@@ -305,11 +278,10 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         if model is None:
             return
         backend = keras.backend.backend()
-        device_type, device_indices = self._engine.phases.guard.call("phase devices", _devices, model) or ("cuda", None)
+        devices = self._engine.phases.guard.call("phase devices", _devices, model) or UNKNOWN
         begun = self._engine.phases.begin(
             kind,
-            device_type=device_type,
-            device_indices=device_indices,
+            **devices.start_kwargs(),
             extra={"keras": {"version": keras.__version__, "backend": backend}},
             sees_batches=backend in ("torch", "jax"),  # tensorflow: the steps run inside a graph
             times_batches=backend == "torch",  # jax dispatches steps asynchronously: no per-batch latency

@@ -30,7 +30,6 @@ RAM) counted once per node, and only global rank zero logs and writes the record
 from __future__ import annotations
 
 import inspect
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +37,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+from green_callbacks.core.devices import module_device, torch_devices
 from green_callbacks.core.metric_keys import nan_metrics
 from green_callbacks.core.throughput import batch_counts
 from green_callbacks.core.wording import TRACKER
@@ -203,7 +203,7 @@ class Tracker(GreenCallbackBase):
         self._engine.flops.use(None if self.model is None else self._new_flop_tracker())
         self._engine.start(
             hyperparameters=self._hyperparameters,
-            device_indices=_device_indices(self._device, self.model),
+            **torch_devices(self._device if self._device is not None else module_device(self.model)).start_kwargs(),
             planned_epochs=self._planned_epochs,
             compute_dtype=self._dtype,
             extra={"loop": {"model": None if self.model is None else type(self.model).__name__,
@@ -398,28 +398,3 @@ def default_forward(model: Any, batch: Any) -> Any:
     if isinstance(batch, (tuple, list)):
         return model(batch[0])
     return model(batch)
-
-
-def _device_indices(device: Any, model: Any) -> list[int] | None:
-    """CUDA ordinals this process trains on: from ``device=``, else the model's parameters; ``None``: unknown."""
-    if device is None and model is not None and "torch" in sys.modules:
-        param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-        device = None if param is None else param.device
-    if device is None:
-        return None
-    if isinstance(device, int) and not isinstance(device, bool):
-        return [device]
-    kind = getattr(device, "type", None)
-    index = getattr(device, "index", None)
-    if kind is None:  # a string such as "cuda:1" or "cpu"
-        text = str(device)
-        kind, _, rest = text.partition(":")
-        index = int(rest) if rest.isdigit() else None
-    if kind != "cuda":
-        return []
-    if index is None:
-        import torch
-
-        index = torch.cuda.current_device()
-    return [int(index)]
-

@@ -45,8 +45,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+from green_callbacks.core.devices import Devices, torch_devices
 from green_callbacks.core.metric_keys import console_view
-from green_callbacks.core.sensors.accelerators import torch_device_type
 
 try:
     import transformers
@@ -91,23 +91,9 @@ def _monitor_of(args: Any) -> tuple[str | None, str | None]:
     return name, None if greater is None else ("max" if greater else "min")
 
 
-def _device_indices(args: Any) -> list[int]:
-    """Accelerator ordinals this process trains on: ``[]`` on CPU, all visible GPUs under ``nn.DataParallel``."""
-    device = args.device
-    if torch_device_type(device) == "cpu":
-        return []
-    if args.n_gpu > 1:
-        return list(range(args.n_gpu))
-    return [0 if device.index is None else int(device.index)]
-
-
-def _device_uuids(indices: list[int], device_type: str = "cuda") -> list[str] | None:
-    """UUIDs of the CUDA devices (torch's, unprefixed: GPU or MIG), exact whatever ``CUDA_VISIBLE_DEVICES`` says."""
-    if not indices or device_type != "cuda":
-        return None
-    import torch
-
-    return [str(torch.cuda.get_device_properties(i).uuid) for i in indices]
+def _devices(args: Any) -> Devices:
+    """The devices this process trains on: ``args.device``, all visible GPUs under ``nn.DataParallel``."""
+    return torch_devices(args.device, count=args.n_gpu)
 
 
 def _compute_dtype(args: Any) -> str:
@@ -344,14 +330,10 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         if stored is not None:
             self._engine.load_state_dict(stored)
         monitor, mode = _monitor_of(args)
-        devices = _device_indices(args)
-        device_type = torch_device_type(args.device)
         self._engine.start(
             output_dir=args.output_dir,
             hyperparameters=_hyperparameters(args, state, model),
-            device_indices=devices,
-            device_uuids=_device_uuids(devices, device_type),
-            device_type=device_type,
+            **_devices(args).start_kwargs(),
             monitor=monitor,
             mode=mode,
             planned_epochs=float(args.num_train_epochs) if args.max_steps <= 0 else None,
@@ -504,14 +486,10 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         if self._phase_depth > 1 or trainer is None:  # evaluate() over a dict of datasets calls itself: one phase
             return False
         args = trainer.args
-        devices = _device_indices(args)
         begun = self._engine.phases.begin(
             kind,
             output_dir=args.output_dir,
-            device_type=torch_device_type(args.device),
-            device_indices=devices,
-            device_uuids=self._engine.phases.guard.call("phase devices", _device_uuids, devices,
-                                                        torch_device_type(args.device)),
+            **_devices(args).start_kwargs(),
             extra={"transformers": {"version": transformers.__version__, "trainer": type(trainer).__name__}},
         )
         if begun:
