@@ -27,6 +27,7 @@ totals in a small JSON file beside that backup (``green_callbacks_state.json``) 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -39,7 +40,6 @@ from green_callbacks._adapter import GreenCallbackBase
 from green_callbacks.core.devices import CPU, UNKNOWN, Devices, jax_devices, tensorflow_devices, torch_devices
 from green_callbacks.core.metric_keys import console_view, nan_metrics
 from green_callbacks.core.patches import InstancePatches
-from green_callbacks.core.record_writer import write_json_atomic
 
 __all__ = ["GreenCallback"]
 
@@ -66,6 +66,11 @@ def _import_keras() -> Any:
 
 keras = _import_keras()
 _END_OF_DATA = ("StopIteration", "OutOfRangeError")  # how Keras' step functions say "no more batches"
+_KINDS = {"train_function": "train", "test_function": "eval"}
+
+
+def _nothing() -> None:
+    """A dead weak reference (no model)."""
 
 
 def _signature(data: Any) -> tuple[Any, ...]:
@@ -134,35 +139,19 @@ def _reads_logs(cb: Any) -> bool:
     return isinstance(cb, readers)
 
 
-_STATE_FILE = "green_callbacks_state.json"
-
-
 def _backup_dir(callbacks: list[Any]) -> str | None:
     """The folder of the fit's ``BackupAndRestore`` (where Keras keeps what a crashed fit resumes from), if any."""
     backup = next((c for c in callbacks if isinstance(c, keras.callbacks.BackupAndRestore)), None)
     return None if backup is None else str(backup.backup_dir)
 
 
-def _restored_state(backup_dir: str) -> dict[str, Any] | None:
-    """The session state saved beside ``BackupAndRestore``'s backup, when Keras resumes from that backup."""
-    meta_path, state_path = os.path.join(backup_dir, "training_metadata.json"), os.path.join(backup_dir, _STATE_FILE)
-    if not (os.path.exists(meta_path) and os.path.exists(state_path)):
-        return None
+def _backup_epochs(backup_dir: str) -> int:
+    """The epochs Keras completed before its backup in ``backup_dir`` (it resumes there; 0: no backup)."""
+    meta_path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(meta_path):
+        return 0
     with open(meta_path, encoding="utf-8") as handle:
-        epochs = int(json.load(handle)["epoch"])  # epochs Keras completed before the backup: it resumes there
-    with open(state_path, encoding="utf-8") as handle:
-        state = json.load(handle)
-    if epochs <= 0:
-        return None
-    if state.get("epoch_index") != epochs:  # the process died between the two saves of one epoch end
-        warnings.warn(
-            f"green_callbacks: the saved totals cover {state.get('epoch_index')} epochs but Keras resumes after "
-            f"{epochs}; this fit starts new totals and a new run record.",
-            UserWarning,
-            stacklevel=3,
-        )
-        return None
-    return state
+        return int(json.load(handle)["epoch"])
 
 
 def _devices(model: Any) -> Devices:
@@ -190,7 +179,9 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
 
     def _init_adapter(self) -> None:
         self._steps = _Steps()  # batch signatures of backends whose steps cannot be counted one by one (jax, tf)
-        self._wrapped: list[tuple[Any, str, Any]] = []
+        self._fit_model: Any = _nothing  # the model whose step functions are watched (a weak reference)
+        self._phase_model: Any = _nothing  # an evaluate()/predict()'s model (_nothing: FLOPs not observed)
+        self._backend = "torch"
         self._epoch_iterator: Any = None
         self._flops_info: dict[str, Any] = {}
         self._torch_tracker: Any = None  # core.flops.FlopTracker, kept across fits: a later fit reuses its cache
@@ -221,7 +212,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         self._engine.flops.record_info = self._flops_info
         self._backup_dir = None if callbacks is None else _backup_dir(callbacks)
         if self._backup_dir is not None:  # resuming a crashed fit with BackupAndRestore: the totals go on
-            self._resume(self._backup_dir)
+            self._engine.resume_beside(self._backup_dir, functools.partial(_backup_epochs, self._backup_dir))
         devices = self._engine.guard("start", _devices, self.model) or UNKNOWN
         self._engine.start(
             hyperparameters=_hyperparameters(self.model, self.params),
@@ -232,7 +223,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
             extra={"keras": {"version": keras.__version__, "backend": backend}, "flops": self._flops_info},
             compute_dtype=keras.config.dtype_policy().compute_dtype,
         )
-        self._wrap(self.model, "train_function", "train")
+        self._wrap(self.model, "train_function")
 
     def _compact(self, on_epoch_end: Any) -> Any:
         """The progress line's ``on_epoch_end``, shown the compact view of the logs (``console=``)."""
@@ -254,7 +245,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self._engine.in_epoch:  # validation inside fit
-            self._wrap(self.model, "test_function", "eval")
+            self._wrap(self.model, "test_function")
             self._engine.eval_start()
         else:  # model.evaluate(..., callbacks=[callback])
             self._phase_begin("evaluate", "test_function")
@@ -320,38 +311,29 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         its FLOPs, observed while the real step runs; an exception closes the phase's record. Torch:
         ``test_function(data)``, ``data[0]`` the batch; JAX: ``test_function(state, iterator)``, the batches are
         noted as the iterator yields them (several per call with ``steps_per_execution``)."""
-        original = getattr(model, attr, None)
-        if original is None or getattr(original, "_green_callback", None) is not None:
-            return
-        ref, model_ref = weakref.ref(self), weakref.ref(model)
         # torch.compile'd step functions (jit_compile=True) hide their ops from an observing counter: FLOPs NaN
-        counted = not getattr(model, "jit_compile", False)
+        self._phase_model = weakref.ref(model) if not getattr(model, "jit_compile", False) else _nothing
+        self._backend = backend
+        self._patches.around(model, attr, before=self._phase_step_begin, after=self._phase_step_end,
+                             failed=self._phase_step_failed)
 
-        def watched(*args: Any, **kwargs: Any) -> Any:
-            this = ref()
-            if this is None:
-                return original(*args, **kwargs)
-            phases = this._engine.phases
-            if backend == "torch":
-                phases.batch_start(args[0][0], model_ref() if counted else None)
-            else:
-                args = (args[0], _PeekingIterator(args[1], _next_batch(phases)), *args[2:])
-            try:
-                out = original(*args, **kwargs)
-            except BaseException as err:
-                if type(err).__name__ not in _END_OF_DATA:
-                    this._unwrap()
-                    this._console.restore()
-                    phases.fail(err)
-                else:
-                    phases.batch_end()
-                raise
-            phases.batch_end()
-            return out
+    def _phase_step_begin(self, attr: str, *args: Any, **kwargs: Any) -> tuple[Any, ...] | None:
+        phases = self._engine.phases
+        if self._backend == "torch":
+            phases.batch_start(args[0][0], self._phase_model())
+            return None
+        return (args[0], _PeekingIterator(args[1], _next_batch(phases)), *args[2:])
 
-        watched._green_callback = ref  # type: ignore[attr-defined]
-        setattr(model, attr, watched)
-        self._wrapped.append((model, attr, original))
+    def _phase_step_end(self, attr: str, result: Any, *args: Any, **kwargs: Any) -> None:
+        self._engine.phases.batch_end()
+
+    def _phase_step_failed(self, attr: str, err: BaseException) -> None:
+        if type(err).__name__ in _END_OF_DATA:
+            self._engine.phases.batch_end()
+            return
+        self._unwrap()
+        self._console.restore()
+        self._engine.phases.fail(err)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._engine.in_epoch and self._steps.counts:
@@ -359,31 +341,12 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         if self._torch_tracker is not None and keras.backend.backend() == "torch":
             self._flops_info["per_step"] = self._torch_tracker.per_signature()
         metrics = self._engine.epoch_end(logs or {})
-        if metrics is not None and self._backup_dir is not None:
-            self._engine.guard("checkpoint", self._save_state)
+        if metrics is not None and self._backup_dir is not None:  # BackupAndRestore: the totals go beside its backup
+            self._engine.save_beside(self._backup_dir)
         if logs is not None:  # every key, every epoch: CSVLogger fixes its columns at epoch 0
             logs.update(metrics or nan_metrics())
         if self._engine.should_stop and self.model is not None:
             self.model.stop_training = True
-
-    def _resume(self, backup_dir: str) -> None:
-        try:
-            state = _restored_state(backup_dir)
-            if state is not None:
-                self._engine.session.load_state_dict(state)
-        except (OSError, ValueError, KeyError, TypeError) as err:  # an unreadable state file: start afresh
-            self._engine.restart()
-            warnings.warn(
-                f"green_callbacks: the totals saved in {backup_dir} could not be read ({type(err).__name__}: {err}); "
-                "this fit starts new totals and a new run record.",
-                UserWarning,
-                stacklevel=3,
-            )
-
-    def _save_state(self) -> None:
-        """Keep the session's totals beside ``BackupAndRestore``'s backup, for a resumed fit to continue them."""
-        if self._backup_dir is not None and self._engine.session.dist.is_global_zero:
-            write_json_atomic(os.path.join(self._backup_dir, _STATE_FILE), self._engine.session.state_dict())
 
     # ------------------------------------------------------------------ order of callbacks
     def _put_before_loggers(self, callbacks: list[Any] | None) -> None:
@@ -414,45 +377,33 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
             warnings.warn(f"green_callbacks: {message}", UserWarning, stacklevel=5)
 
     # ------------------------------------------------------------------ step functions: batches and failures
-    def _wrap(self, model: Any, attr: str, kind: str) -> None:
-        original = getattr(model, attr, None)
-        if original is None or getattr(original, "_green_callback", None) is not None:
-            return
-        ref, model_ref = weakref.ref(self), weakref.ref(model)  # (the model holds this wrapper: no strong cycle)
-        backend = keras.backend.backend()
+    def _wrap(self, model: Any, attr: str) -> None:
+        self._fit_model = weakref.ref(model)  # (the model holds the replacement: no strong cycle)
+        self._backend = keras.backend.backend()
+        self._patches.around(model, attr, before=self._step_begin, after=self._step_end, failed=self._step_failed)
 
-        def watched(*args: Any, **kwargs: Any) -> Any:
-            this = ref()
-            try:
-                if this is not None:
-                    args = this._note_batches(backend, kind, args, model_ref())
-                out = original(*args, **kwargs)
-            except BaseException as err:
-                if this is not None:
-                    this._engine.flops.discard()
-                    if type(err).__name__ not in _END_OF_DATA:
-                        this._unwrap()
-                        this._engine.fail(err)
-                raise
-            if this is not None:
-                this._engine.flops.end()  # the call ran the step (forward, backward, optimizer's elementwise update)
-            return out
-
-        watched._green_callback = ref  # type: ignore[attr-defined]
-        setattr(model, attr, watched)
-        self._wrapped.append((model, attr, original))
-
-    def _note_batches(self, backend: str, kind: str, args: tuple[Any, ...], model: Any) -> tuple[Any, ...]:
+    def _step_begin(self, attr: str, *args: Any, **kwargs: Any) -> tuple[Any, ...] | None:
+        kind = _KINDS[attr]
+        backend = self._backend
         if backend == "torch":  # train_function(data): data[0] is the batch; the call runs the step
             batch = args[0][0]  # (the model is the one whose function runs: Callback.model costs an import a call)
-            self._engine.flops.begin(kind, model, batch, counted=batch if kind == "train" else None)
-        elif not (self._engine.in_epoch and self._engine.session.flops_available):
-            return args
+            self._engine.flops.begin(kind, self._fit_model(), batch, counted=batch if kind == "train" else None)
+        elif not (self._engine.in_epoch and self._engine.flops_available):
+            return None
         elif backend == "jax":  # train_function(state, iterator): the batches come out of the iterator
             return (args[0], _PeekingIterator(args[1], lambda data: self._note_jax(kind, data)), *args[2:])
         elif backend == "tensorflow":  # train_function(iterator) runs inside tf.function: note the call only
             self._steps.add(kind, None, 1)
-        return args
+        return None
+
+    def _step_end(self, attr: str, result: Any, *args: Any, **kwargs: Any) -> None:
+        self._engine.flops.end()  # the call ran the step (forward, backward, optimizer's elementwise update)
+
+    def _step_failed(self, attr: str, err: BaseException) -> None:
+        self._engine.flops.discard()
+        if type(err).__name__ not in _END_OF_DATA:
+            self._unwrap()
+            self._engine.fail(err)
 
     def _note_jax(self, kind: str, data: Any) -> None:
         self._steps.add(kind, data)
@@ -461,10 +412,6 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
 
     def _unwrap(self) -> None:
         self._patches.restore()
-        for model, attr, original in reversed(self._wrapped):
-            if getattr(getattr(model, attr, None), "_green_callback", None) is not None:
-                setattr(model, attr, original)
-        self._wrapped = []
 
     # ------------------------------------------------------------------ FLOPs of the jax and tensorflow backends
     def _add_noted_flops(self) -> None:

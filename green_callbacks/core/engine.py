@@ -18,9 +18,10 @@ from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.distributed import DistInfo
 from green_callbacks.core.metric_keys import nan_metrics
 from green_callbacks.core.phase_session import PhaseTap
+from green_callbacks.core.saved_state import read_state_beside, write_state_beside
 from green_callbacks.core.session import Session, status_for
 from green_callbacks.core.throughput import batch_counts
-from green_callbacks.core.wording import CALLBACK, FrontEnd
+from green_callbacks.core.wording import CALLBACK, FrontEnd, warn_user
 
 __all__ = ["PARTS", "Engine", "FlopTap"]
 
@@ -314,3 +315,48 @@ class Engine:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state:
             self.guard("checkpoint", self.session.load_state_dict, state)
+
+    def resume(self, read: Callable[[], Mapping[str, Any] | None], where: str) -> None:
+        """Continue a saved run in the fit about to start: ``read()`` returns what the checkpoint kept (``None``:
+        nothing). A state that cannot be read starts new totals and a new run record, said once."""
+        try:
+            state = read()
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            self.restart()
+            warn_user(f"green_callbacks: the totals saved in {where} could not be read ({type(err).__name__}: "
+                      f"{err}); this fit starts new totals and a new run record.")
+            return
+        if state:
+            self.load_state_dict(state)
+
+    def resume_beside(self, folder: str, epochs_done: Callable[[], int]) -> None:
+        """:meth:`resume` from the state :meth:`save_beside` kept in ``folder``; ``epochs_done()`` reads how many
+        epochs the framework completed before its backup (where it resumes)."""
+        self.resume(lambda: read_state_beside(folder, epochs_done()), folder)
+
+    def save_beside(self, folder: str) -> None:
+        """Keep the run's state in ``folder`` (a framework's own backup folder), on rank zero."""
+        if self.session.dist.is_global_zero:
+            self.guard("checkpoint", lambda: write_state_beside(folder, self.session.state_dict()))
+
+    # ------------------------------------------------------------------ more state, read-only
+    @property
+    def status(self) -> str:
+        return self.session.status
+
+    @property
+    def epochs_done(self) -> int:
+        return self.session.epochs_done
+
+    @property
+    def flops_available(self) -> bool:
+        """FLOPs are counted in this run (not switched off by a failure or a known limitation)."""
+        return self.session.flops_available
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.session.dist.is_global_zero
+
+    def unavailable(self, part: str, reason: str) -> None:
+        """Switch ``part`` off for a known limitation (said once, as it is, and kept in the record's ``lost``)."""
+        self.session.guard.unavailable(part, reason)

@@ -1,38 +1,100 @@
-"""Methods of framework objects replaced on one instance for the length of a fit, and put back at its end.
+"""Methods of framework objects replaced on one instance, and put back at the end of the fit or phase.
 
-Used where a framework hands our values to code we do not call ourselves: a Lightning logger that refuses NaN
-(Lightning calls it outside the callback, so a refusal would end the fit), Keras' progress line and the HF
-Trainer's printed log (compact by default). Only the instance is changed, never the class, and every change is
-undone when the fit ends, however it ends.
+The one mechanism every adapter uses where a framework gives no hook of its own: to learn of an exception (Keras'
+step functions, the HF Trainer's ``train``), to see each batch without a per-batch callback (Keras' step
+functions), to open a phase where no event precedes it (the Trainer's ``evaluate`` / ``predict``), and where a
+framework hands our values to code we do not call ourselves (a Lightning logger that refuses NaN, Keras' progress
+line and the HF Trainer's printed log, compact by default).
+
+* Only the instance is changed, never the class, and every change is undone by :meth:`InstancePatches.restore`
+  (the adapter calls it when the fit or phase ends, however it ends) unless it is ``keep=``: a method that must
+  be watched before any event of the next call fires (the Trainer's ``train``, ``evaluate``, ``predict``).
+* One marker attribute (:data:`MARKER`) on every replacement: a method already replaced is not replaced again
+  (a second fit, a second callback), and :meth:`~InstancePatches.restore` leaves alone a method the framework
+  replaced in the meantime.
+* No strong reference back: the original bound method is called through a weak reference to its object, and
+  :meth:`~InstancePatches.around`'s hooks, when they are bound methods (of the callback), through weak ones —
+  the framework object holds the replacement, and the replacement must hold neither it nor the callback alive
+  (a trainer kept by a cycle keeps its DataLoader workers until the garbage collector runs).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from green_callbacks.core.metric_keys import is_own_key
 
-__all__ = ["InstancePatches", "nan_tolerant", "without_unavailable"]
+__all__ = ["MARKER", "InstancePatches", "nan_tolerant", "without_unavailable"]
+
+MARKER = "_green_callback"
+"""The attribute every replacement carries (``True``)."""
 
 
 class InstancePatches:
-    """``wrap(obj, name, make)`` sets ``obj.name = make(original)`` on the instance; ``restore()`` undoes all."""
+    """``wrap(obj, name, make)`` sets ``obj.name = make(original)`` on the instance; ``around(obj, name, ...)``
+    runs hooks around ``obj.name``; ``restore()`` undoes every change not made with ``keep=True``."""
 
     def __init__(self) -> None:
-        self._done: list[tuple[Any, str, bool, Any]] = []
+        self._done: list[tuple[Any, str, bool, Any, Any]] = []
 
-    def wrap(self, obj: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-        original = getattr(obj, name)
+    def wrap(self, obj: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]], *,
+             keep: bool = False) -> bool:
+        """``obj.name = make(original)``; ``False`` (nothing changed) when ``obj`` has no such method or it is
+        already a replacement."""
+        original = getattr(obj, name, None)
+        if original is None or getattr(original, MARKER, False):
+            return False
+        replacement = make(_weakly_bound(obj, original))
+        setattr(replacement, MARKER, True)
         own = name in getattr(obj, "__dict__", {})
-        setattr(obj, name, make(original))
-        self._done.append((obj, name, own, original))
+        setattr(obj, name, replacement)
+        if not keep:
+            self._done.append((obj, name, own, original, replacement))
+        return True
+
+    def around(
+        self, obj: Any, name: str, *, before: Callable[..., Any] | None = None,
+        after: Callable[..., Any] | None = None, failed: Callable[..., Any] | None = None, keep: bool = False,
+    ) -> bool:
+        """Each call of ``obj.name(*args, **kwargs)`` runs ``before(name, *args, **kwargs)`` (a tuple it returns
+        replaces ``args``), the original, then ``after(name, result, *args, **kwargs)``; when the call (or
+        ``before``) raises, ``failed(name, error)`` runs and the error goes on. Once the owner of a bound-method
+        hook is gone, the original runs alone."""
+        hooks = (_weak(before), _weak(after), _weak(failed))
+
+        def make(original: Callable[..., Any]) -> Callable[..., Any]:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                on_before, on_after, on_failed = (ref() for ref in hooks)
+                try:
+                    if on_before is not None:
+                        changed = on_before(name, *args, **kwargs)
+                        if changed is not None:
+                            args = changed
+                    result = original(*args, **kwargs)
+                except BaseException as err:
+                    if on_failed is not None:
+                        on_failed(name, err)
+                    raise
+                if on_after is not None:
+                    on_after(name, result, *args, **kwargs)
+                return result
+
+            functools.update_wrapper(call, original, updated=())
+            return call
+
+        return self.wrap(obj, name, make, keep=keep)
 
     def restore(self) -> None:
         while self._done:
-            obj, name, own, original = self._done.pop()
+            obj, name, own, original, replacement = self._done.pop()
+            if getattr(obj, name, None) is not replacement:  # the framework replaced it since: theirs stays
+                continue
             if own:
                 setattr(obj, name, original)
             else:
@@ -40,6 +102,31 @@ class InstancePatches:
                     delattr(obj, name)
                 except AttributeError:
                     pass
+
+
+def _weakly_bound(obj: Any, method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method``, a bound method of ``obj``, called through a weak reference to ``obj``."""
+    func = getattr(method, "__func__", None)
+    if func is None or getattr(method, "__self__", None) is not obj:
+        return method
+    try:
+        ref = weakref.ref(obj)
+    except TypeError:  # an object without weak references
+        return method
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return func(ref(), *args, **kwargs)
+
+    functools.update_wrapper(call, method, updated=())
+    return call
+
+
+def _weak(hook: Callable[..., Any] | None) -> Callable[[], Callable[..., Any] | None]:
+    if hook is None:
+        return lambda: None
+    if inspect.ismethod(hook):
+        return weakref.WeakMethod(hook)
+    return lambda: hook
 
 
 def without_unavailable(metrics: Mapping[str, Any]) -> dict[str, Any]:
