@@ -47,6 +47,7 @@ from typing import Any
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
 from green_callbacks.core.devices import Devices, torch_devices
 from green_callbacks.core.metric_keys import console_view
+from green_callbacks.core.patches import InstancePatches
 
 try:
     import transformers
@@ -156,36 +157,6 @@ def _generated_tokens(trainer: Any, generated: Any, inputs: Any) -> Any:
     return new.numel() if pad is None else (new != pad).sum()
 
 
-def _phase_wrapper(owner: Any, trainer_ref: Any, func: Any, fallback: Any, kind: str) -> Any:
-    """``trainer.evaluate``/``predict`` with the callback's phase around it (a failure ends its record).
-
-    ``func`` is the Trainer's unbound method, called on ``trainer_ref()`` (no strong reference back to the
-    trainer); ``fallback`` the callable to use when the attribute was not a bound method of it.
-    """
-
-    @functools.wraps(func or fallback)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        callback = owner()
-        run = functools.partial(func, trainer_ref()) if func is not None else fallback
-        if callback is None:
-            return run(*args, **kwargs)
-        opened = callback._engine.phases.guard.call("phase", callback._phase_open, kind)
-        try:
-            output = run(*args, **kwargs)
-        except BaseException as err:
-            if opened:
-                callback._remove_phase_hook()
-                callback._engine.phases.fail(err)
-            raise
-        finally:
-            callback._phase_depth = max(callback._phase_depth - 1, 0)
-        if opened:
-            callback._engine.phases.guard.call("phase", callback._phase_close, output, kind)
-        return output
-
-    return call
-
-
 class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
     """Measures energy, emissions and FLOPs of a ``transformers.Trainer`` run and logs them every epoch.
 
@@ -213,8 +184,8 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._warned_no_trainer = False
         self._hf_total_flos = math.nan
         self._phase_hook: Any = None
-        self._phase_unwrap: Any = None
-        self._phase_depth = 0
+        self._phase_opened: list[bool] = []  # per evaluate()/predict() call in progress: whether it opened the phase
+        self._phase_patches = InstancePatches()  # prediction_step, for one phase
 
     @property
     def last_metrics(self) -> dict[str, float]:
@@ -235,37 +206,15 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._wrap_phases(trainer)
 
     def _wrap_train(self, trainer: Any) -> None:
-        """Learn of exceptions escaping ``trainer.train`` (the Trainer has no exception event)."""
-        original = trainer.train
-        if getattr(original, "_green_callbacks_wrapper", False):
-            return
-        owner = weakref.ref(self)
-        # No strong reference back to the trainer (its bound method would make trainer -> wrapper -> trainer a
-        # cycle: the trainer, and the persistent DataLoader workers it holds, would then wait for the garbage
-        # collector, whose late clean-up of the worker queues makes each worker time out, 5 s apiece).
-        func = getattr(original, "__func__", None)
-        if func is not None and getattr(original, "__self__", None) is trainer:
-            trainer_ref = weakref.ref(trainer)
+        """Learn of exceptions escaping ``trainer.train`` (the Trainer has no exception event). Kept across fits (it
+        must be in place before the next ``train()`` begins); the trainer is held weakly (a trainer kept by a cycle
+        keeps its persistent DataLoader workers until the garbage collector runs, and they then time out, 5 s each)."""
+        self._patches.around(trainer, "train", failed=self._train_failed, keep=True)
 
-            def call(*args: Any, **kwargs: Any) -> Any:
-                return func(trainer_ref(), *args, **kwargs)
-        else:
-            call, func = original, original
-
-        @functools.wraps(func)
-        def train(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return call(*args, **kwargs)
-            except BaseException as err:
-                callback = owner()
-                if callback is not None:
-                    target = callback._adopted_by or callback
-                    target._remove_hook()
-                    target._engine.fail(err)
-                raise
-
-        train._green_callbacks_wrapper = True  # type: ignore[attr-defined]
-        trainer.train = train
+    def _train_failed(self, name: str, err: BaseException) -> None:
+        target = self._adopted_by or self
+        target._remove_hook()
+        target._engine.fail(err)
 
     def _bind(self) -> None:
         trainer = _find_trainer()
@@ -325,10 +274,8 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
 
     def _train_begin(self, args: Any, state: Any, model: Any) -> None:
         self._adopt_original()
-        stored = self._stored_state(state)
         self._engine.begin_fit()
-        if stored is not None:
-            self._engine.load_state_dict(stored)
+        self._engine.resume(functools.partial(self._stored_state, state), "the Trainer's checkpoint")
         monitor, mode = _monitor_of(args)
         self._engine.start(
             output_dir=args.output_dir,
@@ -466,24 +413,27 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
     # ------------------------------------------------------------------ evaluate / predict outside train
     def _wrap_phases(self, trainer: Any) -> None:
         """Measure ``trainer.evaluate()`` / ``trainer.predict()`` called outside ``train``: the phase opens when
-        the call begins and closes when it returns."""
-        owner = weakref.ref(self)
+        the call begins and closes when it returns (kept across calls, like ``train``)."""
         for kind in ("evaluate", "predict"):
-            original = getattr(trainer, kind)
-            if getattr(original, "_green_callbacks_wrapper", False):
-                continue
-            func = getattr(original, "__func__", None)
-            if getattr(original, "__self__", None) is not trainer:
-                func = None
-            # no strong reference back to the trainer (see _wrap_train)
-            wrapper = _phase_wrapper(owner, weakref.ref(trainer), func, None if func is not None else original, kind)
-            wrapper._green_callbacks_wrapper = True  # type: ignore[attr-defined]
-            setattr(trainer, kind, wrapper)
+            self._patches.around(trainer, kind, before=self._phase_call, after=self._phase_return,
+                                 failed=self._phase_raised, keep=True)
+
+    def _phase_call(self, kind: str, *args: Any, **kwargs: Any) -> None:
+        self._phase_opened.append(False)
+        self._phase_opened[-1] = bool(self._engine.phases.guard.call("phase", self._phase_open, kind))
+
+    def _phase_return(self, kind: str, output: Any, *args: Any, **kwargs: Any) -> None:
+        if self._phase_opened.pop():
+            self._engine.phases.guard.call("phase", self._phase_close, output, kind)
+
+    def _phase_raised(self, kind: str, err: BaseException) -> None:
+        if self._phase_opened and self._phase_opened.pop():
+            self._remove_phase_hook()
+            self._engine.phases.fail(err)
 
     def _phase_open(self, kind: str) -> bool:
-        self._phase_depth += 1
         trainer = self.trainer
-        if self._phase_depth > 1 or trainer is None:  # evaluate() over a dict of datasets calls itself: one phase
+        if len(self._phase_opened) > 1 or trainer is None:  # evaluate() over a dict of datasets calls itself
             return False
         args = trainer.args
         begun = self._engine.phases.begin(
@@ -498,34 +448,16 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
             # inductor's fused kernels hide ops from an observing counter: unavailable rather than wrong
             compiled = bool(getattr(args, "torch_compile", False)) or type(trainer.model).__name__ == "OptimizedModule"
             self._install_phase_hook(trainer.model, counted=not (generating or compiled))
-            if generating:  # Seq2SeqTrainer: the generated tokens are exposed
-                self._count_generated_tokens(trainer)
+            if generating:  # Seq2SeqTrainer: the generated tokens are exposed, per batch, by its prediction_step
+                self._phase_patches.around(trainer, "prediction_step", after=self._generated)
         return begun
 
-    def _count_generated_tokens(self, trainer: Any) -> None:
-        """Wrap ``trainer.prediction_step`` for this phase: the non-padding tokens it generated per batch."""
-        original = trainer.prediction_step
-        owner = weakref.ref(self)
-
-        def prediction_step(model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-            out = original(model, inputs, *args, **kwargs)
-            callback = owner()
-            generated = out[1] if isinstance(out, tuple) and len(out) > 1 else None
-            if callback is not None and generated is not None:
-                callback._engine.phases.add_tokens_out(_generated_tokens(trainer_ref(), generated, inputs))
-            return out
-
-        trainer_ref = weakref.ref(trainer)
-        own = trainer.__dict__.get("prediction_step")  # a user's own instance attribute, restored after
-
-        def unwrap() -> None:
-            if own is None:
-                trainer.__dict__.pop("prediction_step", None)
-            else:
-                trainer.prediction_step = own
-
-        trainer.prediction_step = prediction_step
-        self._phase_unwrap = unwrap
+    def _generated(self, name: str, out: Any, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> None:
+        """The non-padding tokens ``trainer.prediction_step`` generated for one batch."""
+        generated = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+        trainer = self.trainer
+        if generated is not None and trainer is not None:
+            self._engine.phases.add_tokens_out(_generated_tokens(trainer, generated, inputs))
 
     def _phase_close(self, output: Any, kind: str) -> None:
         """Close the phase; ``evaluate``'s figures go through ``Trainer.log`` (the Trainer logs evaluate()'s metrics,
@@ -563,9 +495,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         if self._phase_hook is not None:
             self._phase_hook.remove()
             self._phase_hook = None
-        unwrap, self._phase_unwrap = self._phase_unwrap, None
-        if unwrap is not None:
-            unwrap()
+        self._phase_patches.restore()
 
     # ------------------------------------------------------------------ FLOPs
     def _install_hook(self, model: Any) -> None:

@@ -117,7 +117,7 @@ def _weakly_bound(obj: Any, method: Callable[..., Any]) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
         return func(ref(), *args, **kwargs)
 
-    functools.update_wrapper(call, method, updated=())
+    functools.update_wrapper(call, func, updated=())  # its name and signature; __wrapped__: the plain function
     return call
 
 
