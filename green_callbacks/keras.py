@@ -38,6 +38,7 @@ from typing import Any
 
 from green_callbacks._adapter import GreenCallbackBase
 from green_callbacks.core.devices import CPU, UNKNOWN, Devices, jax_devices, tensorflow_devices, torch_devices
+from green_callbacks.core.flops.noted_steps import NotedSteps
 from green_callbacks.core.metric_keys import console_view, nan_metrics
 from green_callbacks.core.patches import InstancePatches
 
@@ -71,35 +72,6 @@ _KINDS = {"train_function": "train", "test_function": "eval"}
 
 def _nothing() -> None:
     """A dead weak reference (no model)."""
-
-
-def _signature(data: Any) -> tuple[Any, ...]:
-    """Shapes and dtypes of a batch's leaves (metadata only: no device synchronisation)."""
-    if isinstance(data, (list, tuple)):
-        return tuple(_signature(d) for d in data)
-    if isinstance(data, dict):
-        return tuple((k, _signature(v)) for k, v in sorted(data.items()))
-    shape = getattr(data, "shape", None)
-    return ("leaf", None if shape is None else tuple(shape), str(getattr(data, "dtype", type(data).__name__)))
-
-
-class _Steps:
-    """How many steps of each batch signature ran (per kind), with one example batch per new signature."""
-
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, Any], int] = {}
-        self.examples: dict[tuple[str, Any], Any] = {}
-
-    def add(self, kind: str, batch: Any, n: int = 1) -> None:
-        key = (kind, _signature(batch))
-        if key not in self.counts:
-            self.examples[key] = batch
-            self.counts[key] = 0
-        self.counts[key] += n
-
-    def reset(self) -> None:
-        self.counts = {}
-        self.examples = {}
 
 
 class _PeekingIterator:
@@ -178,7 +150,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
     framework = "keras"
 
     def _init_adapter(self) -> None:
-        self._steps = _Steps()  # batch signatures of backends whose steps cannot be counted one by one (jax, tf)
+        self._steps = NotedSteps()  # jax, tf: steps noted by signature, counted at the epoch's end
         self._fit_model: Any = _nothing  # the model whose step functions are watched (a weak reference)
         self._phase_model: Any = _nothing  # an evaluate()/predict()'s model (_nothing: FLOPs not observed)
         self._backend = "torch"
@@ -192,7 +164,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
     # ------------------------------------------------------------------ fit begin / end
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._engine.begin_fit()
-        self._steps.reset()
+        self._steps = NotedSteps()
         self._engine.guard("start", self._train_begin, _find_fit_locals(self))
 
     def _train_begin(self, fit_locals: dict[str, Any] | None) -> None:
@@ -204,6 +176,8 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         stopper = next((c for c in callbacks or [] if isinstance(c, keras.callbacks.EarlyStopping)), None)
         backend = keras.backend.backend()
         self._flops_info = {"backend": backend, **_FLOP_METHODS.get(backend, {"method": "unavailable"})}
+        if backend != "torch":
+            self._flops_info["per_step"] = self._steps.per_step
         if backend == "torch" and self._torch_tracker is None:
             from green_callbacks.core.flops import FlopTracker
 
@@ -416,27 +390,18 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
     # ------------------------------------------------------------------ FLOPs of the jax and tensorflow backends
     def _add_noted_flops(self) -> None:
         """Steps noted by signature (jax, tensorflow), counted at the epoch's end by the backend's engine."""
-        backend = keras.backend.backend()
-        totals = {"train": 0.0, "eval": 0.0}
-        for (kind, signature), count in self._steps.counts.items():
-            example = self._steps.examples.get((kind, signature))
-            for batch, steps in _batches(backend, example, count, kind, self._epoch_iterator, self.model):
-                totals[kind] += steps * self._backend_step_flops(backend, kind, batch)
-        self._steps.reset()
+        backend, model, iterator = keras.backend.backend(), self.model, self._epoch_iterator
+        totals = self._steps.take_epoch(lambda kind, example, calls: _batches(backend, example, calls, kind, iterator,
+                                                                              model),
+                                        lambda kind, batch: _count_step(backend, model, kind, batch))
         self._engine.flops.add(train=totals["train"], eval=totals["eval"])
 
-    def _backend_step_flops(self, backend: str, kind: str, batch: Any) -> float:
-        cache = self._flops_info.setdefault("per_step", {})
-        key = f"{kind} {_describe(batch)}"
-        if key not in cache:
-            from green_callbacks.core.flops import keras_backends
 
-            if backend == "jax":
-                result = keras_backends.count_jax_step(self.model, batch, kind)  # type: ignore[arg-type]
-            else:
-                result = keras_backends.count_tf_step(self.model, batch, kind)  # type: ignore[arg-type]
-            cache[key] = {"flops": result.flops, "matmul_flops": result.matmul_flops}
-        return float(cache[key]["flops"])
+def _count_step(backend: str, model: Any, kind: str, batch: Any) -> Any:
+    from green_callbacks.core.flops import keras_backends
+
+    count = keras_backends.count_jax_step if backend == "jax" else keras_backends.count_tf_step
+    return count(model, batch, kind)  # type: ignore[arg-type]
 
 
 def _next_batch(phases: Any) -> Callable[[Any], None]:
@@ -469,17 +434,6 @@ _FLOP_METHODS: dict[str, dict[str, str]] = {
     "jax": {"method": "xla-cost-analysis", "convention": "all-ops"},
     "tensorflow": {"method": "tf-profiler", "convention": "all-ops (ops with a registered FLOP statistic)"},
 }
-
-
-def _describe(batch: Any) -> str:
-    def shapes(value: Any) -> Any:
-        if isinstance(value, (list, tuple)):
-            return [shapes(v) for v in value]
-        if isinstance(value, dict):
-            return {k: shapes(v) for k, v in value.items()}
-        return list(getattr(value, "shape", ()))
-
-    return str(shapes(batch))
 
 
 def _batches(

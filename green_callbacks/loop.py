@@ -197,7 +197,7 @@ class Tracker(GreenCallbackBase):
         """Begin the run (``with tracker:`` does it for you). A finished tracker starts a new run."""
         if self.running:
             return self
-        if self.session.status != "created":
+        if self._engine.status != "created":
             self._engine.begin_fit()
         self._close_watch()
         self._engine.flops.use(None if self.model is None else self._new_flop_tracker())
@@ -209,9 +209,9 @@ class Tracker(GreenCallbackBase):
             extra={"loop": {"model": None if self.model is None else type(self.model).__name__,
                             "logger": None if self._log is None else _name(self._log.fn)}},
         )
-        if self.model is not None and self.running and self.session.flops_available:
+        if self.model is not None and self.running and self._engine.flops_available:
             if _compiled(self.model):
-                self.session.guard.unavailable(
+                self._engine.unavailable(
                     "flops", "FLOPs of a torch.compile'd model are not counted by the loop Tracker (FLOPs are NaN): "
                     "watching its step would turn compilation off for it, and counting on a copy would run your "
                     "model's code again. Count them on a run of the uncompiled model.")
@@ -244,7 +244,7 @@ class Tracker(GreenCallbackBase):
         return StepWatch(self._engine, model, flop_model, self._lock)
 
     def _end_epoch_flops(self) -> None:
-        if self.session.in_epoch:
+        if self._engine.in_epoch:
             self._boundary(epoch_end=True)
 
     def _close_watch(self) -> None:
@@ -258,7 +258,7 @@ class Tracker(GreenCallbackBase):
         if not self.running:
             self.start()
         index = epoch if epoch is not None else (self._epoch.index + 1 if self._epoch is not None else
-                                                 self.session.epochs_done)
+                                                 self._engine.epochs_done)
         self._epoch = Epoch(index)
         self._boundary(in_eval=False)
         self._engine.epoch_start(index, None if self._watch is None else self._watch.key_model)
@@ -269,14 +269,14 @@ class Tracker(GreenCallbackBase):
 
         Under ``torch.distributed`` this is a collective call: every rank must make it.
         """
-        epoch = self._epoch or Epoch(self.session.epochs_done)
+        epoch = self._epoch or Epoch(self._engine.epochs_done)
         epoch.metrics.update(metrics or {})
         self._end_epoch_flops()
         values = self._engine.epoch_end(epoch.metrics)
         if values is None:  # no epoch open (the run did not start): every key all the same
             values = nan_metrics()
         epoch.green = dict(values)
-        if self._log is not None and self.session.dist.is_global_zero:
+        if self._log is not None and self._engine.is_global_zero:
             self._engine.guard("logging", self._log, values, epoch.index)
         return dict(values)
 
@@ -356,7 +356,7 @@ class Tracker(GreenCallbackBase):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state:
-            if self.session.status != "created":
+            if self._engine.status != "created":
                 self._engine.restart()
             self._engine.load_state_dict(state)
 
