@@ -38,9 +38,10 @@ from typing import Any
 
 from green_callbacks._adapter import GreenCallbackBase
 from green_callbacks.core.devices import CPU, UNKNOWN, Devices, jax_devices, tensorflow_devices, torch_devices
+from green_callbacks.core.flops.keras_backends import KERAS_FLOP_METHODS
 from green_callbacks.core.flops.noted_steps import NotedSteps
 from green_callbacks.core.metric_keys import console_view, nan_metrics
-from green_callbacks.core.patches import InstancePatches
+from green_callbacks.core.patches import InstancePatches, PeekingIterator
 
 __all__ = ["GreenCallback"]
 
@@ -72,22 +73,6 @@ _KINDS = {"train_function": "train", "test_function": "eval"}
 
 def _nothing() -> None:
     """A dead weak reference (no model)."""
-
-
-class _PeekingIterator:
-    """Passes the JAX trainer's batch iterator through, noting each batch it yields."""
-
-    def __init__(self, iterator: Any, note: Callable[[Any], None]) -> None:
-        self._iterator = iterator
-        self._note = note
-
-    def __iter__(self) -> _PeekingIterator:
-        return self
-
-    def __next__(self) -> Any:
-        data = next(self._iterator)
-        self._note(data)
-        return data
 
 
 def _find_fit_locals(callback: Any) -> dict[str, Any] | None:
@@ -175,7 +160,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
             self._patches.wrap(bar, "on_epoch_end", self._compact)
         stopper = next((c for c in callbacks or [] if isinstance(c, keras.callbacks.EarlyStopping)), None)
         backend = keras.backend.backend()
-        self._flops_info = {"backend": backend, **_FLOP_METHODS.get(backend, {"method": "unavailable"})}
+        self._flops_info = {"backend": backend, **KERAS_FLOP_METHODS.get(backend, {"method": "unavailable"})}
         if backend != "torch":
             self._flops_info["per_step"] = self._steps.per_step
         if backend == "torch" and self._torch_tracker is None:
@@ -296,7 +281,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         if self._backend == "torch":
             phases.batch_start(args[0][0], self._phase_model())
             return None
-        return (args[0], _PeekingIterator(args[1], _next_batch(phases)), *args[2:])
+        return (args[0], PeekingIterator(args[1], _next_batch(phases)), *args[2:])
 
     def _phase_step_end(self, attr: str, result: Any, *args: Any, **kwargs: Any) -> None:
         self._engine.phases.batch_end()
@@ -365,7 +350,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         elif not (self._engine.in_epoch and self._engine.flops_available):
             return None
         elif backend == "jax":  # train_function(state, iterator): the batches come out of the iterator
-            return (args[0], _PeekingIterator(args[1], lambda data: self._note_jax(kind, data)), *args[2:])
+            return (args[0], PeekingIterator(args[1], lambda data: self._note_jax(kind, data)), *args[2:])
         elif backend == "tensorflow":  # train_function(iterator) runs inside tf.function: note the call only
             self._steps.add(kind, None, 1)
         return None
@@ -428,12 +413,6 @@ def _hyperparameters(model: Any, params: dict[str, Any]) -> dict[str, Any]:
     return hyper
 
 
-_FLOP_METHODS: dict[str, dict[str, str]] = {
-    "torch": {"method": "torch-flop-counter (green_callbacks.core.flops, observed on the real step)",
-              "convention": "matmul-only"},
-    "jax": {"method": "xla-cost-analysis", "convention": "all-ops"},
-    "tensorflow": {"method": "tf-profiler", "convention": "all-ops (ops with a registered FLOP statistic)"},
-}
 
 
 def _batches(

@@ -46,6 +46,7 @@ from typing import Any
 
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
 from green_callbacks.core.devices import Devices, torch_devices
+from green_callbacks.core.forward_hooks import hook_forward
 from green_callbacks.core.metric_keys import console_view
 from green_callbacks.core.patches import InstancePatches
 
@@ -65,7 +66,6 @@ HF_TOTAL_FLOS_KEY = "green/hf_total_flos"
 
 _STATE_ATTRIBUTE = "green_state"
 _LIVE: weakref.WeakValueDictionary[str, GreenCallback] = weakref.WeakValueDictionary()
-_JSON_TYPES = (str, int, float, bool, type(None))
 
 
 def _find_trainer(max_depth: int = 10) -> Any:
@@ -183,7 +183,8 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._logging = False
         self._warned_no_trainer = False
         self._hf_total_flos = math.nan
-        self._phase_hook: Any = None
+        self._phase_hook: Any = None  # removes the phase's forward hook
+        self._phase_counted = False  # its FLOPs are observed
         self._phase_opened: list[bool] = []  # per evaluate()/predict() call in progress: whether it opened the phase
         self._phase_patches = InstancePatches()  # prediction_step, for one phase
 
@@ -224,9 +225,8 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
     # ------------------------------------------------------------------ ExportableState
     def state(self) -> dict[str, Any]:
         """What the Trainer writes into each checkpoint's ``trainer_state.json``."""
-        args = {k: list(v) if isinstance(v, tuple) else v for k, v in self._arguments.items()
-                if isinstance(v, _JSON_TYPES) or (isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))}
-        return {"args": args, "attributes": {_STATE_ATTRIBUTE: {**self._engine.state_dict(), "instance": self._token}}}
+        saved = {**self._engine.state_dict(), "instance": self._token}
+        return {"args": self._json_arguments(), "attributes": {_STATE_ATTRIBUTE: saved}}
 
     def _stored_state(self, state: Any) -> dict[str, Any] | None:
         """This run's saved state when the Trainer resumed from a checkpoint, else ``None``."""
@@ -479,65 +479,34 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
 
     def _install_phase_hook(self, model: Any, *, counted: bool) -> None:
         self._remove_phase_hook()
-        if model is None or not hasattr(model, "register_forward_pre_hook"):
-            return
-        owner = weakref.ref(self)
+        self._phase_counted = counted
+        self._phase_hook = hook_forward(model, before=self._phase_forward)
 
-        def note(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            callback = owner()
-            if callback is not None:  # the kwargs alone when possible: where attention_mask is found
-                batch = (args, kwargs) if args else kwargs
-                callback._engine.phases.batch_start(batch, module if counted else None)
-
-        self._phase_hook = model.register_forward_pre_hook(note, with_kwargs=True)
+    def _phase_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        batch = (args, kwargs) if args else kwargs  # the kwargs alone when possible: where attention_mask is found
+        self._engine.phases.batch_start(batch, module if self._phase_counted else None)
 
     def _remove_phase_hook(self) -> None:
         if self._phase_hook is not None:
-            self._phase_hook.remove()
+            self._phase_hook()
             self._phase_hook = None
         self._phase_patches.restore()
 
     # ------------------------------------------------------------------ FLOPs
     def _install_hook(self, model: Any) -> None:
         self._remove_hook()
-        if model is None or not hasattr(model, "register_forward_pre_hook"):
-            return
-        owner = weakref.ref(self)
-        import torch
+        self._hook = hook_forward(model, before=self._forward, after=self._forwarded, eager=self._compiled)
 
-        # Plain functions (not bound methods): a deep copy of the model copies hooks, and must not copy us. With
-        # torch.compile they are kept out of dynamo's trace: they read Python state that would recompile the model.
-        def before(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            callback = owner()
-            if callback is not None:
-                kind = "train" if module.training and torch.is_grad_enabled() else "eval"
-                replay = _step_loss if callback._compiled else None
-                counted = (kwargs or args) if kind == "train" else None
-                if callback._engine.flops.begin(kind, module, (args, kwargs), replay, counted) and kind == "train":
-                    callback._watch_backward("on_pre_optimizer_step")
+    def _forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._engine.flops.begin_forward(module, args, kwargs, _step_loss if self._compiled else None):
+            self._watch_backward("on_pre_optimizer_step")
 
-        def after(module: Any, args: Any, output: Any) -> None:
-            callback = owner()
-            if callback is not None and not module.training:
-                callback._engine.flops.end()  # evaluation: the forward is the whole step
-
-        if self._compiled:
-            before, after = _not_traced(before), _not_traced(after)
-        self._hook = (model.register_forward_pre_hook(before, with_kwargs=True), model.register_forward_hook(after))
+    def _forwarded(self, module: Any, args: Any, output: Any) -> None:
+        self._engine.flops.forward_done(module)  # evaluation: the forward is the whole step
 
     def _remove_hook(self) -> None:
         self._patches.restore()
         self._engine.flops.discard()
         if self._hook is not None:
-            for handle in self._hook:
-                handle.remove()
+            self._hook()
             self._hook = None
-
-
-def _not_traced(fn: Any) -> Any:
-    """``fn`` run eagerly even when the model around it is compiled (``torch._dynamo.disable``)."""
-    try:
-        import torch._dynamo
-    except ImportError:  # pragma: no cover - torch without dynamo
-        return fn
-    return torch._dynamo.disable(fn, recursive=True)

@@ -107,6 +107,22 @@ class FlopTap:
             self._count(counted, key)
         return key is not None and tracker.watching
 
+    def begin_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], replay: Any = None) -> bool:
+        """A torch module's forward begins a step (a forward pre-hook, where the framework has no per-step event):
+        a training step when the module is in training mode with gradients on (its samples counted), else an
+        evaluation step. True for a watched training step (see :meth:`begin`)."""
+        import torch
+
+        kind = "train" if module.training and torch.is_grad_enabled() else "eval"
+        counted = (kwargs or args) if kind == "train" else None
+        return self.begin(kind, module, (args, kwargs), replay, counted) and kind == "train"
+
+    def forward_done(self, module: Any) -> None:
+        """The forward of :meth:`begin_forward` returned: an evaluation step is whole (a training step ends after
+        its backward)."""
+        if not module.training:
+            self.end()
+
     def _count(self, batch: Any, key: Any) -> None:
         batches = self._batches
         try:

@@ -30,7 +30,7 @@ from typing import Any
 
 from green_callbacks.core.metric_keys import is_own_key
 
-__all__ = ["MARKER", "InstancePatches", "nan_tolerant", "without_unavailable"]
+__all__ = ["MARKER", "InstancePatches", "PeekingIterator", "nan_tolerant", "without_unavailable"]
 
 MARKER = "_green_callback"
 """The attribute every replacement carries (``True``)."""
@@ -102,6 +102,23 @@ class InstancePatches:
                     delattr(obj, name)
                 except AttributeError:
                     pass
+
+
+class PeekingIterator:
+    """Passes a framework's batch iterator through to it, calling ``note(batch)`` for each batch it yields (Keras on
+    JAX hands its step function an iterator: the batches are seen there, not in any hook)."""
+
+    def __init__(self, iterator: Any, note: Callable[[Any], None]) -> None:
+        self._iterator = iterator
+        self._note = note
+
+    def __iter__(self) -> PeekingIterator:
+        return self
+
+    def __next__(self) -> Any:
+        data = next(self._iterator)
+        self._note(data)
+        return data
 
 
 def _weakly_bound(obj: Any, method: Callable[..., Any]) -> Callable[..., Any]:
