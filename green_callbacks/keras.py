@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 import warnings
 import weakref
 from collections.abc import Callable
@@ -41,7 +40,7 @@ from green_callbacks.core.devices import CPU, UNKNOWN, Devices, jax_devices, ten
 from green_callbacks.core.flops.keras_backends import KERAS_FLOP_METHODS
 from green_callbacks.core.flops.noted_steps import NotedSteps
 from green_callbacks.core.metric_keys import console_view, nan_metrics
-from green_callbacks.core.patches import InstancePatches, PeekingIterator
+from green_callbacks.core.patches import InstancePatches, PeekingIterator, find_in_callers
 
 __all__ = ["GreenCallback"]
 
@@ -77,16 +76,13 @@ def _nothing() -> None:
 
 def _find_fit_locals(callback: Any) -> dict[str, Any] | None:
     """The local variables of the ``fit`` call running this callback: its ``CallbackList`` and epoch iterator."""
-    frame = sys._getframe(1)
-    for _ in range(16):
-        if frame is None:
-            return None
-        local = frame.f_locals
+
+    def runs_callback(local: Any) -> bool:
         cbl = local.get("callbacks")
-        if isinstance(cbl, keras.callbacks.CallbackList) and any(c is callback for c in cbl.callbacks):
-            return dict(local)
-        frame = frame.f_back
-    return None
+        return isinstance(cbl, keras.callbacks.CallbackList) and any(c is callback for c in cbl.callbacks)
+
+    found = find_in_callers(runs_callback, depth=17)  # (this frame, then the 16 above the hook)
+    return None if found is None else dict(found)
 
 
 def _reads_logs(cb: Any) -> bool:

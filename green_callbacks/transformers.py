@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import uuid
 import warnings
 import weakref
@@ -48,7 +47,7 @@ from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
 from green_callbacks.core.devices import Devices, torch_devices
 from green_callbacks.core.forward_hooks import hook_forward
 from green_callbacks.core.metric_keys import console_view
-from green_callbacks.core.patches import InstancePatches
+from green_callbacks.core.patches import InstancePatches, find_in_callers
 
 try:
     import transformers
@@ -70,15 +69,8 @@ _LIVE: weakref.WeakValueDictionary[str, GreenCallback] = weakref.WeakValueDictio
 
 def _find_trainer(max_depth: int = 10) -> Any:
     """The ``transformers.Trainer`` whose callback handler is calling us, found on the call stack (or ``None``)."""
-    frame = sys._getframe(1)
-    for _ in range(max_depth):
-        if frame is None:
-            return None
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, transformers.Trainer):
-            return candidate
-        frame = frame.f_back
-    return None
+    found = find_in_callers(lambda local: isinstance(local.get("self"), transformers.Trainer), depth=max_depth + 1)
+    return None if found is None else found["self"]
 
 
 def _monitor_of(args: Any) -> tuple[str | None, str | None]:

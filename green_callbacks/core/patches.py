@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import sys
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -30,7 +31,7 @@ from typing import Any
 
 from green_callbacks.core.metric_keys import is_own_key
 
-__all__ = ["MARKER", "InstancePatches", "PeekingIterator", "nan_tolerant", "without_unavailable"]
+__all__ = ["MARKER", "InstancePatches", "PeekingIterator", "find_in_callers", "nan_tolerant", "without_unavailable"]
 
 MARKER = "_green_callback"
 """The attribute every replacement carries (``True``)."""
@@ -119,6 +120,20 @@ class PeekingIterator:
         data = next(self._iterator)
         self._note(data)
         return data
+
+
+def find_in_callers(match: Callable[[Any], bool], *, depth: int) -> Any:
+    """The local variables of the nearest calling frame, within ``depth`` frames of the caller, for which
+    ``match(f_locals)`` is true (``None``: none): how an adapter finds a framework object no hook hands it
+    (Keras' callback list, the HF Trainer)."""
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            return None
+        if match(frame.f_locals):
+            return frame.f_locals
+        frame = frame.f_back
+    return None
 
 
 def _weakly_bound(obj: Any, method: Callable[..., Any]) -> Callable[..., Any]:
