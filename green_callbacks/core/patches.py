@@ -67,23 +67,36 @@ class InstancePatches:
         replaces ``args``), the original, then ``after(name, result, *args, **kwargs)``; when the call (or
         ``before``) raises, ``failed(name, error)`` runs and the error goes on. Once the owner of a bound-method
         hook is gone, the original runs alone."""
-        hooks = (_weak(before), _weak(after), _weak(failed))
+        hooks = [h for h in (before, after, failed) if h is not None]
+        owners = {id(h.__self__) for h in hooks if inspect.ismethod(h)}
+        if len(owners) == 1 and all(inspect.ismethod(h) for h in hooks):  # the usual case: the callback's methods
+            owner_ref = weakref.ref(hooks[0].__self__)
+            on_before, on_after, on_failed = (None if h is None else h.__func__ for h in (before, after, failed))
+        else:  # plain functions (held as they are), or methods of several objects (each held weakly)
+            owner_ref = None
+            on_before, on_after, on_failed = (_weakly_called(h) for h in (before, after, failed))
 
         def make(original: Callable[..., Any]) -> Callable[..., Any]:
             def call(*args: Any, **kwargs: Any) -> Any:
-                on_before, on_after, on_failed = (ref() for ref in hooks)
+                if owner_ref is None:
+                    owner: tuple[Any, ...] = ()
+                else:
+                    alive = owner_ref()
+                    if alive is None:
+                        return original(*args, **kwargs)
+                    owner = (alive,)
                 try:
                     if on_before is not None:
-                        changed = on_before(name, *args, **kwargs)
+                        changed = on_before(*owner, name, *args, **kwargs)
                         if changed is not None:
                             args = changed
                     result = original(*args, **kwargs)
                 except BaseException as err:
                     if on_failed is not None:
-                        on_failed(name, err)
+                        on_failed(*owner, name, err)
                     raise
                 if on_after is not None:
-                    on_after(name, result, *args, **kwargs)
+                    on_after(*owner, name, result, *args, **kwargs)
                 return result
 
             functools.update_wrapper(call, original, updated=())
@@ -153,12 +166,17 @@ def _weakly_bound(obj: Any, method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _weak(hook: Callable[..., Any] | None) -> Callable[[], Callable[..., Any] | None]:
-    if hook is None:
-        return lambda: None
-    if inspect.ismethod(hook):
-        return weakref.WeakMethod(hook)
-    return lambda: hook
+def _weakly_called(hook: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    """``hook`` itself, or for a bound method a function that calls it while its object lives."""
+    if hook is None or not inspect.ismethod(hook):
+        return hook
+    ref = weakref.WeakMethod(hook)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        method = ref()
+        return None if method is None else method(*args, **kwargs)
+
+    return call
 
 
 def without_unavailable(metrics: Mapping[str, Any]) -> dict[str, Any]:
