@@ -38,7 +38,7 @@ AFTER: dict[str, dict[str, str | tuple[int, int, int]]] = {
         "<module>": "M", "_import_lightning": "F", "GreenCallback._init_adapter": "F",
         "GreenCallback.setup": (5, 3, 0),  # begin_fit, FlopTracker / Lightning's sync_dist warning filter
         "GreenCallback.on_fit_start": (10, 6, 0),  # nan-tolerant loggers, start / Lightning's fields
-        "GreenCallback._flops_begin": (0, 16, 4),  # compiled replay with the trainer detached / manual-opt switch-off
+        "GreenCallback._flops_begin": (4, 16, 0),  # FLOPs use(None), unavailable() / compiled replay, no trainer
         "GreenCallback._phase_begin": "M", "GreenCallback._phase_end": "M",
         "_log": "F", "_log_epoch": "F", "_log_phase": (0, 5, 3),  # loggers / printing the figures as a table
         "_phase_model": "F", "_stage": "F", "_stop_reason": "F", "_framework_monitor": "F", "_index_args": "F",
@@ -81,6 +81,7 @@ AFTER: dict[str, dict[str, str | tuple[int, int, int]]] = {
 
 BEFORE = {  # 80aa6e6, the tree before the adapters only mapped
     "lightning": {**AFTER["lightning"], "GreenCallback.on_fit_start": (11, 6, 2),  # device type and ordinals inline
+                  "GreenCallback._flops_begin": (0, 16, 4),  # its own switch-off of FLOPs under manual optimization
                   "GreenCallback._phase_begin": (9, 0, 2)},
     "keras": {
         **{k: v for k, v in AFTER["keras"].items() if not k.startswith(("GreenCallback._phase_step",

@@ -131,8 +131,8 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         flops = self._engine.flops
         if flops.active and not pl_module.automatic_optimization:  # the step calls the optimizers itself
             flops.use(None)
-            warnings.warn("green_callbacks: FLOPs are not counted under manual optimization; they are reported "
-                          "unavailable (NaN).", UserWarning, stacklevel=3)
+            self._engine.unavailable("flops", "FLOPs are not counted under manual optimization; they are reported "
+                                     "unavailable (NaN).")
         if not flops.active or not getattr(pl_module, "_compiler_ctx", None):
             if flops.begin(kind, pl_module, batch, counted=counted) and kind == "train":
                 self._watch_backward("on_before_optimizer_step")
