@@ -118,6 +118,20 @@ def test_no_vendor_library_is_imported_by_the_package():
     assert out.strip() == "[]"
 
 
+def test_one_device_resolution_for_every_front_end():
+    from green_callbacks.core.devices import UNKNOWN, Devices, torch_devices
+
+    assert torch_devices(None) == UNKNOWN == Devices("cuda", None, None)  # unknown: every visible NVIDIA GPU
+    assert torch_devices("cpu") == Devices("cpu", [], None)
+    assert torch_devices(torch.device("xpu", 3)) == Devices("xpu", [3], None)
+    assert torch_devices("xpu") == Devices("xpu", [0], None)  # no Intel GPU here: torch's current one is its first
+    assert torch_devices("mps") == Devices("mps", [0], None)
+    assert torch_devices(torch.device("xla", 1)) == Devices("tpu", [1], None)
+    assert torch_devices(torch.device("cuda", 0), count=2).indices == [0, 1]  # nn.DataParallel: every visible GPU
+    assert torch_devices(torch.device("mps")).start_kwargs() == {
+        "device_type": "mps", "device_indices": [0], "device_uuids": None}
+
+
 # ------------------------------------------------------------------------------------------- HF and Keras mapping
 
 
