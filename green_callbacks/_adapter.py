@@ -102,6 +102,12 @@ class GreenCallbackBase:
         self._patches = InstancePatches()  # framework objects changed for one fit (see core/patches.py)
         self._init_adapter()
 
+    def _json_arguments(self) -> dict[str, Any]:
+        """The arguments the user gave that JSON keeps (a framework that rebuilds callbacks from a checkpoint
+        passes them back to the constructor; ``sensors`` and ``live_intensity`` objects are left out)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._arguments.items()
+                if isinstance(v, _JSON_TYPES) or (isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))}
+
     def _init_adapter(self) -> None:
         """The adapter's own per-instance state (framework objects it tracks), set up after the engine."""
 
@@ -162,6 +168,7 @@ class GreenCallbackBase:
         return self._engine.phases.record_path
 
 
+_JSON_TYPES = (str, int, float, bool, type(None))
 _FRAMEWORK_MODULES = {
     "lightning": ("lightning", "pytorch_lightning"),
     "keras": ("keras", "tf_keras"),

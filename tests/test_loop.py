@@ -305,7 +305,10 @@ def test_importing_the_loop_module_imports_no_framework():
 
 
 def test_device_indices_pick_the_gpu_whose_energy_is_measured():
-    from green_callbacks.loop import _device_indices
+    from green_callbacks.core.devices import module_device, torch_devices
+
+    def _device_indices(device, model):  # what Tracker.start passes the session
+        return torch_devices(device if device is not None else module_device(model)).indices
 
     assert _device_indices("cuda:1", None) == [1]
     assert _device_indices(torch.device("cuda", 2), None) == [2]
