@@ -37,7 +37,7 @@ AFTER: dict[str, dict[str, str | tuple[int, int, int]]] = {
     "lightning": {
         "<module>": "M", "_import_lightning": "F", "GreenCallback._init_adapter": "F",
         "GreenCallback.setup": (5, 3, 0),  # begin_fit, FlopTracker / Lightning's sync_dist warning filter
-        "GreenCallback.on_fit_start": (10, 6, 0),  # nan-tolerant loggers, start / Lightning's fields
+        "GreenCallback.on_fit_start": (11, 6, 0),  # nan-tolerant loggers, start / Lightning's fields
         "GreenCallback._flops_begin": (4, 16, 0),  # FLOPs use(None), unavailable() / compiled replay, no trainer
         "GreenCallback._phase_begin": "M", "GreenCallback._phase_end": "M",
         "_log": "F", "_log_epoch": "F", "_log_phase": (0, 5, 3),  # loggers / printing the figures as a table
@@ -47,7 +47,7 @@ AFTER: dict[str, dict[str, str | tuple[int, int, int]]] = {
         "<module>": "M", "_import_keras": "F", "_find_fit_locals": "F", "_reads_logs": "F", "_backup_dir": "F",
         "_backup_epochs": "F", "_devices": "F", "_nothing": "M", "_next_batch": "F", "_hyperparameters": "F",
         "_batches": "F", "_tf_batches": "F", "_count_step": "F",
-        "GreenCallback._init_adapter": "M", "GreenCallback._train_begin": (18, 12, 0),
+        "GreenCallback._init_adapter": "M", "GreenCallback._train_begin": (19, 12, 0),
         "GreenCallback._compact": "L",  # a closure that shows the printer a view of the logs
         "GreenCallback._phase_begin": (12, 5, 0), "GreenCallback._compact_evaluate_line": (0, 5, 7),  # closure
         "GreenCallback._phase_end": "M", "GreenCallback._wrap_phase": "M", "GreenCallback._phase_step_begin": (2, 4, 0),
@@ -57,12 +57,13 @@ AFTER: dict[str, dict[str, str | tuple[int, int, int]]] = {
         "GreenCallback._note_jax": "M", "GreenCallback._unwrap": "M", "GreenCallback._add_noted_flops": "M",
     },
     "transformers": {
+        "GreenCallback._wrap_model_card": "M", "GreenCallback._card_written": "M",
         "<module>": "M", "_find_trainer": "F", "_monitor_of": "F", "_devices": "F", "_compute_dtype": "F",
         "_hyperparameters": "F", "_step_loss": "F", "_generated_tokens": "F",
         "GreenCallback._init_adapter": "M", "GreenCallback.last_metrics": "M", "GreenCallback.trainer": "M",
         "GreenCallback.attach": "M", "GreenCallback._wrap_train": "M", "GreenCallback._train_failed": "M",
         "GreenCallback._bind": "F", "GreenCallback.state": "M", "GreenCallback._stored_state": "F",
-        "GreenCallback._adopt_original": "F", "GreenCallback._train_begin": (14, 8, 0),
+        "GreenCallback._adopt_original": "F", "GreenCallback._train_begin": (15, 8, 0),
         "GreenCallback._compact_printers": (0, 7, 7), "GreenCallback._close_epoch": "M",  # printers / closure
         "GreenCallback._trainer_total_flos": "F", "GreenCallback._log": "F", "GreenCallback._wrap_phases": "M",
         "GreenCallback._phase_call": "M", "GreenCallback._phase_return": "M", "GreenCallback._phase_raised": "M",
@@ -74,7 +75,7 @@ AFTER: dict[str, dict[str, str | tuple[int, int, int]]] = {
     },
     "loop": {
         "<module>": "M", "LogHook.__init__": "F", "LogHook.__call__": "F", "_parameters": "F", "_name": "F",
-        "Epoch.__init__": "M", "Tracker.__init__": (12, 20, 0), "Tracker.start": (21, 3, 0),
+        "Epoch.__init__": "M", "Tracker.__init__": (12, 20, 0), "Tracker.start": (22, 3, 0),
         "_compiled": "L", "default_forward": "F", "_Step.__init__": "M", "_Step.__enter__": "M", "_Step.__exit__": "M",
     },
 }

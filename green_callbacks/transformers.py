@@ -211,16 +211,14 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         target._engine.fail(err)
 
     def _wrap_model_card(self, trainer: Any) -> None:
-        """The run's emissions go into the card ``create_model_card`` (and so ``push_to_hub``) writes."""
-        from green_callbacks.report.card import wrap_create_model_card
+        """The run's emissions go into the card ``create_model_card`` (and so ``push_to_hub``) writes; kept across
+        fits (a card is written after ``train()``)."""
+        self._patches.around(trainer, "create_model_card", after=self._card_written, keep=True)
 
-        owner = weakref.ref(self)
+    def _card_written(self, name: str, result: Any, *args: Any, **kwargs: Any) -> None:
+        from green_callbacks.report.card import add_to_trainer_card
 
-        def record_path() -> Any:
-            callback = owner()
-            return None if callback is None else (callback._adopted_by or callback).record_path
-
-        wrap_create_model_card(trainer, record_path)
+        add_to_trainer_card(self.trainer, (self._adopted_by or self).record_path)
 
     def _bind(self) -> None:
         trainer = _find_trainer()
