@@ -99,6 +99,7 @@ def _check_card_of(folder: Path, capsys) -> None:
 
 
 def test_card_of_a_tracker_run(tmp_path, fake_clock, capsys) -> None:
+    pytest.importorskip("torch")
     from tests.models import mlp
     from tests.test_loop import Tracker, sensors, train
 
