@@ -174,6 +174,7 @@ def lightning_fit(tmp_path, fake_clock, device, on_tick, hip=None, max_epochs=2)
     from torch.utils.data import DataLoader, TensorDataset
 
     from green_callbacks.lightning import GreenCallback
+    from tests.models import lightning_module
 
     saved: dict = {}
 
@@ -201,28 +202,6 @@ def lightning_fit(tmp_path, fake_clock, device, on_tick, hip=None, max_epochs=2)
         fake_clock.advance(dt)
         on_tick(dt)
 
-    class Model(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Linear(4, 2)
-
-        def on_train_batch_start(self, batch, batch_idx):
-            tick(1.0)
-
-        def on_validation_batch_start(self, batch, batch_idx, dataloader_idx=0):
-            tick(0.5)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(16, 4, generator=g), torch.randint(0, 2, (16,), generator=g)
     train = DataLoader(TensorDataset(x[:10], y[:10]), batch_size=4)
@@ -232,7 +211,8 @@ def lightning_fit(tmp_path, fake_clock, device, on_tick, hip=None, max_epochs=2)
         str(tmp_path), name="csv"), callbacks=[ReportDevice(), callback, Restore()], default_root_dir=str(tmp_path),
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=2)
     try:
-        trainer.fit(Model(), train, val)
+        trainer.fit(lightning_module(nn.Linear(4, 2), pl=pl, tick=tick, ticks={"train": 1.0, "validation": 0.5}),
+                    train, val)
     finally:
         undo()
     assert "root_device" not in type(trainer.strategy).__dict__ or saved.get("prop") is not None
