@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from green_callbacks.report.runs import summarize_run
-
-pytest.importorskip("matplotlib")
-
-from green_callbacks.report.plots import (  # noqa: E402  (after the skip: matplotlib is optional)
+from green_callbacks.report.plots import (
     INTERVAL_LABEL,
     energy_per_epoch_figure,
     metric_vs_cost_figure,
     sweep_energy_figure,
 )
+from green_callbacks.report.runs import summarize_run
+
+pytest.importorskip("matplotlib")  # optional: the plots module imports it only when a figure is drawn
 
 RECORDS = Path(__file__).parent / "data" / "records"
 _spec = importlib.util.spec_from_file_location("make_records", RECORDS / "make_records.py")
