@@ -97,3 +97,33 @@ def test_a_live_intensity_has_no_basis_to_tell():
     section = footprint_section(_record(kind="live"), OPTIONS)
     assert all(s.difference.beyond is None for s in section.grid_spans[1:])
     assert "(no basis for an interval)" in footprint_text(_record(kind="live"), OPTIONS)
+
+
+def test_the_report_says_it_in_every_format(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from green_callbacks.report.build import ReportOptions, build_report
+    from green_callbacks.report.footprint import GRIDS_NOTE
+    from green_callbacks.report.render import render_html, render_markdown, render_text
+    from green_callbacks.report.runs import load_runs
+
+    spec = importlib.util.spec_from_file_location(
+        "make_records", Path(__file__).parent / "data" / "records" / "make_records.py")
+    make_records = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_records)
+    carbon = {"intensity_gco2e_per_kwh": 56.0, "source": "Ember", "year": 2023, "location": "FR",
+              "basis": LIFECYCLE, "kind": "table", "pue": 1.0}
+    data = make_records.record(run_id="f" * 32, status="completed", carbon=carbon,
+                               components={"gpu": {"scope": "device", "method": "nvml-energy-counter"}},
+                               epochs_spec=[(1800.0, {"gpu": 1.8e6}, 0.0, 1e9, 1e8, {})] * 2, monitor="val_loss",
+                               mode="min", hyperparameters={})
+    data["footprint"] = {}
+    data["totals"]["energy_low_j"], data["totals"]["energy_high_j"] = 3.0e6, 4.5e6
+    (tmp_path / "green-run-1.json").write_text(json.dumps(data), encoding="utf-8")
+    report = build_report(load_runs([tmp_path]), ReportOptions(footprint=OPTIONS))
+    for text in (render_text(report), render_markdown(report)):
+        assert "-15.3 g (within the uncertainty)" in text and "+606 g (+467 to +814 g)" in text
+        assert GRIDS_NOTE.split(".")[0] in text
+    assert "within the uncertainty" in render_html(report)
