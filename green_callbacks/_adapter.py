@@ -20,6 +20,7 @@ from green_callbacks.core.engine import Engine
 from green_callbacks.core.metric_keys import METRIC_KEYS, progress_bar_metrics
 from green_callbacks.core.patches import InstancePatches
 from green_callbacks.core.phase import PhaseResult
+from green_callbacks.core.repeat import RepeatedPhase, repeat_phase
 from green_callbacks.core.session import Session
 from green_callbacks.core.wording import CALLBACK
 
@@ -166,6 +167,14 @@ class GreenCallbackBase:
     def last_phase_record_path(self) -> Path | None:
         """The run record of the last phase (``"kind": "test"``, ``"predict"``, …)."""
         return self._engine.phases.record_path
+
+    def repeat_phase(self, run_once: Any, *, rounds: int = 5, warmup_rounds: int = 1,
+                     confidence: float = 0.95) -> RepeatedPhase:
+        """Run a test / validate / predict / evaluate workload (``run_once``, e.g. ``lambda: trainer.test(model,
+        dl)``) ``warmup_rounds + rounds`` times with this callback measuring each as a phase; the median round's
+        energy, time and energy per sample with the interval of the median (:mod:`green_callbacks.core.repeat`)."""
+        return repeat_phase(run_once, lambda: self.last_phase, rounds=rounds, warmup_rounds=warmup_rounds,
+                            confidence=confidence)
 
 
 _JSON_TYPES = (str, int, float, bool, type(None))

@@ -35,19 +35,23 @@ __all__ = [
     "ENERGY_BOUNDS",
     "INTENSITY_SPREAD_GCO2E_PER_KWH",
     "Bound",
+    "Difference",
     "Factor",
     "Interval",
     "MedianInterval",
     "Part",
     "RunSpread",
+    "difference_interval",
     "embodied_factor",
     "embodied_interval",
     "emission_factors",
     "energy_bound",
     "energy_interval",
+    "factor_interval",
     "intensity_factor",
     "median_interval",
     "pue_factor",
+    "repriced_difference",
     "run_interval",
     "scaled_interval",
     "window_parts",
@@ -198,6 +202,61 @@ def scaled_interval(energy: Interval | None, value: float | None, factors: Itera
         down2 += (1.0 - f.low) ** 2
         up2 += (f.high - 1.0) ** 2
     return Interval(value, max(value * (1.0 - math.sqrt(down2)), 0.0), value * (1.0 + math.sqrt(up2)))
+
+
+def difference_interval(a: Interval | None, b: Interval | None) -> Interval | None:
+    """``a − b`` of two independent figures: each side's half-widths in quadrature (the difference's low end takes
+    ``a``'s low and ``b``'s high side); ``None`` when either has no basis."""
+    if a is None or b is None:
+        return None
+    value = a.value - b.value
+    down = math.hypot(a.value - a.low, b.high - b.value)
+    up = math.hypot(a.high - a.value, b.value - b.low)
+    return Interval(value, value - down, value + up)
+
+
+def factor_interval(value: float, factor: Factor | None) -> Interval | None:
+    """A figure times its factor's range (e.g. a grid intensity and :func:`intensity_factor`); ``None``: no basis."""
+    return None if factor is None else Interval(value, value * factor.low, value * factor.high)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A difference between two figures and its interval (``None``: no basis for one).
+
+    ``beyond``: the interval excludes 0 (the difference is larger than the uncertainty); ``False``: it holds 0
+    ("within the uncertainty"); ``None``: no basis to tell.
+    """
+
+    value: float
+    interval: Interval | None
+    beyond: bool | None
+
+
+def _verdict(interval: Interval | None) -> bool | None:
+    return None if interval is None else not (interval.low <= 0.0 <= interval.high)
+
+
+def repriced_difference(scale: float, shared: Interval | None, actual: float, actual_factor: Factor | None,
+                        other: float, other_factor: Factor | None) -> Difference:
+    """``scale × (other − actual)``: the same energy re-priced by another factor (a grid's intensity).
+
+    ``scale`` is the shared amount (energy in kWh × PUE: grams per gCO2e/kWh) and ``shared`` its interval
+    (``None``: no basis); ``actual`` and ``other`` the two intensities with their factors' ranges (independent
+    sources: :func:`difference_interval`). The shared amount multiplies the whole difference: being positive, it
+    cannot change its sign, so whether the difference is beyond the uncertainty depends on the intensities alone;
+    its range widens the difference's by interval arithmetic (each end times the shared amount's end that widens
+    it).
+    """
+    value = scale * (other - actual)
+    spread = difference_interval(factor_interval(other, other_factor), factor_interval(actual, actual_factor))
+    beyond = _verdict(spread)
+    if spread is None or shared is None or scale <= 0 or shared.value <= 0:
+        return Difference(value, None, beyond)
+    low_m, high_m = scale * shared.low / shared.value, scale * shared.high / shared.value
+    low = spread.low * (high_m if spread.low < 0 else low_m)
+    high = spread.high * (high_m if spread.high > 0 else low_m)
+    return Difference(value, Interval(value, low, high), beyond)
 
 
 def intensity_factor(intensity_gco2e_per_kwh: float, kind: str, basis: str) -> Factor | None:

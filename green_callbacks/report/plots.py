@@ -14,17 +14,24 @@ from green_callbacks.report.runs import RunSummary
 from green_callbacks.report.stats import ExpectedBest
 
 __all__ = [
+    "INTERVAL_LABEL",
     "PlotUnavailable",
+    "energy_per_epoch_figure",
+    "metric_vs_cost_figure",
     "plot_energy_per_epoch",
     "plot_expected_best",
     "plot_metric_vs_cost",
     "plot_search_progress",
     "plot_sensitivity",
     "plot_sweep_energy",
+    "sweep_energy_figure",
 ]
 
 NOT_USED_COLOR = "#9e9e9e"
 """Grey: a component the run does not use (said "not used by this run" in the legend, as in the text)."""
+
+INTERVAL_LABEL = "95 % interval (docs/uncertainty.md)"
+"""The legend of the error bars: the range each figure's true value lies in."""
 
 _COLORS = {"gpu": "#2e7d32", "cpu": "#1565c0", "ram": "#ef6c00"}
 
@@ -53,8 +60,37 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _errors(points: Sequence[tuple[float | None, float | None, float | None]]) -> tuple[list[int], list[list[float]]]:
+    """The indices of the points with an interval, and matplotlib's asymmetric errors ``[[below], [above]]``."""
+    keep, below, above = [], [], []
+    for index, (value, low, high) in enumerate(points):
+        if value is not None and low is not None and high is not None:
+            keep.append(index)
+            below.append(max(value - low, 0.0))
+            above.append(max(high - value, 0.0))
+    return keep, [below, above]
+
+
+def _interval_note(drawn: int, total: int) -> str:
+    """What the error bars cover, for a figure's legend."""
+    if drawn == total:
+        return INTERVAL_LABEL
+    return f"{INTERVAL_LABEL}; {total - drawn} of {total} without (no basis for an interval)"
+
+
 def plot_energy_per_epoch(run: RunSummary) -> bytes | None:
     """Energy of each epoch, stacked by component; an unmeasured component is named in the legend, not drawn as 0."""
+    fig = energy_per_epoch_figure(run)
+    return None if fig is None else _png(fig)
+
+
+def energy_per_epoch_figure(run: RunSummary) -> Any:
+    """The figure of :func:`plot_energy_per_epoch` (a matplotlib ``Figure``), each epoch's total with error bars
+    from the record's ``energy_low_j`` / ``energy_high_j`` where it has an interval."""
     rows = run.record.get("epochs") or []
     if not rows:
         return None
@@ -75,7 +111,14 @@ def plot_energy_per_epoch(run: RunSummary) -> bytes | None:
         label = f"{part.name} ({', '.join(part.methods)})"
         ax.bar(epochs, heights, bottom=bottom, label=label, color=_COLORS.get(part.name))
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    totals = [_num(row.get("energy_j")) for row in rows]
+    keep, err = _errors([(t, _num(row.get("energy_low_j")), _num(row.get("energy_high_j")))
+                         for t, row in zip(totals, rows, strict=True)])
     top = max(bottom) if bottom and max(bottom) > 0 else 1.0
+    if keep:
+        ax.errorbar([epochs[i] for i in keep], [totals[i] for i in keep], yerr=err, fmt="none", ecolor="black",
+                    capsize=3, elinewidth=1, label=_interval_note(len(keep), len(rows)))
+        top = max(top, *(totals[i] + up for i, up in zip(keep, err[1], strict=True)))
     for epoch, total in zip(epochs, bottom, strict=True):
         if epoch in missing:
             ax.annotate(f"{', '.join(missing[epoch])}\nunavailable", (epoch, total), xytext=(0, 3),
@@ -86,7 +129,7 @@ def plot_energy_per_epoch(run: RunSummary) -> bytes | None:
     ax.set_title(f"Energy per epoch by component, run {run.label} ({run.status})", fontsize=10)
     ax.set_xticks(epochs)
     ax.legend(fontsize=8, loc="upper right", ncols=min(3, len(run.components)))
-    return _png(fig)
+    return fig
 
 
 def _series(rows: Sequence[dict[str, Any]], monitor: str, key: str) -> list[tuple[float, float, int]]:
@@ -101,6 +144,13 @@ def _series(rows: Sequence[dict[str, Any]], monitor: str, key: str) -> list[tupl
 
 def plot_metric_vs_cost(run: RunSummary) -> bytes | None:
     """The monitored metric against cumulative training FLOPs and against cumulative energy; the best epoch starred."""
+    fig = metric_vs_cost_figure(run)
+    return None if fig is None else _png(fig)
+
+
+def metric_vs_cost_figure(run: RunSummary) -> Any:
+    """The figure of :func:`plot_metric_vs_cost`; the cumulative energy with horizontal error bars from each
+    epoch's ``totals.energy_low_j`` / ``energy_high_j`` where the record has them (FLOPs are counted: none)."""
     conv = run.convergence
     rows = run.record.get("epochs") or []
     if conv is None or not rows:
@@ -116,6 +166,14 @@ def plot_metric_vs_cost(run: RunSummary) -> bytes | None:
     axes = fig.subplots(1, len(data), squeeze=False)[0]
     for ax, (_key, label, series) in zip(axes, data, strict=True):
         ax.plot([s[0] for s in series], [s[1] for s in series], marker="o", color="#1565c0")
+        if _key == "energy_j":
+            by_epoch = {int(row["epoch"]): row.get("totals") or {} for row in rows}
+            keep, err = _errors([(x, _num(by_epoch[e].get("energy_low_j")), _num(by_epoch[e].get("energy_high_j")))
+                                 for x, _, e in series])
+            if keep:
+                ax.errorbar([series[i][0] for i in keep], [series[i][1] for i in keep], xerr=err, fmt="none",
+                            ecolor="#1565c0", capsize=2, elinewidth=0.8, label=_interval_note(len(keep), len(series)))
+                ax.legend(fontsize=7)
         best = [s for s in series if s[2] == conv.best_epoch]
         if best:
             ax.plot([best[0][0]], [best[0][1]], marker="*", markersize=14, color="#c62828", linestyle="none",
@@ -124,7 +182,7 @@ def plot_metric_vs_cost(run: RunSummary) -> bytes | None:
         ax.set_xlabel(label)
         ax.set_ylabel(f"{conv.monitor} ({conv.mode})")
     fig.suptitle(f"{conv.monitor} against cost, run {run.label}", fontsize=10)
-    return _png(fig)
+    return fig
 
 
 def _progress_panel(ax: Any, sweeps: Sequence[Any]) -> bool:
@@ -154,7 +212,19 @@ def _progress_panel(ax: Any, sweeps: Sequence[Any]) -> bool:
 def plot_sweep_energy(runs: Sequence[RunSummary], monitor: str, best_run: str, sweep: Any = None) -> bytes | None:
     """Best metric of each run against the run's total energy (the best run marked) and, given the ``sweep``
     analysis, the best so far against the search's cumulative energy (pruned and failed trials included)."""
-    points = [(r.energy_j, r.convergence.best_value, r.label) for r in runs
+    fig = sweep_energy_figure(runs, monitor, best_run, sweep)
+    return None if fig is None else _png(fig)
+
+
+def _run_span(run: RunSummary) -> tuple[float | None, float | None]:
+    totals = None if run.record is None else run.record.totals
+    return (None, None) if totals is None else (totals.energy_low_j, totals.energy_high_j)
+
+
+def sweep_energy_figure(runs: Sequence[RunSummary], monitor: str, best_run: str, sweep: Any = None) -> Any:
+    """The figure of :func:`plot_sweep_energy`; each run's energy with a horizontal error bar from its record's
+    ``totals.energy_low_j`` / ``energy_high_j`` where it has them."""
+    points = [(r.energy_j, r.convergence.best_value, r.label, *_run_span(r)) for r in runs
               if r.energy_j is not None and r.convergence is not None and r.convergence.monitor == monitor
               and r.convergence.best_value is not None]
     if not points:
@@ -164,6 +234,10 @@ def plot_sweep_energy(runs: Sequence[RunSummary], monitor: str, best_run: str, s
     axes = fig.subplots(1, panels, squeeze=False)[0]
     ax = axes[0]
     ax.scatter([p[0] for p in points], [p[1] for p in points], color="#1565c0", label="run")
+    keep, err = _errors([(p[0], p[3], p[4]) for p in points])
+    if keep:
+        ax.errorbar([points[i][0] for i in keep], [points[i][1] for i in keep], xerr=err, fmt="none",
+                    ecolor="#1565c0", capsize=2, elinewidth=0.8, label=_interval_note(len(keep), len(points)))
     best = [p for p in points if p[2] == best_run]
     if best:
         ax.scatter([best[0][0]], [best[0][1]], marker="*", s=200, color="#c62828", label=f"best run {best_run}")
@@ -173,7 +247,7 @@ def plot_sweep_energy(runs: Sequence[RunSummary], monitor: str, best_run: str, s
     ax.legend(fontsize=8)
     if panels == 2 and _progress_panel(axes[1], [sweep]):
         axes[1].set_title("Best so far against the search's energy", fontsize=9)
-    return _png(fig)
+    return fig
 
 
 def plot_search_progress(sweeps: Sequence[Any]) -> bytes | None:

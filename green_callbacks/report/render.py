@@ -31,6 +31,7 @@ from green_callbacks.report.build import Report, run_figure_prefix, sweep_figure
 from green_callbacks.report.efficiency import Mfu
 from green_callbacks.report.equivalents import COMPARISONS_TITLE, comparison_table
 from green_callbacks.report.footprint import (
+    GRIDS_NOTE,
     GRIDS_TITLE,
     INFRASTRUCTURE_TITLE,
     FootprintOptions,
@@ -204,6 +205,14 @@ def _reach(sweep: SweepAnalysis) -> str:
             f"({sweep.monitor} {bound} {eff.threshold:.4g})")
 
 
+def _j_range(eff: Any, runs: int) -> str:
+    """``'(1.2e+03–2.5e+03 J)'``: ``runs`` times the mean run's energy interval, or ``'(no basis for an
+    interval)'`` (docs/uncertainty.md)."""
+    if eff.mean_energy_low_j is None or eff.mean_energy_high_j is None:
+        return "(no basis for an interval)"
+    return f"({runs * eff.mean_energy_low_j:,.4g}–{runs * eff.mean_energy_high_j:,.4g} J)"
+
+
 def _grid_saving(sweep: SweepAnalysis) -> list[str]:
     eff = sweep.efficiency
     if eff is None:
@@ -222,8 +231,8 @@ def _grid_saving(sweep: SweepAnalysis) -> list[str]:
     if not eff.trials_saved:
         return [f"{reach}, as many as the {eff.runs} run(s) of this search: random search would have saved "
                 "nothing at this tolerance."]
-    saving = (f"about {_j(eff.energy_saved_j)} and {_g(eff.emissions_saved_gco2e)} "
-              f"(mean {_j(eff.mean_energy_per_run_j)} per run x {eff.trials_saved} runs"
+    saving = (f"about {_j(eff.energy_saved_j)} {_j_range(eff, eff.trials_saved)} and "
+              f"{_g(eff.emissions_saved_gco2e)} (mean {_j(eff.mean_energy_per_run_j)} per run x {eff.trials_saved} runs"
               + (f", mean over the {eff.energy_runs_measured} measured runs"
                  if eff.energy_runs_measured < eff.runs else "") + ")"
               if eff.energy_saved_j is not None else "energy unavailable")
@@ -242,7 +251,7 @@ def _bayesian_estimate(sweep: SweepAnalysis) -> list[str]:
         return [f"Estimate: random trials drawn from these results would not reach within {eff.tolerance} of this "
                 f"search's best in any practical number of trials ({assumption})."]
     energy = ("" if eff.mean_energy_per_run_j is None
-              else f", about {_j(eff.trials_needed * eff.mean_energy_per_run_j)}")
+              else f", about {_j(eff.trials_needed * eff.mean_energy_per_run_j)} {_j_range(eff, eff.trials_needed)}")
     return [f"Estimate, not a measurement: about {eff.trials_needed} random trial(s){energy} would reach within "
             f"{eff.tolerance} of this search's best, against the {eff.runs} trial(s) it ran ({assumption})."]
 
@@ -496,6 +505,8 @@ def _counterfactual_blocks(report: Report) -> list[Block]:
                                   (INFRASTRUCTURE_TITLE, infrastructure_table(section))):
         if rows:
             out += [Paragraph(title), Table(tuple(header), _t(rows))]
+            if title == GRIDS_TITLE:
+                out.append(Paragraph(GRIDS_NOTE))
     return out
 
 

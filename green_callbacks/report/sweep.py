@@ -89,6 +89,11 @@ class SearchEfficiency:
     energy_saved_j: float | None
     emissions_saved_gco2e: float | None
     energy_runs_measured: int
+    mean_energy_low_j: float | None = None
+    mean_energy_high_j: float | None = None
+    """The range of :attr:`mean_energy_per_run_j` (docs/uncertainty.md): the measured runs' own intervals averaged
+    linearly (fully correlated, as one sensor's calibration is; the conservative choice when they are not);
+    ``None`` when a measured run has no basis for an interval. The savings scale it by their number of runs."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,22 @@ def detect_grid(runs: Sequence[RunSummary], names: Sequence[str]) -> tuple[Grid 
 def _sum_known(values: Sequence[float | None]) -> tuple[float | None, int]:
     known = [v for v in values if v is not None]
     return (sum(known) if known else None), len(values) - len(known)
+
+
+def _mean_interval(runs: Sequence[RunSummary]) -> tuple[float | None, float | None]:
+    """The mean of the runs' energy intervals (low ends, high ends), or ``(None, None)`` when one has none."""
+    lows, highs = [], []
+    for run in runs:
+        totals = None if run.record is None else run.record.totals
+        low = None if totals is None else totals.energy_low_j
+        high = None if totals is None else totals.energy_high_j
+        if low is None or high is None:
+            return None, None
+        lows.append(low)
+        highs.append(high)
+    if not lows:
+        return None, None
+    return sum(lows) / len(lows), sum(highs) / len(highs)
 
 
 def _method(runs: Sequence[RunSummary]) -> tuple[str | None, str | None, dict[str, Any] | None]:
@@ -356,6 +377,7 @@ def analyze_sweep(
         measured_g = [r.emissions_gco2e for r in used if r.emissions_gco2e is not None]
         mean_j = sum(measured) / len(measured) if measured else None
         mean_g = sum(measured_g) / len(measured_g) if measured_g else None
+        mean_low, mean_high = _mean_interval([r for r in used if r.energy_j is not None])
         saved = None if needed is None or grid is None else max(len(used) - needed, 0)
         efficiency = SearchEfficiency(
             tolerance=str(tolerance),
@@ -367,6 +389,8 @@ def analyze_sweep(
             energy_saved_j=None if saved is None or mean_j is None else mean_j * saved,
             emissions_saved_gco2e=None if saved is None or mean_g is None else mean_g * saved,
             energy_runs_measured=len(measured),
+            mean_energy_low_j=mean_low,
+            mean_energy_high_j=mean_high,
         )
     return SweepAnalysis(
         monitor=monitor,
