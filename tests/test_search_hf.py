@@ -72,7 +72,8 @@ def search(tmp_path: Path, callbacks: list[Any]) -> tuple[list[float], list[list
         hp_space=lambda trial: {"width": trial.suggest_int("width", 2, 16),
                                 "learning_rate": trial.suggest_float("learning_rate", 1e-3, 1e-1, log=True)},
         compute_objective=objective, n_trials=N_TRIALS, direction="maximize", backend="optuna",
-        sampler=optuna.samplers.RandomSampler(seed=0))
+        sampler=optuna.samplers.RandomSampler(seed=0), study_name="hf-search",
+        storage=f"sqlite:///{tmp_path / 'study.db'}")
     return values, keys
 
 
@@ -89,3 +90,15 @@ def test_hyperparameter_search_objective_is_unchanged_by_the_callback(tmp_path: 
     records = [read_record(p) for p in find_records([tmp_path / "records"])]
     fits = [r for r in records if r.get("kind") == "fit"]
     assert len(fits) == N_TRIALS and all(r["status"] == "completed" for r in fits)
+    # each record is its trial's, read from the Trainer's own trial (no wrapper, no search= given)
+    assert sorted(r["search"]["trial"] for r in fits) == list(range(N_TRIALS))
+    for record in fits:
+        assert {k: record["search"][k] for k in ("name", "engine", "method", "state")} == {
+            "name": "hf-search", "engine": "optuna", "method": "random", "state": "complete"}
+        assert record["search"]["space"] == {
+            "width": {"distribution": "linear", "low": 2, "high": 16},
+            "learning_rate": {"distribution": "log", "low": 1e-3, "high": 1e-1}}
+    study = optuna.load_study(study_name="hf-search", storage=f"sqlite:///{tmp_path / 'green' / 'study.db'}")
+    by_trial = {r["search"]["trial"]: r for r in fits}
+    for trial in study.trials:  # the totals reached the trial while HF's objective ran
+        assert trial.user_attrs["green_energy_j"] == by_trial[trial.number]["totals"]["energy_j"]
