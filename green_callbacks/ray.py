@@ -37,6 +37,9 @@ What happens where (Ray is the distributed engine; nothing of ours schedules or 
   folder; ``ResultGrid`` and the loggers after it see them — schedulers see results before callbacks do, so
   they see only what the trainable reported), and keeps the experiment's totals (:attr:`GreenTuneCallback.totals`,
   each trial once, by its id, failed trials included).
+* **Ray Train** (``TorchTrainer``, the Lightning trainer; :class:`RayTrainRun`): the workers' parts are summed over
+  ``torch.distributed``, which Ray Train sets up, so rank 0's metrics (the only ones Ray keeps) are the run's; rank
+  0's record is copied into the run's folder.
 * Not measured: a Ray worker's idle time between trials, and Ray's own processes (raylet, GCS, the driver).
 """
 
@@ -58,7 +61,7 @@ try:
 except ImportError as err:  # pragma: no cover - the extra is missing
     raise ImportError(f"green_callbacks.ray needs Ray Tune: {_HINT}") from err
 
-__all__ = ["ExperimentTotals", "GreenTuneCallback", "RayTrial", "detect"]
+__all__ = ["ExperimentTotals", "GreenTuneCallback", "RayTrainRun", "RayTrial", "detect"]
 
 J_PER_KWH = 3.6e6
 
@@ -91,26 +94,57 @@ class RayTrial:
 
     def finished(self, outcome: TrialOutcome) -> None:
         """Copy the final record into the trial's folder of the experiment's storage (Ray's filesystem)."""
-        if outcome.record_path is None or not Path(outcome.record_path).is_file():
-            return
         storage = self.session.storage
-        source = Path(outcome.record_path)
-        folder = storage.trial_fs_path
-        local = Path(folder)
-        if local.is_dir() and source.resolve().is_relative_to(local.resolve()):
-            return  # written there already
-        fs = storage.storage_filesystem
-        fs.create_dir(folder, recursive=True)
-        with fs.open_output_stream(f"{folder}/{source.name}") as out:
-            out.write(source.read_bytes())
+        _copy_record(outcome, storage.storage_filesystem, storage.trial_fs_path)
 
 
-def detect() -> RayTrial | None:
-    """The Tune trial running in this worker (``None`` in the driver or outside Ray)."""
-    session = _session()
-    if session is None or getattr(session, "trial_info", None) is None:
+def _train_context() -> Any:
+    """Ray Train's (V2) context of the training function running in this worker, or ``None`` outside one."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:
         return None
-    return RayTrial(session)
+    return getattr(context, "_train_context", None)
+
+
+class RayTrainRun:
+    """The :class:`~green_callbacks.core.trial.TrialBinding` of a Ray Train run (``TorchTrainer``, the Lightning
+    trainer): every worker's callback measures its own part and the adapters sum them over the ranks with the
+    framework's collective (only global rank zero writes, and only rank 0's metrics reach Tune); the run's record
+    is copied into the run's folder of its storage."""
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+
+    def identity(self) -> dict[str, Any] | None:
+        name = self.context.get_experiment_name()
+        return {"name": str(name), "engine": "ray"} if name else None
+
+    def finished(self, outcome: TrialOutcome) -> None:
+        storage = self.context.get_storage()
+        _copy_record(outcome, storage.storage_filesystem, storage.experiment_fs_path)
+
+
+def _copy_record(outcome: TrialOutcome, fs: Any, folder: str) -> None:
+    """Copy the final record into ``folder`` of the storage filesystem ``fs`` (unless it is written there)."""
+    if outcome.record_path is None or not Path(outcome.record_path).is_file():
+        return
+    source = Path(outcome.record_path)
+    local = Path(folder)
+    if local.is_dir() and source.resolve().is_relative_to(local.resolve()):
+        return  # written there already
+    fs.create_dir(folder, recursive=True)
+    with fs.open_output_stream(f"{folder}/{source.name}") as out:
+        out.write(source.read_bytes())
+
+
+def detect() -> RayTrial | RayTrainRun | None:
+    """The Tune trial (or the Ray Train run) running in this worker; ``None`` in the driver or outside Ray."""
+    session = _session()
+    if session is not None and getattr(session, "trial_info", None) is not None:
+        return RayTrial(session)
+    context = _train_context()
+    return None if context is None else RayTrainRun(context)
 
 
 # ---------------------------------------------------------------------------------------------- the driver

@@ -122,3 +122,51 @@ def test_tune_experiment_of_four_lightning_trials(local_ray: Any, tmp_path: Path
     assert green.totals.trials == 4 and green.totals.measured == 4
     assert green.totals.energy_j == pytest.approx(everything, rel=1e-12)
     assert report_json(experiment) == report_json(records)
+
+
+def measured_loop(records: str, report: Any = None) -> None:
+    """2 epochs measured by the Tracker with a per-device sensor (STEP_J per read, on each rank)."""
+    from green_callbacks.core.sensors.fake import StepEnergySensor
+    from green_callbacks.loop import Tracker
+
+    tracker = Tracker(sensors=[StepEnergySensor("gpu", STEP_J)], carbon_intensity=INTENSITY, output_dir=records,
+                      monitor="loss")
+    with tracker:
+        for epoch in range(EPOCHS):
+            with tracker.epoch() as ep:
+                tracker.step(samples=4)
+                ep.metrics["loss"] = 1.0 / (epoch + 1)
+            if report is not None:
+                report({"loss": 1.0 / (epoch + 1), **tracker.last_metrics})
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Each of 2 Ray Train workers measures its own part."""
+    import ray.train
+
+    measured_loop(config["records"], ray.train.report)
+
+
+def test_ray_train_sums_its_workers_before_reporting(local_ray: Any, tmp_path: Path) -> None:
+    """Only rank 0's metrics reach Ray: they must be the run's, both workers summed (over torch.distributed, which
+    Ray Train sets up); one record, by rank 0, bound to the run and copied into the run's folder."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    measured_loop(str(tmp_path / "one"))  # the same loop in one process, outside Ray: one rank's energy
+    [alone] = find_records([tmp_path / "one"])
+    one_rank_j = read_record(alone)["totals"]["energy_j"]
+    assert read_record(alone)["search"] is None and one_rank_j > 0  # no Ray run here: not bound
+    records = tmp_path / "records"
+    trainer = TorchTrainer(train_loop, train_loop_config={"records": str(records)},
+                           scaling_config=ScalingConfig(num_workers=2, use_gpu=False),
+                           run_config=RunConfig(name="tiny-train", storage_path=str(tmp_path / "ray")))
+    trainer.fit()  # (Ray Train V2 keeps no metrics reported without a checkpoint in its Result)
+    [path] = find_records([records])
+    record = read_record(path)
+    assert record["world_size"] == 2 and record["search"]["name"] == "tiny-train"
+    assert record["search"]["engine"] == "ray" and record["search"]["state"] == "complete"
+    assert record["totals"]["energy_j"] == pytest.approx(2 * one_rank_j, rel=1e-12)  # both workers summed
+    [copy] = find_records([tmp_path / "ray" / "tiny-train"])
+    assert {k: v for k, v in read_record(copy).items() if k != "_path"} == {
+        k: v for k, v in record.items() if k != "_path"}
