@@ -26,9 +26,11 @@ def _framework_trial(trial: Any) -> TrialBinding | None:
 
 def _running_trial() -> TrialBinding | None:
     if "ray.tune" in sys.modules or "ray.train" in sys.modules:
-        from green_callbacks.ray import detect
-
-        found = detect()
+        try:
+            from green_callbacks.ray import detect
+        except ImportError:  # Ray without Tune (ray[train] alone): no trial to find
+            detect = None
+        found = None if detect is None else detect()
         if found is not None:
             return found
     if os.environ.get("WANDB_SWEEP_ID"):
