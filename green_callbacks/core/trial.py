@@ -32,7 +32,10 @@ __all__ = [
     "current",
     "final_state",
     "merged_search",
+    "outcome_of",
+    "register_adapter",
     "register_detector",
+    "with_state",
 ]
 
 PRUNED_ERRORS = ("TrialPruned",)
