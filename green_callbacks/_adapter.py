@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import green_callbacks._engines  # noqa: F401  (the search engines' trials: core/trial.py)
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.engine import Engine
 from green_callbacks.core.metric_keys import METRIC_KEYS, progress_bar_metrics

@@ -290,6 +290,7 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
             planned_epochs=float(args.num_train_epochs) if args.max_steps <= 0 else None,
             extra={"transformers": {"version": transformers.__version__, "trainer": type(self.trainer).__name__}},
             compute_dtype=_compute_dtype(args),
+            trial=getattr(self.trainer, "_trial", None),  # hyperparameter_search's trial (core/trial.py)
         )
         self._pending = None
         self._epoch_metrics = {}

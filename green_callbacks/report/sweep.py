@@ -310,8 +310,11 @@ def analyze_sweep(
 
     The caller says which runs form the search (the report passes one group of :func:`comparable_groups`); all
     their energy counts in the search's cost (pruned and failed trials too), and runs of another monitored metric,
-    and pruned trials (their metric was cut short), are left out of the metric's analysis with a note.
+    and pruned trials (their metric was cut short), are left out of the metric's analysis with a note. The runs
+    are taken in the order they ran (:func:`_ordered`), not the order their files were found: a search reads the
+    same from any folder layout (an engine's experiment folder, or the records' own folder).
     """
+    runs = _ordered(runs)
     states = {id(r): trial_state(r) for r in runs}
     scored: list[tuple[RunSummary, str, str, float]] = []
     for run in runs:
