@@ -50,8 +50,8 @@ from overhead import CallLog, machine, quartiles, time_attached_hooks  # benchma
 FRAMEWORKS = ("hf", "keras")
 # called by the forward pre-hook and forward hook: per forward, not Trainer events
 HF_EXTRA = ("_engine.flops.begin", "_engine.flops.end", "_engine.add_batch")
-# called by the wrapped train/test function: per step, not Keras hooks
-KERAS_EXTRA = ("_note_batches", "_engine.flops.end")
+# called around the train/test function (InstancePatches.around): per step, not Keras hooks
+KERAS_EXTRA = ("_step_begin", "_step_end")
 
 
 def time_instance(cb: Any, log: CallLog, extra: tuple[str, ...]) -> Any:
