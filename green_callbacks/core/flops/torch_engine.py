@@ -839,6 +839,8 @@ def _bridge_class() -> type:
         return t if t.is_meta else t.to("meta")
 
     to_copy = torch.ops.aten._to_copy.default
+    grouped_mm = getattr(torch.ops.aten, "_grouped_mm", None)
+    grouped_mm = None if grouped_mm is None else grouped_mm.default
 
     class _MetaBridge(TorchDispatchMode):
         """Runs an op on meta when any of its tensor arguments is meta; ops on real tensors only run for real.
@@ -855,6 +857,12 @@ def _bridge_class() -> type:
                 return func(*args, **kwargs)
             if _mixes_meta_and_real((*args, *kwargs.values())):
                 args, kwargs = tree_map_only(torch.Tensor, to_meta, (args, kwargs))
+            if func is grouped_mm and args[0].is_meta and args[0].dtype != torch.bfloat16:
+                # torch's meta kernel of _grouped_mm accepts bf16 only (the CUDA kernel's rule; the CPU kernel takes
+                # any float): its output's shape is the same for any dtype, so the shape is asked in bf16
+                a, b, *rest = args
+                out = func(a.to(torch.bfloat16), b.to(torch.bfloat16), *rest, **kwargs)
+                return out.to(kwargs.get("out_dtype") or a.dtype)
             return func(*args, **kwargs)
 
     return _MetaBridge

@@ -108,9 +108,10 @@ class _Line:
         return total
 
     def add(self, x: int, flops: int) -> bool:
-        """Add a counted point; False when it contradicts the polynomial (the line then stops predicting)."""
+        """Add a counted point; False when it contradicts the polynomial (the line then stops predicting). A line
+        that failed before takes no more points and reports no new failure (one failure, counted once)."""
         if self.failed or x in self.points:
-            return not self.failed
+            return True
         first = next(iter(self.points), x)
         self.modulus = math.gcd(self.modulus, abs(x - first))
         if len(self.points) > self.degree and self.value_at(x) != flops:
@@ -375,8 +376,7 @@ class FlopTracker:
         uncounted = list(getattr(self.engine, "uncounted_ops", ()))
         return {
             "engine": _engine_name(),
-            "where": "observed: FlopCounterMode around the training's own first step of each input signature "
-                     "(nothing re-run)",
+            "where": _where(self._counts),
             "convention": CONVENTION,
             "lower_bound": bool(uncounted) or bool(self._counts.get("unobserved_steps")),
             "uncounted_ops": uncounted,
@@ -447,6 +447,18 @@ class FlopTracker:
                     FlopCountWarning,
                     stacklevel=3,
                 )
+
+
+def _where(counts: Mapping[str, int]) -> str:
+    """How the counts of this run were made, from what was counted (a meta copy, the observed real step, or both)."""
+    observed, meta = counts.get("observed", 0), counts.get("meta", 0)
+    parts = []
+    if observed:
+        parts.append(f"observed: FlopCounterMode around the training's own steps ({observed} counted; nothing re-run)")
+    if meta:
+        parts.append(f"meta: FlopCounterMode around a meta-device copy of the uncompiled model ({meta} counted; no "
+                     "real arithmetic, random generators restored)")
+    return "; ".join(parts) if parts else "nothing counted yet"
 
 
 def _engine_name() -> str:
