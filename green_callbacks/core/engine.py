@@ -164,7 +164,8 @@ class FlopTap:
         self._batches = None
         if self.active and self._engine.session.in_epoch and self._engine.session.flops_available:
             epoch = self.tracker.take_epoch()
-            self._engine.session.add_flops(train=epoch.train_flops, eval=epoch.eval_flops)
+            self._engine.session.add_flops(train=epoch.train_flops, eval=epoch.eval_flops,
+                                           train_hardware=epoch.train_hardware_flops)
             self._engine.session.update_info("flops", {**self.record_info, **self.tracker.info()})
         self.active = False
 

@@ -44,6 +44,8 @@ class EpochRow:
     """Training samples and input tokens of the epoch, summed over ranks; ``None`` = not known."""
     peak_flops_per_s: float | None = None
     """The dense peak FLOP/s of every device that trained (summed over ranks) at the run's compute dtype."""
+    train_hardware_flops: float | None = None
+    """Training FLOPs the devices ran: ``train_flops`` plus activation checkpointing's recompute (``green/hfu``)."""
 
     def to_record(self) -> dict[str, Any]:
         out = dict(vars(self))  # the fields, shallow (asdict's deep copy cost ~0.1 ms per epoch)

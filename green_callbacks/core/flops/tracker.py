@@ -74,6 +74,9 @@ class EpochFlops:
     eval_flops: float
     method: EpochMethod
     steps: Mapping[str, int] = field(default_factory=dict)
+    train_hardware_flops: float | None = None
+    """Training FLOPs the device ran: ``train_flops`` plus activation checkpointing's recompute (PaLM's hardware
+    FLOPs); ``None`` = same as ``train_flops``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", MappingProxyType(dict(self.steps)))
@@ -168,13 +171,15 @@ class FlopTracker:
         # consecutive steps of one known signature are counted as a run, added to the sums when it ends (a step of
         # another signature, the epoch's end, info()): the engine gives such a step the very same key object
         self._run_key: Hashable | None = None
-        self._run: tuple[str, int, str] = ("train", 0, "counted")  # its kind, FLOPs per step, method
+        self._run: tuple[str, int, str, int] = ("train", 0, "counted", 0)  # kind, FLOPs per step, method, recompute
+        self._recompute: dict[Hashable, int] = {}  # signature -> FLOPs activation checkpointing re-runs per step
+        self._no_lines: set[Hashable] = set()  # static parts with recompute: every new length is counted
         self._run_steps = 0  # its steps not yet in the sums
         self._looked_up: tuple[Hashable, tuple[int, str]] | None = None  # lookup()'s last known signature
         self.watching = False
         """The open step is a new signature whose count is running (until :meth:`pause`, :meth:`end` or
         :meth:`discard`); a plain attribute: read after every step's begin."""
-        self._epoch = {"train": 0, "eval": 0}
+        self._epoch = {"train": 0, "eval": 0, "hardware": 0}
         self._epoch_steps = {"counted": 0, "interpolated-verified": 0}
         self._counts = {"observed": 0, "meta": 0, "interpolated": 0, "verifications_failed": 0, "steps": 0}
         self.replaying = False  # a new signature is being counted on a meta copy (``replay=``): its forwards are
@@ -217,15 +222,17 @@ class FlopTracker:
                 found = self._exact[key] = (predicted, "interpolated-verified")
                 self._counts["interpolated"] += 1
             elif replay is not None:
-                flops = self._replay(kind, model, replay, batch)
+                flops, recompute = self._replay(kind, model, replay, batch)
                 found = self._exact[key] = (flops, "counted")
+                self._note_recompute(key, recompute)
                 if self.interpolate:
                     self._learn(static, dims, flops)
             else:
                 self._current = (kind, None, "counted", (static, dims, self.engine.start_observing(model)))
                 self.watching = True
                 return key
-        self._run_key, self._run, self._run_steps = key, (kind, found[0], found[1]), 1
+        self._run_key, self._run_steps = key, 1
+        self._run = (kind, found[0], found[1], self._recompute.get(key, 0) if self._recompute else 0)
         self._current = _IN_RUN
         return key
 
@@ -268,17 +275,17 @@ class FlopTracker:
     def _end_run(self) -> None:
         """Add the run's steps to the sums (its signature stays known: a later step of it starts a new run)."""
         if self._run_steps:
-            kind, flops, method = self._run
-            self._add(kind, flops, method, self._run_steps)
+            kind, flops, method, recompute = self._run
+            self._add(kind, flops, method, self._run_steps, recompute)
             self._run_steps = 0
 
-    def _replay(self, kind: Kind, model: Any, forward: Any, batch: Any) -> int:
+    def _replay(self, kind: Kind, model: Any, forward: Any, batch: Any) -> tuple[int, int]:
         start = time.perf_counter()
         self.replaying = True
         state = rng.save()
         try:
             count = self.engine.count_train_step if kind == "train" else self.engine.count_eval_step
-            return int(count(model, forward, batch).flops)
+            return _split(count(model, forward, batch))
         finally:
             rng.restore(state)
             self.replaying = False
@@ -296,10 +303,10 @@ class FlopTracker:
         self.watching = False
         self._current = (kind, self._stop(kind, handle), method, (static, dims, None))
 
-    def _stop(self, kind: str, handle: Any) -> int:
+    def _stop(self, kind: str, handle: Any) -> tuple[int, int]:
         start = time.perf_counter()
         try:
-            return int(self.engine.stop_observing(handle, kind).flops)
+            return _split(self.engine.stop_observing(handle, kind))
         finally:
             self._counting_s += time.perf_counter() - start
 
@@ -312,15 +319,26 @@ class FlopTracker:
         kind, flops, method, (static, dims, handle) = current
         if handle is not None:
             flops = self._stop(kind, handle)
+        flops, recompute = flops
         self._counts["observed"] += 1
         self._exact[(static, dims)] = (flops, "counted")
+        self._note_recompute((static, dims), recompute)
         if self.interpolate:
             self._learn(static, dims, flops)
-        self._add(kind, flops, method, 1)
+        self._add(kind, flops, method, 1, recompute)
 
-    def _add(self, kind: str, flops: int, method: str, steps: int) -> None:
-        """``steps`` steps of ``flops`` each, obtained by ``method``, to the epoch."""
+    def _note_recompute(self, key: Hashable, recompute: int) -> None:
+        """A signature whose counted step re-ran forwards (activation checkpointing): its hardware FLOPs are kept,
+        and its static part predicts no lengths (the recompute is not fitted: every new length is counted)."""
+        if recompute:
+            self._recompute[key] = recompute
+            self._no_lines.add(key[0])  # type: ignore[index]
+
+    def _add(self, kind: str, flops: int, method: str, steps: int, recompute: int = 0) -> None:
+        """``steps`` steps of ``flops`` each (and ``recompute`` more on the device), obtained by ``method``."""
         self._epoch[kind] += steps * int(flops)
+        if kind == "train":
+            self._epoch["hardware"] += steps * (int(flops) + int(recompute))
         self._epoch_steps[method] += steps
         self._counts["steps"] += steps
 
@@ -358,8 +376,9 @@ class FlopTracker:
         steps = dict(self._epoch_steps)
         method: EpochMethod = ("interpolated-verified" if steps["interpolated-verified"]
                                else "counted" if steps["counted"] else "none")
-        out = EpochFlops(float(self._epoch["train"]), float(self._epoch["eval"]), method, steps)
-        self._epoch = {"train": 0, "eval": 0}
+        out = EpochFlops(float(self._epoch["train"]), float(self._epoch["eval"]), method, steps,
+                         float(self._epoch["hardware"]))
+        self._epoch = {"train": 0, "eval": 0, "hardware": 0}
         self._epoch_steps = {"counted": 0, "interpolated-verified": 0}
         self._epoch_methods.append(method)
         return out
@@ -367,7 +386,7 @@ class FlopTracker:
     def reset_epoch(self) -> None:
         """Forget the sums since the last :meth:`take_epoch` (steps outside any epoch); no epoch is recorded."""
         self._end_run()
-        self._epoch = {"train": 0, "eval": 0}
+        self._epoch = {"train": 0, "eval": 0, "hardware": 0}
         self._epoch_steps = {"counted": 0, "interpolated-verified": 0}
 
     def info(self) -> dict[str, Any]:
@@ -384,6 +403,10 @@ class FlopTracker:
                               "verified on a further count, spot checks at the 16th, 64th, 256th... value")
             if self.interpolate else "off",
             "counts": dict(self._counts),
+            "activation_checkpointing": bool(self._recompute),
+            "hardware_flops": ("model FLOPs plus the forwards activation checkpointing re-runs in the backward "
+                               "(counted apart on the observed step; green/hfu)") if self._recompute
+            else "equal to the model FLOPs (no recompute seen)",
             "epoch_methods": list(self._epoch_methods),
             "lines_failed": sum(1 for line in self._lines.values() if line.failed),
             "counting_time_s": self._counting_s,
@@ -422,6 +445,8 @@ class FlopTracker:
         return None, 0
 
     def _predict(self, static: Hashable, dims: tuple[int, ...]) -> int | None:
+        if static in self._no_lines:
+            return None
         line, x = self._line_of(static, dims, create=False)
         return None if line is None else line.predict(x)
 
@@ -447,6 +472,11 @@ class FlopTracker:
                     FlopCountWarning,
                     stacklevel=3,
                 )
+
+
+def _split(step: Any) -> tuple[int, int]:
+    """``(model FLOPs, recompute FLOPs)`` of an engine's count."""
+    return int(step.flops), int(getattr(step, "recompute_flops", 0))
 
 
 def _where(counts: Mapping[str, int]) -> str:
