@@ -82,6 +82,7 @@ class GreenCallbackBase:
         embodied_utilisation: float | None = None,
         embodied_host_share: float | None = None,
         wue_l_per_kwh: float | None = None,
+        flops: str = "sampled",
         sensors: Sequence[Any] | None = None,
     ) -> None:
         given = {k: v for k, v in locals().items() if k in _PARAMETERS}

@@ -60,6 +60,8 @@ class FlopTap:
         if self.tracker is not None:
             self.tracker.discard()
         self.tracker = tracker
+        if tracker is not None:  # flops="every-step": every step of a signature is watched (docs/flops.md)
+            tracker.every_step = self._engine.config.flops == "every-step"
         self.active = tracker is not None and self._engine.session.in_epoch and self._engine.session.flops_available
 
     def new_epoch(self, model: Any = None) -> None:
@@ -149,6 +151,17 @@ class FlopTap:
             except Exception as err:
                 self.active = False
                 self._engine.session.guard.absorb("flops", err)
+
+    def before_optimizer(self, apply: Callable[..., Any]) -> Callable[..., Any]:
+        """``apply`` (an optimizer's update, called inside the framework's step: Keras' ``optimizer.apply``) that
+        first stops a counter watching the step, so the optimizer's own work (Muon's matmuls) is never in the
+        model FLOPs; for a step not watched it costs one call."""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.backward_done()
+            return apply(*args, **kwargs)
+
+        return call
 
     def discard(self) -> None:
         """The open step was skipped or raised: nothing is added (what :meth:`begin` added is taken back)."""
