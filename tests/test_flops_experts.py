@@ -139,3 +139,31 @@ def test_lstm_backward_by_hand_excludes_the_input_and_initial_state_gradients_no
     assert observed == forward + lstm_backward + 2 * (2 * 4 * 16 * 3) == 156800  # + the head's dW and dX
     assert rnn_backward_flops(tokens, 4, ih, hh, grad_input=False, grad_h0=False, grad_ih=True, grad_hh=True) == \
         lstm_backward
+
+
+def test_cudnn_rnn_backward_formula_follows_the_same_rules_as_the_cpu_kernel():
+    """The cuDNN backward (all layers in one op, a GPU op: its formula is called here with the shapes the aten op
+    passes) counts what a meta count does: layer 1 without dX (mask[0] off), no dh0 (mask[1] off), dW (mask[3])."""
+    from green_callbacks.core.flops.formulas import custom_flop_mapping
+
+    formula = custom_flop_mapping().get(torch.ops.aten._cudnn_rnn_backward)
+    if formula is None:
+        pytest.skip("this torch has no _cudnn_rnn_backward")
+    t, b, i, h, layers = 5, 4, 8, 16, 2
+    weights = [(4 * h, i), (4 * h, h), (4 * h,), (4 * h,), (4 * h, h), (4 * h, h), (4 * h,), (4 * h,)]
+    args = ((t, b, i), weights, 4, (1,), (layers, b, h), (layers, b, h), (t, b, h), (t, b, h), None, None,
+            2, h, 0, layers, False, 0.0, True, False, [], None, (1,), [False, False, False, True])
+    got = formula(*args)
+    tokens = t * b
+    layer1 = rnn_backward_flops(tokens, b, 4 * h * i, 4 * h * h, grad_input=False, grad_h0=False, grad_ih=True,
+                                grad_hh=True)
+    layer2 = rnn_backward_flops(tokens, b, 4 * h * h, 4 * h * h, grad_input=True, grad_h0=False, grad_ih=True,
+                                grad_hh=True)
+    assert got == layer1 + layer2
+    # the CPU kernel's count of the same stack, observed (its backward follows the same rules)
+    model = nn.LSTM(i, h, num_layers=layers)
+    x = torch.randn(t, b, i)
+    counter = TorchFlopCounter()
+    handle = counter.start_observing(model)
+    model(x)[0].pow(2).sum().backward()
+    assert counter.stop_observing(handle, "train").by_op["aten.mkldnn_rnn_layer_backward"] == got

@@ -265,10 +265,21 @@ def _cudnn_rnn_flop(inp: Shape, weights: Sequence[Shape], *args: Any, out_shape:
     return rnn_flops(_tokens(inp), _matrices(weights))
 
 
-def _cudnn_rnn_backward_flop(inp: Shape, weights: Sequence[Shape], *args: Any, out_shape: Any = None, **kw: Any) -> int:
+def _cudnn_rnn_backward_flop(inp: Shape, weights: Sequence[Shape], weight_stride0: int, weight_buf: Any,
+                             hx: Shape, *args: Any, out_shape: Any = None, **kw: Any) -> int:
     output_mask = kw.get("output_mask", args[-1] if args else (True, True, True, True))
-    data = rnn_flops(_tokens(inp), _matrices(weights))  # backward-data through every layer
-    return data + (data if output_mask[3] else 0)  # + backward-weights
+    # the stack's gate matrices, (W_ih, W_hh) per layer and direction in order (projections: not counted)
+    pairs = [w for w in weights if len(w) == 2]
+    layers = kw.get("num_layers", args[8] if len(args) > 8 else 1)
+    per_layer = max(len(pairs) // 2 // max(int(layers), 1), 1)  # directions
+    tokens, batch = _tokens(inp), hx[1]
+    total = 0
+    for i in range(0, len(pairs) - 1, 2):
+        layer = i // 2 // per_layer
+        total += rnn_backward_flops(tokens, batch, prod(pairs[i]), prod(pairs[i + 1]),
+                                    grad_input=layer > 0 or bool(output_mask[0]), grad_h0=bool(output_mask[1]),
+                                    grad_ih=bool(output_mask[3]), grad_hh=bool(output_mask[3]))
+    return total
 
 
 def _encoder_layer_fwd_raw(src: Any, embed_dim: int, num_heads: int, qkv_weight: Any, qkv_bias: Any,
