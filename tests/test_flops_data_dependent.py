@@ -226,3 +226,23 @@ def test_lightning_labels_a_data_dependent_epoch_and_every_step_makes_it_exact(t
         assert low <= truth <= high and low <= logged <= high
     with pytest.raises(ValueError, match="every-step"):
         GreenCallback(flops="always")
+
+
+def test_counts_on_a_verified_polynomial_are_not_checked_again():
+    """Lengths whose counts verified a polynomial (#20) are checked by it; repeating them watches no more steps."""
+
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.out = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.out((self.q(x) @ x.transpose(1, 2)).softmax(-1) @ x)
+
+    torch.manual_seed(0)
+    lengths = [3, 4, 5, 6, 7, 8, 9, 10] * 3
+    epoch, truth, tracker, _ = _epoch(Attention(), [(torch.randn(2, n, 4),) for n in lengths], _loss)
+    assert epoch.train_flops == truth
+    counts = tracker.info()["counts"]
+    assert counts["observed"] == 4  # 3 fit + 1 verification; 5 lengths predicted
+    assert counts["checks"] <= 2  # the reference length alone (its 2nd step; the 4th comes after the run)

@@ -263,14 +263,17 @@ class FlopTracker:
             if self._run_steps != self._run_check:
                 self._current = _IN_RUN
                 return key
-            self._run_steps -= 1  # this step is the signature's next check: watched, not one more of the run
-            self._end_run()
-            return self._open_check(kind, model, key)
+            if self._check_due(key):
+                self._run_steps -= 1  # this step is the signature's next check: watched, not one more of the run
+                self._end_run()
+                return self._open_check(kind, model, key)
+            self._current = _IN_RUN
+            return key
         self._end_run()
         found = self._exact.get(key)
         if found is not None and self._checks:
             check = self._checks.get(key)
-            if check is not None and check.seen + 1 == check.next:
+            if check is not None and check.seen + 1 == check.next and self._check_due(key):
                 return self._open_check(kind, model, key)
         if found is None:
             static, dims = key
@@ -294,6 +297,18 @@ class FlopTracker:
         self._run_check = 0 if check is None else check.next - check.seen  # the run's step that is the next check
         self._current = _IN_RUN
         return key
+
+    def _check_due(self, key: Hashable) -> bool:
+        """Whether the due check of ``key`` runs: not when its count lies on a verified polynomial (#20), whose own
+        verification and spot checks already check it against other counts; its checks then stop."""
+        check = self._checks[key]
+        if not check.dependent and self.interpolate and not self.every_step:
+            line, _ = self._line_of(key[0], key[1], create=False)  # type: ignore[index]
+            if line is not None and line.verified and not line.failed:
+                check.next = 0  # never again (a later failure of the line counts every new length anew)
+                self._run_check = 0
+                return False
+        return True
 
     def _open_check(self, kind: Kind, model: Any, key: Hashable) -> Hashable:
         """Watch this step of a known signature (a later check, or a data-dependent signature's sample): nothing
