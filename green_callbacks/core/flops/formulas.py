@@ -271,7 +271,7 @@ def _cudnn_rnn_backward_flop(inp: Shape, weights: Sequence[Shape], weight_stride
     # the stack's gate matrices, (W_ih, W_hh) per layer and direction in order (projections: not counted)
     pairs = [w for w in weights if len(w) == 2]
     layers = kw.get("num_layers", args[8] if len(args) > 8 else 1)
-    per_layer = max(len(pairs) // 2 // max(int(layers), 1), 1)  # directions
+    per_layer = max(len(pairs) // 2 // max(int(layers or 1), 1), 1)  # directions
     tokens, batch = _tokens(inp), hx[1]
     total = 0
     for i in range(0, len(pairs) - 1, 2):
