@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import green_callbacks._engines  # noqa: F401  (the search engines' trials: core/trial.py)
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.engine import Engine
 from green_callbacks.core.metric_keys import METRIC_KEYS, progress_bar_metrics
 from green_callbacks.core.patches import InstancePatches
 from green_callbacks.core.phase import PhaseResult
+from green_callbacks.core.repeat import RepeatedPhase, repeat_phase
 from green_callbacks.core.session import Session
 from green_callbacks.core.wording import CALLBACK
 
@@ -51,6 +53,12 @@ class GreenCallbackBase:
             emissions are amortised over the run (default 6 years, 0.85, the host's share by accelerator count;
             see docs/footprint.md).
         wue_l_per_kwh: on-site water usage effectiveness of the data centre (default 0.49 L/kWh, Microsoft FY2021).
+        search: the hyperparameter search this run is a trial of: a name (``"lr-study"``) or a mapping with
+            ``name``, ``method`` (``"grid"``, ``"random"``, ``"tpe"``, ...), ``trial``, ``state`` and ``space`` (each
+            parameter's distribution: ``"log"``, ``"linear"`` or its choices); the report groups runs by it.
+        flops: ``"sampled"`` (default) or ``"every-step"``: how the steps of an input signature whose work varies with
+            the data are counted (1 step in 8 watched and the epoch estimated with its range, or every step watched;
+            see docs/flops.md).
         sensors: advanced — energy sensors to use instead of the machine's (one per component).
     """
 
@@ -82,6 +90,7 @@ class GreenCallbackBase:
         embodied_utilisation: float | None = None,
         embodied_host_share: float | None = None,
         wue_l_per_kwh: float | None = None,
+        search: Any = None,
         flops: str = "sampled",
         sensors: Sequence[Any] | None = None,
     ) -> None:
@@ -98,6 +107,12 @@ class GreenCallbackBase:
         self._engine = Engine(self.config, framework=self.framework, sensors=sensors, front_end=self.front_end)
         self._patches = InstancePatches()  # framework objects changed for one fit (see core/patches.py)
         self._init_adapter()
+
+    def _json_arguments(self) -> dict[str, Any]:
+        """The arguments the user gave that JSON keeps (a framework that rebuilds callbacks from a checkpoint
+        passes them back to the constructor; ``sensors`` and ``live_intensity`` objects are left out)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._arguments.items()
+                if isinstance(v, _JSON_TYPES) or (isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))}
 
     def _init_adapter(self) -> None:
         """The adapter's own per-instance state (framework objects it tracks), set up after the engine."""
@@ -158,7 +173,16 @@ class GreenCallbackBase:
         """The run record of the last phase (``"kind": "test"``, ``"predict"``, …)."""
         return self._engine.phases.record_path
 
+    def repeat_phase(self, run_once: Any, *, rounds: int = 5, warmup_rounds: int = 1,
+                     confidence: float = 0.95) -> RepeatedPhase:
+        """Run a test / validate / predict / evaluate workload (``run_once``, e.g. ``lambda: trainer.test(model,
+        dl)``) ``warmup_rounds + rounds`` times with this callback measuring each as a phase; the median round's
+        energy, time and energy per sample with the interval of the median (:mod:`green_callbacks.core.repeat`)."""
+        return repeat_phase(run_once, lambda: self.last_phase, rounds=rounds, warmup_rounds=warmup_rounds,
+                            confidence=confidence)
 
+
+_JSON_TYPES = (str, int, float, bool, type(None))
 _FRAMEWORK_MODULES = {
     "lightning": ("lightning", "pytorch_lightning"),
     "keras": ("keras", "tf_keras"),

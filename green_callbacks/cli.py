@@ -6,6 +6,8 @@
   synthetic data and print the report (needs the ``lightning`` extra).
 - ``green-callbacks report PATH...``: summarise run records.
 - ``green-callbacks card RUN``: a run's ``co2_eq_emissions`` block and paragraph for a Hugging Face model card.
+- ``green-callbacks compare BASE NEW``: energy per sample, per FLOP and per epoch of two runs (or folders, or
+  searches) with bootstrap intervals; says whether NEW costs more beyond the noise (``--fail-above PCT``: exit 1).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     measure.add_argument("--interval", type=float, default=60.0,
                          help="seconds between record rows (each row is written to disk; default 60)")
     measure.add_argument("--gpus", help="comma-separated NVML indices of the GPUs to measure (default: all)")
+    measure.add_argument("--rounds", type=int, default=1,
+                         help="run the command this many times, each round one row of the record, and report the "
+                              "median round with its interval (default 1)")
+    measure.add_argument("--warmup-rounds", type=int, default=0,
+                         help="run the command this many times first, measured but left out of the median")
     measure.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command and its arguments")
 
     sub.add_parser("demo", help="train a small model with the Lightning callback and print the report "
@@ -48,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     add_report_arguments(sub.add_parser("report", help="summarise run records: tables, Markdown/HTML, plots, "
                                                        "sweeps, badges"))
     add_card_arguments(sub.add_parser("card", help="a run's training emissions for a Hugging Face model card"))
+    from green_callbacks.report.compare import add_compare_arguments
+
+    add_compare_arguments(sub.add_parser("compare", help="does NEW cost more energy than BASE, beyond the noise? "
+                                                         "(exit 1 with --fail-above PCT when it does)"))
     return parser
 
 
@@ -71,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from green_callbacks.report.command import run_report
 
         return run_report(args)
+    if args.command == "compare":
+        from green_callbacks.report.compare import run_compare
+
+        return run_compare(args)
     if args.command == "card":
         from green_callbacks.report.command import run_card
 
@@ -96,6 +111,11 @@ def _measure(args: argparse.Namespace) -> int:
     if not args.interval > 0:
         print(f"green-callbacks measure: --interval must be > 0 seconds, got {args.interval}", file=sys.stderr)
         return 2
+    if args.rounds < 1 or args.warmup_rounds < 0:
+        print(f"green-callbacks measure: --rounds must be at least 1 and --warmup-rounds at least 0, got "
+              f"{args.rounds} and {args.warmup_rounds}", file=sys.stderr)
+        return 2
+    repeated = args.rounds > 1 or args.warmup_rounds > 0
     try:
         gpus = None if args.gpus is None else [int(g) for g in args.gpus.split(",") if g.strip()]
         config = GreenConfig(country=args.country, region=args.region, carbon_intensity=args.carbon_intensity,
@@ -108,37 +128,45 @@ def _measure(args: argparse.Namespace) -> int:
         print(f"green-callbacks measure: {err}", file=sys.stderr)
         return 2
 
-    session.start(hyperparameters={"command": cmd}, device_indices=None, handle_signals=False)
+    rounds = {"rounds": args.rounds, "warmup_rounds": args.warmup_rounds} if repeated else {}
+    session.start(hyperparameters={"command": cmd, **rounds}, device_indices=None, handle_signals=False)
     try:
-        child = subprocess.Popen(cmd)
+        children = [subprocess.Popen(cmd)]
     except OSError as err:
         session.finish("failed", err)
         print(f"green-callbacks measure: cannot run {cmd[0]!r}: {err}", file=sys.stderr)
         return 127
 
     def forward(signum: int, _frame: object) -> None:
-        if child.poll() is None:
-            child.send_signal(signum)
+        if children[-1].poll() is None:
+            children[-1].send_signal(signum)
         raise _Interrupted(signum)
 
     forwarded = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
     previous = {s: signal.signal(s, forward) for s in forwarded}
     status, code, reason = "completed", 0, None
     try:
-        session.epoch_start()
-        while True:
-            try:
-                code = child.wait(timeout=args.interval)
+        for index in range(args.warmup_rounds + args.rounds):
+            if index:
+                children.append(subprocess.Popen(cmd))
+            session.epoch_start()
+            while True:
+                try:
+                    code = children[-1].wait(timeout=None if repeated else args.interval)
+                    break
+                except subprocess.TimeoutExpired:  # one row per --interval (a single round only)
+                    session.epoch_end()
+                    session.epoch_start()
+            session.epoch_end()
+            if code != 0:
                 break
-            except subprocess.TimeoutExpired:
-                session.epoch_end()
-                session.epoch_start()
-        session.epoch_end()
         status = "completed" if code == 0 else "failed"
         reason = None if code == 0 else f"exit code {code}"
+    except OSError as err:  # a later round could not start
+        status, code, reason = "failed", 127, f"cannot run {cmd[0]!r}: {err}"
     except (KeyboardInterrupt, _Interrupted) as err:
         status = "interrupted"
-        code = _wait_after_signal(child)
+        code = _wait_after_signal(children[-1])
         reason = type(err).__name__ if isinstance(err, KeyboardInterrupt) else signal.Signals(err.signum).name
         if session.in_epoch:
             session.epoch_end()
@@ -151,6 +179,10 @@ def _measure(args: argparse.Namespace) -> int:
         record = read_record(path) if path else session.to_record()
     print(format_epoch_table(record), file=sys.stderr)
     print(format_run_summary(record), file=sys.stderr)
+    if repeated:
+        from green_callbacks.report.summary import format_rounds
+
+        print(format_rounds(record, args.warmup_rounds), file=sys.stderr)
     return code if code >= 0 else 128 - code
 
 

@@ -27,19 +27,20 @@ totals in a small JSON file beside that backup (``green_callbacks_state.json``) 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import sys
 import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from green_callbacks._adapter import GreenCallbackBase
+from green_callbacks.core.devices import CPU, UNKNOWN, Devices, jax_devices, tensorflow_devices, torch_devices
+from green_callbacks.core.flops.keras_backends import KERAS_FLOP_METHODS
+from green_callbacks.core.flops.noted_steps import NotedSteps
 from green_callbacks.core.metric_keys import console_view, nan_metrics
-from green_callbacks.core.patches import InstancePatches
-from green_callbacks.core.record_writer import write_json_atomic
-from green_callbacks.core.sensors.accelerators import jax_device_type, torch_device_type
+from green_callbacks.core.patches import InstancePatches, PeekingIterator, find_in_callers
 
 __all__ = ["GreenCallback"]
 
@@ -66,65 +67,22 @@ def _import_keras() -> Any:
 
 keras = _import_keras()
 _END_OF_DATA = ("StopIteration", "OutOfRangeError")  # how Keras' step functions say "no more batches"
+_KINDS = {"train_function": "train", "test_function": "eval"}
 
 
-def _signature(data: Any) -> tuple[Any, ...]:
-    """Shapes and dtypes of a batch's leaves (metadata only: no device synchronisation)."""
-    if isinstance(data, (list, tuple)):
-        return tuple(_signature(d) for d in data)
-    if isinstance(data, dict):
-        return tuple((k, _signature(v)) for k, v in sorted(data.items()))
-    shape = getattr(data, "shape", None)
-    return ("leaf", None if shape is None else tuple(shape), str(getattr(data, "dtype", type(data).__name__)))
-
-
-class _Steps:
-    """How many steps of each batch signature ran (per kind), with one example batch per new signature."""
-
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, Any], int] = {}
-        self.examples: dict[tuple[str, Any], Any] = {}
-
-    def add(self, kind: str, batch: Any, n: int = 1) -> None:
-        key = (kind, _signature(batch))
-        if key not in self.counts:
-            self.examples[key] = batch
-            self.counts[key] = 0
-        self.counts[key] += n
-
-    def reset(self) -> None:
-        self.counts = {}
-        self.examples = {}
-
-
-class _PeekingIterator:
-    """Passes the JAX trainer's batch iterator through, noting each batch it yields."""
-
-    def __init__(self, iterator: Any, note: Callable[[Any], None]) -> None:
-        self._iterator = iterator
-        self._note = note
-
-    def __iter__(self) -> _PeekingIterator:
-        return self
-
-    def __next__(self) -> Any:
-        data = next(self._iterator)
-        self._note(data)
-        return data
+def _nothing() -> None:
+    """A dead weak reference (no model)."""
 
 
 def _find_fit_locals(callback: Any) -> dict[str, Any] | None:
     """The local variables of the ``fit`` call running this callback: its ``CallbackList`` and epoch iterator."""
-    frame = sys._getframe(1)
-    for _ in range(16):
-        if frame is None:
-            return None
-        local = frame.f_locals
+
+    def runs_callback(local: Any) -> bool:
         cbl = local.get("callbacks")
-        if isinstance(cbl, keras.callbacks.CallbackList) and any(c is callback for c in cbl.callbacks):
-            return dict(local)
-        frame = frame.f_back
-    return None
+        return isinstance(cbl, keras.callbacks.CallbackList) and any(c is callback for c in cbl.callbacks)
+
+    found = find_in_callers(runs_callback, depth=17)  # (this frame, then the 16 above the hook)
+    return None if found is None else dict(found)
 
 
 def _reads_logs(cb: Any) -> bool:
@@ -134,74 +92,32 @@ def _reads_logs(cb: Any) -> bool:
     return isinstance(cb, readers)
 
 
-_STATE_FILE = "green_callbacks_state.json"
-
-
 def _backup_dir(callbacks: list[Any]) -> str | None:
     """The folder of the fit's ``BackupAndRestore`` (where Keras keeps what a crashed fit resumes from), if any."""
     backup = next((c for c in callbacks if isinstance(c, keras.callbacks.BackupAndRestore)), None)
     return None if backup is None else str(backup.backup_dir)
 
 
-def _restored_state(backup_dir: str) -> dict[str, Any] | None:
-    """The session state saved beside ``BackupAndRestore``'s backup, when Keras resumes from that backup."""
-    meta_path, state_path = os.path.join(backup_dir, "training_metadata.json"), os.path.join(backup_dir, _STATE_FILE)
-    if not (os.path.exists(meta_path) and os.path.exists(state_path)):
-        return None
+def _backup_epochs(backup_dir: str) -> int:
+    """The epochs Keras completed before its backup in ``backup_dir`` (it resumes there; 0: no backup)."""
+    meta_path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(meta_path):
+        return 0
     with open(meta_path, encoding="utf-8") as handle:
-        epochs = int(json.load(handle)["epoch"])  # epochs Keras completed before the backup: it resumes there
-    with open(state_path, encoding="utf-8") as handle:
-        state = json.load(handle)
-    if epochs <= 0:
-        return None
-    if state.get("epoch_index") != epochs:  # the process died between the two saves of one epoch end
-        warnings.warn(
-            f"green_callbacks: the saved totals cover {state.get('epoch_index')} epochs but Keras resumes after "
-            f"{epochs}; this fit starts new totals and a new run record.",
-            UserWarning,
-            stacklevel=3,
-        )
-        return None
-    return state
+        return int(json.load(handle)["epoch"])
 
 
-def _devices(model: Any) -> tuple[str, list[int]]:
-    """The device type and ordinals this process trains on (``("cpu", [])`` on CPU); see
-    :mod:`green_callbacks.core.sensors.accelerators` for the device types."""
+def _devices(model: Any) -> Devices:
+    """The devices this process trains on (see :mod:`green_callbacks.core.devices`)."""
     backend = keras.backend.backend()
     if backend == "torch":
-        import torch
-
         weights = model.trainable_weights
-        if not weights:
-            return "cpu", []
-        device = weights[0].value.device
-        kind = torch_device_type(device)
-        if kind == "cpu":
-            return "cpu", []
-        if device.index is None and kind in ("cuda", "rocm"):
-            return kind, [torch.cuda.current_device()]
-        return kind, [device.index or 0]
+        return torch_devices(weights[0].value.device) if weights else CPU
     if backend == "jax":
-        import jax
-
-        accelerators = [d for d in jax.local_devices() if d.platform != "cpu"]
-        if not accelerators:
-            return "cpu", []
-        first = accelerators[0]
-        version = str(getattr(getattr(first, "client", None), "platform_version", ""))
-        return jax_device_type(first.platform, version), [d.id for d in accelerators]
+        return jax_devices()
     if backend == "tensorflow":
-        import tensorflow as tf
-
-        strategy = tf.distribute.get_strategy()
-        if not tf.distribute.has_strategy():  # the default strategy places ops on the first visible GPU
-            indices = [0] if tf.config.list_physical_devices("GPU") else []
-        else:
-            devices = strategy.extended.worker_devices
-            indices = sorted({int(d.rsplit(":", 1)[1]) for d in devices if "GPU:" in d.upper()})
-        return ("cuda" if indices else "cpu"), indices
-    return "cpu", []
+        return tensorflow_devices()
+    return CPU
 
 
 class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
@@ -215,8 +131,10 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
     framework = "keras"
 
     def _init_adapter(self) -> None:
-        self._steps = _Steps()  # batch signatures of backends whose steps cannot be counted one by one (jax, tf)
-        self._wrapped: list[tuple[Any, str, Any]] = []
+        self._steps = NotedSteps()  # jax, tf: steps noted by signature, counted at the epoch's end
+        self._fit_model: Any = _nothing  # the model whose step functions are watched (a weak reference)
+        self._phase_model: Any = _nothing  # an evaluate()/predict()'s model (_nothing: FLOPs not observed)
+        self._backend = "torch"
         self._epoch_iterator: Any = None
         self._flops_info: dict[str, Any] = {}
         self._torch_tracker: Any = None  # core.flops.FlopTracker, kept across fits: a later fit reuses its cache
@@ -227,7 +145,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
     # ------------------------------------------------------------------ fit begin / end
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._engine.begin_fit()
-        self._steps.reset()
+        self._steps = NotedSteps()
         self._engine.guard("start", self._train_begin, _find_fit_locals(self))
 
     def _train_begin(self, fit_locals: dict[str, Any] | None) -> None:
@@ -238,7 +156,9 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
             self._patches.wrap(bar, "on_epoch_end", self._compact)
         stopper = next((c for c in callbacks or [] if isinstance(c, keras.callbacks.EarlyStopping)), None)
         backend = keras.backend.backend()
-        self._flops_info = {"backend": backend, **_FLOP_METHODS.get(backend, {"method": "unavailable"})}
+        self._flops_info = {"backend": backend, **KERAS_FLOP_METHODS.get(backend, {"method": "unavailable"})}
+        if backend != "torch":
+            self._flops_info["per_step"] = self._steps.per_step
         if backend == "torch" and self._torch_tracker is None:
             from green_callbacks.core.flops import FlopTracker
 
@@ -247,19 +167,19 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         self._engine.flops.record_info = self._flops_info
         self._backup_dir = None if callbacks is None else _backup_dir(callbacks)
         if self._backup_dir is not None:  # resuming a crashed fit with BackupAndRestore: the totals go on
-            self._resume(self._backup_dir)
-        device_type, device_indices = self._engine.guard("start", _devices, self.model) or ("cuda", None)
+            self._engine.resume_beside(self._backup_dir, functools.partial(_backup_epochs, self._backup_dir))
+        devices = self._engine.guard("start", _devices, self.model) or UNKNOWN
         self._engine.start(
             hyperparameters=_hyperparameters(self.model, self.params),
-            device_indices=device_indices,
-            device_type=device_type,
+            model=self.model,
+            **devices.start_kwargs(),
             monitor=None if stopper is None else stopper.monitor,
             mode=None if stopper is None or stopper.mode not in ("min", "max") else stopper.mode,
             planned_epochs=self.params.get("epochs"),
             extra={"keras": {"version": keras.__version__, "backend": backend}, "flops": self._flops_info},
             compute_dtype=keras.config.dtype_policy().compute_dtype,
         )
-        self._wrap(self.model, "train_function", "train")
+        self._wrap(self.model, "train_function")
         if backend == "torch" and getattr(self.model, "optimizer", None) is not None:  # its work is not model FLOPs
             self._patches.wrap(self.model.optimizer, "apply", self._engine.flops.before_optimizer)
 
@@ -283,7 +203,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self._engine.in_epoch:  # validation inside fit
-            self._wrap(self.model, "test_function", "eval")
+            self._wrap(self.model, "test_function")
             self._engine.eval_start()
         else:  # model.evaluate(..., callbacks=[callback])
             self._phase_begin("evaluate", "test_function")
@@ -307,11 +227,10 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         if model is None:
             return
         backend = keras.backend.backend()
-        device_type, device_indices = self._engine.phases.guard.call("phase devices", _devices, model) or ("cuda", None)
+        devices = self._engine.phases.guard.call("phase devices", _devices, model) or UNKNOWN
         begun = self._engine.phases.begin(
             kind,
-            device_type=device_type,
-            device_indices=device_indices,
+            **devices.start_kwargs(),
             extra={"keras": {"version": keras.__version__, "backend": backend}},
             sees_batches=backend in ("torch", "jax"),  # tensorflow: the steps run inside a graph
             times_batches=backend == "torch",  # jax dispatches steps asynchronously: no per-batch latency
@@ -350,38 +269,29 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         its FLOPs, observed while the real step runs; an exception closes the phase's record. Torch:
         ``test_function(data)``, ``data[0]`` the batch; JAX: ``test_function(state, iterator)``, the batches are
         noted as the iterator yields them (several per call with ``steps_per_execution``)."""
-        original = getattr(model, attr, None)
-        if original is None or getattr(original, "_green_callback", None) is not None:
-            return
-        ref, model_ref = weakref.ref(self), weakref.ref(model)
         # torch.compile'd step functions (jit_compile=True) hide their ops from an observing counter: FLOPs NaN
-        counted = not getattr(model, "jit_compile", False)
+        self._phase_model = weakref.ref(model) if not getattr(model, "jit_compile", False) else _nothing
+        self._backend = backend
+        self._patches.around(model, attr, before=self._phase_step_begin, after=self._phase_step_end,
+                             failed=self._phase_step_failed)
 
-        def watched(*args: Any, **kwargs: Any) -> Any:
-            this = ref()
-            if this is None:
-                return original(*args, **kwargs)
-            phases = this._engine.phases
-            if backend == "torch":
-                phases.batch_start(args[0][0], model_ref() if counted else None)
-            else:
-                args = (args[0], _PeekingIterator(args[1], _next_batch(phases)), *args[2:])
-            try:
-                out = original(*args, **kwargs)
-            except BaseException as err:
-                if type(err).__name__ not in _END_OF_DATA:
-                    this._unwrap()
-                    this._console.restore()
-                    phases.fail(err)
-                else:
-                    phases.batch_end()
-                raise
-            phases.batch_end()
-            return out
+    def _phase_step_begin(self, attr: str, *args: Any, **kwargs: Any) -> tuple[Any, ...] | None:
+        phases = self._engine.phases
+        if self._backend == "torch":
+            phases.batch_start(args[0][0], self._phase_model())
+            return None
+        return (args[0], PeekingIterator(args[1], _next_batch(phases)), *args[2:])
 
-        watched._green_callback = ref  # type: ignore[attr-defined]
-        setattr(model, attr, watched)
-        self._wrapped.append((model, attr, original))
+    def _phase_step_end(self, attr: str, result: Any, *args: Any, **kwargs: Any) -> None:
+        self._engine.phases.batch_end()
+
+    def _phase_step_failed(self, attr: str, err: BaseException) -> None:
+        if type(err).__name__ in _END_OF_DATA:
+            self._engine.phases.batch_end()
+            return
+        self._unwrap()
+        self._console.restore()
+        self._engine.phases.fail(err)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._engine.in_epoch and self._steps.counts:
@@ -389,31 +299,12 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         if self._torch_tracker is not None and keras.backend.backend() == "torch":
             self._flops_info["per_step"] = self._torch_tracker.per_signature()
         metrics = self._engine.epoch_end(logs or {})
-        if metrics is not None and self._backup_dir is not None:
-            self._engine.guard("checkpoint", self._save_state)
+        if metrics is not None and self._backup_dir is not None:  # BackupAndRestore: the totals go beside its backup
+            self._engine.save_beside(self._backup_dir)
         if logs is not None:  # every key, every epoch: CSVLogger fixes its columns at epoch 0
             logs.update(metrics or nan_metrics())
         if self._engine.should_stop and self.model is not None:
             self.model.stop_training = True
-
-    def _resume(self, backup_dir: str) -> None:
-        try:
-            state = _restored_state(backup_dir)
-            if state is not None:
-                self._engine.session.load_state_dict(state)
-        except (OSError, ValueError, KeyError, TypeError) as err:  # an unreadable state file: start afresh
-            self._engine.restart()
-            warnings.warn(
-                f"green_callbacks: the totals saved in {backup_dir} could not be read ({type(err).__name__}: {err}); "
-                "this fit starts new totals and a new run record.",
-                UserWarning,
-                stacklevel=3,
-            )
-
-    def _save_state(self) -> None:
-        """Keep the session's totals beside ``BackupAndRestore``'s backup, for a resumed fit to continue them."""
-        if self._backup_dir is not None and self._engine.session.dist.is_global_zero:
-            write_json_atomic(os.path.join(self._backup_dir, _STATE_FILE), self._engine.session.state_dict())
 
     # ------------------------------------------------------------------ order of callbacks
     def _put_before_loggers(self, callbacks: list[Any] | None) -> None:
@@ -444,45 +335,33 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
             warnings.warn(f"green_callbacks: {message}", UserWarning, stacklevel=5)
 
     # ------------------------------------------------------------------ step functions: batches and failures
-    def _wrap(self, model: Any, attr: str, kind: str) -> None:
-        original = getattr(model, attr, None)
-        if original is None or getattr(original, "_green_callback", None) is not None:
-            return
-        ref, model_ref = weakref.ref(self), weakref.ref(model)  # (the model holds this wrapper: no strong cycle)
-        backend = keras.backend.backend()
+    def _wrap(self, model: Any, attr: str) -> None:
+        self._fit_model = weakref.ref(model)  # (the model holds the replacement: no strong cycle)
+        self._backend = keras.backend.backend()
+        self._patches.around(model, attr, before=self._step_begin, after=self._step_end, failed=self._step_failed)
 
-        def watched(*args: Any, **kwargs: Any) -> Any:
-            this = ref()
-            try:
-                if this is not None:
-                    args = this._note_batches(backend, kind, args, model_ref())
-                out = original(*args, **kwargs)
-            except BaseException as err:
-                if this is not None:
-                    this._engine.flops.discard()
-                    if type(err).__name__ not in _END_OF_DATA:
-                        this._unwrap()
-                        this._engine.fail(err)
-                raise
-            if this is not None:
-                this._engine.flops.end()  # the call ran the step (forward, backward, optimizer's elementwise update)
-            return out
-
-        watched._green_callback = ref  # type: ignore[attr-defined]
-        setattr(model, attr, watched)
-        self._wrapped.append((model, attr, original))
-
-    def _note_batches(self, backend: str, kind: str, args: tuple[Any, ...], model: Any) -> tuple[Any, ...]:
+    def _step_begin(self, attr: str, *args: Any, **kwargs: Any) -> tuple[Any, ...] | None:
+        kind = _KINDS[attr]
+        backend = self._backend
         if backend == "torch":  # train_function(data): data[0] is the batch; the call runs the step
             batch = args[0][0]  # (the model is the one whose function runs: Callback.model costs an import a call)
-            self._engine.flops.begin(kind, model, batch, counted=batch if kind == "train" else None)
-        elif not (self._engine.in_epoch and self._engine.session.flops_available):
-            return args
+            self._engine.flops.begin(kind, self._fit_model(), batch, counted=batch if kind == "train" else None)
+        elif not (self._engine.in_epoch and self._engine.flops_available):
+            return None
         elif backend == "jax":  # train_function(state, iterator): the batches come out of the iterator
-            return (args[0], _PeekingIterator(args[1], lambda data: self._note_jax(kind, data)), *args[2:])
+            return (args[0], PeekingIterator(args[1], lambda data: self._note_jax(kind, data)), *args[2:])
         elif backend == "tensorflow":  # train_function(iterator) runs inside tf.function: note the call only
             self._steps.add(kind, None, 1)
-        return args
+        return None
+
+    def _step_end(self, attr: str, result: Any, *args: Any, **kwargs: Any) -> None:
+        self._engine.flops.end()  # the call ran the step (forward, backward, optimizer's elementwise update)
+
+    def _step_failed(self, attr: str, err: BaseException) -> None:
+        self._engine.flops.discard()
+        if type(err).__name__ not in _END_OF_DATA:
+            self._unwrap()
+            self._engine.fail(err)
 
     def _note_jax(self, kind: str, data: Any) -> None:
         self._steps.add(kind, data)
@@ -491,35 +370,22 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
 
     def _unwrap(self) -> None:
         self._patches.restore()
-        for model, attr, original in reversed(self._wrapped):
-            if getattr(getattr(model, attr, None), "_green_callback", None) is not None:
-                setattr(model, attr, original)
-        self._wrapped = []
 
     # ------------------------------------------------------------------ FLOPs of the jax and tensorflow backends
     def _add_noted_flops(self) -> None:
         """Steps noted by signature (jax, tensorflow), counted at the epoch's end by the backend's engine."""
-        backend = keras.backend.backend()
-        totals = {"train": 0.0, "eval": 0.0}
-        for (kind, signature), count in self._steps.counts.items():
-            example = self._steps.examples.get((kind, signature))
-            for batch, steps in _batches(backend, example, count, kind, self._epoch_iterator, self.model):
-                totals[kind] += steps * self._backend_step_flops(backend, kind, batch)
-        self._steps.reset()
+        backend, model, iterator = keras.backend.backend(), self.model, self._epoch_iterator
+        totals = self._steps.take_epoch(lambda kind, example, calls: _batches(backend, example, calls, kind, iterator,
+                                                                              model),
+                                        lambda kind, batch: _count_step(backend, model, kind, batch))
         self._engine.flops.add(train=totals["train"], eval=totals["eval"])
 
-    def _backend_step_flops(self, backend: str, kind: str, batch: Any) -> float:
-        cache = self._flops_info.setdefault("per_step", {})
-        key = f"{kind} {_describe(batch)}"
-        if key not in cache:
-            from green_callbacks.core.flops import keras_backends
 
-            if backend == "jax":
-                result = keras_backends.count_jax_step(self.model, batch, kind)  # type: ignore[arg-type]
-            else:
-                result = keras_backends.count_tf_step(self.model, batch, kind)  # type: ignore[arg-type]
-            cache[key] = {"flops": result.flops, "matmul_flops": result.matmul_flops}
-        return float(cache[key]["flops"])
+def _count_step(backend: str, model: Any, kind: str, batch: Any) -> Any:
+    from green_callbacks.core.flops import keras_backends
+
+    count = keras_backends.count_jax_step if backend == "jax" else keras_backends.count_tf_step
+    return count(model, batch, kind)  # type: ignore[arg-type]
 
 
 def _next_batch(phases: Any) -> Callable[[Any], None]:
@@ -546,23 +412,6 @@ def _hyperparameters(model: Any, params: dict[str, Any]) -> dict[str, Any]:
     return hyper
 
 
-_FLOP_METHODS: dict[str, dict[str, str]] = {
-    "torch": {"method": "torch-flop-counter (green_callbacks.core.flops, observed on the real step)",
-              "convention": "matmul-only"},
-    "jax": {"method": "xla-cost-analysis", "convention": "all-ops"},
-    "tensorflow": {"method": "tf-profiler", "convention": "all-ops (ops with a registered FLOP statistic)"},
-}
-
-
-def _describe(batch: Any) -> str:
-    def shapes(value: Any) -> Any:
-        if isinstance(value, (list, tuple)):
-            return [shapes(v) for v in value]
-        if isinstance(value, dict):
-            return {k: shapes(v) for k, v in value.items()}
-        return list(getattr(value, "shape", ()))
-
-    return str(shapes(batch))
 
 
 def _batches(

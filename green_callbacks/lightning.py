@@ -35,9 +35,9 @@ from typing import Any
 
 from green_callbacks._adapter import GreenCallbackBase, progress_bar_metrics
 from green_callbacks.core.budget import plan_epochs_from_batches
+from green_callbacks.core.devices import torch_devices
 from green_callbacks.core.distributed import DistInfo
 from green_callbacks.core.patches import nan_tolerant
-from green_callbacks.core.sensors.accelerators import torch_device_type
 
 
 def _import_lightning() -> Any:
@@ -107,13 +107,11 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
             name = str(getattr(logger, "name", None) or type(logger).__name__)
             self._patches.wrap(logger, "log_metrics", lambda log, name=name: nan_tolerant(log, name))
         monitor, mode = _framework_monitor(trainer)
-        device = trainer.strategy.root_device
-        device_type = torch_device_type(device)
         self._engine.start(
             output_dir=trainer.log_dir or trainer.default_root_dir,  # log_dir broadcasts: every rank calls it
             hyperparameters=dict(getattr(pl_module, "hparams", {}) or {}),
-            device_indices=[device.index or 0] if device_type != "cpu" else [],
-            device_type=device_type,
+            model=pl_module,
+            **torch_devices(trainer.strategy.root_device).start_kwargs(),
             monitor=monitor,
             mode=mode,
             extra={"lightning": {"strategy": type(trainer.strategy).__name__, "precision": str(trainer.precision),
@@ -134,8 +132,8 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
         flops = self._engine.flops
         if flops.active and not pl_module.automatic_optimization:  # the step calls the optimizers itself
             flops.use(None)
-            warnings.warn("green_callbacks: FLOPs are not counted under manual optimization; they are reported "
-                          "unavailable (NaN).", UserWarning, stacklevel=3)
+            self._engine.unavailable("flops", "FLOPs are not counted under manual optimization; they are reported "
+                                     "unavailable (NaN).")
         if not flops.active or not getattr(pl_module, "_compiler_ctx", None):
             if flops.begin(kind, pl_module, batch, counted=counted) and kind == "train":
                 self._watch_backward("on_before_optimizer_step")
@@ -204,12 +202,10 @@ class GreenCallback(GreenCallbackBase, _pl.Callback):
 
     # ------------------------------------------------------------------ test / validate / predict outside fit
     def _phase_begin(self, trainer: Any, kind: str) -> None:
-        device = trainer.strategy.root_device
         self._engine.phases.begin(
             kind,
             output_dir=trainer.log_dir or trainer.default_root_dir,
-            device_type=torch_device_type(device),
-            device_indices=[device.index or 0] if torch_device_type(device) != "cpu" else [],
+            **torch_devices(trainer.strategy.root_device).start_kwargs(),
             dist=DistInfo(trainer.global_rank, trainer.local_rank, trainer.world_size),
             extra={"lightning": {"strategy": type(trainer.strategy).__name__, "precision": str(trainer.precision)}},
             handle_signals=False,  # Lightning turns SIGTERM into SIGTERMException -> on_exception

@@ -30,7 +30,6 @@ RAM) counted once per node, and only global rank zero logs and writes the record
 from __future__ import annotations
 
 import inspect
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +37,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+from green_callbacks.core.devices import module_device, torch_devices
 from green_callbacks.core.metric_keys import nan_metrics
 from green_callbacks.core.throughput import batch_counts
 from green_callbacks.core.wording import TRACKER
@@ -197,21 +197,22 @@ class Tracker(GreenCallbackBase):
         """Begin the run (``with tracker:`` does it for you). A finished tracker starts a new run."""
         if self.running:
             return self
-        if self.session.status != "created":
+        if self._engine.status != "created":
             self._engine.begin_fit()
         self._close_watch()
         self._engine.flops.use(None if self.model is None else self._new_flop_tracker())
         self._engine.start(
             hyperparameters=self._hyperparameters,
-            device_indices=_device_indices(self._device, self.model),
+            model=self.model,
+            **torch_devices(self._device if self._device is not None else module_device(self.model)).start_kwargs(),
             planned_epochs=self._planned_epochs,
             compute_dtype=self._dtype,
             extra={"loop": {"model": None if self.model is None else type(self.model).__name__,
                             "logger": None if self._log is None else _name(self._log.fn)}},
         )
-        if self.model is not None and self.running and self.session.flops_available:
+        if self.model is not None and self.running and self._engine.flops_available:
             if _compiled(self.model):
-                self.session.guard.unavailable(
+                self._engine.unavailable(
                     "flops", "FLOPs of a torch.compile'd model are not counted by the loop Tracker (FLOPs are NaN): "
                     "watching its step would turn compilation off for it, and counting on a copy would run your "
                     "model's code again. Count them on a run of the uncompiled model.")
@@ -244,7 +245,7 @@ class Tracker(GreenCallbackBase):
         return StepWatch(self._engine, model, flop_model, self._lock)
 
     def _end_epoch_flops(self) -> None:
-        if self.session.in_epoch:
+        if self._engine.in_epoch:
             self._boundary(epoch_end=True)
 
     def _close_watch(self) -> None:
@@ -258,7 +259,7 @@ class Tracker(GreenCallbackBase):
         if not self.running:
             self.start()
         index = epoch if epoch is not None else (self._epoch.index + 1 if self._epoch is not None else
-                                                 self.session.epochs_done)
+                                                 self._engine.epochs_done)
         self._epoch = Epoch(index)
         self._boundary(in_eval=False)
         self._engine.epoch_start(index, None if self._watch is None else self._watch.key_model)
@@ -269,14 +270,14 @@ class Tracker(GreenCallbackBase):
 
         Under ``torch.distributed`` this is a collective call: every rank must make it.
         """
-        epoch = self._epoch or Epoch(self.session.epochs_done)
+        epoch = self._epoch or Epoch(self._engine.epochs_done)
         epoch.metrics.update(metrics or {})
         self._end_epoch_flops()
         values = self._engine.epoch_end(epoch.metrics)
         if values is None:  # no epoch open (the run did not start): every key all the same
             values = nan_metrics()
         epoch.green = dict(values)
-        if self._log is not None and self.session.dist.is_global_zero:
+        if self._log is not None and self._engine.is_global_zero:
             self._engine.guard("logging", self._log, values, epoch.index)
         return dict(values)
 
@@ -356,7 +357,7 @@ class Tracker(GreenCallbackBase):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state:
-            if self.session.status != "created":
+            if self._engine.status != "created":
                 self._engine.restart()
             self._engine.load_state_dict(state)
 
@@ -398,28 +399,3 @@ def default_forward(model: Any, batch: Any) -> Any:
     if isinstance(batch, (tuple, list)):
         return model(batch[0])
     return model(batch)
-
-
-def _device_indices(device: Any, model: Any) -> list[int] | None:
-    """CUDA ordinals this process trains on: from ``device=``, else the model's parameters; ``None``: unknown."""
-    if device is None and model is not None and "torch" in sys.modules:
-        param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-        device = None if param is None else param.device
-    if device is None:
-        return None
-    if isinstance(device, int) and not isinstance(device, bool):
-        return [device]
-    kind = getattr(device, "type", None)
-    index = getattr(device, "index", None)
-    if kind is None:  # a string such as "cuda:1" or "cpu"
-        text = str(device)
-        kind, _, rest = text.partition(":")
-        index = int(rest) if rest.isdigit() else None
-    if kind != "cuda":
-        return []
-    if index is None:
-        import torch
-
-        index = torch.cuda.current_device()
-    return [int(index)]
-

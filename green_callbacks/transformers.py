@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import uuid
 import warnings
 import weakref
@@ -45,8 +44,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from green_callbacks._adapter import METRIC_KEYS, GreenCallbackBase
+from green_callbacks.core.devices import Devices, torch_devices
+from green_callbacks.core.forward_hooks import hook_forward
 from green_callbacks.core.metric_keys import console_view
-from green_callbacks.core.sensors.accelerators import torch_device_type
+from green_callbacks.core.patches import InstancePatches, find_in_callers
 
 try:
     import transformers
@@ -64,20 +65,12 @@ HF_TOTAL_FLOS_KEY = "green/hf_total_flos"
 
 _STATE_ATTRIBUTE = "green_state"
 _LIVE: weakref.WeakValueDictionary[str, GreenCallback] = weakref.WeakValueDictionary()
-_JSON_TYPES = (str, int, float, bool, type(None))
 
 
 def _find_trainer(max_depth: int = 10) -> Any:
     """The ``transformers.Trainer`` whose callback handler is calling us, found on the call stack (or ``None``)."""
-    frame = sys._getframe(1)
-    for _ in range(max_depth):
-        if frame is None:
-            return None
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, transformers.Trainer):
-            return candidate
-        frame = frame.f_back
-    return None
+    found = find_in_callers(lambda local: isinstance(local.get("self"), transformers.Trainer), depth=max_depth + 1)
+    return None if found is None else found["self"]
 
 
 def _monitor_of(args: Any) -> tuple[str | None, str | None]:
@@ -91,23 +84,9 @@ def _monitor_of(args: Any) -> tuple[str | None, str | None]:
     return name, None if greater is None else ("max" if greater else "min")
 
 
-def _device_indices(args: Any) -> list[int]:
-    """Accelerator ordinals this process trains on: ``[]`` on CPU, all visible GPUs under ``nn.DataParallel``."""
-    device = args.device
-    if torch_device_type(device) == "cpu":
-        return []
-    if args.n_gpu > 1:
-        return list(range(args.n_gpu))
-    return [0 if device.index is None else int(device.index)]
-
-
-def _device_uuids(indices: list[int], device_type: str = "cuda") -> list[str] | None:
-    """UUIDs of the CUDA devices (torch's, unprefixed: GPU or MIG), exact whatever ``CUDA_VISIBLE_DEVICES`` says."""
-    if not indices or device_type != "cuda":
-        return None
-    import torch
-
-    return [str(torch.cuda.get_device_properties(i).uuid) for i in indices]
+def _devices(args: Any) -> Devices:
+    """The devices this process trains on: ``args.device``, all visible GPUs under ``nn.DataParallel``."""
+    return torch_devices(args.device, count=args.n_gpu)
 
 
 def _compute_dtype(args: Any) -> str:
@@ -170,36 +149,6 @@ def _generated_tokens(trainer: Any, generated: Any, inputs: Any) -> Any:
     return new.numel() if pad is None else (new != pad).sum()
 
 
-def _phase_wrapper(owner: Any, trainer_ref: Any, func: Any, fallback: Any, kind: str) -> Any:
-    """``trainer.evaluate``/``predict`` with the callback's phase around it (a failure ends its record).
-
-    ``func`` is the Trainer's unbound method, called on ``trainer_ref()`` (no strong reference back to the
-    trainer); ``fallback`` the callable to use when the attribute was not a bound method of it.
-    """
-
-    @functools.wraps(func or fallback)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        callback = owner()
-        run = functools.partial(func, trainer_ref()) if func is not None else fallback
-        if callback is None:
-            return run(*args, **kwargs)
-        opened = callback._engine.phases.guard.call("phase", callback._phase_open, kind)
-        try:
-            output = run(*args, **kwargs)
-        except BaseException as err:
-            if opened:
-                callback._remove_phase_hook()
-                callback._engine.phases.fail(err)
-            raise
-        finally:
-            callback._phase_depth = max(callback._phase_depth - 1, 0)
-        if opened:
-            callback._engine.phases.guard.call("phase", callback._phase_close, output, kind)
-        return output
-
-    return call
-
-
 class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
     """Measures energy, emissions and FLOPs of a ``transformers.Trainer`` run and logs them every epoch.
 
@@ -226,9 +175,10 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._logging = False
         self._warned_no_trainer = False
         self._hf_total_flos = math.nan
-        self._phase_hook: Any = None
-        self._phase_unwrap: Any = None
-        self._phase_depth = 0
+        self._phase_hook: Any = None  # removes the phase's forward hook
+        self._phase_counted = False  # its FLOPs are observed
+        self._phase_opened: list[bool] = []  # per evaluate()/predict() call in progress: whether it opened the phase
+        self._phase_patches = InstancePatches()  # prediction_step, for one phase
 
     @property
     def last_metrics(self) -> dict[str, float]:
@@ -250,49 +200,25 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         self._wrap_model_card(trainer)
 
     def _wrap_train(self, trainer: Any) -> None:
-        """Learn of exceptions escaping ``trainer.train`` (the Trainer has no exception event)."""
-        original = trainer.train
-        if getattr(original, "_green_callbacks_wrapper", False):
-            return
-        owner = weakref.ref(self)
-        # No strong reference back to the trainer (its bound method would make trainer -> wrapper -> trainer a
-        # cycle: the trainer, and the persistent DataLoader workers it holds, would then wait for the garbage
-        # collector, whose late clean-up of the worker queues makes each worker time out, 5 s apiece).
-        func = getattr(original, "__func__", None)
-        if func is not None and getattr(original, "__self__", None) is trainer:
-            trainer_ref = weakref.ref(trainer)
+        """Learn of exceptions escaping ``trainer.train`` (the Trainer has no exception event). Kept across fits (it
+        must be in place before the next ``train()`` begins); the trainer is held weakly (a trainer kept by a cycle
+        keeps its persistent DataLoader workers until the garbage collector runs, and they then time out, 5 s each)."""
+        self._patches.around(trainer, "train", failed=self._train_failed, keep=True)
 
-            def call(*args: Any, **kwargs: Any) -> Any:
-                return func(trainer_ref(), *args, **kwargs)
-        else:
-            call, func = original, original
-
-        @functools.wraps(func)
-        def train(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return call(*args, **kwargs)
-            except BaseException as err:
-                callback = owner()
-                if callback is not None:
-                    target = callback._adopted_by or callback
-                    target._remove_hook()
-                    target._engine.fail(err)
-                raise
-
-        train._green_callbacks_wrapper = True  # type: ignore[attr-defined]
-        trainer.train = train
+    def _train_failed(self, name: str, err: BaseException) -> None:
+        target = self._adopted_by or self
+        target._remove_hook()
+        target._engine.fail(err)
 
     def _wrap_model_card(self, trainer: Any) -> None:
-        """The run's emissions go into the card ``create_model_card`` (and so ``push_to_hub``) writes."""
-        from green_callbacks.report.card import wrap_create_model_card
+        """The run's emissions go into the card ``create_model_card`` (and so ``push_to_hub``) writes; kept across
+        fits (a card is written after ``train()``)."""
+        self._patches.around(trainer, "create_model_card", after=self._card_written, keep=True)
 
-        owner = weakref.ref(self)
+    def _card_written(self, name: str, result: Any, *args: Any, **kwargs: Any) -> None:
+        from green_callbacks.report.card import add_to_trainer_card
 
-        def record_path() -> Any:
-            callback = owner()
-            return None if callback is None else (callback._adopted_by or callback).record_path
-
-        wrap_create_model_card(trainer, record_path)
+        add_to_trainer_card(self.trainer, (self._adopted_by or self).record_path)
 
     def _bind(self) -> None:
         trainer = _find_trainer()
@@ -302,9 +228,8 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
     # ------------------------------------------------------------------ ExportableState
     def state(self) -> dict[str, Any]:
         """What the Trainer writes into each checkpoint's ``trainer_state.json``."""
-        args = {k: list(v) if isinstance(v, tuple) else v for k, v in self._arguments.items()
-                if isinstance(v, _JSON_TYPES) or (isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))}
-        return {"args": args, "attributes": {_STATE_ATTRIBUTE: {**self._engine.state_dict(), "instance": self._token}}}
+        saved = {**self._engine.state_dict(), "instance": self._token}
+        return {"args": self._json_arguments(), "attributes": {_STATE_ATTRIBUTE: saved}}
 
     def _stored_state(self, state: Any) -> dict[str, Any] | None:
         """This run's saved state when the Trainer resumed from a checkpoint, else ``None``."""
@@ -352,24 +277,20 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
 
     def _train_begin(self, args: Any, state: Any, model: Any) -> None:
         self._adopt_original()
-        stored = self._stored_state(state)
         self._engine.begin_fit()
-        if stored is not None:
-            self._engine.load_state_dict(stored)
+        self._engine.resume(functools.partial(self._stored_state, state), "the Trainer's checkpoint")
         monitor, mode = _monitor_of(args)
-        devices = _device_indices(args)
-        device_type = torch_device_type(args.device)
         self._engine.start(
             output_dir=args.output_dir,
             hyperparameters=_hyperparameters(args, state, model),
-            device_indices=devices,
-            device_uuids=_device_uuids(devices, device_type),
-            device_type=device_type,
+            model=model,
+            **_devices(args).start_kwargs(),
             monitor=monitor,
             mode=mode,
             planned_epochs=float(args.num_train_epochs) if args.max_steps <= 0 else None,
             extra={"transformers": {"version": transformers.__version__, "trainer": type(self.trainer).__name__}},
             compute_dtype=_compute_dtype(args),
+            trial=getattr(self.trainer, "_trial", None),  # hyperparameter_search's trial (core/trial.py)
         )
         self._pending = None
         self._epoch_metrics = {}
@@ -497,34 +418,33 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
     # ------------------------------------------------------------------ evaluate / predict outside train
     def _wrap_phases(self, trainer: Any) -> None:
         """Measure ``trainer.evaluate()`` / ``trainer.predict()`` called outside ``train``: the phase opens when
-        the call begins and closes when it returns."""
-        owner = weakref.ref(self)
+        the call begins and closes when it returns (kept across calls, like ``train``)."""
         for kind in ("evaluate", "predict"):
-            original = getattr(trainer, kind)
-            if getattr(original, "_green_callbacks_wrapper", False):
-                continue
-            func = getattr(original, "__func__", None)
-            if getattr(original, "__self__", None) is not trainer:
-                func = None
-            # no strong reference back to the trainer (see _wrap_train)
-            wrapper = _phase_wrapper(owner, weakref.ref(trainer), func, None if func is not None else original, kind)
-            wrapper._green_callbacks_wrapper = True  # type: ignore[attr-defined]
-            setattr(trainer, kind, wrapper)
+            self._patches.around(trainer, kind, before=self._phase_call, after=self._phase_return,
+                                 failed=self._phase_raised, keep=True)
+
+    def _phase_call(self, kind: str, *args: Any, **kwargs: Any) -> None:
+        self._phase_opened.append(False)
+        self._phase_opened[-1] = bool(self._engine.phases.guard.call("phase", self._phase_open, kind))
+
+    def _phase_return(self, kind: str, output: Any, *args: Any, **kwargs: Any) -> None:
+        if self._phase_opened.pop():
+            self._engine.phases.guard.call("phase", self._phase_close, output, kind)
+
+    def _phase_raised(self, kind: str, err: BaseException) -> None:
+        if self._phase_opened and self._phase_opened.pop():
+            self._remove_phase_hook()
+            self._engine.phases.fail(err)
 
     def _phase_open(self, kind: str) -> bool:
-        self._phase_depth += 1
         trainer = self.trainer
-        if self._phase_depth > 1 or trainer is None:  # evaluate() over a dict of datasets calls itself: one phase
+        if len(self._phase_opened) > 1 or trainer is None:  # evaluate() over a dict of datasets calls itself
             return False
         args = trainer.args
-        devices = _device_indices(args)
         begun = self._engine.phases.begin(
             kind,
             output_dir=args.output_dir,
-            device_type=torch_device_type(args.device),
-            device_indices=devices,
-            device_uuids=self._engine.phases.guard.call("phase devices", _device_uuids, devices,
-                                                        torch_device_type(args.device)),
+            **_devices(args).start_kwargs(),
             extra={"transformers": {"version": transformers.__version__, "trainer": type(trainer).__name__}},
         )
         if begun:
@@ -533,34 +453,16 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
             # inductor's fused kernels hide ops from an observing counter: unavailable rather than wrong
             compiled = bool(getattr(args, "torch_compile", False)) or type(trainer.model).__name__ == "OptimizedModule"
             self._install_phase_hook(trainer.model, counted=not (generating or compiled))
-            if generating:  # Seq2SeqTrainer: the generated tokens are exposed
-                self._count_generated_tokens(trainer)
+            if generating:  # Seq2SeqTrainer: the generated tokens are exposed, per batch, by its prediction_step
+                self._phase_patches.around(trainer, "prediction_step", after=self._generated)
         return begun
 
-    def _count_generated_tokens(self, trainer: Any) -> None:
-        """Wrap ``trainer.prediction_step`` for this phase: the non-padding tokens it generated per batch."""
-        original = trainer.prediction_step
-        owner = weakref.ref(self)
-
-        def prediction_step(model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-            out = original(model, inputs, *args, **kwargs)
-            callback = owner()
-            generated = out[1] if isinstance(out, tuple) and len(out) > 1 else None
-            if callback is not None and generated is not None:
-                callback._engine.phases.add_tokens_out(_generated_tokens(trainer_ref(), generated, inputs))
-            return out
-
-        trainer_ref = weakref.ref(trainer)
-        own = trainer.__dict__.get("prediction_step")  # a user's own instance attribute, restored after
-
-        def unwrap() -> None:
-            if own is None:
-                trainer.__dict__.pop("prediction_step", None)
-            else:
-                trainer.prediction_step = own
-
-        trainer.prediction_step = prediction_step
-        self._phase_unwrap = unwrap
+    def _generated(self, name: str, out: Any, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> None:
+        """The non-padding tokens ``trainer.prediction_step`` generated for one batch."""
+        generated = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+        trainer = self.trainer
+        if generated is not None and trainer is not None:
+            self._engine.phases.add_tokens_out(_generated_tokens(trainer, generated, inputs))
 
     def _phase_close(self, output: Any, kind: str) -> None:
         """Close the phase; ``evaluate``'s figures go through ``Trainer.log`` (the Trainer logs evaluate()'s metrics,
@@ -582,67 +484,34 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
 
     def _install_phase_hook(self, model: Any, *, counted: bool) -> None:
         self._remove_phase_hook()
-        if model is None or not hasattr(model, "register_forward_pre_hook"):
-            return
-        owner = weakref.ref(self)
+        self._phase_counted = counted
+        self._phase_hook = hook_forward(model, before=self._phase_forward)
 
-        def note(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            callback = owner()
-            if callback is not None:  # the kwargs alone when possible: where attention_mask is found
-                batch = (args, kwargs) if args else kwargs
-                callback._engine.phases.batch_start(batch, module if counted else None)
-
-        self._phase_hook = model.register_forward_pre_hook(note, with_kwargs=True)
+    def _phase_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        batch = (args, kwargs) if args else kwargs  # the kwargs alone when possible: where attention_mask is found
+        self._engine.phases.batch_start(batch, module if self._phase_counted else None)
 
     def _remove_phase_hook(self) -> None:
         if self._phase_hook is not None:
-            self._phase_hook.remove()
+            self._phase_hook()
             self._phase_hook = None
-        unwrap, self._phase_unwrap = self._phase_unwrap, None
-        if unwrap is not None:
-            unwrap()
+        self._phase_patches.restore()
 
     # ------------------------------------------------------------------ FLOPs
     def _install_hook(self, model: Any) -> None:
         self._remove_hook()
-        if model is None or not hasattr(model, "register_forward_pre_hook"):
-            return
-        owner = weakref.ref(self)
-        import torch
+        self._hook = hook_forward(model, before=self._forward, after=self._forwarded, eager=self._compiled)
 
-        # Plain functions (not bound methods): a deep copy of the model copies hooks, and must not copy us. With
-        # torch.compile they are kept out of dynamo's trace: they read Python state that would recompile the model.
-        def before(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            callback = owner()
-            if callback is not None:
-                kind = "train" if module.training and torch.is_grad_enabled() else "eval"
-                replay = _step_loss if callback._compiled else None
-                counted = (kwargs or args) if kind == "train" else None
-                if callback._engine.flops.begin(kind, module, (args, kwargs), replay, counted) and kind == "train":
-                    callback._watch_backward("on_pre_optimizer_step")
+    def _forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._engine.flops.begin_forward(module, args, kwargs, _step_loss if self._compiled else None):
+            self._watch_backward("on_pre_optimizer_step")
 
-        def after(module: Any, args: Any, output: Any) -> None:
-            callback = owner()
-            if callback is not None and not module.training:
-                callback._engine.flops.end()  # evaluation: the forward is the whole step
-
-        if self._compiled:
-            before, after = _not_traced(before), _not_traced(after)
-        self._hook = (model.register_forward_pre_hook(before, with_kwargs=True), model.register_forward_hook(after))
+    def _forwarded(self, module: Any, args: Any, output: Any) -> None:
+        self._engine.flops.forward_done(module)  # evaluation: the forward is the whole step
 
     def _remove_hook(self) -> None:
         self._patches.restore()
         self._engine.flops.discard()
         if self._hook is not None:
-            for handle in self._hook:
-                handle.remove()
+            self._hook()
             self._hook = None
-
-
-def _not_traced(fn: Any) -> Any:
-    """``fn`` run eagerly even when the model around it is compiled (``torch._dynamo.disable``)."""
-    try:
-        import torch._dynamo
-    except ImportError:  # pragma: no cover - torch without dynamo
-        return fn
-    return torch._dynamo.disable(fn, recursive=True)

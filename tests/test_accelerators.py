@@ -118,6 +118,20 @@ def test_no_vendor_library_is_imported_by_the_package():
     assert out.strip() == "[]"
 
 
+def test_one_device_resolution_for_every_front_end():
+    from green_callbacks.core.devices import UNKNOWN, Devices, torch_devices
+
+    assert torch_devices(None) == UNKNOWN == Devices("cuda", None, None)  # unknown: every visible NVIDIA GPU
+    assert torch_devices("cpu") == Devices("cpu", [], None)
+    assert torch_devices(torch.device("xpu", 3)) == Devices("xpu", [3], None)
+    assert torch_devices("xpu") == Devices("xpu", [0], None)  # no Intel GPU here: torch's current one is its first
+    assert torch_devices("mps") == Devices("mps", [0], None)
+    assert torch_devices(torch.device("xla", 1)) == Devices("tpu", [1], None)
+    assert torch_devices(torch.device("cuda", 0), count=2).indices == [0, 1]  # nn.DataParallel: every visible GPU
+    assert torch_devices(torch.device("mps")).start_kwargs() == {
+        "device_type": "mps", "device_indices": [0], "device_uuids": None}
+
+
 # ------------------------------------------------------------------------------------------- HF and Keras mapping
 
 
@@ -127,8 +141,9 @@ def test_transformers_device_mapping():
 
     for device, indices in [(torch.device("xpu", 1), [1]), (torch.device("mps"), [0]), (torch.device("cpu"), [])]:
         args = types.SimpleNamespace(device=device, n_gpu=1 if device.type != "cpu" else 0)
-        assert hf._device_indices(args) == indices
-    assert hf._device_uuids([1], "xpu") is None  # torch.cuda's UUIDs only for CUDA devices
+        assert hf._devices(args).indices == indices
+    xpu = types.SimpleNamespace(device=torch.device("xpu", 1), n_gpu=1)
+    assert hf._devices(xpu).uuids is None  # torch.cuda's UUIDs only for CUDA devices
 
 
 def test_keras_device_mapping_on_the_torch_backend():
@@ -139,10 +154,14 @@ def test_keras_device_mapping_on_the_torch_backend():
         weight = types.SimpleNamespace(value=types.SimpleNamespace(device=device))
         return types.SimpleNamespace(trainable_weights=[weight])
 
-    assert gk._devices(model_on(torch.device("mps"))) == ("mps", [0])
-    assert gk._devices(model_on(torch.device("xpu", 2))) == ("xpu", [2])
-    assert gk._devices(model_on(torch.device("cpu"))) == ("cpu", [])
-    assert gk._devices(types.SimpleNamespace(trainable_weights=[])) == ("cpu", [])
+    def devices(model):
+        found = gk._devices(model)
+        return found.type, found.indices
+
+    assert devices(model_on(torch.device("mps"))) == ("mps", [0])
+    assert devices(model_on(torch.device("xpu", 2))) == ("xpu", [2])
+    assert devices(model_on(torch.device("cpu"))) == ("cpu", [])
+    assert devices(types.SimpleNamespace(trainable_weights=[])) == ("cpu", [])
 
 
 # ------------------------------------------------------------------------------------------- real Lightning fits
@@ -155,6 +174,7 @@ def lightning_fit(tmp_path, fake_clock, device, on_tick, hip=None, max_epochs=2)
     from torch.utils.data import DataLoader, TensorDataset
 
     from green_callbacks.lightning import GreenCallback
+    from tests.models import lightning_module
 
     saved: dict = {}
 
@@ -182,28 +202,6 @@ def lightning_fit(tmp_path, fake_clock, device, on_tick, hip=None, max_epochs=2)
         fake_clock.advance(dt)
         on_tick(dt)
 
-    class Model(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Linear(4, 2)
-
-        def on_train_batch_start(self, batch, batch_idx):
-            tick(1.0)
-
-        def on_validation_batch_start(self, batch, batch_idx, dataloader_idx=0):
-            tick(0.5)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(16, 4, generator=g), torch.randint(0, 2, (16,), generator=g)
     train = DataLoader(TensorDataset(x[:10], y[:10]), batch_size=4)
@@ -213,7 +211,8 @@ def lightning_fit(tmp_path, fake_clock, device, on_tick, hip=None, max_epochs=2)
         str(tmp_path), name="csv"), callbacks=[ReportDevice(), callback, Restore()], default_root_dir=str(tmp_path),
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=2)
     try:
-        trainer.fit(Model(), train, val)
+        trainer.fit(lightning_module(nn.Linear(4, 2), pl=pl, tick=tick, ticks={"train": 1.0, "validation": 0.5}),
+                    train, val)
     finally:
         undo()
     assert "root_device" not in type(trainer.strategy).__dict__ or saved.get("prop") is not None
@@ -278,3 +277,54 @@ def test_lightning_on_an_unknown_tpu_is_unavailable_not_zero(tmp_path, fake_cloc
     assert record["methods"]["gpu"] == ["unavailable"]
     assert epoch_gpu_j(record) == [None]
     assert "v5litepod" in record["components"]["gpu"]["reason"]
+
+
+# ------------------------------------------------------------------------------------------- the loop Tracker
+
+
+def tracker_run(tmp_path, fake_clock, device, on_tick):
+    """A real CPU loop (two epochs of 3 steps, 1 s each on the fake clock) whose ``Tracker(device=...)`` names
+    ``device``; each step also moves the fake device's energy by P x 1 s."""
+    from torch import nn
+
+    from green_callbacks.loop import Tracker
+
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 4, generator=g), torch.randint(0, 2, (4,), generator=g)) for _ in range(3)]
+    tracker = Tracker(carbon_intensity=400.0, output_dir=str(tmp_path / "runs"), model=model, device=device)
+    with tracker:
+        for _ in range(2):
+            with tracker.epoch() as epoch:
+                epoch.metrics["val_loss"] = 0.5
+                for x, y in batches:
+                    nn.functional.cross_entropy(model(x), y).backward()
+                    optimizer.step()
+                    optimizer.zero_grad()
+                    fake_clock.advance(1.0)
+                    on_tick(1.0)
+                    tracker.step((x, y))
+    return read_record(tracker.record_path)
+
+
+def test_tracker_on_xpu_reports_level_zero(tmp_path, fake_clock, monkeypatch):
+    fake = fake_pyzes.install(monkeypatch, FakePyzes([FakeIntelGpu(tiles=1, domains=[FakeDomain()])]))
+    record = tracker_run(tmp_path, fake_clock, "xpu:0", lambda dt: fake.gpus[0].add_joules(150 * dt))
+    assert record["methods"]["gpu"] == ["level-zero-energy-counter"]
+    assert epoch_gpu_j(record) == pytest.approx([150.0 * 3] * 2)  # 150 W for 3 s: 450 J per epoch
+
+
+def test_tracker_on_mps_reports_ioreport(tmp_path, fake_clock, monkeypatch):
+    soc = FakeSoc()
+    fake_zeus_apple_silicon.install(monkeypatch, FakeZeusAppleSilicon(soc))
+
+    def tick(dt):
+        soc.gpu_mj += round(20_000 * dt)  # 20 W
+        soc.ane_mj += round(1_000 * dt)  # 1 W
+        soc.cpu_total_mj += round(5_000 * dt)  # 5 W
+        soc.dram_mj += round(500 * dt)  # 0.5 W
+
+    record = tracker_run(tmp_path, fake_clock, torch.device("mps"), tick)
+    assert record["methods"]["gpu"] == ["apple-ioreport-gpu"]
+    assert epoch_gpu_j(record) == pytest.approx([21.0 * 3] * 2)  # GPU + ANE for 3 s: 63 J per epoch

@@ -47,6 +47,11 @@ class _Net(nn.Module):
         return self.head(self.enc(self.inp(x))).mean(dim=(1, 2))
 
 
+def _mse_in_float32(out, y):
+    """The loss of the Lightning and the HF model: mean squared error of the output in float32."""
+    return nn.functional.mse_loss(out.float(), y)
+
+
 PER_SAMPLE_EVAL = 2 * L * D_IN * E + _encoder_layer_flops(L, [L]) + 2 * L * E
 """Forward of :class:`_Net` per sample: 1280 + 22080 + 160 = 23520."""
 PER_SAMPLE_TRAIN = PER_SAMPLE_EVAL + 2 * L * D_IN * E + 2 * (PER_SAMPLE_EVAL - 2 * L * D_IN * E)
@@ -171,32 +176,14 @@ def test_lightning_bf16_mixed_encoder_layer_trains_and_validates_as_without_the_
     from green_callbacks.core.record import read_record
     from green_callbacks.core.sensors.fake import ConstantPowerSensor
     from green_callbacks.lightning import GreenCallback
-
-    class Module(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = _Net()
-            self.val_losses: list[torch.Tensor] = []
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.mse_loss(self.net(x).float(), y)
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            loss = nn.functional.mse_loss(self.net(x).float(), y)
-            self.val_losses.append(loss.detach().clone())
-            self.log("val_loss", loss)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+    from tests.models import lightning_module
 
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(12, L, D_IN, generator=g), torch.randn(12, generator=g)
 
     def fit(callbacks):
         torch.manual_seed(0)
-        module = Module()
+        module = lightning_module(_Net(), loss=_mse_in_float32, keep_val_losses=True)
         trainer = pl.Trainer(accelerator="cpu", devices=1, precision="bf16-mixed", max_epochs=2, logger=False,
                              callbacks=callbacks, default_root_dir=str(tmp_path), enable_progress_bar=False,
                              enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=1)
@@ -222,28 +209,12 @@ def test_lightning_bf16_mixed_encoder_layer_trains_and_validates_as_without_the_
 
 
 # ------------------------------------------------------------------------------------------------ transformers
-class _HfNet(nn.Module):
-    """:class:`_Net` as an HF Trainer model (``{"loss", "logits"}``)."""
+def _sequences(n: int, seed: int):
+    """``n`` samples ``{"x": (L, D_IN), "labels": a number}`` from ``seed``."""
+    from tests.models import Samples
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = _Net()
-
-    def forward(self, x, labels=None):
-        logits = self.net(x)
-        return {"loss": nn.functional.mse_loss(logits.float(), labels), "logits": logits}
-
-
-class _Sequences(torch.utils.data.Dataset):
-    def __init__(self, n: int, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.x, self.y = torch.randn(n, L, D_IN, generator=g), torch.randn(n, generator=g)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"x": self.x[i], "labels": self.y[i]}
+    g = torch.Generator().manual_seed(seed)
+    return Samples(torch.randn(n, L, D_IN, generator=g), torch.randn(n, generator=g))
 
 
 def test_transformers_bf16_cpu_encoder_layer_trains_and_evaluates_as_without_the_callback(tmp_path):
@@ -252,15 +223,16 @@ def test_transformers_bf16_cpu_encoder_layer_trains_and_evaluates_as_without_the
 
     from green_callbacks.core.sensors.fake import StepEnergySensor
     from green_callbacks.transformers import GreenCallback
+    from tests.models import HFModel
 
     def train(callbacks):
         torch.manual_seed(0)
-        model = _HfNet()
+        model = HFModel(_Net(), loss=_mse_in_float32)
         args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=2, per_device_train_batch_size=4,
                                  per_device_eval_batch_size=4, eval_strategy="epoch", save_strategy="no",
                                  logging_strategy="epoch", report_to="none", use_cpu=True, bf16=True,
                                  disable_tqdm=True, seed=0, data_seed=0, learning_rate=0.1)
-        trainer = Trainer(model=model, args=args, train_dataset=_Sequences(8, 1), eval_dataset=_Sequences(4, 2),
+        trainer = Trainer(model=model, args=args, train_dataset=_sequences(8, 1), eval_dataset=_sequences(4, 2),
                           callbacks=callbacks)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -38,10 +38,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch import nn  # noqa: E402
 
 from green_callbacks.core.record import read_record  # noqa: E402
 from green_callbacks.core.sensors.fake import ConstantPowerSensor  # noqa: E402
+from tests.models import HFModel, Samples, keras_mlp, lightning_module, mlp  # noqa: E402
 
 POWER_W = 100.0
 TICK_S = (1.0, 1.0, 1.0, 2.0, 3.0, 3.0)
@@ -81,11 +81,6 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
     return x, (x[:, 0] > 0).long()
 
 
-def mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-
-
 # ------------------------------------------------------------------------------------ one run per framework
 # Each returns (epochs the framework actually began, the green/ metrics it logged per epoch, the record).
 def run_lightning(tmp_path: Path, fake_clock: Any, budget: dict[str, Any], **trainer_args: Any):
@@ -93,18 +88,6 @@ def run_lightning(tmp_path: Path, fake_clock: Any, budget: dict[str, Any], **tra
     from torch.utils.data import DataLoader, TensorDataset
 
     from green_callbacks.lightning import GreenCallback
-
-    class Module(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = mlp()
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
 
     green = GreenCallback(**green_kwargs(tmp_path, budget))
     begun: list[int] = []
@@ -123,7 +106,8 @@ def run_lightning(tmp_path: Path, fake_clock: Any, budget: dict[str, Any], **tra
     trainer = pl.Trainer(max_epochs=PLANNED, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
                          callbacks=[green, Drive()], **trainer_args)
-    trainer.fit(Module(), DataLoader(TensorDataset(*data()), batch_size=BATCH))
+    module = lightning_module(mlp(seed=0), steps=("training",))
+    trainer.fit(module, DataLoader(TensorDataset(*data()), batch_size=BATCH))
     assert trainer.current_epoch == len(begun)  # Lightning's own count of finished epochs
     return begun, logged, read_record(green.record_path)
 
@@ -134,7 +118,7 @@ def run_keras(tmp_path: Path, fake_clock: Any, budget: dict[str, Any], **fit_arg
     from green_callbacks.keras import GreenCallback
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+    model = keras_mlp(4, 8, 2)
     model.compile(optimizer=keras.optimizers.SGD(0.1),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     green = GreenCallback(**green_kwargs(tmp_path, budget))
@@ -154,28 +138,6 @@ def run_keras(tmp_path: Path, fake_clock: Any, budget: dict[str, Any], **fit_arg
     logged = [{k: float(v[i]) for k, v in history.history.items() if k.startswith("green/")}
               for i in range(len(history.epoch))]
     return begun, logged, read_record(green.record_path)
-
-
-class HFModel(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = mlp()
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        logits = self.net(x)
-        return {"logits": logits} if labels is None else {"logits": logits,
-                                                           "loss": nn.functional.cross_entropy(logits, labels)}
-
-
-class Samples(torch.utils.data.Dataset):
-    def __init__(self) -> None:
-        self.x, self.y = data()
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.x[i], "labels": self.y[i]}
 
 
 def run_transformers(tmp_path: Path, fake_clock: Any, budget: dict[str, Any], **hf_args: Any):
@@ -200,8 +162,8 @@ def run_transformers(tmp_path: Path, fake_clock: Any, budget: dict[str, Any], **
     args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=PLANNED, per_device_train_batch_size=BATCH,
                              report_to="none", use_cpu=True, disable_tqdm=True, seed=0, **settings)
     green = GreenCallback(**green_kwargs(tmp_path, budget))
-    evaluated = Samples() if settings["eval_strategy"] != "no" else None
-    trainer = Trainer(model=HFModel(), args=args, train_dataset=Samples(), eval_dataset=evaluated,
+    evaluated = Samples(*data()) if settings["eval_strategy"] != "no" else None
+    trainer = Trainer(model=HFModel(mlp(seed=0)), args=args, train_dataset=Samples(*data()), eval_dataset=evaluated,
                       callbacks=[green, Drive()])
     trainer.train()
     assert trainer.state.epoch == pytest.approx(len(begun))  # the Trainer's own epoch count

@@ -80,6 +80,7 @@ def _match_over_the_whole_table(name):
     return (*min(found), "model-number")
 
 
+@pytest.mark.slow  # a scan of the whole CPU table per query: 13 s
 def test_the_prefiltered_match_equals_the_rules_over_the_whole_table():
     """match_cpu_model normalises only the rows that can match; it must find what a scan of every row finds."""
     from green_callbacks.core.sensors.cpu_tdp import cpu_tdp_table

@@ -10,34 +10,23 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments  # noqa: E402
+from transformers import BertForSequenceClassification, Trainer, TrainingArguments  # noqa: E402
 
 from green_callbacks.core.record import read_record  # noqa: E402
 from green_callbacks.core.sensors.fake import StepEnergySensor  # noqa: E402
 from green_callbacks.transformers import GreenCallback  # noqa: E402
+from tests.models import Tokens, tiny_bert  # noqa: E402
 
 V, H, NH, FF, LAYERS, MAX_LEN = 50, 16, 2, 32, 2, 128
 
 
 def _bert() -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=V, hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=NH,
-                        intermediate_size=FF, max_position_embeddings=MAX_LEN, num_labels=2)
-    config._attn_implementation = "eager"  # plain matmuls: torch's own FlopCounterMode counts them exactly on CPU
-    return BertForSequenceClassification(config)
+    return tiny_bert(vocab=V, hidden=H, layers=LAYERS, heads=NH, intermediate=FF, max_positions=MAX_LEN)
 
 
-class Ragged(torch.utils.data.Dataset):
-    def __init__(self, lengths: list[int]) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = [torch.randint(1, V, (k,), generator=g) for k in lengths]
-        self.y = torch.randint(0, 2, (len(lengths),), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.x[i], "labels": self.y[i]}
+def ragged(lengths: list[int]) -> Tokens:
+    """Token sequences of the given lengths, no attention mask: the collator pads them."""
+    return Tokens(lengths, vocab=V, attention_mask=False)
 
 
 def _pad(batches: list[dict]):
@@ -71,12 +60,13 @@ def _independent_count(batch: dict) -> int:
     return counter.get_total_flops()
 
 
+@pytest.mark.slow  # 120 sequences through a tiny BERT, checked against torch's own counter: 10 s
 def test_dynamic_padding_over_many_lengths_is_exact_with_a_handful_of_counts(tmp_path):
     lengths = list(range(4, 124))
     random.Random(1).shuffle(lengths)
     batches: list[dict] = []
     callback = GreenCallback(carbon_intensity=100.0, sensors=[StepEnergySensor("cpu", 1.0, scope="node")])
-    trainer = Trainer(model=_bert(), args=_args(tmp_path), train_dataset=Ragged(lengths), data_collator=_pad(batches),
+    trainer = Trainer(model=_bert(), args=_args(tmp_path), train_dataset=ragged(lengths), data_collator=_pad(batches),
                       callbacks=[callback])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -101,7 +91,7 @@ def test_torch_compile_counts_exactly_without_recompiles(tmp_path):
     torch._dynamo.reset()
     batches: list[dict] = []
     callback = GreenCallback(carbon_intensity=100.0, sensors=[StepEnergySensor("cpu", 1.0, scope="node")])
-    trainer = Trainer(model=_bert(), args=_args(tmp_path, torch_compile=True), train_dataset=Ragged([8] * 8),
+    trainer = Trainer(model=_bert(), args=_args(tmp_path, torch_compile=True), train_dataset=ragged([8] * 8),
                       data_collator=_pad(batches), callbacks=[callback])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -15,7 +15,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import numpy as np  # noqa: E402  (numpy comes with torch)
-from torch import nn  # noqa: E402
+
+from tests.models import HFModel, Samples, keras_mlp, lightning_module, mlp  # noqa: E402
 
 
 def _noise(x):
@@ -39,30 +40,12 @@ def _same_weights(a, b) -> None:
 def _mlp_module(optimizer=torch.optim.SGD, fail_at: tuple[int, int] | None = None):
     """A LightningModule of the 4-8-2 MLP (per sample: 224 training FLOPs, 96 evaluation FLOPs), trained with
     ``optimizer`` (lr 0.5); its training step raises at ``fail_at`` = (epoch, batch index)."""
-    import lightning.pytorch as pl
 
-    class MLP(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    def fail(epoch: int, batch_idx: int) -> None:
+        if (epoch, batch_idx) == fail_at:
+            raise RuntimeError("boom")
 
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, batch_idx):
-            if (self.current_epoch, batch_idx) == fail_at:
-                raise RuntimeError("boom")
-            x, y = batch
-            return nn.functional.cross_entropy(self(x), y)
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            self.log("val_loss", nn.functional.cross_entropy(self(x), y))
-
-        def configure_optimizers(self):
-            return optimizer(self.parameters(), lr=0.5)
-
-    return MLP()
+    return lightning_module(mlp(4, 8, 2), optimizer=optimizer, lr=0.5, before_training_step=fail)
 
 
 def _quiet_trainer(tmp_path, callbacks, **options):
@@ -73,72 +56,33 @@ def _quiet_trainer(tmp_path, callbacks, **options):
                       default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
                       enable_checkpointing=False, **options)
 
-class _HfMLP(nn.Module):
-    """The 4-8-2 MLP as an HF Trainer model (``{"loss", "logits"}``), counting its forward calls; ``noisy``: its
-    input goes through :func:`_noise` first."""
-
-    def __init__(self, noisy: bool = False) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-        self.noisy = noisy
-        self.calls = 0
-
-    def forward(self, x, labels=None):
-        self.calls += 1
-        logits = self.net(_noise(x) if self.noisy else x)
-        return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+def _hf_mlp(noisy: bool = False) -> HFModel:
+    """The 4-8-2 MLP as an HF Trainer model, counting its forward calls; ``noisy``: its input goes through
+    :func:`_noise` first."""
+    return HFModel(mlp(4, 8, 2), transform=(lambda model, x: _noise(x)) if noisy else None)
 
 
-class _Pairs(torch.utils.data.Dataset):
+def _pairs(n: int) -> Samples:
     """``n`` samples ``{"x": 4 features, "labels": x[0] > 0}`` from a fixed seed."""
-
-    def __init__(self, n: int) -> None:
-        g = torch.Generator().manual_seed(1)
-        self.x = torch.randn(n, 4, generator=g)
-        self.y = (self.x[:, 0] > 0).long()
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"x": self.x[i], "labels": self.y[i]}
-
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 4, generator=g)
+    return Samples(x, (x[:, 0] > 0).long())
 
 
 # ------------------------------------------------------------------------------------------------ Lightning
 def test_lightning_weights_and_user_step_calls_are_unchanged(tmp_path):
     pytest.importorskip("lightning")
-    import lightning.pytorch as pl
     from torch.utils.data import DataLoader, TensorDataset
 
     from green_callbacks.core.sensors.fake import ConstantPowerSensor
     from green_callbacks.lightning import GreenCallback
-
-    class Noisy(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-            self.calls: list[str] = []
-
-        def training_step(self, batch, batch_idx):
-            self.calls.append("train")
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(_noise(x)), y)
-
-        def validation_step(self, batch, batch_idx):
-            self.calls.append("val")
-            x, y = batch
-            self.log("val_loss", nn.functional.cross_entropy(self.net(_noise(x)), y))
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.5)
 
     def fit(callbacks):
         g = torch.Generator().manual_seed(0)
         x = torch.randn(16, 4, generator=g)
         y = (x[:, 0] > 0).long()
         _seed_all()
-        module = Noisy()
+        module = lightning_module(mlp(4, 8, 2), lr=0.5, transform=lambda module, x: _noise(x))
         trainer = _quiet_trainer(tmp_path, callbacks, max_epochs=2, num_sanity_val_steps=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -190,12 +134,12 @@ def test_transformers_weights_and_model_forward_calls_are_unchanged(tmp_path):
 
     def train(callbacks):
         _seed_all()
-        model = _HfMLP(noisy=True)
+        model = _hf_mlp(noisy=True)
         args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=2, per_device_train_batch_size=4,
                                  per_device_eval_batch_size=4, eval_strategy="epoch", save_strategy="no",
                                  logging_strategy="epoch", report_to="none", use_cpu=True, disable_tqdm=True,
                                  seed=0, learning_rate=0.1, data_seed=0)
-        trainer = Trainer(model=model, args=args, train_dataset=_Pairs(10), eval_dataset=_Pairs(6), callbacks=callbacks)
+        trainer = Trainer(model=model, args=args, train_dataset=_pairs(10), eval_dataset=_pairs(6), callbacks=callbacks)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer.train()
@@ -229,8 +173,7 @@ def test_keras_weights_and_layer_calls_are_unchanged(tmp_path, monkeypatch):
         calls.clear()
         keras.utils.set_random_seed(0)
         _seed_all()
-        model = keras.Sequential([keras.Input((4,)), Noisy(), keras.layers.Dense(8, activation="relu"),
-                                  keras.layers.Dense(1)])
+        model = keras_mlp(4, 8, 1, first=[Noisy()])
         model.compile(optimizer="sgd", loss="mse")
         x = np.random.default_rng(0).random((10, 4), dtype="float32")
         model.fit(x, x.sum(axis=1, keepdims=True), validation_data=(x[:6], x[:6, :1]), epochs=2, batch_size=4,
@@ -331,11 +274,11 @@ def test_transformers_watched_steps_stop_counting_before_the_optimizer(tmp_path)
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
             self.attached.append("on_pre_optimizer_step" in vars(callback))
 
-    model = _HfMLP()
+    model = _hf_mlp()
     args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=2, per_device_train_batch_size=4,
                              save_strategy="no", logging_strategy="epoch", report_to="none", use_cpu=True,
                              disable_tqdm=True, seed=0, data_seed=0)
-    trainer = Trainer(model=model, args=args, train_dataset=_Pairs(10), callbacks=[Probe(), callback],
+    trainer = Trainer(model=model, args=args, train_dataset=_pairs(10), callbacks=[Probe(), callback],
                       optimizers=(_MatmulSGD(model.parameters(), lr=0.1), None))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -26,13 +26,13 @@ pytest.importorskip("lightning")
 
 import lightning.pytorch as pl
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from green_callbacks.core.phase import phase_metric_keys
 from green_callbacks.core.record import read_record
 from green_callbacks.core.sensors.fake import ConstantPowerSensor
 from green_callbacks.lightning import GreenCallback
+from tests.models import lightning_module, mlp
 
 J_PER_KWH = 3.6e6
 POWER_W = 125.0
@@ -53,42 +53,12 @@ def sensors():
 
 
 def make_module(tick):
-    class Classifier(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-
-        def on_train_batch_start(self, batch, batch_idx):
-            tick(1.0)
-
-        def on_validation_batch_start(self, batch, batch_idx, dataloader_idx=0):
-            tick(0.5 if self.trainer.state.fn == "fit" else BATCH_S)
-
-        def on_test_batch_start(self, batch, batch_idx, dataloader_idx=0):
-            tick(BATCH_S)
-
-        def on_predict_batch_start(self, batch, batch_idx, dataloader_idx=0):
-            tick(BATCH_S)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
-
-        def test_step(self, batch, batch_idx):
-            x, y = batch
-            self.log("test_loss", nn.functional.cross_entropy(self.net(x), y))
-
-        def predict_step(self, batch, batch_idx, dataloader_idx=0):
-            return self.net(batch[0]).argmax(-1)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    return Classifier()
+    """The 4-8-2 classifier: the clock moves 1 s per training batch, 0.5 s per validation batch of ``fit``,
+    ``BATCH_S`` per test / predict batch and per validation batch outside ``fit``; it predicts the argmax."""
+    return lightning_module(mlp(4, 8, 2), steps=("training", "validation", "test", "predict"),
+                            predict=lambda out: out.argmax(-1), tick=tick,
+                            ticks={"train": 1.0, "validation": 0.5, "validate": BATCH_S, "test": BATCH_S,
+                                   "predict": BATCH_S})
 
 
 def data(n: int = 10, batch_size: int = 4) -> DataLoader:

@@ -29,6 +29,7 @@ keras = pytest.importorskip("keras")
 
 from green_callbacks.core.phase import phase_metric_keys  # noqa: E402
 from green_callbacks.core.record import read_record  # noqa: E402
+from tests.models import HFModel, Samples, keras_mlp, lightning_module  # noqa: E402
 from tests.test_parity import (  # noqa: E402
     BATCH,
     INTENSITY,
@@ -38,8 +39,6 @@ from tests.test_parity import (  # noqa: E402
     N_TRAIN,
     PER_READ_J,
     PUE,
-    HFModel,
-    Samples,
     data,
     mlp,
     sensors,
@@ -65,28 +64,19 @@ def predict_lightning(tmp_path: Path) -> tuple[dict[str, float], Path]:
 
     from green_callbacks.lightning import GreenCallback
 
-    class Module(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = mlp()
-
-        def predict_step(self, batch, batch_idx):
-            return self.net(batch[0])
-
     green = GreenCallback(**kwargs(tmp_path, "lightning"))
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
                          callbacks=[green])
     xt, _, _, _ = data()
-    trainer.predict(Module(), DataLoader(TensorDataset(xt), batch_size=BATCH))
+    trainer.predict(lightning_module(mlp(), steps=("predict",)), DataLoader(TensorDataset(xt), batch_size=BATCH))
     return green.last_phase_metrics, green.last_phase_record_path
 
 
 def predict_keras(tmp_path: Path) -> tuple[dict[str, float], Path]:
     from green_callbacks.keras import GreenCallback
 
-    model = keras.Sequential([keras.Input((N_IN,)), keras.layers.Dense(N_HIDDEN, activation="relu"),
-                              keras.layers.Dense(N_OUT)])
+    model = keras_mlp(N_IN, N_HIDDEN, N_OUT)
     green = GreenCallback(**kwargs(tmp_path, "keras"))
     xt, _, _, _ = data()
     model.predict(xt.numpy(), batch_size=BATCH, verbose=0, callbacks=[green])
@@ -104,7 +94,7 @@ def predict_transformers(tmp_path: Path) -> tuple[dict[str, float], Path]:
     args = TrainingArguments(str(tmp_path / "hf-out"), per_device_eval_batch_size=BATCH, report_to="none",
                              use_cpu=True, disable_tqdm=True)
     green = GreenCallback(**kwargs(tmp_path, "transformers"))
-    trainer = Trainer(model=HFModel(), args=args, callbacks=[green])
+    trainer = Trainer(model=HFModel(mlp()), args=args, callbacks=[green])
     output = trainer.predict(Samples(xt, yt))
     assert not [k for k in output.metrics if k.startswith("green/")]  # PredictionOutput.metrics: the Trainer's own
     return green.last_phase_metrics, green.last_phase_record_path

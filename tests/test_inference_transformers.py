@@ -22,8 +22,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from transformers import (  # noqa: E402
-    BertConfig,
-    BertForSequenceClassification,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -34,6 +32,7 @@ from green_callbacks.core.phase import phase_metric_keys  # noqa: E402
 from green_callbacks.core.record import read_record  # noqa: E402
 from green_callbacks.core.sensors.fake import ConstantPowerSensor  # noqa: E402
 from green_callbacks.transformers import GreenCallback  # noqa: E402
+from tests.models import tiny_bert  # noqa: E402
 
 hf_logging.set_verbosity_error()
 
@@ -87,14 +86,6 @@ class Ticker(TrainerCallback):
         self.tick(BATCH_S)
 
 
-def tiny_bert() -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=NH,
-                        intermediate_size=FF, max_position_embeddings=32, num_labels=C)
-    config._attn_implementation = "eager"
-    return BertForSequenceClassification(config)
-
-
 def make(tmp_path: Path, tick) -> tuple[Trainer, GreenCallback]:
     callback = GreenCallback(sensors=[ConstantPowerSensor("gpu", 100.0), ConstantPowerSensor("cpu", 20.0, scope="node"),
                                       ConstantPowerSensor("ram", 5.0, scope="process")], carbon_intensity=400.0)
@@ -102,7 +93,8 @@ def make(tmp_path: Path, tick) -> tuple[Trainer, GreenCallback]:
     args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=4,
                              per_device_eval_batch_size=4, logging_strategy="epoch", eval_strategy="no",
                              save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, seed=0)
-    trainer = Trainer(model=tiny_bert(), args=args, train_dataset=Padded(16, seed=1), eval_dataset=Padded(10),
+    model = tiny_bert(vocab=V, hidden=H, layers=L, heads=NH, intermediate=FF, labels=C)
+    trainer = Trainer(model=model, args=args, train_dataset=Padded(16, seed=1), eval_dataset=Padded(10),
                       callbacks=[Ticker(tick), callback])
     return trainer, callback
 

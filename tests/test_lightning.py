@@ -29,6 +29,7 @@ from green_callbacks.core.record import read_record
 from green_callbacks.core.sensors.fake import ConstantPowerSensor
 from green_callbacks.core.session import METRIC_KEYS
 from green_callbacks.lightning import GreenCallback
+from tests.models import lightning_module, mlp
 
 J_PER_KWH = 3.6e6
 EPOCH_J = 125.0 * (3 * 1.0 + 2 * 0.5)  # 500 J
@@ -53,37 +54,17 @@ def sensors():
 
 
 def make_module(pl, tick, fail_at_epoch=None, interrupt_at_epoch=None):
-    class Classifier(pl.LightningModule):
-        def __init__(self, hidden: int = 8, lr: float = 0.5) -> None:
-            super().__init__()
-            self.save_hyperparameters()
-            self.net = nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+    """The 4-8-2 classifier (hyperparameters hidden 8, lr 0.5); the clock moves 1 s per training batch, 0.5 s per
+    validation batch; its training step raises in ``fail_at_epoch`` / is interrupted in ``interrupt_at_epoch``."""
 
-        # The clock moves in the batch hooks, not in the steps: the FLOP engine replays the steps on a meta copy.
-        def on_train_batch_start(self, batch, batch_idx):
-            tick(1.0)
+    def faults(epoch, batch_idx):
+        if epoch == fail_at_epoch:
+            raise RuntimeError("boom in epoch 2")
+        if epoch == interrupt_at_epoch:
+            raise KeyboardInterrupt
 
-        def on_validation_batch_start(self, batch, batch_idx, dataloader_idx=0):
-            tick(0.5)
-
-        def training_step(self, batch, batch_idx):
-            if self.current_epoch == fail_at_epoch:
-                raise RuntimeError("boom in epoch 2")
-            if self.current_epoch == interrupt_at_epoch:
-                raise KeyboardInterrupt
-            x, y = batch
-            loss = nn.functional.cross_entropy(self.net(x), y)
-            self.log("train_loss", loss, on_epoch=True, on_step=False)
-            return loss
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
-
-    return Classifier()
+    return lightning_module(mlp(4, 8, 2), pl=pl, lr=0.5, hparams={"hidden": 8, "lr": 0.5}, log_train_loss=True,
+                            before_training_step=faults, tick=tick, ticks={"train": 1.0, "validation": 0.5})
 
 
 def loaders():

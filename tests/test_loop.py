@@ -32,6 +32,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from green_callbacks.loop import LogHook, Tracker  # noqa: E402
+from tests.models import mlp  # noqa: E402
 
 J_PER_KWH = 3.6e6
 TRAIN_FLOPS, EVAL_FLOPS = 224 * 32, 96 * 8
@@ -85,13 +86,8 @@ def train(tracker: Tracker, model: nn.Module, tick, epochs: int = 2) -> list[dic
     return out
 
 
-def mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-
-
 def test_hand_computed_keys_throughput_and_mfu(tmp_path, fake_clock):
-    model = mlp()
+    model = mlp(seed=0)
     logged: list[dict[str, float]] = []
     tracker = Tracker(carbon_intensity=100.0, monitor="val_loss", output_dir=str(tmp_path), sensors=sensors(),
                       model=model, forward=loss_of, log=logged.append)
@@ -126,7 +122,7 @@ def test_hand_computed_keys_throughput_and_mfu(tmp_path, fake_clock):
 
 
 def test_mfu_at_the_compute_dtype_and_nan_with_a_reason(tmp_path, fake_clock, caplog):
-    model = mlp()
+    model = mlp(seed=0)
     tracker = Tracker(carbon_intensity=100.0, sensors=sensors(), output_dir=str(tmp_path), model=model,
                       forward=loss_of, dtype=torch.bfloat16)
     with warnings.catch_warnings():
@@ -151,7 +147,7 @@ def test_an_accelerator_without_a_known_peak_is_warned_once(tmp_path, fake_clock
         def info(self) -> dict[str, Any]:
             return {**super().info(), "devices": [{"name": "NVIDIA Future X1"}]}
 
-    model = mlp()
+    model = mlp(seed=0)
     tracker = Tracker(carbon_intensity=100.0, sensors=[UnknownGpu("gpu", 100.0)], output_dir=str(tmp_path),
                       model=model, forward=loss_of)
     with pytest.warns(UserWarning, match=r"green/mfu is NaN in this run: 'NVIDIA Future X1' has no dense fp32 peak"
@@ -182,7 +178,7 @@ def test_summary_writer_add_scalar_gets_every_key_with_the_epoch_as_step(tmp_pat
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch.utils.tensorboard import SummaryWriter
 
-    model = mlp()
+    model = mlp(seed=0)
     writer = SummaryWriter(str(tmp_path / "tb"))
     tracker = Tracker(carbon_intensity=100.0, sensors=sensors(), output_dir=str(tmp_path), model=model,
                       forward=loss_of, log=writer.add_scalar)
@@ -305,11 +301,14 @@ def test_importing_the_loop_module_imports_no_framework():
 
 
 def test_device_indices_pick_the_gpu_whose_energy_is_measured():
-    from green_callbacks.loop import _device_indices
+    from green_callbacks.core.devices import module_device, torch_devices
+
+    def _device_indices(device, model):  # what Tracker.start passes the session
+        return torch_devices(device if device is not None else module_device(model)).indices
 
     assert _device_indices("cuda:1", None) == [1]
     assert _device_indices(torch.device("cuda", 2), None) == [2]
     assert _device_indices(3, None) == [3]
     assert _device_indices("cpu", None) == []  # training on CPU: no GPU energy, said as such
-    assert _device_indices(None, mlp()) == []  # the model's parameters are on the CPU
+    assert _device_indices(None, mlp(seed=0)) == []  # the model's parameters are on the CPU
     assert _device_indices(None, None) is None  # unknown: every visible GPU is measured

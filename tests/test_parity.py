@@ -53,6 +53,7 @@ from green_callbacks.core.record import read_record  # noqa: E402
 from green_callbacks.core.sensors.fake import StepEnergySensor  # noqa: E402
 from green_callbacks.core.session import METRIC_KEYS  # noqa: E402
 from green_callbacks.core.water import lookup_water  # noqa: E402
+from tests import models  # noqa: E402
 
 N_IN, N_HIDDEN, N_OUT = 8, 16, 2
 N_TRAIN, N_VAL, BATCH, EPOCHS = 25, 7, 10, 3
@@ -137,8 +138,7 @@ def data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def mlp() -> nn.Sequential:
     """The shared architecture, with the same initial weights every time."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(N_IN, N_HIDDEN), nn.ReLU(), nn.Linear(N_HIDDEN, N_OUT))
+    return models.mlp(N_IN, N_HIDDEN, N_OUT, seed=0)
 
 
 def run_lightning(tmp_path: Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
@@ -146,22 +146,6 @@ def run_lightning(tmp_path: Path) -> tuple[list[dict[str, float]], dict[str, Any
     from torch.utils.data import DataLoader, TensorDataset
 
     from green_callbacks.lightning import GreenCallback
-
-    class Module(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = mlp()
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=LR)
 
     xt, yt, xv, yv = data()
     green = GreenCallback(**green_kwargs(tmp_path, "lightning", "val_loss"))
@@ -180,7 +164,7 @@ def run_lightning(tmp_path: Path) -> tuple[list[dict[str, float]], dict[str, Any
     trainer = pl.Trainer(max_epochs=EPOCHS, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
                          callbacks=[green, Collect()])
-    trainer.fit(Module(), DataLoader(TensorDataset(xt, yt), batch_size=BATCH),
+    trainer.fit(models.lightning_module(mlp(), lr=LR), DataLoader(TensorDataset(xt, yt), batch_size=BATCH),
                 DataLoader(TensorDataset(xv, yv), batch_size=BATCH))
     logged = {k: float(v) for k, v in trainer.logged_metrics.items() if k.startswith("green/")}
     assert logged == pytest.approx(per_epoch[-1], rel=0, abs=0, nan_ok=True)  # what reached the loggers
@@ -192,8 +176,7 @@ def run_keras(tmp_path: Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
 
     torch_net = mlp()
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((N_IN,)), keras.layers.Dense(N_HIDDEN, activation="relu"),
-                              keras.layers.Dense(N_OUT)])
+    model = models.keras_mlp(N_IN, N_HIDDEN, N_OUT)
     for layer, linear in zip(model.layers, (torch_net[0], torch_net[2]), strict=True):
         layer.set_weights([linear.weight.detach().numpy().T, linear.bias.detach().numpy()])
     model.compile(optimizer=keras.optimizers.SGD(LR),
@@ -206,32 +189,6 @@ def run_keras(tmp_path: Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
                         verbose=0, callbacks=[green, ticks])
     per_epoch = [{k: float(history.history[k][e]) for k in METRIC_KEYS} for e in range(len(history.epoch))]
     return per_epoch, read_record(green.record_path)
-
-
-class HFModel(nn.Module):
-    """The shared MLP as a model the HF Trainer can train: ``forward(x, labels)`` returns the loss."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = mlp()
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        logits = self.net(x)
-        out = {"logits": logits}
-        if labels is not None:
-            out["loss"] = nn.functional.cross_entropy(logits, labels)
-        return out
-
-
-class Samples(torch.utils.data.Dataset):
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.x[i], "labels": self.y[i]}
 
 
 def run_transformers(tmp_path: Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
@@ -256,8 +213,8 @@ def run_transformers(tmp_path: Path) -> tuple[list[dict[str, float]], dict[str, 
         lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0,
     )
     green = GreenCallback(**green_kwargs(tmp_path, "transformers", "eval_loss"))
-    trainer = Trainer(model=HFModel(), args=args, train_dataset=Samples(xt, yt), eval_dataset=Samples(xv, yv),
-                      callbacks=[green, Ticks()])
+    trainer = Trainer(model=models.HFModel(mlp()), args=args, train_dataset=models.Samples(xt, yt),
+                      eval_dataset=models.Samples(xv, yv), callbacks=[green, Ticks()])
     trainer.train()
     per_epoch = [{k: float(h[k]) for k in METRIC_KEYS} for h in trainer.state.log_history
                  if "green/epoch_energy_kwh" in h]
@@ -365,7 +322,7 @@ def test_hf_estimate_is_nan_not_zero_for_a_plain_module(tmp_path):
     args = TrainingArguments(str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=BATCH,
                              report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True)
     green = GreenCallback(**green_kwargs(tmp_path, "hf-nan", "eval_loss"))
-    trainer = Trainer(model=HFModel(), args=args, train_dataset=Samples(xt, yt), callbacks=[green])
+    trainer = Trainer(model=models.HFModel(mlp()), args=args, train_dataset=models.Samples(xt, yt), callbacks=[green])
     trainer.train()
     [entry] = [h for h in trainer.state.log_history if HF_TOTAL_FLOS_KEY in h]
     assert math.isnan(entry[HF_TOTAL_FLOS_KEY])

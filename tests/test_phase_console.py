@@ -13,12 +13,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+import numpy as np  # noqa: E402  (numpy comes with torch)
 
 from green_callbacks.core.sensors.fake import ConstantPowerSensor  # noqa: E402
+from tests.models import HFModel, keras_mlp, lightning_module  # noqa: E402
 
 
 def green(module: Any, tmp_path: Path, console: str) -> Any:
@@ -38,8 +39,7 @@ def test_keras_evaluate_console_and_return(console: str, tmp_path: Path, capfd: 
     keras = pytest.importorskip("keras")
     import green_callbacks.keras as adapter
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model = keras_mlp(4, None, 2, seed=0)
     model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = (t.numpy() for t in data())
     seen: list[dict[str, Any]] = []
@@ -67,21 +67,12 @@ def test_transformers_evaluate_console_and_return(console: str, tmp_path: Path,
 
     hf_logging.set_verbosity_error()
 
-    class Model(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = torch.nn.Linear(4, 2)
-
-        def forward(self, x: Any, labels: Any = None) -> Any:
-            logits = self.net(x)
-            return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
-
     x, y = data()
     samples = [{"x": x[i], "labels": y[i]} for i in range(10)]
     args = transformers.TrainingArguments(str(tmp_path / "hf"), per_device_eval_batch_size=4, report_to="none",
                                           use_cpu=True, disable_tqdm=True)  # the PrinterCallback prints each log
     callback = green(adapter, tmp_path, console)
-    trainer = transformers.Trainer(model=Model(), args=args, callbacks=[callback])
+    trainer = transformers.Trainer(model=HFModel(torch.nn.Linear(4, 2)), args=args, callbacks=[callback])
     capfd.readouterr()
     returned = trainer.evaluate(samples)
     out = capfd.readouterr().out
@@ -103,20 +94,13 @@ def test_lightning_test_console_and_return(console: str, tmp_path: Path, capfd: 
 
     import green_callbacks.lightning as adapter
 
-    class Module(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = torch.nn.Linear(4, 2)
-
-        def test_step(self, batch: Any, batch_idx: int) -> None:
-            self.log("test_loss", torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1]))
-
     callback = green(adapter, tmp_path, console)
     logger = pl.loggers.CSVLogger(str(tmp_path), name="csv")
     trainer = pl.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[callback])
     capfd.readouterr()
-    returned = trainer.test(Module(), DataLoader(TensorDataset(*data()), batch_size=4))
+    returned = trainer.test(lightning_module(torch.nn.Linear(4, 2), steps=("test",)),
+                            DataLoader(TensorDataset(*data()), batch_size=4))
     out = capfd.readouterr().out
     assert [list(r) for r in returned] == [["test_loss"]]  # the user's own results
     assert "test_loss" in out  # Lightning's results table

@@ -17,12 +17,13 @@ import os
 import random
 from typing import Any
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+import numpy as np  # noqa: E402  (numpy comes with torch)
 
 from green_callbacks.core.sensors.fake import ConstantPowerSensor  # noqa: E402
+from tests.models import HFModel, Samples, keras_mlp, lightning_module  # noqa: E402
 
 N, BATCH, D_IN, D_OUT = 10, 4, 4, 2
 FLOPS_PER_SAMPLE = 2 * D_IN * D_OUT  # 16
@@ -49,6 +50,11 @@ def noisy(x: Any, generator: Any) -> Any:
     return x + 1e-2 * (noise + float(np.random.rand()) + random.random())
 
 
+def noisy_forward(model: Any, x: Any) -> Any:
+    """The Lightning and HF models' input: :func:`noisy` from the generator the model holds."""
+    return noisy(x, model.generator)
+
+
 def states(generator: Any) -> tuple[Any, ...]:
     numpy_state = np.random.get_state()
     return (torch.get_rng_state().tolist(), generator.get_state().tolist(), numpy_state[0], numpy_state[1].tolist(),
@@ -59,6 +65,11 @@ def data() -> tuple[Any, Any]:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(N, D_IN, generator=g)
     return x, (x[:, 0] > 0).long()
+
+
+def samples() -> Samples:
+    """:func:`data` as the HF Trainer's dict samples."""
+    return Samples(*data())
 
 
 def assert_same(without: dict[str, Any], with_: dict[str, Any]) -> None:
@@ -76,32 +87,6 @@ def lightning_run(kind: str, tmp_path: Any, with_callback: bool) -> dict[str, An
 
     from green_callbacks.lightning import GreenCallback
 
-    class Module(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = torch.nn.Linear(D_IN, D_OUT)
-            self.generator = torch.Generator()
-
-        def forward(self, x: Any) -> Any:
-            return self.net(noisy(x, self.generator))
-
-        def training_step(self, batch: Any, batch_idx: int) -> Any:
-            return torch.nn.functional.cross_entropy(self(batch[0]), batch[1])
-
-        def validation_step(self, batch: Any, batch_idx: int) -> Any:
-            loss = torch.nn.functional.cross_entropy(self(batch[0]), batch[1])
-            self.log("val_loss", loss)
-
-        def test_step(self, batch: Any, batch_idx: int) -> Any:
-            loss = torch.nn.functional.cross_entropy(self(batch[0]), batch[1])
-            self.log("test_loss", loss)
-
-        def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
-            return self(batch[0])
-
-        def configure_optimizers(self) -> Any:
-            return torch.optim.SGD(self.parameters(), lr=0.5)
-
     def trainer(callbacks: list[Any], folder: str) -> Any:
         return pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                           enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
@@ -109,7 +94,8 @@ def lightning_run(kind: str, tmp_path: Any, with_callback: bool) -> dict[str, An
 
     torch.manual_seed(0)
     CALLS[0] = 0
-    module = Module()
+    module = lightning_module(torch.nn.Linear(D_IN, D_OUT), steps=("training", "validation", "test", "predict"),
+                              lr=0.5, generator=True, transform=noisy_forward)
     seed_all(module.generator)
     x, y = data()
     loader = DataLoader(TensorDataset(x, y), batch_size=BATCH)
@@ -144,44 +130,23 @@ def transformers_run(kind: str, tmp_path: Any, with_callback: bool) -> dict[str,
 
     hf_logging.set_verbosity_error()
 
-    class Model(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = torch.nn.Linear(D_IN, D_OUT)
-            self.generator = torch.Generator()
-
-        def forward(self, x: Any, labels: Any = None) -> Any:
-            logits = self.net(noisy(x, self.generator))
-            loss = torch.nn.functional.cross_entropy(logits, labels)
-            return {"loss": loss, "logits": logits}
-
-    class Samples(torch.utils.data.Dataset):
-        def __init__(self) -> None:
-            self.x, self.y = data()
-
-        def __len__(self) -> int:
-            return N
-
-        def __getitem__(self, i: int) -> dict[str, Any]:
-            return {"x": self.x[i], "labels": self.y[i]}
-
     torch.manual_seed(0)
     CALLS[0] = 0
-    model = Model()
+    model = HFModel(torch.nn.Linear(D_IN, D_OUT), generator=True, transform=noisy_forward)
     seed_all(model.generator)
     args = TrainingArguments(str(tmp_path / f"hf-{with_callback}"), per_device_train_batch_size=BATCH,
                              per_device_eval_batch_size=BATCH, num_train_epochs=1, report_to="none", use_cpu=True,
                              disable_tqdm=True, save_strategy="no", learning_rate=0.5)
     callbacks = [GreenCallback(sensors=sensors(), carbon_intensity=400.0, output_dir=str(tmp_path))] \
         if with_callback else []
-    trainer = Trainer(model=model, args=args, train_dataset=Samples(), callbacks=callbacks)
+    trainer = Trainer(model=model, args=args, train_dataset=samples(), callbacks=callbacks)
     if kind == "evaluate":
-        output = trainer.evaluate(Samples())
+        output = trainer.evaluate(samples())
         returned = sorted(k for k in output if k not in ("eval_runtime", "eval_samples_per_second",
                                                           "eval_steps_per_second"))
         returned += [output["eval_loss"]]
     else:
-        output = trainer.predict(Samples())
+        output = trainer.predict(samples())
         returned = [output.predictions.tolist(), sorted(output.metrics)]
     calls, after = CALLS[0], states(model.generator)
     trainer.train()
@@ -227,7 +192,7 @@ def keras_run(kind: str, tmp_path: Any, with_callback: bool) -> dict[str, Any]:
     CALLS[0] = 0
     KERAS_STATE[:] = [generator]
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((D_IN,)), noisy_layer(keras)(), keras.layers.Dense(D_OUT)])
+    model = keras_mlp(D_IN, None, D_OUT, first=[noisy_layer(keras)()])
     model.compile(optimizer=keras.optimizers.SGD(0.5),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     seed_all(generator)

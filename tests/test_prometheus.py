@@ -28,9 +28,10 @@ EMISSIONS_G = (GPU_J + CPU_J + RAM_J) * 100 / J_PER_KWH
 
 def _run(tmp_path, fake_clock):
     pytest.importorskip("torch")
-    from tests.test_loop import TRAIN_FLOPS, Tracker, loss_of, mlp, sensors, train
+    from tests.models import mlp
+    from tests.test_loop import TRAIN_FLOPS, Tracker, loss_of, sensors, train
 
-    model = mlp()
+    model = mlp(seed=0)
     tracker = Tracker(carbon_intensity=100.0, output_dir=str(tmp_path), sensors=sensors(), model=model,
                       forward=loss_of)
     return tracker, model, TRAIN_FLOPS, lambda: train(tracker, model, fake_clock.advance)

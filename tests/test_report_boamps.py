@@ -91,9 +91,11 @@ def test_a_run_without_energy_gets_no_report_and_no_zero(tmp_path, capsys) -> No
 def test_a_tracker_run_and_a_cloud_region_validate(tmp_path, fake_clock, capsys) -> None:
     check = validator()
     pytest.importorskip("torch")
-    from tests.test_loop import Tracker, mlp, sensors, train
+    from tests.models import mlp
+    from tests.test_loop import Tracker, sensors, train
 
-    train(Tracker(region="gcp:europe-west1", output_dir=str(tmp_path), sensors=sensors()), mlp(), fake_clock.advance)
+    tracker = Tracker(region="gcp:europe-west1", output_dir=str(tmp_path), sensors=sensors())
+    train(tracker, mlp(seed=0), fake_clock.advance)
     assert run_report(paths=[str(tmp_path)], format="boamps") == 0
     report = json.loads(capsys.readouterr().out)
     check.validate(report)

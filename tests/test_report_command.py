@@ -100,7 +100,9 @@ def test_html_is_self_contained(tmp_path) -> None:
     assert run_report(paths=[str(RECORDS / "sweep")], format="html", out=str(out), pledge=True) == 0
     page = out.read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 2 + 2  # two sweep figures, two of the best run (a sweep of 9 > 4 runs)
+    # three search figures (best against energy with best-so-far, the metric against each hyperparameter, the
+    # expected best), two of the best run (a sweep of 9 > 4 runs)
+    assert len(images) == 3 + 2
     assert "best run of the search only" in page
     assert all(base64.b64decode(i).startswith(PNG_MAGIC) for i in images)
     assert not re.search(r'src="https?:', page) and "<svg" in page

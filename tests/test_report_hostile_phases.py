@@ -216,7 +216,8 @@ def cafe(tmp_path: Path, fake_clock) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+# html draws the plots: 4 s
+@pytest.mark.parametrize("fmt", [pytest.param(f, marks=pytest.mark.slow) if f == "html" else f for f in FORMATS])
 def test_a_non_utf8_file_name_is_replaced_never_fatal(cafe: Path, capsys, fmt: str) -> None:
     out = cafe.parent / f"report.{fmt}"
     assert run_report(paths=[str(cafe)], format=fmt, out=str(out)) == 0  # before: UnicodeEncodeError, 0-byte file

@@ -255,6 +255,7 @@ def test_an_unwritable_output_is_one_clear_line(tmp_path, capsys, option) -> Non
     assert f"give --{option} a writable place" in lines[0] and "cannot write the" in lines[0]
 
 
+@pytest.mark.slow  # a subprocess that imports Lightning: 13-24 s
 def test_demo_with_an_unknown_country_is_one_clear_line() -> None:
     pytest.importorskip("lightning")
     result = subprocess.run([sys.executable, "-m", "green_callbacks.cli", "demo", "--country", "XX"],

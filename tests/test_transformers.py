@@ -18,7 +18,6 @@ transformers = pytest.importorskip("transformers")
 
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import (  # noqa: E402
-    BertConfig,
     BertForSequenceClassification,
     EarlyStoppingCallback,
     Trainer,
@@ -30,6 +29,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from green_callbacks.core.record import read_record  # noqa: E402
 from green_callbacks.core.sensors.fake import StepEnergySensor  # noqa: E402
 from green_callbacks.transformers import HF_TOTAL_FLOS_KEY, METRIC_KEYS, GreenCallback  # noqa: E402
+from tests import models  # noqa: E402
 
 hf_logging.set_verbosity_error()
 
@@ -44,28 +44,13 @@ J_PER_KWH = 3.6e6
 KEYS = (*METRIC_KEYS, HF_TOTAL_FLOS_KEY)
 
 
-class Synthetic(torch.utils.data.Dataset):
+def synthetic(n: int, lengths: list[int] | None = None, seed: int = 0) -> models.Tokens:
     """``n`` random token sequences with random binary labels; ``lengths`` makes them ragged (no padding here)."""
-
-    def __init__(self, n: int, lengths: list[int] | None = None, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.lengths = lengths or [S] * n
-        self.x = [torch.randint(1, V, (k,), generator=g) for k in self.lengths]
-        self.y = torch.randint(0, C, (n,), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.x[i], "attention_mask": torch.ones_like(self.x[i]), "labels": self.y[i]}
+    return models.Tokens(lengths or [S] * n, vocab=V, labels=C, seed=seed)
 
 
 def tiny_bert() -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=NH,
-                        intermediate_size=FF, max_position_embeddings=32, num_labels=C)
-    config._attn_implementation = "eager"  # plain matmuls: FlopCounterMode on CPU counts them (CPU SDPA counts 0)
-    return BertForSequenceClassification(config)
+    return models.tiny_bert(vocab=V, hidden=H, layers=L, heads=NH, intermediate=FF, labels=C)
 
 
 def fake_sensors() -> list[StepEnergySensor]:
@@ -84,7 +69,7 @@ def make_trainer(tmp_path: Path, callbacks: list, *, train=None, eval_ds=None, *
     settings.update(overrides)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(tmp_path / "tb")
     args = TrainingArguments(str(tmp_path / "out"), **settings)
-    return Trainer(model=tiny_bert(), args=args, train_dataset=train or Synthetic(N_TRAIN),
+    return Trainer(model=tiny_bert(), args=args, train_dataset=train or synthetic(N_TRAIN),
                    eval_dataset=eval_ds, callbacks=callbacks)
 
 
@@ -139,7 +124,7 @@ def real_step_flops(model, batch: dict) -> int:
 def test_every_key_every_epoch_reaches_tensorboard_and_log_history(tmp_path):
     """1.5 epochs with evaluation each epoch: both epochs (the last one fractional) carry every key everywhere."""
     callback = green()
-    trainer = make_trainer(tmp_path, [callback], eval_ds=Synthetic(N_EVAL, seed=1), num_train_epochs=1.5,
+    trainer = make_trainer(tmp_path, [callback], eval_ds=synthetic(N_EVAL, seed=1), num_train_epochs=1.5,
                            eval_strategy="epoch", report_to=["tensorboard"])
     trainer.train()
 
@@ -183,10 +168,10 @@ def test_every_key_every_epoch_reaches_tensorboard_and_log_history(tmp_path):
 
 def test_flops_per_epoch_match_an_independent_count(tmp_path):
     callback = green()
-    trainer = make_trainer(tmp_path, [callback], eval_ds=Synthetic(N_EVAL, seed=1), eval_strategy="epoch")
+    trainer = make_trainer(tmp_path, [callback], eval_ds=synthetic(N_EVAL, seed=1), eval_strategy="epoch")
     trainer.train()
 
-    batch = {k: torch.stack([Synthetic(N_TRAIN)[i][k] for i in range(BATCH)]) for k in ("input_ids", "labels")}
+    batch = {k: torch.stack([synthetic(N_TRAIN)[i][k] for i in range(BATCH)]) for k in ("input_ids", "labels")}
     batch["attention_mask"] = torch.ones_like(batch["input_ids"])
     measured = real_step_flops(tiny_bert(), batch)
     assert measured == train_step_flops(BATCH, S)  # the hand rule and FlopCounterMode agree: 3,368,448
@@ -223,7 +208,7 @@ def test_dynamic_padding_counts_each_padded_length(tmp_path):
 
     lengths = [3, 5, 8, 4, 6, 7, 2, 8, 5, 5, 3, 6]  # 12 samples -> 3 batches of 4 per epoch, shuffled
     callback = green()
-    trainer = make_trainer(tmp_path, [callback], train=Synthetic(12, lengths), num_train_epochs=2)
+    trainer = make_trainer(tmp_path, [callback], train=synthetic(12, lengths), num_train_epochs=2)
     trainer.data_collator = pad
     trainer.train()
 
@@ -242,7 +227,7 @@ def test_dynamic_padding_counts_each_padded_length(tmp_path):
 def test_convergence_follows_metric_for_best_model_and_early_stopping(tmp_path):
     callback = green()
     trainer = make_trainer(tmp_path, [callback, EarlyStoppingCallback(early_stopping_patience=1)],
-                           eval_ds=Synthetic(N_EVAL, seed=1), num_train_epochs=4, eval_strategy="epoch",
+                           eval_ds=synthetic(N_EVAL, seed=1), num_train_epochs=4, eval_strategy="epoch",
                            save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="loss",
                            learning_rate=5e-2)
     trainer.train()
@@ -260,7 +245,7 @@ def test_convergence_follows_metric_for_best_model_and_early_stopping(tmp_path):
 
 def test_explicit_monitor_wins_over_metric_for_best_model(tmp_path):
     callback = green(monitor="loss", mode="min")  # the training loss of the epoch-end log
-    trainer = make_trainer(tmp_path, [callback], eval_ds=Synthetic(N_EVAL, seed=1), num_train_epochs=3,
+    trainer = make_trainer(tmp_path, [callback], eval_ds=synthetic(N_EVAL, seed=1), num_train_epochs=3,
                            eval_strategy="epoch", metric_for_best_model="eval_loss")
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -309,7 +294,7 @@ def test_logging_through_the_trainer_keeps_should_log(tmp_path):
 
 def test_evaluation_every_few_steps_is_measured_inside_the_epoch(tmp_path):
     callback = green()
-    trainer = make_trainer(tmp_path, [callback], eval_ds=Synthetic(N_EVAL, seed=1), num_train_epochs=1,
+    trainer = make_trainer(tmp_path, [callback], eval_ds=synthetic(N_EVAL, seed=1), num_train_epochs=1,
                            eval_strategy="steps", eval_steps=2)
     trainer.train()
     (entry,) = green_entries(trainer)

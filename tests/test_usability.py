@@ -21,11 +21,11 @@ transformers = pytest.importorskip("transformers")
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 
-from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from green_callbacks.core.record import read_record  # noqa: E402
 from green_callbacks.core.sensors.fake import StepEnergySensor  # noqa: E402
+from tests.models import HFModel, Samples, keras_mlp, lightning_module, linear  # noqa: E402
 
 pytestmark = pytest.mark.slow  # real fits, a few seconds in all
 
@@ -52,38 +52,19 @@ def _messages(caught: list[warnings.WarningMessage], *needles: str) -> list[str]
 
 
 # ---------------------------------------------------------------------------------------------- Lightning
-class _Module(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Linear(N_IN, 2)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self.net(x), y)
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def _lightning_fit(tmp_path: Path, green: Any, *, validate: bool = True, logger: Any = False) -> pl.Trainer:
     xt, yt, xv, yv = _data()
     trainer = pl.Trainer(max_epochs=EPOCHS, accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
                          num_sanity_val_steps=0, callbacks=[green])
     val = DataLoader(TensorDataset(xv, yv), batch_size=BATCH) if validate else None
-    trainer.fit(_Module(), DataLoader(TensorDataset(xt, yt), batch_size=BATCH), val)
+    trainer.fit(lightning_module(linear(N_IN, 2, seed=0)), DataLoader(TensorDataset(xt, yt), batch_size=BATCH), val)
     return trainer
 
 
 # ---------------------------------------------------------------------------------------------- Keras
 def _keras_model(metrics: tuple[str, ...] = ()) -> Any:
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((N_IN,)), keras.layers.Dense(2)])
+    model = keras_mlp(N_IN, None, 2, seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.1),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=list(metrics))
     return model
@@ -96,31 +77,6 @@ def _keras_fit(green: Any, *, metrics: tuple[str, ...] = (), verbose: int = 0) -
 
 
 # ---------------------------------------------------------------------------------------------- transformers
-class _HFModel(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Linear(N_IN, 2)
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        logits = self.net(x)
-        out = {"logits": logits}
-        if labels is not None:
-            out["loss"] = nn.functional.cross_entropy(logits, labels)
-        return out
-
-
-class _Samples(torch.utils.data.Dataset):
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.x[i], "labels": self.y[i]}
-
-
 def _hf_trainer(tmp_path: Path, green: Any, *, evaluate: bool = True) -> Any:
     from transformers import Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
@@ -131,8 +87,8 @@ def _hf_trainer(tmp_path: Path, green: Any, *, evaluate: bool = True) -> Any:
                              per_device_eval_batch_size=BATCH, eval_strategy="epoch" if evaluate else "no",
                              logging_strategy="epoch", save_strategy="no", report_to="none", use_cpu=True,
                              disable_tqdm=True, seed=0)
-    return Trainer(model=_HFModel(), args=args, train_dataset=_Samples(xt, yt),
-                   eval_dataset=_Samples(xv, yv) if evaluate else None, callbacks=[green])
+    return Trainer(model=HFModel(linear(N_IN, 2, seed=0)), args=args, train_dataset=Samples(xt, yt),
+                   eval_dataset=Samples(xv, yv) if evaluate else None, callbacks=[green])
 
 
 # ============================================================================ #14.1 convergence by default

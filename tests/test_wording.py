@@ -62,18 +62,7 @@ def test_lightning_warnings_point_at_the_users_line(tmp_path, no_grid) -> None:
     from torch.utils.data import DataLoader, TensorDataset
 
     from green_callbacks.lightning import GreenCallback
-
-    class Tiny(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Linear(4, 2)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+    from tests.models import lightning_module
 
     x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
     train = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=4)
@@ -83,7 +72,7 @@ def test_lightning_warnings_point_at_the_users_line(tmp_path, no_grid) -> None:
         trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, callbacks=[callback],
                              enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                              default_root_dir=str(tmp_path))
-        trainer.fit(Tiny(), train)
+        trainer.fit(lightning_module(nn.Linear(4, 2), steps=("training",)), train)
     ours = [w for w in caught if str(w.message).startswith("green_callbacks:")]
     texts = " ".join(str(w.message) for w in ours)
     assert "no validation metric" in texts and "GreenCallback(monitor=...)" in texts

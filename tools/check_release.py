@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "green_callbacks"
-EXTRAS = ("torch", "lightning", "keras", "transformers", "plot", "all", "dev")
+EXTRAS = ("torch", "lightning", "keras", "transformers", "plot", "optuna", "ray", "all", "dev")
 FRAMEWORKS = ("torch", "lightning", "pytorch_lightning", "keras", "transformers", "tensorflow", "jax")
 
 

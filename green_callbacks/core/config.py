@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from green_callbacks.core.carbon import validate_intensity, validate_pue
+from green_callbacks.core.search import normalize_search
 from green_callbacks.core.sensors.gpu_map import check_gpu_indices
 
 __all__ = ["GreenConfig", "check_output_dir"]
@@ -91,6 +92,9 @@ class GreenConfig:
         embodied_lifetime_years, embodied_utilisation, embodied_host_share: how the hardware's manufacturing
             emissions are amortised (default 6 years, 0.85, host share by accelerator count; docs/footprint.md).
         wue_l_per_kwh: on-site water usage effectiveness (default 0.49 L/kWh, Microsoft FY2021).
+        search: the hyperparameter search this run belongs to: a name, or a mapping with ``name``, ``method``
+            (grid, random, tpe, ...), ``trial``, ``state`` and ``space`` (each parameter's distribution); kept
+            normalised as a dict (see :mod:`green_callbacks.core.search`).
         flops: how the steps of an input signature whose work varies with the data (found by later checks) are
             counted: ``"sampled"`` (1 step in 8 watched, the epoch an estimate with its range) or ``"every-step"``
             (every step of every signature watched: exact, a FLOP counter around each step; docs/flops.md).
@@ -117,6 +121,7 @@ class GreenConfig:
     embodied_utilisation: float | None = None
     embodied_host_share: float | None = None
     wue_l_per_kwh: float | None = None
+    search: Any = None
     flops: str = "sampled"
 
     def __post_init__(self) -> None:
@@ -143,6 +148,7 @@ class GreenConfig:
         object.__setattr__(self, "cpu_watts_per_core", _finite_positive("cpu_watts_per_core", self.cpu_watts_per_core))
         object.__setattr__(self, "ram_watts_per_gb", _finite_positive("ram_watts_per_gb", self.ram_watts_per_gb))
         self._validate_footprint()
+        object.__setattr__(self, "search", normalize_search(self.search))
         if self.budget_action not in ("stop", "warn"):
             raise ValueError(f"budget_action must be 'stop' or 'warn', got {self.budget_action!r}")
         if self.console not in CONSOLE_CHOICES:

@@ -85,6 +85,11 @@ class Totals:
     eval_flops: float | None = 0.0
     energy_j: float | None = 0.0
     emissions_gco2e: float | None = 0.0
+    energy_low_j: float | None = None
+    energy_high_j: float | None = None
+    emissions_low_gco2e: float | None = None
+    emissions_high_gco2e: float | None = None
+    """The range the true totals lie in (95 %, docs/uncertainty.md); ``None``: no basis for an interval."""
 
 
 @dataclass(frozen=True)

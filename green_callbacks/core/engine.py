@@ -16,11 +16,13 @@ from typing import Any, TypeVar
 
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.distributed import DistInfo
+from green_callbacks.core.fingerprint import data_signature, model_fingerprint
 from green_callbacks.core.metric_keys import nan_metrics
 from green_callbacks.core.phase_session import PhaseTap
+from green_callbacks.core.saved_state import read_state_beside, write_state_beside
 from green_callbacks.core.session import Session, status_for
 from green_callbacks.core.throughput import batch_counts
-from green_callbacks.core.wording import CALLBACK, FrontEnd
+from green_callbacks.core.wording import CALLBACK, FrontEnd, warn_user
 
 __all__ = ["PARTS", "Engine", "FlopTap"]
 
@@ -105,8 +107,26 @@ class FlopTap:
                 self.active = False
                 self._engine.session.guard.absorb("flops", err)
         if counted is not None and self._batches is not None and not self.counting:
+            if self._engine._model_info is not None:
+                self._engine.note_batch(counted)
             self._count(counted, key)
         return key is not None and tracker.watching
+
+    def begin_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], replay: Any = None) -> bool:
+        """A torch module's forward begins a step (a forward pre-hook, where the framework has no per-step event):
+        a training step when the module is in training mode with gradients on (its samples counted), else an
+        evaluation step. True for a watched training step (see :meth:`begin`)."""
+        import torch
+
+        kind = "train" if module.training and torch.is_grad_enabled() else "eval"
+        counted = (kwargs or args) if kind == "train" else None
+        return self.begin(kind, module, (args, kwargs), replay, counted) and kind == "train"
+
+    def forward_done(self, module: Any) -> None:
+        """The forward of :meth:`begin_forward` returned: an evaluation step is whole (a training step ends after
+        its backward)."""
+        if not module.training:
+            self.end()
 
     def _count(self, batch: Any, key: Any) -> None:
         batches = self._batches
@@ -208,6 +228,7 @@ class Engine:
         self.front_end = front_end
         self._sensors = None if sensors is None else list(sensors)
         self.session = self._new_session()
+        self._model_info: dict[str, Any] | None = None  # the record's model section while its data signature is due
         self.flops = FlopTap(self)
         self.phases = PhaseTap(config, framework=framework, sensors=self._sensors, training=lambda: self.session)
         """test / validate / predict / evaluate outside ``fit`` (see :mod:`green_callbacks.core.phase_session`)."""
@@ -265,9 +286,24 @@ class Engine:
         """Drop the session (not started yet) for a fresh one, e.g. after unreadable saved totals."""
         self.session = self._new_session()
 
-    def start(self, **kwargs: Any) -> None:
-        """:meth:`Session.start` under the ``start`` guard."""
+    def start(self, *, model: Any = None, **kwargs: Any) -> None:
+        """:meth:`Session.start` under the ``start`` guard; ``model``: the model trained, whose fingerprint
+        (architecture and parameter count, :mod:`~green_callbacks.core.fingerprint`) the record keeps under
+        ``model``, with the first training batch's data signature once a batch is seen."""
+        self._model_info = None
+        info = None if model is None else self.guard("fingerprint", model_fingerprint, model)
+        if info is not None:
+            info["data_signature"] = None  # filled by the first training batch (note_batch)
+            self._model_info = info
+            kwargs["extra"] = {**(kwargs.get("extra") or {}), "model": info}
         self.guard("start", self.session.start, **kwargs)
+
+    def note_batch(self, batch: Any) -> None:
+        """The first training batch's shapes and dtypes go into the record's ``model`` section (once a run)."""
+        info = self._model_info
+        if info is not None and info.get("data_signature") is None:
+            info["data_signature"] = self.guard("fingerprint", data_signature, batch)
+            self._model_info = None  # once
 
     def set_planned_epochs(self, epochs: float | None, *, first_epoch: int = 0) -> None:
         """The run's planned epochs; ``first_epoch``: a fit that starts later (Keras' ``initial_epoch``) runs
@@ -284,6 +320,8 @@ class Engine:
 
     def add_batch(self, batch: Any) -> None:
         """A training step ran on ``batch``: its samples and tokens (read from shapes) go to the epoch's throughput."""
+        if self._model_info is not None:
+            self.note_batch(batch)
         if self.session.in_epoch and not self.flops.counting:
             self.guard("throughput", self.session.add_batch, batch)
 
@@ -328,3 +366,48 @@ class Engine:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state:
             self.guard("checkpoint", self.session.load_state_dict, state)
+
+    def resume(self, read: Callable[[], Mapping[str, Any] | None], where: str) -> None:
+        """Continue a saved run in the fit about to start: ``read()`` returns what the checkpoint kept (``None``:
+        nothing). A state that cannot be read starts new totals and a new run record, said once."""
+        try:
+            state = read()
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            self.restart()
+            warn_user(f"green_callbacks: the totals saved in {where} could not be read ({type(err).__name__}: "
+                      f"{err}); this fit starts new totals and a new run record.")
+            return
+        if state:
+            self.load_state_dict(state)
+
+    def resume_beside(self, folder: str, epochs_done: Callable[[], int]) -> None:
+        """:meth:`resume` from the state :meth:`save_beside` kept in ``folder``; ``epochs_done()`` reads how many
+        epochs the framework completed before its backup (where it resumes)."""
+        self.resume(lambda: read_state_beside(folder, epochs_done()), folder)
+
+    def save_beside(self, folder: str) -> None:
+        """Keep the run's state in ``folder`` (a framework's own backup folder), on rank zero."""
+        if self.session.dist.is_global_zero:
+            self.guard("checkpoint", lambda: write_state_beside(folder, self.session.state_dict()))
+
+    # ------------------------------------------------------------------ more state, read-only
+    @property
+    def status(self) -> str:
+        return self.session.status
+
+    @property
+    def epochs_done(self) -> int:
+        return self.session.epochs_done
+
+    @property
+    def flops_available(self) -> bool:
+        """FLOPs are counted in this run (not switched off by a failure or a known limitation)."""
+        return self.session.flops_available
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.session.dist.is_global_zero
+
+    def unavailable(self, part: str, reason: str) -> None:
+        """Switch ``part`` off for a known limitation (said once, as it is, and kept in the record's ``lost``)."""
+        self.session.guard.unavailable(part, reason)

@@ -18,6 +18,7 @@ from green_callbacks.core.meter import ComponentEnergy, Measurement, Meter
 from green_callbacks.core.rows import EpochRow
 from green_callbacks.core.sensors.base import COMPONENTS, NOT_USED, UNAVAILABLE
 from green_callbacks.core.throughput import BatchCounter
+from green_callbacks.core.uncertainty import Factor, energy_interval, scaled_interval, window_parts
 from green_callbacks.core.units import emissions_gco2e, joules_to_kwh
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -66,9 +67,11 @@ class EpochWindow:
 
     def close(self, epoch_m: Measurement, meter: Meter, metrics: dict[str, float], *, ledger: RunLedger,
               dist: DistInfo, reducer: Reducer, flops_ok: bool, intensity: float, pue: float,
-              peak_flops_per_s: float | None, footprint: FootprintTracker) -> EpochRow:
+              peak_flops_per_s: float | None, footprint: FootprintTracker,
+              factors: Sequence[Factor | None] = (None,)) -> EpochRow:
         """Sum the epoch over ranks (one collective), advance the ledger's totals and convergence, and return the
-        epoch's row. ``flops_ok``: FLOP counting was not switched off after a failure."""
+        epoch's row. ``flops_ok``: FLOP counting was not switched off after a failure. ``factors``: the ranges of
+        the factors emissions multiply energy by (PUE, grid intensity; ``None``: no basis), for the intervals."""
         assert self.epoch is not None
         eval_m = _sum_measurements("eval", self.evals, epoch_m.components)
         names = [c for c in self.components if c in epoch_m.components]
@@ -105,8 +108,12 @@ class EpochWindow:
         assert rank_zero_intensity is not None
         emissions = None if energy_j is None else emissions_gco2e(joules_to_kwh(energy_j), rank_zero_intensity, pue)
         footprint.add_epoch(self.epoch, epoch_m.duration_s, energy_j, sums["embodied_gco2e_per_h"])
+        parts = window_parts(comp_j, methods, epoch_m.duration_s)
+        energy_range = energy_interval(parts) if energy_j is not None else None
+        emissions_range = scaled_interval(energy_range, emissions, factors)
         totals = ledger.advance(time_s=epoch_m.duration_s, train_flops=sums["train_flops"],
-                                eval_flops=sums["eval_flops"], energy_j=energy_j, emissions_gco2e=emissions)
+                                eval_flops=sums["eval_flops"], energy_j=energy_j, emissions_gco2e=emissions,
+                                parts=parts, factors=factors)
         ledger.observe(self.epoch, metrics, speak=dist.is_global_zero)
         row = EpochRow(
             epoch=self.epoch, time_s=epoch_m.duration_s, energy_j=energy_j, component_energy_j=comp_j,
@@ -114,7 +121,12 @@ class EpochWindow:
             eval_flops=sums["eval_flops"], emissions_gco2e=emissions, totals=totals, metrics=metrics,
             missing_components=tuple(n for n in names if comp_j[n] is None and methods[n] != NOT_USED),
             train_time_s=sums["train_time_s"], samples=sums["samples"], tokens=sums["tokens"],
-            peak_flops_per_s=sums["peak_flops_per_s"], train_hardware_flops=sums["train_hardware_flops"],
+            peak_flops_per_s=sums["peak_flops_per_s"],
+            energy_low_j=None if energy_range is None else energy_range.low,
+            energy_high_j=None if energy_range is None else energy_range.high,
+            emissions_low_gco2e=None if emissions_range is None else emissions_range.low,
+            emissions_high_gco2e=None if emissions_range is None else emissions_range.high,
+            train_hardware_flops=sums["train_hardware_flops"],
         )
         self.epoch = None
         return row

@@ -23,6 +23,7 @@ from green_callbacks.core.embodied import (
 )
 from green_callbacks.core.metric_keys import FOOTPRINT_KEYS, footprint_metrics
 from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE
+from green_callbacks.core.uncertainty import embodied_interval
 from green_callbacks.core.units import joules_to_kwh
 from green_callbacks.core.water import DEFAULT_WUE_L_PER_KWH, WUE_SOURCE, water_for_location, water_l
 
@@ -135,6 +136,7 @@ class FootprintTracker:
                 "scope": "this process's hardware (rank zero); rate_all_ranks sums every rank's",
                 "rate_all_ranks_gco2e_per_h": self.rate_all_ranks_gco2e_per_h,
                 "total_gco2e": self.total_embodied_gco2e if self.epochs else None,
+                **self._embodied_range(),
                 "partial": bool(embodied.get("missing")),
                 "note": "manufacturing emissions amortised over the epochs' wall time; reported beside the "
                         "operational emissions, not included in them",
@@ -150,6 +152,13 @@ class FootprintTracker:
             "epochs": [{"epoch": e.epoch, "time_s": e.time_s, "embodied_gco2e": e.embodied_gco2e,
                         "water_l": e.water_l} for e in self.epochs] if with_epochs else [],
         }
+
+    def _embodied_range(self) -> dict[str, float | None]:
+        """The total's interval from the sources' min/max (docs/uncertainty.md); ``None``: no basis."""
+        total = self.total_embodied_gco2e if self.epochs else None
+        span = None if self.rate is None else embodied_interval(self.rate.parts, total)
+        return {"total_low_gco2e": None if span is None else span.low,
+                "total_high_gco2e": None if span is None else span.high}
 
     # ---------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:

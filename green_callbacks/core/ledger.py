@@ -8,12 +8,13 @@ Nothing here reads a sensor, writes a file or warns: the decisions it returns ar
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from green_callbacks.core.budget import BudgetDecision, Projection, RunningProjection, decide
 from green_callbacks.core.convergence import ConvergenceTracker, MonitorWatch, Totals
 from green_callbacks.core.rows import EpochRow, row_from_record
+from green_callbacks.core.uncertainty import Factor, Part, RunSpread, scaled_interval, window_parts
 from green_callbacks.core.wording import FrontEnd
 
 __all__ = ["RunLedger"]
@@ -48,6 +49,7 @@ class RunLedger:
         self.resumed_from: dict[str, Any] | None = None
         self._energy = RunningProjection()
         self._emissions = RunningProjection()
+        self._spread = RunSpread()
 
     @property
     def monitor(self) -> str | None:
@@ -69,16 +71,29 @@ class RunLedger:
 
     # ------------------------------------------------------------------ one epoch
     def advance(self, *, time_s: float, train_flops: float | None, eval_flops: float | None,
-                energy_j: float | None, emissions_gco2e: float | None) -> Totals:
-        """The run's totals with one more epoch (a part unknown in any epoch stays unknown: ``None``)."""
+                energy_j: float | None, emissions_gco2e: float | None, parts: Sequence[Part] = (),
+                factors: Sequence[Factor | None] = (None,)) -> Totals:
+        """The run's totals with one more epoch (a part unknown in any epoch stays unknown: ``None``).
+
+        ``parts``: the epoch's measured components, for the totals' interval; ``factors``: the ranges of the
+        factors emissions multiply energy by (see :mod:`~green_callbacks.core.uncertainty`)."""
         previous = self.totals
+        self._spread.add(parts)
+        energy_total = _add(previous.energy_j, energy_j)
+        emissions_total = _add(previous.emissions_gco2e, emissions_gco2e)
+        energy_range = None if energy_total is None else self._spread.interval()
+        emissions_range = scaled_interval(energy_range, emissions_total, factors)
         self.totals = Totals(
             epochs=(previous.epochs or 0) + 1,
             time_s=(previous.time_s or 0.0) + time_s,
             train_flops=_add(previous.train_flops, train_flops),
             eval_flops=_add(previous.eval_flops, eval_flops),
-            energy_j=_add(previous.energy_j, energy_j),
-            emissions_gco2e=_add(previous.emissions_gco2e, emissions_gco2e),
+            energy_j=energy_total,
+            emissions_gco2e=emissions_total,
+            energy_low_j=None if energy_range is None else energy_range.low,
+            energy_high_j=None if energy_range is None else energy_range.high,
+            emissions_low_gco2e=None if emissions_range is None else emissions_range.low,
+            emissions_high_gco2e=None if emissions_range is None else emissions_range.high,
         )
         return self.totals
 
@@ -134,8 +149,10 @@ class RunLedger:
         self.epoch_index = int(state.get("epoch_index", self.totals.epochs))
         self.rows = [row_from_record(r) for r in state.get("rows", [])]
         self._energy, self._emissions, self.methods = RunningProjection(), RunningProjection(), {}
+        self._spread = RunSpread()
         for row in self.rows:
             self._follow(row)
+            self._spread.add(window_parts(row.component_energy_j, row.component_method, row.time_s))
         conv = state.get("convergence")
         if conv is not None:
             if self.convergence is None:

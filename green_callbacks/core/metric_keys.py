@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 
 __all__ = [
     "FOOTPRINT_KEYS",
+    "INTERVAL_KEYS",
     "METRIC_KEYS",
     "PHASE_KINDS",
     "PHASE_METRIC_SUFFIXES",
@@ -101,6 +102,15 @@ FOOTPRINT_KEYS: tuple[str, ...] = (
 """The hardware's manufacturing emissions amortised over the epoch and the run, and the run's water (built by
 :class:`~green_callbacks.core.footprint.FootprintTracker`; beside the operational emissions, never folded in)."""
 
+INTERVAL_KEYS: tuple[str, ...] = (
+    "green/total_energy_kwh_low",
+    "green/total_energy_kwh_high",
+    "green/total_emissions_gco2e_low",
+    "green/total_emissions_gco2e_high",
+)
+"""The range the run's true energy and emissions lie in (95 %, docs/uncertainty.md), so that a dashboard can draw
+a band; NaN where a method or factor has no basis for an interval."""
+
 METRIC_KEYS: tuple[str, ...] = (
     "green/epoch_energy_kwh",
     "green/epoch_gpu_energy_kwh",
@@ -113,6 +123,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "green/epoch_eval_flops",
     "green/total_energy_kwh",
     "green/total_emissions_gco2e",
+    *INTERVAL_KEYS,
     "green/total_train_flops",
     "green/flops_to_convergence",
     "green/energy_to_convergence_kwh",
@@ -167,6 +178,10 @@ def epoch_metrics(
         "green/epoch_eval_flops": _nan(row.eval_flops),
         "green/total_energy_kwh": _kwh(row.totals.energy_j),
         "green/total_emissions_gco2e": _nan(row.totals.emissions_gco2e),
+        "green/total_energy_kwh_low": _kwh(row.totals.energy_low_j),
+        "green/total_energy_kwh_high": _kwh(row.totals.energy_high_j),
+        "green/total_emissions_gco2e_low": _nan(row.totals.emissions_low_gco2e),
+        "green/total_emissions_gco2e_high": _nan(row.totals.emissions_high_gco2e),
         "green/total_train_flops": _nan(row.totals.train_flops),
         "green/flops_to_convergence": NAN if best is None else _nan(best.totals.train_flops),
         "green/energy_to_convergence_kwh": NAN if best is None else _kwh(best.totals.energy_j),

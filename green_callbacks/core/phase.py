@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from green_callbacks.core.metric_keys import PHASE_KINDS, PHASE_METRIC_SUFFIXES, phase_metric_keys
+from green_callbacks.core.uncertainty import energy_interval, window_parts
 from green_callbacks.core.units import emissions_gco2e, joules_to_kwh
 
 __all__ = [
@@ -219,6 +220,9 @@ class PhaseResult:
     short_window_components: tuple[str, ...]
     quality: str
     notes: tuple[str, ...] = field(default=())
+    energy_low_j: float | None = None
+    energy_high_j: float | None = None
+    """The range the phase's true energy lies in (95 %, docs/uncertainty.md); ``None``: no basis for an interval."""
 
     def __post_init__(self) -> None:
         for name in ("component_energy_j", "component_method", "resolution_s"):
@@ -347,6 +351,8 @@ def summarize_phase(inputs: PhaseInputs) -> PhaseResult:
         )
     else:
         quality = MEASURED
+    span = None if energy_j is None else energy_interval(
+        window_parts(comp, inputs.component_method, float(inputs.duration_s)))
     return PhaseResult(
         kind=inputs.kind,
         duration_s=float(inputs.duration_s),
@@ -385,6 +391,8 @@ def summarize_phase(inputs: PhaseInputs) -> PhaseResult:
         short_window_components=short,
         quality=quality,
         notes=tuple(notes),
+        energy_low_j=None if span is None else span.low,
+        energy_high_j=None if span is None else span.high,
     )
 
 

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from green_callbacks.core.convergence import Totals
+from green_callbacks.core.fingerprint import ModelInfo, parse_model_info
 from green_callbacks.core.rows import EpochRow
+from green_callbacks.core.search import SearchInfo, parse_search
 from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE
 
 __all__ = [
@@ -344,6 +346,16 @@ class RunRecord(Mapping[str, Any]):
                         return str(where[key])
         return None
 
+    @property
+    def search(self) -> SearchInfo | None:
+        """The hyperparameter search this run is a trial of (the record's ``search`` section), if it names one."""
+        return parse_search(self.data.get("search"))
+
+    @property
+    def model_info(self) -> ModelInfo | None:
+        """The model's fingerprint, parameter count and data signature (the record's ``model`` section), if any."""
+        return parse_model_info(self.data.get("model"))
+
 
 # ---------------------------------------------------------------------------------------------------- validation
 class _Invalid(Exception):
@@ -420,7 +432,12 @@ def _totals(value: Any, where: str) -> Totals:
         eval_flops=_number(data.get("eval_flops"), f"{where}.eval_flops"),
         energy_j=_number(data.get("energy_j"), f"{where}.energy_j"),
         emissions_gco2e=_number(data.get("emissions_gco2e"), f"{where}.emissions_gco2e"),
+        **{name: _number(data.get(name), f"{where}.{name}") for name in _OPTIONAL_TOTALS},
     )
+
+
+#: The totals' optional numbers (their intervals), read by name like the epoch's.
+_OPTIONAL_TOTALS = tuple(f.name for f in fields(Totals) if f.default is None and f.type == "float | None")
 
 
 def _energies(value: Any, where: str) -> dict[str, float | None]:

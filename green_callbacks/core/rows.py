@@ -44,6 +44,11 @@ class EpochRow:
     """Training samples and input tokens of the epoch, summed over ranks; ``None`` = not known."""
     peak_flops_per_s: float | None = None
     """The dense peak FLOP/s of every device that trained (summed over ranks) at the run's compute dtype."""
+    energy_low_j: float | None = None
+    energy_high_j: float | None = None
+    emissions_low_gco2e: float | None = None
+    emissions_high_gco2e: float | None = None
+    """The range the epoch's true energy and emissions lie in (95 %, docs/uncertainty.md); ``None``: no basis."""
     train_hardware_flops: float | None = None
     """Training FLOPs the devices ran: ``train_flops`` plus activation checkpointing's recompute (``green/hfu``)."""
 

@@ -72,6 +72,7 @@ def fit_record(session: Any, *, with_epochs: bool = True) -> dict[str, Any]:
             "at_target": None if at_target is None else at_target.to_record(),
         },
         "hyperparameters": session.hyperparameters,
+        "search": session.search,
         "resumed_from": ledger.resumed_from,
         "budget": {
             "budget_kwh": session.config.budget_kwh,

@@ -44,6 +44,8 @@ from green_callbacks.core.sensors.base import Sensor
 from green_callbacks.core.sensors.factory import build_sensors
 from green_callbacks.core.signals import ExitHandlers
 from green_callbacks.core.throughput import PeakInfo, local_peak
+from green_callbacks.core.trial import current, merged_search, outcome_of, with_state
+from green_callbacks.core.uncertainty import emission_factors
 from green_callbacks.core.wording import CALLBACK, FrontEnd
 
 __all__ = ["METRIC_KEYS", "STATUSES", "EpochRow", "Session", "status_for"]
@@ -105,6 +107,9 @@ class Session(Ranks):
         self.meter: Meter | None = None
         self.run_id = uuid.uuid4().hex
         self.hyperparameters: dict[str, Any] = {}
+        self.search: dict[str, Any] | None = config.search
+        """The record's search section: ``search=`` merged with the engine's trial (:mod:`~.trial`)."""
+        self.trial: Any = None  # the search engine's trial this run is bound to (core/trial.py)
         self.info: dict[str, Any] = {}
         """Record-level sections (``throughput``, the framework's, how FLOPs were counted): see :meth:`update_info`."""
         self.phases: list[dict[str, Any]] = []  # test/predict/evaluate run with this fit's model, newest last
@@ -149,7 +154,7 @@ class Session(Ranks):
               hyperparameters: Mapping[str, Any] | None = None, device_indices: Sequence[int] | None = None,
               device_uuids: Sequence[str] | None = None, device_type: str = "cuda", monitor: str | None = None,
               mode: str | None = None, planned_epochs: float | None = None, extra: Mapping[str, Any] | None = None,
-              handle_signals: bool = True, compute_dtype: Any = None) -> None:
+              handle_signals: bool = True, compute_dtype: Any = None, trial: Any = None) -> None:
         """Begin the run: build and start the sensors, open the ``run`` window, write the first record.
 
         ``monitor``/``mode`` are the framework's own early-stopping or best-model metric, used when the user gave
@@ -160,11 +165,15 @@ class Session(Ranks):
         ``planned_epochs`` (may be fractional) lets the session project the run's total and apply budgets.
         ``handle_signals=False``: the framework turns SIGTERM into its own exception (the exit hook stays).
         ``compute_dtype`` (``"bf16"``, ``"16-mixed"``, ``torch.float32`` …; default fp32) picks the devices' peak
-        FLOP/s for ``green/mfu``.
+        FLOP/s for ``green/mfu``. ``trial``: the search engine's trial object the framework holds (the HF Trainer's
+        Optuna trial); else the bound or detected one (:func:`~green_callbacks.core.trial.current`).
         """
         with self._lock:
             if self._status == "running":
                 return
+            self.trial = self.guard.call("search", current, trial)
+            self.search = self.guard.call("search", merged_search, self.config.search, self.trial) or \
+                self.config.search
             self.ledger.adopt_monitor(monitor, mode)
             self.hyperparameters = dict(hyperparameters or {})
             self.set_planned_epochs(planned_epochs)
@@ -255,11 +264,13 @@ class Session(Ranks):
             if self.meter.is_open("eval"):
                 self.eval_end()
             epoch_m = self.meter.end("epoch")
+            grid = self.carbon_choice.settle()
             row = self.window.close(
                 epoch_m, self.meter, user_metrics(metrics or {}), ledger=self.ledger, dist=self.dist,
                 reducer=self.reducer, flops_ok=self.flops_available,
-                intensity=self.carbon_choice.settle().intensity_gco2e_per_kwh, pue=self.config.pue,
-                peak_flops_per_s=self.peak.peak_flops_per_s, footprint=self.footprint)
+                intensity=grid.intensity_gco2e_per_kwh, pue=self.config.pue,
+                peak_flops_per_s=self.peak.peak_flops_per_s, footprint=self.footprint,
+                factors=emission_factors(grid, self.config.pue))
             self.ledger.add(row)
             speak = self.dist.is_global_zero
             self.notices.lost(row, epoch_m, self.meter.broken, speak=speak)
@@ -300,10 +311,14 @@ class Session(Ranks):
                     self.partial_epoch = partial_record(self.window, self.meter.end("epoch"))
                 self.meter.close()
             self._status = status
+            if self.trial is not None:  # an engine's trial: the record says how it ended (pruned included)
+                self.search = with_state(self.search, status, self.error)
             self._exit.uninstall()
             self.carbon_choice.settle()  # a run with no complete epoch says which intensity it would have used
             self.sink.final(self.to_record)
         self.carbon_choice.close()
+        if self.trial is not None and self.dist.is_global_zero:  # the engine's trial gets the totals (user attrs)
+            self.guard.call("search", lambda: self.trial.finished(outcome_of(self)))
         return self._record_path
 
     def _close_on_exit(self, status: str, reason: BaseException | str) -> None:

@@ -13,7 +13,15 @@ from green_callbacks.report.inference import PhaseRow, phase_rows
 from green_callbacks.report.offsets import DEFAULT_PRICE, OffsetCost, OffsetPrice, offset_cost
 from green_callbacks.report.runs import LoadResult, RunSummary
 from green_callbacks.report.stats import parse_tolerance
-from green_callbacks.report.sweep import SweepAnalysis, analyze_sweep, comparable_groups, describe_key, is_search
+from green_callbacks.report.sweep import (
+    SweepAnalysis,
+    analyze_sweep,
+    comparable_groups,
+    describe_key,
+    is_repeat,
+    is_search,
+    rule_of,
+)
 
 __all__ = [
     "Report",
@@ -61,6 +69,8 @@ class Report:
     """Why runs with a monitored metric were not analysed as a search (they are not comparable), if so."""
     phases: tuple[PhaseRow, ...] = ()
     """Test / validate / predict / evaluate records, with the break-even against their fit ("Using the model")."""
+    search_runs: tuple[tuple[RunSummary, ...], ...] = ()
+    """The runs of each search, in the order of :attr:`sweeps`."""
 
     @property
     def sweep(self) -> SweepAnalysis | None:
@@ -68,23 +78,32 @@ class Report:
         return self.sweeps[0] if len(self.sweeps) == 1 else None
 
 
-def _searches(runs: tuple[RunSummary, ...], tolerance: str) -> tuple[tuple[SweepAnalysis, ...], str | None]:
+def _searches(runs: tuple[RunSummary, ...], tolerance: str) -> tuple[
+        tuple[SweepAnalysis, ...], tuple[tuple[RunSummary, ...], ...], str | None]:
     groups = comparable_groups(runs)
-    searches = [(key, group) for key, group in groups if is_search(group)]
-    out = []
-    for key, group in searches:
-        analysis = analyze_sweep(group, tolerance=tolerance, group=describe_key(key) if len(groups) > 1 else "")
+    out, members = [], []
+    for key, group in groups:
+        if not is_search(group, key):
+            continue
+        analysis = analyze_sweep(group, tolerance=tolerance, rule=rule_of(key),
+                                 group=describe_key(key) if len(groups) > 1 or key[0] == "search" else "")
         if analysis is not None:
             out.append(analysis)
-    note = None
+            members.append(tuple(group))
+    notes = []
     scored = [key for key, group in groups if any(r.convergence and r.convergence.best_value is not None
                                                    for r in group)]
-    alone = [key for key, group in groups if not is_search(group) and key in scored]
+    alone = [key for key, group in groups if not is_search(group, key) and not is_repeat(group, key)
+             and key in scored]
+    repeats = [(key, group) for key, group in groups if is_repeat(group, key)]
     if alone and (len(scored) > 1):
-        note = ("Not analysed as a search: " + "; ".join(describe_key(k) for k in alone)
-                + " — a search compares runs of the same framework, model and monitored metric, and each of these "
-                  "has a single run")
-    return tuple(out), note
+        notes.append("Not analysed as a search: " + "; ".join(describe_key(k) for k in alone)
+                     + " — a search compares runs of the same framework, model and monitored metric (runs that "
+                       "name one search, or of one model fingerprint and data), and each of these has a single run")
+    if repeats:
+        notes.append("Repeated runs of one configuration, not a search (no hyperparameter varies): "
+                     + "; ".join(f"{describe_key(k)}: {len(g)} runs" for k, g in repeats))
+    return tuple(out), tuple(members), ". ".join(notes) or None
 
 
 def build_report(loaded: LoadResult, options: ReportOptions | None = None) -> Report:
@@ -94,7 +113,7 @@ def build_report(loaded: LoadResult, options: ReportOptions | None = None) -> Re
         normalize_dtype(options.mfu_dtype)  # a bad dtype is an error even when no run has a GPU
     runs = loaded.runs
     parse_tolerance(options.tolerance)  # a bad tolerance is an error even when the runs form no search
-    sweeps, search_note = _searches(runs, options.tolerance)
+    sweeps, members, search_note = _searches(runs, options.tolerance)
     known = [r.emissions_gco2e for r in runs if r.emissions_gco2e is not None]
     missing = len(runs) - len(known)
     total = sum(known) if known else None
@@ -121,6 +140,7 @@ def build_report(loaded: LoadResult, options: ReportOptions | None = None) -> Re
         badges=tuple(badges),
         options=options,
         search_note=search_note,
+        search_runs=members,
         phases=tuple(phase_rows([*loaded.fits, *loaded.phases])),
     )
 
@@ -144,7 +164,7 @@ def figure_runs(report: Report, all_runs: bool = False) -> tuple[RunSummary, ...
     if all_runs or not report.sweeps or len(report.runs) <= RUN_FIGURES_LIMIT:
         return report.runs
     best = {s.best_run for s in report.sweeps}
-    in_search = {id(r) for key, group in comparable_groups(report.runs) if is_search(group) for r in group}
+    in_search = {id(r) for group in report.search_runs for r in group}
     return tuple(r for r in report.runs if r.label in best or id(r) not in in_search)
 
 
@@ -176,7 +196,9 @@ def sweep_figure_prefix(report: Report, index: int) -> str:
 
 
 def make_figures(report: Report, all_runs: bool = False) -> dict[str, bytes]:
-    """PNG figures by file name: per run energy and metric-vs-cost, and for a sweep the two sweep plots.
+    """PNG figures by file name: per run energy and metric-vs-cost; per search its best against energy (each run,
+    and best-so-far against cumulative energy), the metric against each hyperparameter, and the expected best
+    where it holds; searches of one metric compared on one plot.
 
     A sweep of more than :data:`RUN_FIGURES_LIMIT` runs gets per-run figures for its best run only, unless
     ``all_runs``. Raises :class:`~green_callbacks.report.plots.PlotUnavailable` when matplotlib is missing.
@@ -185,13 +207,20 @@ def make_figures(report: Report, all_runs: bool = False) -> dict[str, bytes]:
 
     figures: dict[str, bytes | None] = {}
     plots = _Safe(plots)  # type: ignore[assignment]
-    groups = [group for _, group in comparable_groups(report.runs) if is_search(group)]
-    for index, (sweep, group) in enumerate(zip(report.sweeps, groups, strict=False)):
+    for index, (sweep, group) in enumerate(zip(report.sweeps, report.search_runs, strict=False)):
         prefix = sweep_figure_prefix(report, index)
         mean_j = sweep.efficiency.mean_energy_per_run_j if sweep.efficiency else None
-        figures[prefix + "best-vs-energy.png"] = plots.plot_sweep_energy(group, sweep.monitor, sweep.best_run)
+        if mean_j is None:
+            measured = [r.energy_j for r in group if r.energy_j is not None]
+            mean_j = sum(measured) / len(measured) if measured else None
+        figures[prefix + "best-vs-energy.png"] = plots.plot_sweep_energy(group, sweep.monitor, sweep.best_run,
+                                                                         sweep)
+        figures[prefix + "sensitivity.png"] = plots.plot_sensitivity(group, sweep)
         figures[prefix + "expected-best.png"] = plots.plot_expected_best(
             sweep.curve, sweep.monitor, sweep.mode, sweep.best_value, mean_j)
+    same = [s for s in report.sweeps if s.monitor == (report.sweeps[0].monitor if report.sweeps else None)]
+    if len(same) > 1:
+        figures["searches-progress.png"] = plots.plot_search_progress(same)
     for run in figure_runs(report, all_runs):
         figures[run_figure_prefix(run) + "energy.png"] = plots.plot_energy_per_epoch(run)
         figures[run_figure_prefix(run) + "metric.png"] = plots.plot_metric_vs_cost(run)

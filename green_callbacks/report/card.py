@@ -5,9 +5,9 @@ and filters on (``emissions`` in **grams** CO2e, ``source``, ``training_type``, 
 * :func:`card_metadata` / :func:`card_text`: what ``green-callbacks card RUN`` prints, for a run of any framework;
 * :func:`add_to_model_card`: merges the block into a ``README.md``'s YAML front matter (other keys kept, an older
   block replaced) and puts the paragraph between markers (replaced, never repeated, on a second write);
-* :func:`wrap_create_model_card`: the HF Trainer hook. ``Trainer.create_model_card`` rewrites ``README.md`` from
-  scratch, and ``Trainer.push_to_hub`` calls it after ``on_push_begin`` and before the upload: wrapping it on the
-  instance adds the block after every rewrite and before any upload.
+* :func:`add_to_trainer_card`: the HF Trainer hook. ``Trainer.create_model_card`` rewrites ``README.md`` from
+  scratch, and ``Trainer.push_to_hub`` calls it after ``on_push_begin`` and before the upload: the HF adapter patches
+  it on the instance, so the block is added after every rewrite and before any upload.
 
 Strings from a record are written as JSON-quoted YAML scalars (no line break, no quote can end them early) and,
 in the paragraph, escaped as Markdown (no HTML, link or image can be made by a record).
@@ -15,16 +15,15 @@ in the paragraph, escaped as Markdown (no HTML, link or image can be made by a r
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from green_callbacks.core.units import JOULES_PER_KWH
+from green_callbacks.core.wording import warn_user
 from green_callbacks.report._text import strip_control
 from green_callbacks.report.equivalents import equivalents, equivalents_sentence
 from green_callbacks.report.runs import RunSummary
@@ -33,13 +32,13 @@ __all__ = [
     "KEY",
     "TRAINING_TYPES",
     "add_to_model_card",
+    "add_to_trainer_card",
     "card_metadata",
     "card_paragraph",
     "card_text",
     "card_yaml",
     "merge_into_card",
     "training_type_of",
-    "wrap_create_model_card",
 ]
 
 KEY = "co2_eq_emissions"
@@ -232,36 +231,21 @@ def training_type_of(model: Any) -> str | None:
     return "fine-tuning" if name else "pre-training"
 
 
-def wrap_create_model_card(trainer: Any, record_path: Callable[[], Path | None]) -> None:
-    """Make ``trainer.create_model_card`` (and so ``trainer.push_to_hub``, which calls it before uploading) add the
-    training emissions of the run at ``record_path()`` to the card it writes. Without a record (no training yet, a
-    run with no complete epoch) the card is left as the Trainer wrote it. A failure here warns and leaves the
-    Trainer's card (strict mode re-raises); the call's own result is returned unchanged."""
-    original = trainer.create_model_card
-    if getattr(original, "_green_callbacks_wrapper", False):
-        return
-    import weakref
+def add_to_trainer_card(trainer: Any, record: Path | None) -> None:
+    """After ``trainer.create_model_card`` (and so ``trainer.push_to_hub``, which calls it before uploading): add
+    the training emissions of the run at ``record`` to the card it wrote. Without a record (no training yet, a run
+    with no complete epoch) the card is left as the Trainer wrote it. A failure here warns and leaves the Trainer's
+    card (strict mode re-raises). The HF adapter calls it from its patch of ``create_model_card``
+    (:class:`~green_callbacks.core.patches.InstancePatches`)."""
+    try:
+        _after_card(trainer, record)
+    except Exception as err:
+        from green_callbacks.core.guard import strict_mode
 
-    trainer_ref = weakref.ref(trainer)
-
-    @functools.wraps(original)
-    def create_model_card(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        owner = trainer_ref()
-        try:
-            _after_card(owner, record_path())
-        except Exception as err:
-            from green_callbacks.core.guard import strict_mode
-
-            if strict_mode():
-                raise
-            warnings.warn(f"green_callbacks: could not add the training emissions to the model card "
-                          f"({type(err).__name__}: {err}); the Trainer's card is unchanged", RuntimeWarning,
-                          stacklevel=2)
-        return result
-
-    create_model_card._green_callbacks_wrapper = True  # type: ignore[attr-defined]
-    trainer.create_model_card = create_model_card
+        if strict_mode():
+            raise
+        warn_user(f"green_callbacks: could not add the training emissions to the model card "
+                  f"({type(err).__name__}: {err}); the Trainer's card is unchanged", RuntimeWarning)
 
 
 def _after_card(trainer: Any, record: Path | None) -> None:

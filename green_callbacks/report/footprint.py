@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from green_callbacks.core.carbon import EXPLICIT_BASIS
 from green_callbacks.core.counterfactual import (
     LABEL,
     Counterfactual,
@@ -22,12 +23,21 @@ from green_callbacks.core.counterfactual import (
     compare_infrastructure,
     counterfactuals,
 )
+from green_callbacks.core.uncertainty import (
+    Difference,
+    Interval,
+    intensity_factor,
+    pue_factor,
+    repriced_difference,
+    scaled_interval,
+)
 from green_callbacks.core.units import joules_to_kwh
 from green_callbacks.core.water import DEFAULT_WUE_L_PER_KWH
 
 __all__ = [
     "FootprintOptions",
     "FootprintSection",
+    "GridSpan",
     "footprint_section",
     "footprint_text",
 ]
@@ -54,6 +64,16 @@ class FootprintOptions:
 
 
 @dataclass(frozen=True)
+class GridSpan:
+    """How far off one counterfactual grid's figure may be (docs/uncertainty.md): its emissions' interval
+    (``None``: no basis) and its difference from this run's, with whether that difference is beyond the
+    uncertainty."""
+
+    emissions: Interval | None
+    difference: Difference
+
+
+@dataclass(frozen=True)
 class FootprintSection:
     """Everything the section shows for one run. ``None`` = unavailable (never shown as 0)."""
 
@@ -76,12 +96,45 @@ class FootprintSection:
     water_sources: tuple[str, ...]
     grids: tuple[Counterfactual, ...] = ()
     infrastructure: tuple[InfrastructureOutcome, ...] = field(default_factory=tuple)
+    grid_spans: tuple[GridSpan, ...] = ()
+    """One per :attr:`grids`, in the same order."""
+    operational_low_gco2e: float | None = None
+    operational_high_gco2e: float | None = None
 
 
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
         return None
     return float(value)
+
+
+def _grid_spans(grids: Sequence[Counterfactual], record: Mapping[str, Any], energy_kwh: float,
+                pue: float) -> tuple[GridSpan, ...]:
+    """Each grid's emissions interval and its difference from this run's (the energy and PUE shared by all)."""
+    totals = record.get("totals") or {}
+    carbon = record.get("carbon") or {}
+    low, high = _num(totals.get("energy_low_j")), _num(totals.get("energy_high_j"))
+    energy = None if low is None or high is None else Interval(energy_kwh, joules_to_kwh(low), joules_to_kwh(high))
+    pue_range = pue_factor(pue)
+    scale = energy_kwh * pue
+    shared = scaled_interval(energy, scale, [pue_range])
+    actual = grids[0].intensity_gco2e_per_kwh
+    actual_factor = intensity_factor(actual, str(carbon.get("kind") or ""), str(carbon.get("basis") or ""))
+    out = []
+    for grid in grids:
+        if grid.group == "actual":
+            factor = actual_factor
+        else:
+            kind = "explicit" if grid.basis == EXPLICIT_BASIS else "table"
+            factor = intensity_factor(grid.intensity_gco2e_per_kwh, kind, grid.basis)
+        emissions = scaled_interval(energy, grid.emissions_gco2e, [pue_range, factor])
+        if grid.group == "actual":
+            low_g, high_g = _num(totals.get("emissions_low_gco2e")), _num(totals.get("emissions_high_gco2e"))
+            if low_g is not None and high_g is not None:  # the record's own figure, as the summary prints it
+                emissions = Interval(grid.emissions_gco2e, low_g, high_g)
+        difference = repriced_difference(scale, shared, actual, actual_factor, grid.intensity_gco2e_per_kwh, factor)
+        out.append(GridSpan(emissions, difference))
+    return tuple(out)
 
 
 def footprint_section(record: Mapping[str, Any], options: FootprintOptions | None = None) -> FootprintSection | None:
@@ -110,6 +163,7 @@ def footprint_section(record: Mapping[str, Any], options: FootprintOptions | Non
             energy_kwh, pue, actual_gco2e_per_kwh=intensity, actual_label="this run",
             actual_location=str(carbon.get("location") or ""), alternatives=options.alternatives,
             cloud_regions=options.cloud_regions, lowest=options.lowest, wue_l_per_kwh=wue))
+    spans = _grid_spans(grids, record, energy_kwh, pue) if grids and energy_kwh is not None else ()
     infra: tuple[InfrastructureOutcome, ...] = ()
     if energy_kwh is not None and options.local is not None and options.cloud is not None:
         named = [a for a in accelerators if a != "unidentified"]
@@ -135,6 +189,11 @@ def footprint_section(record: Mapping[str, Any], options: FootprintOptions | Non
         water_sources=tuple(s for s in (str(water.get("wue_source") or ""), str(offsite.get("source") or "")) if s),
         grids=grids,
         infrastructure=infra,
+        grid_spans=spans,
+        operational_low_gco2e=_num(totals.get("emissions_low_gco2e")) if not spans or spans[0].emissions is None
+        else spans[0].emissions.low,
+        operational_high_gco2e=_num(totals.get("emissions_high_gco2e")) if not spans or spans[0].emissions is None
+        else spans[0].emissions.high,
     )
 
 
@@ -145,6 +204,27 @@ def _g(value: float | None) -> str:
         if abs(value) >= size:
             return f"{value / size:.3g} {unit}"
     return f"{value:.3g} g"
+
+
+NO_BASIS = "no basis for an interval"
+WITHIN = "within the uncertainty"
+
+
+def _range_g(interval: Interval | None) -> str:
+    """``'(8 g–15 g)'`` or ``'(no basis for an interval)'``."""
+    return f"({NO_BASIS})" if interval is None else f"({_g(interval.low)}–{_g(interval.high)})"
+
+
+def difference_text(difference: Difference) -> str:
+    """A difference as the report says it: ``'+12.3 g (8 to 15 g)'`` when beyond the uncertainty, ``'+1.2 g
+    (within the uncertainty)'`` when its interval holds 0, ``'+1.2 g (no basis for an interval)'``."""
+    figure = f"{difference.value:+.3g} g"
+    if difference.beyond is None:
+        return f"{figure} ({NO_BASIS})"
+    if not difference.beyond:
+        return f"{figure} ({WITHIN})"
+    span = difference.interval
+    return figure if span is None else f"{figure} ({span.low:+.3g} to {span.high:+.3g} g)"
 
 
 def _l(value: float | None) -> str:
@@ -162,7 +242,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def footprint_summary_lines(section: FootprintSection) -> list[str]:
     """Operational beside embodied emissions, and water, with every assumption and source, as plain-text lines."""
-    out = [f"  operational emissions: {_g(section.operational_gco2e)} CO2e (energy × PUE {section.pue:g} × "
+    span = (None if section.operational_low_gco2e is None or section.operational_high_gco2e is None
+            or section.operational_gco2e is None
+            else Interval(section.operational_gco2e, section.operational_low_gco2e, section.operational_high_gco2e))
+    out = [f"  operational emissions: {_g(section.operational_gco2e)} CO2e "
+           + ("" if section.operational_gco2e is None else _range_g(span) + " ")
+           + f"(energy × PUE {section.pue:g} × "
            f"{section.intensity_gco2e_per_kwh if section.intensity_gco2e_per_kwh is not None else '?'} "
            "gCO2e/kWh)"]
     if section.embodied_gco2e is None:
@@ -187,16 +272,23 @@ def footprint_summary_lines(section: FootprintSection) -> list[str]:
 
 
 GRIDS_TITLE = f"Where could this run have been greener? ({LABEL})"
+GRIDS_NOTE = ("Each grid's emissions carry their interval (docs/uncertainty.md). The same energy is re-priced, so its "
+              "own uncertainty scales every grid alike and cannot change which is greener: a difference is "
+              f"\"{WITHIN}\" when the two intensities' ranges (in quadrature) allow either to be the lower, and "
+              "stated with its range otherwise.")
 INFRASTRUCTURE_TITLE = ("Shared local machine vs on-demand cloud (Green AI Standard, infrastructure; counterfactual, "
                         "embodied included):")
 
 
 def grid_table(section: FootprintSection) -> tuple[list[str], list[list[str]]]:
     """The same measured energy under other grids: header and rows (empty rows when there are none)."""
-    rows = [[g.group, g.label, f"{g.intensity_gco2e_per_kwh:g}", str(g.year or ""), _g(g.emissions_gco2e),
-             "" if g.group == "actual" else f"{g.difference_gco2e:+.3g} g",
+    spans = section.grid_spans or (None,) * len(section.grids)
+    rows = [[g.group, g.label, f"{g.intensity_gco2e_per_kwh:g}", str(g.year or ""),
+             _g(g.emissions_gco2e) + ("" if s is None else " " + _range_g(s.emissions)),
+             "" if g.group == "actual" else (f"{g.difference_gco2e:+.3g} g" if s is None
+                                              else difference_text(s.difference)),
              "" if g.ratio_to_actual is None else f"{g.ratio_to_actual:.2f}×", _l(g.water_l)]
-            for g in section.grids]
+            for g, s in zip(section.grids, spans, strict=True)]
     return ["", "grid", "gCO2e/kWh", "year", "emissions", "vs this run", "ratio", "water"], rows
 
 
@@ -212,7 +304,7 @@ def footprint_lines(section: FootprintSection) -> list[str]:
     """The section as plain-text lines (the report's emitters use the same parts as blocks and tables)."""
     out = ["== Footprint: operational, embodied, water ==", *footprint_summary_lines(section)]
     if section.grids:
-        out += ["", GRIDS_TITLE, *_table(*grid_table(section))]
+        out += ["", GRIDS_TITLE, *_table(*grid_table(section)), GRIDS_NOTE]
     if section.infrastructure:
         out += ["", INFRASTRUCTURE_TITLE, *_table(*infrastructure_table(section))]
     return out

@@ -31,6 +31,7 @@ from green_callbacks.report.build import Report, run_figure_prefix, sweep_figure
 from green_callbacks.report.efficiency import Mfu
 from green_callbacks.report.equivalents import COMPARISONS_TITLE, comparison_table
 from green_callbacks.report.footprint import (
+    GRIDS_NOTE,
     GRIDS_TITLE,
     INFRASTRUCTURE_TITLE,
     FootprintOptions,
@@ -43,8 +44,9 @@ from green_callbacks.report.inference import FOOTNOTE as INFERENCE_FOOTNOTE
 from green_callbacks.report.inference import TITLE as INFERENCE_TITLE
 from green_callbacks.report.inference import PhaseRow, phase_table
 from green_callbacks.report.runs import RunSummary
+from green_callbacks.report.sensitivity import MIN_RUNS, short_number
 from green_callbacks.report.summary import epoch_table, run_summary_lines, text_table
-from green_callbacks.report.sweep import SweepAnalysis
+from green_callbacks.report.sweep import SweepAnalysis, trial_state
 
 __all__ = [
     "CSV_COLUMNS",
@@ -180,13 +182,82 @@ def run_rows(run: RunSummary, mfu: Mfu) -> list[tuple[str, str]]:
     if run.lost:
         rows.append(("Switched off after a failure", "; ".join(f"{k} ({v})" for k, v in run.lost.items())))
     if run.hyperparameters:
-        rows.append(("Hyperparameters", ", ".join(f"{k}={v}" for k, v in run.hyperparameters.items())))
+        rows.append(("Hyperparameters", ", ".join(f"{k}={short_number(v)}" for k, v in run.hyperparameters.items())))
+    search = run.record.search if run.record is not None else None
+    if search is not None:
+        trial = "" if search.trial is None else f", trial {search.trial}"
+        rows.append(("Search", f"{search.name} ({search.method or 'method not recorded'}{trial}, "
+                               f"{trial_state(run)})"))
+    model = run.record.model_info if run.record is not None else None
+    if model is not None and model.fingerprint:
+        size = "" if model.parameters is None else f", {model.parameters:,} parameters"
+        data = f"; first batch {model.data_signature}" if model.data_signature else ""
+        rows.append(("Model", f"{model.name or '?'} ({model.fingerprint}{size}){data}"))
     return rows
 
 
 # ---------------------------------------------------------------- sweep prose
+def _reach(sweep: SweepAnalysis) -> str:
+    eff = sweep.efficiency
+    assert eff is not None and eff.trials_needed is not None
+    bound = ">=" if sweep.mode == "max" else "<="
+    return (f"{eff.trials_needed} random trial(s) would on average reach within {eff.tolerance} of the best "
+            f"({sweep.monitor} {bound} {eff.threshold:.4g})")
+
+
+def _j_range(eff: Any, runs: int) -> str:
+    """``'(1.2e+03–2.5e+03 J)'``: ``runs`` times the mean run's energy interval, or ``'(no basis for an
+    interval)'`` (docs/uncertainty.md)."""
+    if eff.mean_energy_low_j is None or eff.mean_energy_high_j is None:
+        return "(no basis for an interval)"
+    return f"({runs * eff.mean_energy_low_j:,.4g}–{runs * eff.mean_energy_high_j:,.4g} J)"
+
+
+def _grid_saving(sweep: SweepAnalysis) -> list[str]:
+    eff = sweep.efficiency
+    if eff is None:
+        return []
+    if eff.trials_needed is None:
+        bound = ">=" if sweep.mode == "max" else "<="
+        return [f"Random trials drawn from these results would not reach within {eff.tolerance} of the best "
+                f"({sweep.monitor} {bound} {eff.threshold:.4g}) in any practical number of trials."]
+    reach = _reach(sweep)
+    if eff.trials_needed > eff.runs:
+        return [f"{reach}, more than the {eff.runs} run(s) of this search: these runs do not suffice to say whether "
+                "random search would have reached it sooner (it would have saved nothing at this tolerance)."]
+    if sweep.grid is None:
+        return [f"{reach}; the search's method is not recorded, so no saving is claimed (a saving is said only "
+                "for a grid)."]
+    if not eff.trials_saved:
+        return [f"{reach}, as many as the {eff.runs} run(s) of this search: random search would have saved "
+                "nothing at this tolerance."]
+    saving = (f"about {_j(eff.energy_saved_j)} {_j_range(eff, eff.trials_saved)} and "
+              f"{_g(eff.emissions_saved_gco2e)} (mean {_j(eff.mean_energy_per_run_j)} per run x {eff.trials_saved} runs"
+              + (f", mean over the {eff.energy_runs_measured} measured runs"
+                 if eff.energy_runs_measured < eff.runs else "") + ")"
+              if eff.energy_saved_j is not None else "energy unavailable")
+    return [f"{reach}; the grid ran {eff.runs}, so random search would have saved {eff.trials_saved} run(s): "
+            f"{saving}."]
+
+
+def _bayesian_estimate(sweep: SweepAnalysis) -> list[str]:
+    eff = sweep.efficiency
+    if eff is None:
+        return []
+    assumption = (f"it assumes random trials would see the distribution of results this {sweep.method} search "
+                  f"observed; a {sweep.method} search concentrates its trials where results are good, so random "
+                  "search would likely need more: read it as a lower bound")
+    if eff.trials_needed is None:
+        return [f"Estimate: random trials drawn from these results would not reach within {eff.tolerance} of this "
+                f"search's best in any practical number of trials ({assumption})."]
+    energy = ("" if eff.mean_energy_per_run_j is None
+              else f", about {_j(eff.trials_needed * eff.mean_energy_per_run_j)} {_j_range(eff, eff.trials_needed)}")
+    return [f"Estimate, not a measurement: about {eff.trials_needed} random trial(s){energy} would reach within "
+            f"{eff.tolerance} of this search's best, against the {eff.runs} trial(s) it ran ({assumption})."]
+
+
 def sweep_sentences(sweep: SweepAnalysis) -> list[str]:
-    """The search's cost and the grid-versus-random estimate, said plainly."""
+    """The search's cost, how it was grouped and drawn, and what random search would have done, said plainly."""
     out = []
     energy = _j(sweep.total_energy_j)
     if sweep.energy_runs_unavailable:
@@ -203,45 +274,56 @@ def sweep_sentences(sweep: SweepAnalysis) -> list[str]:
         + (f"{_pct(sweep.share_not_best)} of the measured energy went to runs that did not produce it."
            if sweep.share_not_best is not None else "the share spent on other runs is unavailable.")
     )
-    eff = sweep.efficiency
+    if sweep.pruned_runs or sweep.failed_runs:
+        out.append(f"{sweep.pruned_runs} pruned and {sweep.failed_runs} failed trial(s) used "
+                   f"{_j(sweep.energy_stopped_j)}, counted in the search's total.")
+    if sweep.rule:
+        out.append(f"Grouped as one search because {sweep.rule}.")
     if sweep.grid is not None:
         out.append(f"These runs form {sweep.grid_note}.")
-    else:
+    elif sweep.method is None:
         out.append(f"Grid search: {sweep.grid_note}.")
-    if eff is not None:
-        tol = f"{eff.tolerance} of the best"
-        bound = ">=" if sweep.mode == "max" else "<="
-        if eff.trials_needed is None:
-            out.append(f"Random trials drawn from these results would not reach within {tol} "
-                       f"({sweep.monitor} {bound} {eff.threshold:.4g}) in any practical number of trials.")
-        else:
-            reach = (f"{eff.trials_needed} random trial(s) would on average reach within {tol} "
-                     f"({sweep.monitor} {bound} {eff.threshold:.4g})")
-            if eff.trials_needed > eff.runs:
-                out.append(f"{reach}, more than the {eff.runs} run(s) of this search: these runs do not suffice to "
-                           "say whether random search would have reached it sooner (it would have saved nothing "
-                           "at this tolerance).")
-            elif not eff.trials_saved:
-                out.append(f"{reach}, as many as the {eff.runs} run(s) of this search: random search would have "
-                           "saved nothing at this tolerance.")
-            else:
-                what = "the grid" if sweep.grid is not None else "this search"
-                saving = (f"about {_j(eff.energy_saved_j)} and {_g(eff.emissions_saved_gco2e)} "
-                          f"(mean {_j(eff.mean_energy_per_run_j)} per run x {eff.trials_saved} runs"
-                          + (f", mean over the {eff.energy_runs_measured} measured runs"
-                             if eff.energy_runs_measured < eff.runs else "") + ")"
-                          if eff.energy_saved_j is not None else "energy unavailable")
-                out.append(f"{reach}; {what} ran {eff.runs}, so random search would have saved "
-                           f"{eff.trials_saved} run(s): {saving}.")
-        out.append("Estimate: the expected maximum of Dodge et al. (2019) over the observed results, drawing with "
-                   "replacement — it assumes random trials see the same distribution of results as this search.")
+    else:
+        out.append(f"Method: {sweep.grid_note}, as the records declare it.")
+    if sweep.method in ("tpe", "gp", "bayes", "cmaes"):
+        out += _bayesian_estimate(sweep)
+    elif sweep.method is None or sweep.method == "grid":
+        out += _grid_saving(sweep)
+        if sweep.efficiency is not None:
+            out.append("Estimate: the expected maximum of Dodge et al. (2019) over the observed results, drawing "
+                       "with replacement — it assumes random trials see the same distribution of results as this "
+                       "search.")
     out += [f"Left out: {note}." for note in sweep.excluded]
     return out
 
 
+def _interval(low: float | None, high: float | None) -> str:
+    return "n/a" if low is None or high is None else f"{low:.2f} – {high:.2f}"
+
+
+def _importance_rows(sweep: SweepAnalysis) -> list[list[str]]:
+    rows = []
+    ranked = sorted(sweep.sensitivity, key=lambda s: -1.0 if s.importance is None or s.importance.importance is None
+                    else s.importance.importance, reverse=True)
+    for sens in ranked:
+        imp = sens.importance
+        if imp is None:
+            continue
+        scale = imp.scale + (" (declared)" if imp.scale_source == "declared" else "")
+        runs = f"{imp.runs}" + (" (conditional)" if imp.conditional else "")
+        value = "n/a" if imp.importance is None else f"{imp.importance:.2f}"
+        p_value = "n/a" if imp.p_value is None else f"{imp.p_value:.2g}"
+        rows.append([sens.name, scale, runs, value, _interval(imp.low, imp.high), p_value, imp.verdict,
+                     imp.direction, imp.best_region])
+    return rows
+
+
 def _sensitivity_rows(sweep: SweepAnalysis) -> list[list[str]]:
+    """The by-value detail (a grid's axes, categorical parameters): one row per value."""
     rows = []
     for sens in sweep.sensitivity:
+        if sens.importance is not None and sens.importance.grouping != "by value":
+            continue
         for group in sens.groups:
             rows.append([sens.name, group.value, str(group.runs), f"{group.mean:.4g}",
                          "n/a" if group.std is None else f"{group.std:.3g}", f"{group.min:.4g}", f"{group.max:.4g}",
@@ -251,13 +333,21 @@ def _sensitivity_rows(sweep: SweepAnalysis) -> list[list[str]]:
 
 _FIGURES_NOTE = "Per-run figures are drawn for the best run of the search only (--all-run-plots draws every run's)."
 _SENS_HEADER = ["hyperparameter", "value", "runs", "mean", "std", "min", "max", "variance explained"]
+_IMPORTANCE_HEADER = ["hyperparameter", "scale", "runs", "importance (ε²)", "95 % interval", "p", "verdict",
+                      "direction", "best region"]
 _CURVE_HEADER = ["trials n", "expected best", "std", "expected energy"]
 
 
 def _curve_rows(sweep: SweepAnalysis) -> list[list[str]]:
+    """A 1-2-5 series of n and the last (a table that fits a screen; the figure has every point)."""
     mean_j = sweep.efficiency.mean_energy_per_run_j if sweep.efficiency else None
+    if mean_j is None and sweep.total_energy_j is not None:
+        measured = len(sweep.progress) - sweep.energy_runs_unavailable
+        mean_j = sweep.total_energy_j / measured if measured > 0 else None
+    last = sweep.curve[-1].n if sweep.curve else 0
+    shown = {n for n in (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000) if n <= last} | {last}
     return [[str(c.n), f"{c.mean:.4g}", f"{c.std:.3g}", _j(None if mean_j is None else c.n * mean_j)]
-            for c in sweep.curve]
+            for c in sweep.curve if c.n in shown]
 
 
 def _offset_text(report: Report) -> str | None:
@@ -322,18 +412,41 @@ def _t(rows: Sequence[Sequence[str]]) -> tuple[tuple[str, ...], ...]:
 
 
 def _sweep_blocks(sweep: SweepAnalysis, prefix: str, terminal: bool) -> list[Block]:
-    title = f"{sweep.runs} runs, {sweep.monitor} ({sweep.mode})" + (f" — {sweep.group}" if sweep.group else "")
+    if sweep.name:
+        title = f"{sweep.name!r} ({sweep.method or 'method not recorded'}), {sweep.runs} runs, {sweep.monitor} " \
+                f"({sweep.mode})"
+    else:
+        title = f"{sweep.runs} runs, {sweep.monitor} ({sweep.mode})" + (f" — {sweep.group}" if sweep.group else "")
     out: list[Block] = [Heading(2, ("Sweep: " if terminal else "Hyperparameter search: ") + title)]
     out += [Paragraph(s) for s in sweep_sentences(sweep)]
     if sweep.sensitivity:
         out += [Heading(3, f"Sensitivity of the best {sweep.monitor} to each hyperparameter"),
-                Paragraph("Variance explained = between-value sum of squares / total sum of squares of the runs' "
-                          f"best {sweep.monitor} (eta squared); std is the sample standard deviation (n − 1)."),
-                Table(tuple(_SENS_HEADER), _t(_sensitivity_rows(sweep)))]
-    out += [Heading(3, "Expected best of n random trials (Dodge et al. 2019)"),
-            Table(tuple(_CURVE_HEADER), _t(_curve_rows(sweep))),
-            Figure(prefix + "best-vs-energy.png"), Figure(prefix + "expected-best.png")]
+                Paragraph(f"One row per hyperparameter. Importance = epsilon squared, the share of the variance of "
+                          f"the runs' best {sweep.monitor} a parameter explains beyond what chance gives, all "
+                          "parameters fitted together (a quadratic on the parameter's own scale, log10 for a "
+                          "log-scaled one; one effect per value for few-valued and categorical ones); 95 % interval "
+                          "by bootstrap over runs; p by permutation. "
+                          f"Below {MIN_RUNS} runs: too few to tell. Matters: the interval excludes 0 and p is below "
+                          "0.05. Negligible: no effect detected (the estimate is under 0.25)."),
+                Table(tuple(_IMPORTANCE_HEADER), _t(_importance_rows(sweep)))]
+        detail = _sensitivity_rows(sweep)
+        if detail:
+            out += [Paragraph("By value (variance explained = between-value sum of squares / total sum of squares "
+                              f"of the runs' best {sweep.monitor}, eta squared; std is the sample standard "
+                              "deviation, n − 1):"),
+                    Table(tuple(_SENS_HEADER), _t(detail))]
+        out.append(Figure(prefix + "sensitivity.png"))
+    out += [Heading(3, "Search cost and efficiency"), Figure(prefix + "best-vs-energy.png")]
+    if sweep.curve:
+        out += [Paragraph(f"Expected best of n trials (Dodge et al. 2019): {sweep.curve_note}."),
+                Table(tuple(_CURVE_HEADER), _t(_curve_rows(sweep))), Figure(prefix + "expected-best.png")]
+    else:
+        out.append(Paragraph(f"Expected best of n trials (Dodge et al. 2019): {sweep.curve_note}."))
     return out
+
+
+EPOCH_ROWS_SHOWN = 10
+"""Markdown and HTML show a run's first and last 5 epochs when it has more than 10 (the terminal shows all)."""
 
 
 def _run_blocks(run: RunSummary, mfu: Mfu, terminal: bool, footprint: FootprintOptions) -> list[Block]:
@@ -348,25 +461,52 @@ def _run_blocks(run: RunSummary, mfu: Mfu, terminal: bool, footprint: FootprintO
         if not run.complete:
             extra.append(f"  run {run.status}: totals cover the {run.epochs} complete epoch(s) only")
         return [*out, Table(tuple(header), _t(rows), right=True), Lines((*run_summary_lines(run), *extra)),
-                *_footprint_blocks(run, footprint)]
+                *_footprint_blocks(run, footprint, terminal=True)]
     out.append(Table(("Quantity", "Value"), _t(run_rows(run, mfu))))
+    if len(rows) > EPOCH_ROWS_SHOWN:  # a section that fits a screen: the first and last epochs (CSV/JSON have all)
+        half = EPOCH_ROWS_SHOWN // 2
+        gap = ["…"] + [""] * (len(header) - 1)
+        gap[0] = f"… {len(rows) - 2 * half} more"
+        rows = [*rows[:half], gap, *rows[-half:]]
     if rows:
         out.append(Table(tuple(header), _t(rows), right=True))
     out += [Figure(run_figure_prefix(run) + "energy.png"), Figure(run_figure_prefix(run) + "metric.png")]
-    return [*out, *_footprint_blocks(run, footprint)]
+    return [*out, *_footprint_blocks(run, footprint, terminal=False)]
 
 
-def _footprint_blocks(run: RunSummary, options: FootprintOptions) -> list[Block]:
-    """Operational beside embodied emissions and water, and the counterfactual grids (records with a footprint)."""
+def _footprint_blocks(run: RunSummary, options: FootprintOptions, terminal: bool = True) -> list[Block]:
+    """Operational beside embodied emissions and water of one run (records with a footprint); the counterfactual
+    grids are shown once per report (:func:`_counterfactual_blocks`)."""
     section = None if run.record is None else footprint_section(run.record, options)
     if section is None:
         return []
-    out: list[Block] = [Heading(4, "Footprint: operational, embodied, water"),
-                        Lines(tuple(footprint_summary_lines(section)))]
+    lines = footprint_summary_lines(section)
+    if terminal:
+        return [Heading(4, "Footprint: operational, embodied, water"), Lines(tuple(lines))]
+    return [Heading(4, "Footprint: operational, embodied, water"), Items(tuple(line.strip() for line in lines))]
+
+
+def _counterfactual_blocks(report: Report) -> list[Block]:
+    """The counterfactual grids and the infrastructure comparison, once per report: for the run that used the most
+    energy (every run's emissions scale with its energy by the same ratios)."""
+    sections = []
+    for run in report.runs:
+        section = None if run.record is None else footprint_section(run.record, report.options.footprint)
+        if section is not None and (section.grids or section.infrastructure):
+            sections.append((run, section))
+    if not sections:
+        return []
+    run, section = max(sections, key=lambda item: item[0].energy_j or 0.0)
+    out: list[Block] = [Heading(2, "Where could these runs have been greener?")]
+    if len(report.runs) > 1:
+        out.append(Paragraph(f"For run {run.label}, the one that used the most energy; the other runs' emissions "
+                             "change by the same ratios."))
     for title, (header, rows) in ((GRIDS_TITLE, grid_table(section)),
                                   (INFRASTRUCTURE_TITLE, infrastructure_table(section))):
         if rows:
             out += [Paragraph(title), Table(tuple(header), _t(rows))]
+            if title == GRIDS_TITLE:
+                out.append(Paragraph(GRIDS_NOTE))
     return out
 
 
@@ -392,17 +532,23 @@ def build_document(report: Report, badge_snippets: Sequence[str] = (), *, termin
         runs.append(Paragraph(_FIGURES_NOTE))
     for run, mfu in zip(report.runs, report.mfu, strict=True):
         runs += _run_blocks(run, mfu, terminal, report.options.footprint)
-    out += [*runs, *searches] if terminal else [*searches, *runs]
+    phases: list[Block] = []
     if report.phases:  # what using the trained models cost, and after how many predictions it matches training
         header, rows = phase_table(report.phases)
-        out += [Heading(2, INFERENCE_TITLE), Table(tuple(header), _t(rows)), Paragraph(INFERENCE_FOOTNOTE)]
+        phases = [Heading(2, INFERENCE_TITLE), Table(tuple(header), _t(rows)), Paragraph(INFERENCE_FOOTNOTE)]
+    comparisons: list[Block] = []
     header, rows, cites = comparison_table(report)
     if rows:  # figures a reader can picture, each factor with its source; never an offset
-        out += [Heading(2, COMPARISONS_TITLE),
-                Paragraph("The emissions expressed as everyday equivalents, for comparison only: they are not "
-                          "offsets and cancel nothing. A household's electricity is compared as energy (IT energy "
-                          "x PUE)."),
-                Table(header, _t(rows)), *(Paragraph(c) for c in cites)]
+        comparisons = [Heading(2, COMPARISONS_TITLE),
+                       Paragraph("The emissions expressed as everyday equivalents, for comparison only: they are not "
+                                 "offsets and cancel nothing. A household's electricity is compared as energy (IT "
+                                 "energy x PUE)."),
+                       Table(header, _t(rows)), *(Paragraph(c) for c in cites)]
+    grids = _counterfactual_blocks(report)
+    # the terminal shows each run first (as training ended); a paper needs the searches, the use of the models and
+    # where it could have been greener first, then the per-run detail
+    out += ([*runs, *searches, *phases, *comparisons, *grids] if terminal
+            else [*searches, *phases, *comparisons, *grids, *runs])
     offset = _offset_text(report)
     if offset:
         out += [Heading(2, "Offsetting"), Paragraph(offset)]

@@ -21,6 +21,7 @@ __all__ = [
     "GroupStats",
     "expected_best",
     "expected_best_curve",
+    "expected_best_without_replacement",
     "group_stats",
     "parse_tolerance",
     "reach_threshold",
@@ -124,6 +125,32 @@ def expected_best_curve(values: Sequence[float], mode: str = "max", n_max: int |
     ordered = _ordered(values, mode)
     chosen = range(1, (n_max or len(ordered)) + 1) if points is None else [_check_n(n) for n in points]
     return [_expected(ordered, n) for n in chosen]
+
+
+def expected_best_without_replacement(values: Sequence[float], mode: str = "max",
+                                      points: Sequence[int] | None = None) -> list[ExpectedBest]:
+    """The unbiased estimator of the expected best of n trials (Tang et al. 2020; Dodge et al. 2021), n <= N.
+
+    The n trials are a random subset of the N observed ones (drawn *without* replacement), so for the values sorted
+    best-last the i-th is the best of the subset with probability C(i-1, n-1) / C(N, n). For a grid taken in random
+    order this is exact; for a random search it is the unbiased estimate of E[best of n] (the with-replacement
+    estimator of :func:`expected_best_curve` is biased towards the observed best). Points above N are dropped.
+    """
+    _check_mode(mode)
+    ordered = _ordered(values, mode)
+    count = len(ordered)
+    chosen = range(1, count + 1) if points is None else [_check_n(n) for n in points if n <= count]
+    out = []
+    for n in chosen:
+        log_total = math.lgamma(count + 1) - math.lgamma(n + 1) - math.lgamma(count - n + 1)
+        mean = second = 0.0
+        for i in range(n, count + 1):  # the best of the subset is the i-th value: C(i-1, n-1) subsets of the rest
+            weight = math.exp(math.lgamma(i) - math.lgamma(n) - math.lgamma(i - n + 1) - log_total)
+            value = ordered[i - 1]
+            mean += weight * value
+            second += weight * value * value
+        out.append(ExpectedBest(n=n, mean=mean, std=math.sqrt(max(second - mean * mean, 0.0))))
+    return out
 
 
 def parse_tolerance(text: str | float) -> tuple[float, bool]:

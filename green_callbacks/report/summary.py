@@ -7,9 +7,11 @@ returns it), and read it through the one typed record reader.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
+from green_callbacks.core.uncertainty import median_interval, run_interval
 from green_callbacks.core.units import JOULES_PER_KWH
 from green_callbacks.report.runs import ComponentSummary, RunSummary, summarize_run
 
@@ -18,6 +20,8 @@ __all__ = [
     "epoch_table",
     "format_energy",
     "format_epoch_table",
+    "format_interval",
+    "format_rounds",
     "format_run_summary",
     "run_summary_lines",
     "text_table",
@@ -31,8 +35,36 @@ def format_energy(energy_j: float | None) -> str:
     return f"{energy_j:.4g} J ({energy_j / JOULES_PER_KWH:.3g} kWh)"
 
 
+NO_BASIS = "no basis for an interval"
+
+
+def format_interval(low: float | None, high: float | None, unit: str) -> str:
+    """``'(8–18 J)'``: the range the true value lies in (docs/uncertainty.md), or ``'(no basis for an interval)'``."""
+    if low is None or high is None:
+        return f"({NO_BASIS})"
+    return f"({_short(low)}–{_short(high)} {unit})"
+
+
+def _short(value: float) -> str:
+    """Three significant digits, without an exponent from 1 to 100,000 (``1141``, ``94.2``, ``0.0123``)."""
+    if 1 <= abs(value) < 1e5:
+        return f"{value:.{max(0, 2 - math.floor(math.log10(abs(value))))}f}"
+    return f"{value:.3g}"
+
+
+def _energy_with_range(energy_j: float | None, low: float | None, high: float | None) -> str:
+    """``'12 J (3.33e-06 kWh) (8–18 J)'``: joules, kWh, the joules' interval."""
+    if energy_j is None:
+        return "unavailable"
+    return f"{format_energy(energy_j)} {format_interval(low, high, 'J')}"
+
+
 def _grams(value: float | None) -> str:
     return "unavailable" if value is None else f"{value:.4g} gCO2e"
+
+
+def _grams_with_range(value: float | None, low: float | None, high: float | None) -> str:
+    return "unavailable" if value is None else f"{value:.4g} gCO2e {format_interval(low, high, 'gCO2e')}"
 
 
 def _flops(value: float | None) -> str:
@@ -86,8 +118,9 @@ def format_epoch_table(run: RunSummary | Mapping[str, Any]) -> str:
     return text_table(header, rows, right=True)
 
 
-def component_text(part: ComponentSummary, epochs: int) -> str:
-    """One component's energy as the terminal says it: measured, partial, unavailable (why), or not used."""
+def component_text(part: ComponentSummary, epochs: int, rows: Any = None) -> str:
+    """One component's energy as the terminal says it: measured (with its interval when ``rows``, the run's
+    epochs, are given), partial, unavailable (why), or not used."""
     if part.status == "not used":
         return "not used by this run" + (f" ({part.note})" if part.note else "")
     if not epochs:
@@ -96,6 +129,9 @@ def component_text(part: ComponentSummary, epochs: int) -> str:
         text = "unavailable" + (f" ({part.note})" if part.note else "")
     else:
         text = format_energy(part.energy_j)
+        if rows is not None:
+            span = run_interval(rows, part.name)
+            text = _energy_with_range(part.energy_j, *((None, None) if span is None else (span.low, span.high)))
         if part.epochs_unavailable:  # measured in some epochs only: say so, keep what was measured
             text += f" (partial: unavailable in {part.epochs_unavailable} of {epochs} epochs)"
     return f"{text}  [method: {', '.join(part.methods) or 'unavailable'}]"
@@ -110,13 +146,21 @@ def run_summary_lines(run: RunSummary) -> list[str]:
     epochs = record.totals.epochs if record.totals.epochs is not None else run.epochs
     lines.append(f"  time: {run.time_s:.2f} s over {epochs} epoch(s)")
     for part in run.components:
-        lines.append(f"  {part.name:>4} energy: {component_text(part, run.epochs)}")
+        lines.append(f"  {part.name:>4} energy: {component_text(part, run.epochs, record.epochs)}")
     partly = [c.name for c in run.components if c.status == "partial"]
     caveat = f"; partial: {', '.join(partly)} unavailable in some epochs" if partly else ""
-    lines.append(f"  total energy: {format_energy(record.totals.energy_j)} (IT energy, before PUE{caveat})")
+    totals = record.totals
+    low, high = totals.energy_low_j, totals.energy_high_j
+    if low is None and totals.energy_j is not None:  # a record from before the intervals: from its epochs
+        span = run_interval(record.epochs)
+        low, high = (None, None) if span is None else (span.low, span.high)
+    total = _energy_with_range(totals.energy_j, low, high)
+    lines.append(f"  total energy: {total} (IT energy, before PUE{caveat})")
     year = f", {run.intensity_year}" if run.intensity_year else ""
+    grams = _grams_with_range(totals.emissions_gco2e, totals.emissions_low_gco2e, totals.emissions_high_gco2e)
     lines.append(
-        f"  emissions: {_grams(record.totals.emissions_gco2e)} at {run.intensity_gco2e_per_kwh} gCO2e/kWh "
+        f"  emissions: {grams}"
+        f" at {run.intensity_gco2e_per_kwh} gCO2e/kWh "
         f"({run.location}; {run.intensity_source}{year}), PUE {run.pue}"
     )
     if run.train_flops is not None or run.eval_flops is not None:
@@ -149,3 +193,22 @@ def run_summary_lines(run: RunSummary) -> list[str]:
 def format_run_summary(run: RunSummary | Mapping[str, Any]) -> str:
     """Energy by component with its method, emissions with the intensity's source and year, convergence."""
     return "\n".join(run_summary_lines(_summary(run)))
+
+
+def format_rounds(run: RunSummary | Mapping[str, Any], warmup_rounds: int, confidence: float = 0.95) -> str:
+    """A repeated measurement (each round one row): the median round's energy and time with the order-statistic
+    interval of the median, the warm-up rounds left out."""
+    rows = _summary(run).record.epochs[warmup_rounds:]
+    parts = [f"rounds: {len(rows)} measured after {warmup_rounds} warm-up round(s)"]
+    for name, unit, values in (("energy", "J", [r.energy_j for r in rows]), ("time", "s", [r.time_s for r in rows])):
+        known = [v for v in values if v is not None]
+        m = median_interval(known, confidence) if len(known) == len(values) else None
+        if m is None:
+            parts.append(f"median {name} unavailable")
+            continue
+        parts.append(f"median {name} {m.median:.4g} {unit} {format_interval(m.low, m.high, unit)}")
+        coverage = m.coverage
+    if len(parts) > 1 and "unavailable" not in parts[-1]:
+        parts.append(f"the median's interval over the rounds covers {coverage * 100:.1f} % (order statistics; the "
+                     "method's own bound, docs/uncertainty.md, comes on top)")
+    return "  " + "; ".join(parts)

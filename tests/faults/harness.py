@@ -25,9 +25,10 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from green_callbacks.core.record import read_record
+from tests.models import HFModel, Samples, keras_mlp, lightning_module
 
 ADAPTERS = ("lightning", "keras", "transformers")
 N_IN, N_HIDDEN = 4, 8
@@ -88,20 +89,9 @@ def data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, x.sum(dim=1, keepdim=True)
 
 
-class PairDataset(Dataset):
-    """``(x, y)`` pairs; ``as_dict`` gives HF-style ``{"x": ..., "labels": ...}`` items."""
-
-    def __init__(self, n: int, seed: int, *, as_dict: bool = False) -> None:
-        self.x, self.y = data(n, seed)
-        self.as_dict = as_dict
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> Any:
-        if self.as_dict:
-            return {"x": self.x[i], "labels": self.y[i]}
-        return self.x[i], self.y[i]
+def pairs(n: int, seed: int, *, as_dict: bool = False) -> Dataset:
+    """``(x, y)`` pairs of :func:`data`; ``as_dict`` gives HF-style ``{"x": ..., "labels": ...}`` items."""
+    return Samples(*data(n, seed)) if as_dict else TensorDataset(*data(n, seed))
 
 
 @dataclass
@@ -199,24 +189,6 @@ def _lightning(root: Path, callbacks: list[Any], epochs: int, num_workers: int, 
                extra: dict[str, Any]) -> None:
     import lightning.pytorch as pl
 
-    class Module(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = torch_net()
-
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            loss = nn.functional.mse_loss(self.net(x), y)
-            self.log("train_loss", loss, on_step=False, on_epoch=True)
-            return loss
-
-        def validation_step(self, batch: Any, batch_idx: int) -> None:
-            x, y = batch
-            self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
-
-        def configure_optimizers(self) -> Any:
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     more: list[Any] = []
     if checkpoint:
         more.append(pl.callbacks.ModelCheckpoint(dirpath=str(root / "ckpt"), save_top_k=-1, every_n_epochs=1))
@@ -228,9 +200,9 @@ def _lightning(root: Path, callbacks: list[Any], epochs: int, num_workers: int, 
     extra["object"] = trainer
     kwargs = {"num_workers": num_workers, "persistent_workers": num_workers > 0}
     trainer.fit(
-        Module(),
-        DataLoader(PairDataset(N_TRAIN, 0), batch_size=BATCH, **kwargs),
-        DataLoader(PairDataset(N_VAL, 1), batch_size=BATCH, **kwargs),
+        lightning_module(torch_net(), loss=nn.functional.mse_loss, log_train_loss=True),
+        DataLoader(pairs(N_TRAIN, 0), batch_size=BATCH, **kwargs),
+        DataLoader(pairs(N_VAL, 1), batch_size=BATCH, **kwargs),
         ckpt_path=resume,
     )
 
@@ -262,8 +234,7 @@ def keras_model() -> Any:
     import keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((N_IN,)), _keras_probe_layer(),
-                              keras.layers.Dense(N_HIDDEN, activation="relu"), keras.layers.Dense(1)])
+    model = keras_mlp(N_IN, N_HIDDEN, 1, first=[_keras_probe_layer()])
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     return model
 
@@ -277,9 +248,9 @@ def _keras(root: Path, callbacks: list[Any], epochs: int, num_workers: int, resu
     extra["object"] = model
     more = [keras.callbacks.BackupAndRestore(str(root / "backup"))] if checkpoint else []
     if num_workers:
-        train_data: Any = DataLoader(PairDataset(N_TRAIN, 0), batch_size=BATCH, num_workers=num_workers,
+        train_data: Any = DataLoader(pairs(N_TRAIN, 0), batch_size=BATCH, num_workers=num_workers,
                                      persistent_workers=True)
-        val: Any = DataLoader(PairDataset(N_VAL, 1), batch_size=BATCH, num_workers=num_workers,
+        val: Any = DataLoader(pairs(N_VAL, 1), batch_size=BATCH, num_workers=num_workers,
                               persistent_workers=True)
         model.fit(train_data, validation_data=val, epochs=epochs, verbose=0, callbacks=[*callbacks, *more])
         return
@@ -290,20 +261,6 @@ def _keras(root: Path, callbacks: list[Any], epochs: int, num_workers: int, resu
 
 
 # ----------------------------------------------------------------------------------------------- transformers
-
-
-class HFNet(nn.Module):
-    """A plain ``nn.Module`` the HF Trainer can train: ``forward(x, labels)`` returns ``{"loss", "logits"}``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch_net()
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        out = self.net(x)
-        if labels is None:
-            return {"logits": out}
-        return {"loss": nn.functional.mse_loss(out, labels), "logits": out}
 
 
 def _transformers(root: Path, callbacks: list[Any], epochs: int, num_workers: int, resume: Any, checkpoint: bool,
@@ -318,8 +275,9 @@ def _transformers(root: Path, callbacks: list[Any], epochs: int, num_workers: in
         report_to="none", use_cpu=True, disable_tqdm=True, seed=0, learning_rate=0.1, optim="sgd",
         dataloader_num_workers=num_workers, dataloader_persistent_workers=num_workers > 0,
     )
-    trainer = Trainer(model=HFNet(), args=args, train_dataset=PairDataset(N_TRAIN, 0, as_dict=True),
-                      eval_dataset=PairDataset(N_VAL, 1, as_dict=True), callbacks=callbacks)
+    trainer = Trainer(model=HFModel(torch_net(), loss=nn.functional.mse_loss), args=args,
+                      train_dataset=pairs(N_TRAIN, 0, as_dict=True), eval_dataset=pairs(N_VAL, 1, as_dict=True),
+                      callbacks=callbacks)
     extra["object"] = trainer
     trainer.train(resume_from_checkpoint=resume)
 

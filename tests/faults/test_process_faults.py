@@ -211,6 +211,7 @@ def test_resume_after_a_crash_continues_the_totals(adapter, tmp_path):
 # ------------------------------------------------------------------------------------ fork while a thread samples
 
 
+@pytest.mark.slow  # forks DataLoader workers (HF: 21 s on a loaded 2-core machine)
 def test_forked_dataloader_workers_while_the_power_sampler_runs(adapter, tmp_path, monkeypatch):
     """NVML without an energy counter: a thread samples power every 0.1 s while 2 DataLoader workers are forked."""
     install(monkeypatch, FakePynvml([FakeGpu(counter=False, power_mw=150_000.0)]))

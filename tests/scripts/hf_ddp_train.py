@@ -20,7 +20,7 @@ from transformers import Trainer, TrainingArguments  # noqa: E402
 
 from green_callbacks.core.sensors.fake import StepEnergySensor  # noqa: E402
 from green_callbacks.transformers import GreenCallback  # noqa: E402
-from tests.test_transformers import BATCH, N_EVAL, N_TRAIN, Synthetic, tiny_bert  # noqa: E402
+from tests.test_transformers import BATCH, N_EVAL, N_TRAIN, synthetic, tiny_bert  # noqa: E402
 
 
 def main() -> int:
@@ -33,8 +33,8 @@ def main() -> int:
                              per_device_eval_batch_size=BATCH, logging_strategy="epoch", eval_strategy="epoch",
                              save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
                              ddp_backend="gloo", dataloader_num_workers=0)
-    trainer = Trainer(model=tiny_bert(), args=args, train_dataset=Synthetic(N_TRAIN),
-                      eval_dataset=Synthetic(N_EVAL, seed=1), callbacks=[callback])
+    trainer = Trainer(model=tiny_bert(), args=args, train_dataset=synthetic(N_TRAIN),
+                      eval_dataset=synthetic(N_EVAL, seed=1), callbacks=[callback])
     trainer.train()
     entries = [h for h in trainer.state.log_history if "green/epoch_energy_kwh" in h]
     result = {"rank": rank, "world_size": args.world_size, "entries": entries,

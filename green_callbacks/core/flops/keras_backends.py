@@ -24,12 +24,21 @@ from typing import Any, Literal
 
 __all__ = [
     "JAX_CONVENTION",
+    "KERAS_FLOP_METHODS",
     "TF_CONVENTION",
     "BackendStepFlops",
     "count_jax_step",
     "count_tf_step",
     "jaxpr_matmul_flops",
 ]
+
+KERAS_FLOP_METHODS: dict[str, dict[str, str]] = {
+    "torch": {"method": "torch-flop-counter (green_callbacks.core.flops, observed on the real step)",
+              "convention": "matmul-only"},
+    "jax": {"method": "xla-cost-analysis", "convention": "all-ops"},
+    "tensorflow": {"method": "tf-profiler", "convention": "all-ops (ops with a registered FLOP statistic)"},
+}
+"""How the Keras adapter counts FLOPs on each backend (the run record's ``flops`` keys ``method``, ``convention``)."""
 
 Kind = Literal["train", "eval"]
 
