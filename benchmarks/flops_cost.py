@@ -248,14 +248,25 @@ def hit(calls: int = 20000) -> None:
     tracker.begin("train", model, batch)
     model(**batch[1]).loss.backward()
     tracker.end()
-    start = time.perf_counter()
+    spent, hits, checks = 0.0, 0, 0
+    clock = time.perf_counter
     for _ in range(calls):
+        start = clock()
         tracker.begin("train", model, batch)
+        began = clock()
+        if tracker.watching:  # a later check of the signature (#25): the real step runs under the counter, as in
+            model(**batch[1]).loss.backward()  # training; its cost is the gpt2 scenario's, not a cache hit's
+            checks += 1
+            tracker.end()
+            continue
+        ending = clock()
         tracker.end()
-    per_call = (time.perf_counter() - start) / calls
+        spent += (began - start) + (clock() - ending)
+        hits += 1
+    per_call = spent / hits
     print(f"GPT-2 small layers ({sum(1 for _ in model.parameters())} parameter tensors, "
           f"{sum(1 for _ in model.modules())} modules), HF batch of 3 tensors: begin + end on a cached signature "
-          f"{per_call * 1e6:.1f} us (mean of {calls})")
+          f"{per_call * 1e6:.1f} us (mean of {hits} hits; {checks} later checks ran a real step, not timed)")
 
 
 def large() -> None:
