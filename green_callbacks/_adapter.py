@@ -56,6 +56,9 @@ class GreenCallbackBase:
         search: the hyperparameter search this run is a trial of: a name (``"lr-study"``) or a mapping with
             ``name``, ``method`` (``"grid"``, ``"random"``, ``"tpe"``, ...), ``trial``, ``state`` and ``space`` (each
             parameter's distribution: ``"log"``, ``"linear"`` or its choices); the report groups runs by it.
+        flops: ``"sampled"`` (default) or ``"every-step"``: how the steps of an input signature whose work varies with
+            the data are counted (1 step in 8 watched and the epoch estimated with its range, or every step watched;
+            see docs/flops.md).
         sensors: advanced — energy sensors to use instead of the machine's (one per component).
     """
 
@@ -88,6 +91,7 @@ class GreenCallbackBase:
         embodied_host_share: float | None = None,
         wue_l_per_kwh: float | None = None,
         search: Any = None,
+        flops: str = "sampled",
         sensors: Sequence[Any] | None = None,
     ) -> None:
         given = {k: v for k, v in locals().items() if k in _PARAMETERS}

@@ -180,6 +180,8 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
             compute_dtype=keras.config.dtype_policy().compute_dtype,
         )
         self._wrap(self.model, "train_function")
+        if backend == "torch" and getattr(self.model, "optimizer", None) is not None:  # its work is not model FLOPs
+            self._patches.wrap(self.model.optimizer, "apply", self._engine.flops.before_optimizer)
 
     def _compact(self, on_epoch_end: Any) -> Any:
         """The progress line's ``on_epoch_end``, shown the compact view of the logs (``console=``)."""

@@ -235,8 +235,9 @@ def test_consecutive_steps_of_one_signature_count_as_a_run_with_exact_sums():
     epoch = tracker.take_epoch()
     # per step: rows·(fwd 2·4·2 + bwd dW 2·4·2) = 32·rows; 4 steps of 3 rows, 1 of 5 (the discarded one not)
     assert epoch.train_flops == 4 * 96 + 160 and epoch.steps["counted"] == 5
+    # (the 3-row signature's 2nd and 4th steps are later checks, #25: watched, agreeing)
     assert tracker.info()["counts"] == {"observed": 2, "meta": 0, "interpolated": 0, "verifications_failed": 0,
-                                        "steps": 5}
+                                        "steps": 5, "checks": 2, "checks_failed": 0}
     step(3)  # the run goes on in the next epoch: only its new steps are in it
     assert tracker.take_epoch().train_flops == 96
 

@@ -41,7 +41,7 @@ def test_rates_and_mfu_by_hand():
     # 3 s of training: 30 samples, 300 tokens, 6e12 FLOPs; two devices of 1e12 FLOP/s each
     t = throughput(train_time_s=3.0, samples=30, tokens=300, train_flops=6e12, peak_flops_per_s=2e12)
     assert throughput_metrics(t) == {"green/samples_per_s": 10.0, "green/tokens_per_s": 100.0,
-                           "green/train_flops_per_s": 2e12, "green/mfu": 1.0}
+                           "green/train_flops_per_s": 2e12, "green/mfu": 1.0, "green/hfu": 1.0}
     assert list(throughput_metrics(t)) == list(THROUGHPUT_KEYS)
     unknown = throughput(train_time_s=0.0, samples=30, tokens=None, train_flops=None, peak_flops_per_s=None)
     assert all(math.isnan(v) for v in throughput_metrics(unknown).values())  # never 0, never a division by zero

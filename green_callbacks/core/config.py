@@ -67,6 +67,7 @@ def check_output_dir(value: Any) -> str:
 
 
 CONSOLE_CHOICES = ("compact", "all")
+FLOPS_CHOICES = ("sampled", "every-step")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ class GreenConfig:
         search: the hyperparameter search this run belongs to: a name, or a mapping with ``name``, ``method``
             (grid, random, tpe, ...), ``trial``, ``state`` and ``space`` (each parameter's distribution); kept
             normalised as a dict (see :mod:`green_callbacks.core.search`).
+        flops: how the steps of an input signature whose work varies with the data (found by later checks) are
+            counted: ``"sampled"`` (1 step in 8 watched, the epoch an estimate with its range) or ``"every-step"``
+            (every step of every signature watched: exact, a FLOP counter around each step; docs/flops.md).
     """
 
     country: str | None = None
@@ -118,6 +122,7 @@ class GreenConfig:
     embodied_host_share: float | None = None
     wue_l_per_kwh: float | None = None
     search: Any = None
+    flops: str = "sampled"
 
     def __post_init__(self) -> None:
         for name in ("country", "region", "monitor"):
@@ -150,6 +155,11 @@ class GreenConfig:
             raise ValueError(
                 f"console must be one of {', '.join(map(repr, CONSOLE_CHOICES))}, got {self.console!r}: 'compact' "
                 "shows the running Wh and gCO2e on the console, 'all' every green/ key (loggers get every key)"
+            )
+        if self.flops not in FLOPS_CHOICES:
+            raise ValueError(
+                f"flops must be one of {', '.join(map(repr, FLOPS_CHOICES))}, got {self.flops!r}: 'sampled' watches "
+                "1 step in 8 of a signature whose work varies with the data, 'every-step' counts every step"
             )
         if self.gpus is not None:  # the one check of the form of gpus= (the GPU count is checked by the factory)
             gpus = (self.gpus,) if isinstance(self.gpus, int) and not isinstance(self.gpus, bool) else self.gpus

@@ -62,6 +62,8 @@ class FlopTap:
         if self.tracker is not None:
             self.tracker.discard()
         self.tracker = tracker
+        if tracker is not None:  # flops="every-step": every step of a signature is watched (docs/flops.md)
+            tracker.every_step = self._engine.config.flops == "every-step"
         self.active = tracker is not None and self._engine.session.in_epoch and self._engine.session.flops_available
 
     def new_epoch(self, model: Any = None) -> None:
@@ -170,6 +172,17 @@ class FlopTap:
                 self.active = False
                 self._engine.session.guard.absorb("flops", err)
 
+    def before_optimizer(self, apply: Callable[..., Any]) -> Callable[..., Any]:
+        """``apply`` (an optimizer's update, called inside the framework's step: Keras' ``optimizer.apply``) that
+        first stops a counter watching the step, so the optimizer's own work (Muon's matmuls) is never in the
+        model FLOPs; for a step not watched it costs one call."""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.backward_done()
+            return apply(*args, **kwargs)
+
+        return call
+
     def discard(self) -> None:
         """The open step was skipped or raised: nothing is added (what :meth:`begin` added is taken back)."""
         before, self._before = self._before, None
@@ -184,7 +197,8 @@ class FlopTap:
         self._batches = None
         if self.active and self._engine.session.in_epoch and self._engine.session.flops_available:
             epoch = self.tracker.take_epoch()
-            self._engine.session.add_flops(train=epoch.train_flops, eval=epoch.eval_flops)
+            self._engine.session.add_flops(train=epoch.train_flops, eval=epoch.eval_flops,
+                                           train_hardware=epoch.train_hardware_flops)
             self._engine.session.update_info("flops", {**self.record_info, **self.tracker.info()})
         self.active = False
 

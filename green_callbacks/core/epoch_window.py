@@ -34,7 +34,7 @@ class EpochWindow:
     def __init__(self) -> None:
         self.epoch: int | None = None
         self.evals: list[Measurement] = []
-        self.flops = {"train": 0.0, "eval": 0.0}
+        self.flops = {"train": 0.0, "eval": 0.0, "hardware": 0.0}
         self.flops_seen = False  # FLOPs were added at some point of the run (else they were never counted)
         self.batches = BatchCounter()
         self.components: list[str] = []
@@ -47,7 +47,8 @@ class EpochWindow:
         for window in ("energy_j", "eval_energy_j"):
             for name in self.components:
                 self._state.add_state(f"{window}/{name}", "sum")
-        for name in ("train_flops", "eval_flops", "embodied_gco2e_per_h", "samples", "tokens", "peak_flops_per_s"):
+        for name in ("train_flops", "train_hardware_flops", "eval_flops", "embodied_gco2e_per_h", "samples", "tokens",
+                     "peak_flops_per_s"):
             self._state.add_state(name, "sum")  # a rank without a count makes the sum unknown, never low
         self._state.add_state("intensity", "rank_zero")  # with a live provider ranks may differ: all decide alike
         self._state.add_state("train_time_s", "rank_zero")  # one clock for the rates, so all ranks log the same
@@ -55,11 +56,12 @@ class EpochWindow:
     def reset(self, epoch: int) -> None:
         self.epoch = epoch
         self.evals = []
-        self.flops = {"train": 0.0, "eval": 0.0}
+        self.flops = {"train": 0.0, "eval": 0.0, "hardware": 0.0}
         self.batches.reset()
 
-    def add_flops(self, train: float, eval: float) -> None:
+    def add_flops(self, train: float, eval: float, train_hardware: float | None = None) -> None:
         self.flops["train"] += train
+        self.flops["hardware"] += train if train_hardware is None else train_hardware
         self.flops["eval"] += eval
         self.flops_seen = True
 
@@ -82,6 +84,7 @@ class EpochWindow:
 
         local: dict[str, float | None] = {
             "train_flops": self.flops["train"] if counted else None,
+            "train_hardware_flops": self.flops["hardware"] if counted else None,
             "eval_flops": self.flops["eval"] if counted else None,
             "intensity": intensity,
             "embodied_gco2e_per_h": footprint.local_rate_gco2e_per_h,
@@ -123,6 +126,7 @@ class EpochWindow:
             energy_high_j=None if energy_range is None else energy_range.high,
             emissions_low_gco2e=None if emissions_range is None else emissions_range.low,
             emissions_high_gco2e=None if emissions_range is None else emissions_range.high,
+            train_hardware_flops=sums["train_hardware_flops"],
         )
         self.epoch = None
         return row

@@ -90,6 +90,7 @@ THROUGHPUT_KEYS: tuple[str, ...] = (
     "green/tokens_per_s",
     "green/train_flops_per_s",
     "green/mfu",
+    "green/hfu",
 )
 """The per-epoch throughput keys, emitted from the first epoch on (NaN where unknown)."""
 
@@ -190,13 +191,20 @@ def epoch_metrics(
         "green/projected_total_energy_kwh": _kwh(energy_p),
         "green/projected_total_emissions_gco2e": _nan(emissions_p),
         **throughput_metrics(throughput(train_time_s=row.train_time_s, samples=row.samples, tokens=row.tokens,
-                                        train_flops=row.train_flops, peak_flops_per_s=row.peak_flops_per_s)),
+                                        train_flops=row.train_flops, peak_flops_per_s=row.peak_flops_per_s,
+                                        train_hardware_flops=_hardware(row))),
     }
 
 
+def _hardware(row: Any) -> float | None:
+    """An epoch's hardware FLOPs; a row without them (no recompute counted apart) ran its model FLOPs."""
+    hardware = getattr(row, "train_hardware_flops", None)
+    return row.train_flops if hardware is None else hardware
+
+
 def throughput_metrics(t: Throughput) -> dict[str, float]:
-    """The four keys of :data:`THROUGHPUT_KEYS` as plain floats (NaN where unknown)."""
-    values = (t.samples_per_s, t.tokens_per_s, t.train_flops_per_s, t.mfu)
+    """The keys of :data:`THROUGHPUT_KEYS` as plain floats (NaN where unknown)."""
+    values = (t.samples_per_s, t.tokens_per_s, t.train_flops_per_s, t.mfu, t.hfu)
     return {k: math.nan if v is None else float(v) for k, v in zip(THROUGHPUT_KEYS, values, strict=True)}
 
 

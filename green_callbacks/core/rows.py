@@ -49,6 +49,8 @@ class EpochRow:
     emissions_low_gco2e: float | None = None
     emissions_high_gco2e: float | None = None
     """The range the epoch's true energy and emissions lie in (95 %, docs/uncertainty.md); ``None``: no basis."""
+    train_hardware_flops: float | None = None
+    """Training FLOPs the devices ran: ``train_flops`` plus activation checkpointing's recompute (``green/hfu``)."""
 
     def to_record(self) -> dict[str, Any]:
         out = dict(vars(self))  # the fields, shallow (asdict's deep copy cost ~0.1 ms per epoch)

@@ -238,9 +238,11 @@ class Session(Ranks):
         if self.meter is not None and self.meter.is_open("eval"):
             self.window.evals.append(self.meter.end("eval"))
 
-    def add_flops(self, *, train: float = 0.0, eval: float = 0.0) -> None:
-        """Add counted FLOPs of training steps (forward + backward) and evaluation steps (forward) to this epoch."""
-        self.window.add_flops(train, eval)
+    def add_flops(self, *, train: float = 0.0, eval: float = 0.0, train_hardware: float | None = None) -> None:
+        """Add counted FLOPs of training steps (forward + backward) and evaluation steps (forward) to this epoch;
+        ``train_hardware``: the training FLOPs the device ran (with activation checkpointing's recompute; ``None``:
+        the same as ``train``)."""
+        self.window.add_flops(train, eval, train_hardware)
 
     def add_samples(self, *, samples: int | None = None, tokens: int | None = None) -> None:
         """Add the training samples and input tokens of steps of this epoch (``None``: not known)."""

@@ -1,7 +1,7 @@
 """Throughput of an epoch: samples, tokens and training FLOPs per second, and model FLOPs utilisation (MFU).
 
 All the arithmetic of the ``green/samples_per_s``, ``green/tokens_per_s``, ``green/train_flops_per_s`` and
-``green/mfu`` keys lives here; adapters only hand the session what they read from each batch
+``green/mfu`` / ``green/hfu`` keys lives here; adapters only hand the session what they read from each batch
 (:func:`batch_counts`). The rates are over the epoch's **training time**: the epoch's wall time less its
 evaluation windows, on global rank zero's clock (so every rank logs the same rates). Counts are sums over all
 ranks.
@@ -44,6 +44,8 @@ class Throughput:
     train_flops: float | None
     peak_flops_per_s: float | None
     """The summed dense peak of all devices that trained (all ranks), at the run's compute dtype."""
+    train_hardware_flops: float | None = None
+    """Training FLOPs the devices ran (with activation checkpointing's recompute); ``None``: ``train_flops``."""
 
     @property
     def samples_per_s(self) -> float | None:
@@ -61,6 +63,14 @@ class Throughput:
     def mfu(self) -> float | None:
         """The epoch's MFU (:func:`mfu_of`): the share of the devices' dense peak the model used."""
         return mfu_of(self.train_flops, self.train_time_s, self.peak_flops_per_s)
+
+    @property
+    def hfu(self) -> float | None:
+        """The epoch's hardware FLOPs utilisation: :func:`mfu_of` with the FLOPs the devices ran (model FLOPs plus
+        activation checkpointing's recompute, PaLM's HFU) instead of the model FLOPs; without a hardware count apart
+        (no recompute seen) the devices ran the model FLOPs and HFU equals MFU."""
+        hardware = self.train_flops if self.train_hardware_flops is None else self.train_hardware_flops
+        return mfu_of(hardware, self.train_time_s, self.peak_flops_per_s)
 
 
 def mfu_of(train_flops: float | None, train_time_s: float | None, peak_flops_per_s: float | None) -> float | None:
@@ -104,6 +114,7 @@ def throughput(
     tokens: float | None,
     train_flops: float | None,
     peak_flops_per_s: float | None,
+    train_hardware_flops: float | None = None,
 ) -> Throughput:
     """The epoch's throughput over ``train_time_s`` (its wall time less its evaluation; ``None``: unknown)."""
     return Throughput(
@@ -112,6 +123,7 @@ def throughput(
         tokens=tokens,
         train_flops=train_flops,
         peak_flops_per_s=peak_flops_per_s,
+        train_hardware_flops=train_hardware_flops,
     )
 
 

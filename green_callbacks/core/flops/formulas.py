@@ -23,7 +23,9 @@ __all__ = [
     "conv_flops",
     "custom_flop_mapping",
     "encoder_layer_flops",
+    "grouped_mm_flops",
     "multi_head_attention_flops",
+    "rnn_backward_flops",
     "rnn_flops",
 ]
 
@@ -125,6 +127,53 @@ def rnn_flops(tokens: int, matrix_numels: Sequence[int]) -> int:
     return 2 * int(tokens) * sum(int(n) for n in matrix_numels)
 
 
+def rnn_backward_flops(tokens: int, batch: int, ih_numel: int, hh_numel: int, *, grad_input: bool,
+                       grad_h0: bool, grad_ih: bool, grad_hh: bool) -> int:
+    """Backward of one fused recurrent layer (one direction), as the docs' convention counts it.
+
+    The gate matmuls ``W_ih·x_t`` and ``W_hh·h_(t-1)`` over ``tokens`` (time steps × batch) have these gradients:
+    ``dW_ih`` and ``dW_hh`` (``2·tokens·numel`` each, when the weight needs a gradient), the recurrence ``dh_(t-1) =
+    W_hhᵀ·dgates_t`` for every step but the first (``2·(tokens − batch)·numel(W_hh)``), the first step's ``dh0`` only
+    when the initial state needs a gradient, and ``dX`` only when the input needs one (the first layer fed raw data
+    does not) — what autograd computes for the same layer written with ``nn.Linear`` (a meta count). The fused CPU
+    kernel computes ``dX`` and ``dh0`` always; that extra work is not model work and is not counted.
+    """
+    tokens, batch = int(tokens), int(batch)
+    total = 2 * max(tokens - batch, 0) * hh_numel
+    if grad_h0:
+        total += 2 * batch * hh_numel
+    if grad_input:
+        total += 2 * tokens * ih_numel
+    if grad_ih:
+        total += 2 * tokens * ih_numel
+    if grad_hh:
+        total += 2 * tokens * hh_numel
+    return total
+
+
+def grouped_mm_flops(a_shape: Shape, b_shape: Shape, rows: int | None = None) -> int:
+    """``torch._grouped_mm(a, b, offs)``: one matmul per group (an MoE's experts), ``2·M·K·N`` summed over groups.
+
+    ``rows`` is ``offs[-1]``, the number of rows (or, for 2D × 2D, of the shared dimension) the groups cover;
+    ``None`` without ``offs`` (or when its values cannot be read: a meta run), then the whole dimension is taken,
+    an upper bound. The grouped dimension by layout:
+
+    * 2D × 3D ``[S, K] · [G, K, N]`` (the experts' forward and ``dX``): ``2·rows·K·N``;
+    * 2D × 2D ``[K, S] · [S, N]`` → ``[G, K, N]`` (``dW``): ``2·K·N·rows``;
+    * 3D × 2D ``[G, M, K] · [K, N_total]``: ``2·M·K·rows``;
+    * 3D × 3D ``[G, M, K] · [G, K, N]`` (batched): ``2·G·M·K·N``.
+    """
+    if len(a_shape) == 2 and len(b_shape) == 3:
+        return 2 * (a_shape[0] if rows is None else rows) * a_shape[1] * b_shape[2]
+    if len(a_shape) == 2 and len(b_shape) == 2:
+        return 2 * a_shape[0] * b_shape[1] * (a_shape[1] if rows is None else rows)
+    if len(a_shape) == 3 and len(b_shape) == 2:
+        return 2 * a_shape[1] * a_shape[2] * (b_shape[1] if rows is None else rows)
+    if len(a_shape) == 3 and len(b_shape) == 3:
+        return 2 * a_shape[0] * a_shape[1] * a_shape[2] * b_shape[2]
+    raise ValueError(f"grouped_mm shapes not supported: {tuple(a_shape)} x {tuple(b_shape)}")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Adapters from aten schemas to the pure formulas (shape-level: FlopCounterMode passes torch.Size for tensors)
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,11 +229,32 @@ def _mkldnn_rnn_layer_flop(inp: Shape, w_ih: Shape, w_hh: Shape, *args: Any, out
     return rnn_flops(_tokens(inp), [prod(w_ih), prod(w_hh)])
 
 
-def _mkldnn_rnn_layer_backward_flop(
-    inp: Shape, w_ih: Shape, w_hh: Shape, *args: Any, out_shape: Any = None, **kw: Any
-) -> int:
-    # The fused kernel computes the input, hidden and weight gradients of both gate matmuls: 2× forward.
-    return 2 * rnn_flops(_tokens(inp), [prod(w_ih), prod(w_hh)])
+def _mkldnn_rnn_layer_backward_raw(inp: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any, hx: Any, *args: Any,
+                                   out_val: Any = None, **kw: Any) -> int:
+    # the saved input, weights and initial state keep their requires_grad: what the model needs is known here
+    return rnn_backward_flops(_tokens(inp.shape), hx.shape[0], w_ih.numel(), w_hh.numel(),
+                              grad_input=inp.requires_grad, grad_h0=hx.requires_grad,
+                              grad_ih=w_ih.requires_grad, grad_hh=w_hh.requires_grad)
+
+
+def _offs_rows(offs: Any) -> int | None:
+    """``offs[-1]`` (the rows the groups cover), or None when there is no ``offs`` or its values cannot be read."""
+    if offs is None or getattr(offs, "is_meta", False) or offs.numel() == 0:
+        return None
+    return int(offs[-1].item())
+
+
+def _grouped_mm_raw(a: Any, b: Any, offs: Any = None, *args: Any, out_val: Any = None, **kw: Any) -> int:
+    if offs is None:
+        offs = kw.get("offs")
+    return grouped_mm_flops(tuple(a.shape), tuple(b.shape), _offs_rows(offs))
+
+
+def _scaled_grouped_mm_raw(a: Any, b: Any, scale_a: Any, scale_b: Any, offs: Any = None, *args: Any,
+                           out_val: Any = None, **kw: Any) -> int:
+    if offs is None:
+        offs = kw.get("offs")
+    return grouped_mm_flops(tuple(a.shape), tuple(b.shape), _offs_rows(offs))
 
 
 def _matrices(weights: Sequence[Shape]) -> list[int]:
@@ -195,10 +265,21 @@ def _cudnn_rnn_flop(inp: Shape, weights: Sequence[Shape], *args: Any, out_shape:
     return rnn_flops(_tokens(inp), _matrices(weights))
 
 
-def _cudnn_rnn_backward_flop(inp: Shape, weights: Sequence[Shape], *args: Any, out_shape: Any = None, **kw: Any) -> int:
+def _cudnn_rnn_backward_flop(inp: Shape, weights: Sequence[Shape], weight_stride0: int, weight_buf: Any,
+                             hx: Shape, *args: Any, out_shape: Any = None, **kw: Any) -> int:
     output_mask = kw.get("output_mask", args[-1] if args else (True, True, True, True))
-    data = rnn_flops(_tokens(inp), _matrices(weights))  # backward-data through every layer
-    return data + (data if output_mask[3] else 0)  # + backward-weights
+    # the stack's gate matrices, (W_ih, W_hh) per layer and direction in order (projections: not counted)
+    pairs = [w for w in weights if len(w) == 2]
+    layers = kw.get("num_layers", args[8] if len(args) > 8 else 1)
+    per_layer = max(len(pairs) // 2 // max(int(layers or 1), 1), 1)  # directions
+    tokens, batch = _tokens(inp), hx[1]
+    total = 0
+    for i in range(0, len(pairs) - 1, 2):
+        layer = i // 2 // per_layer
+        total += rnn_backward_flops(tokens, batch, prod(pairs[i]), prod(pairs[i + 1]),
+                                    grad_input=layer > 0 or bool(output_mask[0]), grad_h0=bool(output_mask[1]),
+                                    grad_ih=bool(output_mask[3]), grad_hh=bool(output_mask[3]))
+    return total
 
 
 def _encoder_layer_fwd_raw(src: Any, embed_dim: int, num_heads: int, qkv_weight: Any, qkv_bias: Any,
@@ -217,6 +298,9 @@ def _native_mha_raw(query: Any, key: Any, value: Any, embed_dim: int, *args: Any
 
 _encoder_layer_fwd_raw._get_raw = True  # type: ignore[attr-defined]
 _native_mha_raw._get_raw = True  # type: ignore[attr-defined]
+_mkldnn_rnn_layer_backward_raw._get_raw = True  # type: ignore[attr-defined]
+_grouped_mm_raw._get_raw = True  # type: ignore[attr-defined]
+_scaled_grouped_mm_raw._get_raw = True  # type: ignore[attr-defined]
 
 _FORMULAS: Mapping[str, Callable[..., int]] = {
     # replaces torch's convolution_backward formula (weight gradient of grouped convolutions over-counted)
@@ -241,10 +325,13 @@ _FORMULAS: Mapping[str, Callable[..., int]] = {
     "_native_multi_head_attention": _native_mha_raw,
     # fused recurrent kernels: oneDNN (CPU), cuDNN and MIOpen (GPU)
     "mkldnn_rnn_layer": _mkldnn_rnn_layer_flop,
-    "mkldnn_rnn_layer_backward": _mkldnn_rnn_layer_backward_flop,
+    "mkldnn_rnn_layer_backward": _mkldnn_rnn_layer_backward_raw,
     "_cudnn_rnn": _cudnn_rnn_flop,
     "_cudnn_rnn_backward": _cudnn_rnn_backward_flop,
     "miopen_rnn": _cudnn_rnn_flop,
+    # grouped matmuls: mixture-of-experts layers (transformers' default "grouped_mm" experts)
+    "_grouped_mm": _grouped_mm_raw,
+    "_scaled_grouped_mm": _scaled_grouped_mm_raw,
 }
 
 
@@ -283,7 +370,7 @@ COMPUTE_OPS_WITHOUT_FORMULA: frozenset[str] = frozenset(
         "mkldnn_rnn_backward", "miopen_rnn_backward", "_fused_rms_norm",
         "_weight_int4pack_mm", "_weight_int8pack_mm", "_sparse_mm", "_sparse_addmm", "sspaddmm",
         "_sparse_semi_structured_linear", "_sparse_semi_structured_mm",
-        "_scaled_grouped_mm", "_grouped_mm", "_fused_moving_avg_obs_fq_helper",
+        "_fused_moving_avg_obs_fq_helper",
     )
 )
 """Ops known to carry matmul-class compute that no formula covers: reported by name, never silently zero."""
@@ -360,6 +447,8 @@ NO_COMPUTE_OPS: frozenset[str] = frozenset(
         "sum", "mean", "prod", "amax", "amin", "aminmax", "argmax", "argmin", "var", "var_mean", "std",
         "std_mean", "norm", "linalg_vector_norm", "logsumexp", "cumsum", "cumsum_", "cumprod", "logcumsumexp",
         "_cumsum", "all", "any", "count_nonzero", "nansum", "_foreach_norm",
+        # integer and comparison arithmetic torch does not tag pointwise (token and expert index maths)
+        "floor_divide", "floor_divide_", "isin", "isnan", "isinf", "isfinite",
         # fused elementwise kernels (activation/cell math on precomputed gate matmuls, optimizer updates)
         "_thnn_fused_lstm_cell", "_thnn_fused_lstm_cell_backward_impl", "_thnn_fused_gru_cell",
         "_thnn_fused_gru_cell_backward", "_fused_adam", "_fused_adam_", "_fused_adamw", "_fused_adamw_",

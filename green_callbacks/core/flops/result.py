@@ -12,7 +12,8 @@ __all__ = ["CONVENTION", "FlopCountWarning", "FlopCountingError", "StepFlops"]
 CONVENTION = (
     "model FLOPs: 2 FLOPs per multiply-accumulate (2*M*N*K per matmul); matmul, convolution, attention and "
     "recurrent-cell matmuls only; elementwise ops, norms, softmax, embeddings, losses and the optimizer step "
-    "excluded; backward as executed (no dX for inputs that need no gradient, no dW for frozen weights); "
+    "excluded; activation checkpointing's recompute excluded (kept apart as hardware FLOPs); "
+    "backward as executed (no dX for inputs that need no gradient, no dW for frozen weights); "
     "attention backward = 2x its forward (no flash-attention recompute); causal masks not discounted"
 )
 """The convention every :class:`StepFlops` follows (see docs/flops.md)."""
@@ -38,6 +39,9 @@ class StepFlops:
     whenever it is not empty. ``method`` says how the step ran: ``"meta"`` (a meta-device copy of the model,
     no arithmetic), ``"real-step"`` (one extra real step on the real model, its side effects undone) or
     ``"observed"`` (the training's own step, watched by the counter while it ran; nothing extra ran).
+
+    ``flops`` and ``by_op`` are model FLOPs: activation checkpointing's re-run forward is not in them but in
+    ``recompute_flops``; :attr:`hardware_flops` is what the device ran (model FLOPs + recompute; PaLM's HFU).
     """
 
     flops: int
@@ -46,6 +50,12 @@ class StepFlops:
     by_op: Mapping[str, int] = field(default_factory=dict)
     uncounted_ops: tuple[str, ...] = ()
     convention: str = CONVENTION
+    recompute_flops: int = 0
+
+    @property
+    def hardware_flops(self) -> int:
+        """Model FLOPs plus activation checkpointing's recompute: what the device ran."""
+        return self.flops + self.recompute_flops
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_op", MappingProxyType(dict(self.by_op)))

@@ -405,7 +405,12 @@ class TorchFlopCounter:
         if not counter.detects_uncounted:
             self._warn_once("no-detection", "FLOPs: this torch version cannot report ops without a formula; "
                                             "counts may silently miss such ops.")
-        return StepFlops(sum(by_op.values()), kind, method, by_op, tuple(uncounted))
+        recompute = {op: n for op, n in getattr(counter, "recompute", {}).items() if n}
+        for op, n in recompute.items():
+            by_op[op] -= n
+        by_op = {op: n for op, n in by_op.items() if n}
+        return StepFlops(sum(by_op.values()), kind, method, by_op, tuple(uncounted),
+                         recompute_flops=sum(recompute.values()))
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -697,6 +702,7 @@ def _counter_class() -> type:
 
     detects = hasattr(FlopCounterMode, "_count_flops")
     fast_mode = _fast_mode_class()
+    in_recompute = _recompute_probe()
 
     class _Counter(FlopCounterMode):  # type: ignore[misc, valid-type]
         """FlopCounterMode with our formulas, remembering which executed ops had no formula."""
@@ -707,6 +713,7 @@ def _counter_class() -> type:
             super().__init__(display=False, custom_mapping=custom_flop_mapping())
             self.watch_fused = watch_fused
             self.no_formula: set[Any] = set()
+            self.recompute: dict[str, int] = {}  # op -> FLOPs run again by activation checkpointing
             if isinstance(getattr(self, "mod_tracker", None), ModuleTracker):
                 # Only the "Global" total is read: skip the per-module tracking (module hooks on every call).
                 self.mod_tracker = _GlobalOnly()
@@ -714,7 +721,16 @@ def _counter_class() -> type:
         def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
             if func_packet not in self.flop_registry:
                 self.no_formula.add(func_packet)
-            return super()._count_flops(func_packet, out, args, kwargs)
+                return super()._count_flops(func_packet, out, args, kwargs)
+            if not in_recompute():
+                return super()._count_flops(func_packet, out, args, kwargs)
+            # activation checkpointing re-runs this forward op in the backward: hardware FLOPs, not model FLOPs
+            counts = self.flop_counts["Global"]
+            before = counts.get(func_packet, 0)
+            result = super()._count_flops(func_packet, out, args, kwargs)
+            self.recompute[str(func_packet)] = (self.recompute.get(str(func_packet), 0)
+                                                + counts.get(func_packet, 0) - before)
+            return result
 
         def __enter__(self) -> Any:
             # fused fast paths run with the autocast state of their call (fused_autocast.py): the global hooks that
@@ -753,6 +769,33 @@ def _counter_class() -> type:
                         watch.__exit__(*exc)
 
     return _Counter
+
+
+def _recompute_probe() -> Callable[[], bool]:
+    """``probe()``: whether the op being dispatched re-runs a forward for activation checkpointing.
+
+    ``torch.utils.checkpoint`` recomputes in the backward: non-reentrant (the default, HF's
+    ``gradient_checkpointing_enable()``, Lightning/FSDP's checkpoint wrappers) under its ``_recomputation_hook``
+    saved-tensors hooks, reentrant (``use_reentrant=True``) inside the ``CheckpointFunctionBackward`` node before
+    that node's own inner backward. Only counted ops ask (a few hundred per step), and only on counted steps.
+    """
+    import torch
+
+    current_node = getattr(torch._C, "_current_autograd_node", None)
+    top_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    if current_node is None or top_hooks is None:  # pragma: no cover - older torch: no recompute seen
+        return lambda: False
+
+    def probe() -> bool:
+        node = current_node()
+        if node is None:
+            return False  # the forward: nothing is recomputed outside the backward
+        if node.name() == "CheckpointFunctionBackward":
+            return True
+        hooks = top_hooks(False)
+        return bool(hooks) and "_recomputation_hook" in getattr(hooks[0], "__qualname__", "")
+
+    return probe
 
 
 def _fast_mode_class() -> type | None:
@@ -839,6 +882,8 @@ def _bridge_class() -> type:
         return t if t.is_meta else t.to("meta")
 
     to_copy = torch.ops.aten._to_copy.default
+    grouped_mm = getattr(torch.ops.aten, "_grouped_mm", None)
+    grouped_mm = None if grouped_mm is None else grouped_mm.default
 
     class _MetaBridge(TorchDispatchMode):
         """Runs an op on meta when any of its tensor arguments is meta; ops on real tensors only run for real.
@@ -855,6 +900,12 @@ def _bridge_class() -> type:
                 return func(*args, **kwargs)
             if _mixes_meta_and_real((*args, *kwargs.values())):
                 args, kwargs = tree_map_only(torch.Tensor, to_meta, (args, kwargs))
+            if func is grouped_mm and args[0].is_meta and args[0].dtype != torch.bfloat16:
+                # torch's meta kernel of _grouped_mm accepts bf16 only (the CUDA kernel's rule; the CPU kernel takes
+                # any float): its output's shape is the same for any dtype, so the shape is asked in bf16
+                a, b, *rest = args
+                out = func(a.to(torch.bfloat16), b.to(torch.bfloat16), *rest, **kwargs)
+                return out.to(kwargs.get("out_dtype") or a.dtype)
             return func(*args, **kwargs)
 
     return _MetaBridge
