@@ -43,6 +43,7 @@ __all__ = [
     "jsonable",
     "new_record_path",
     "temp_prefix",
+    "write_bytes_atomic",
     "write_json_atomic",
 ]
 
@@ -169,18 +170,25 @@ def readable_json(data: Mapping[str, Any]) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any], *, compact: bool = False) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically (a temporary file in the same folder, fsync, rename):
-    :func:`readable_json`, or one line with ``compact``."""
-    target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` as JSON to ``path`` atomically (:func:`write_bytes_atomic`): :func:`readable_json`, or one
+    line with ``compact``."""
     plain = jsonable(data)
     text = json.dumps(plain, allow_nan=False) if compact else readable_json(plain)
+    return write_bytes_atomic(path, (text + "\n").encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder (named for this machine and process:
+    :func:`temp_prefix`), fsync, then rename it over ``path``: a write that fails (a full disk, a quota) leaves the
+    previous file whole and no temporary file. The folder is made if missing; the file gets the permissions the
+    umask allows, like any file the user's program writes. Raises ``OSError``."""
+    target = Path(path).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a record is as readable as the user's other files
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.write("\n")
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import TextIO
 
+from green_callbacks.core.record_writer import write_bytes_atomic
 from green_callbacks.report._text import encodable, strip_control
 
 __all__ = ["say", "show", "write_atomic", "write_text_atomic"]
@@ -32,26 +32,10 @@ def say(message: str, stream: TextIO | None = None) -> None:
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it over ``path``: a write
-    that fails (a full disk, a quota) leaves the previous file whole and no temporary file. The folder is made if
-    missing; the file gets the permissions the umask allows. Raises ``OSError``."""
-    target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return target
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it over ``path``
+    (:func:`~green_callbacks.core.record_writer.write_bytes_atomic`, the record's own): a write that fails leaves the
+    previous file whole and no temporary file. Raises ``OSError``."""
+    return write_bytes_atomic(path, data)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
