@@ -8,7 +8,6 @@ the engine writes them; the numbers are chosen, and the expectations worked out 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import random
@@ -25,14 +24,8 @@ from green_callbacks.report.render import render_html, render_markdown, render_t
 from green_callbacks.report.runs import load_runs
 from green_callbacks.report.sensitivity import MIN_RUNS, epsilon_squared, importance, short_number
 from green_callbacks.report.stats import expected_best_without_replacement
+from tests.records import CARBON, make_records
 
-RECORDS = Path(__file__).parent / "data" / "records"
-_spec = importlib.util.spec_from_file_location("make_records", RECORDS / "make_records.py")
-make_records = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_records)
-
-CARBON = {"intensity_gco2e_per_kwh": 400.0, "source": "Ember via Our World in Data", "year": 2023,
-          "location": "DEU", "basis": "lifecycle", "kind": "country", "pue": 1.0}
 CPU = {"cpu": {"scope": "node", "method": "rapl"}}
 SPACE = {"lr": "log", "weight_decay": "log", "dropout": "linear"}
 

@@ -100,19 +100,14 @@ def test_a_live_intensity_has_no_basis_to_tell():
 
 
 def test_the_report_says_it_in_every_format(tmp_path):
-    import importlib.util
     import json
-    from pathlib import Path
 
     from green_callbacks.report.build import ReportOptions, build_report
     from green_callbacks.report.footprint import GRIDS_NOTE
     from green_callbacks.report.render import render_html, render_markdown, render_text
     from green_callbacks.report.runs import load_runs
+    from tests.records import make_records
 
-    spec = importlib.util.spec_from_file_location(
-        "make_records", Path(__file__).parent / "data" / "records" / "make_records.py")
-    make_records = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_records)
     carbon = {"intensity_gco2e_per_kwh": 56.0, "source": "Ember", "year": 2023, "location": "FR",
               "basis": LIFECYCLE, "kind": "table", "pue": 1.0}
     data = make_records.record(run_id="f" * 32, status="completed", carbon=carbon,

@@ -3,9 +3,6 @@ cumulative energy and on each run of a search, from the record's low/high; none 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from green_callbacks.report.plots import (
@@ -15,16 +12,10 @@ from green_callbacks.report.plots import (
     sweep_energy_figure,
 )
 from green_callbacks.report.runs import summarize_run
+from tests.records import CARBON, make_records
 
 pytest.importorskip("matplotlib")  # optional: the plots module imports it only when a figure is drawn
 
-RECORDS = Path(__file__).parent / "data" / "records"
-_spec = importlib.util.spec_from_file_location("make_records", RECORDS / "make_records.py")
-make_records = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_records)
-
-CARBON = {"intensity_gco2e_per_kwh": 400.0, "source": "Ember via Our World in Data", "year": 2023,
-          "location": "DEU", "basis": "lifecycle", "kind": "country", "pue": 1.0}
 
 
 def _run(spans, index=0, value=0.9):

@@ -3,7 +3,6 @@ linearly and scaled by the runs saved; a run without a basis leaves the saving w
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,14 +10,7 @@ from green_callbacks.core.search import normalize_search
 from green_callbacks.report.build import ReportOptions, build_report
 from green_callbacks.report.render import sweep_sentences
 from green_callbacks.report.runs import load_runs
-
-RECORDS = Path(__file__).parent / "data" / "records"
-_spec = importlib.util.spec_from_file_location("make_records", RECORDS / "make_records.py")
-make_records = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_records)
-
-CARBON = {"intensity_gco2e_per_kwh": 400.0, "source": "Ember via Our World in Data", "year": 2023,
-          "location": "DEU", "basis": "lifecycle", "kind": "country", "pue": 1.0}
+from tests.records import CARBON, make_records
 
 
 def _trial(folder: Path, index: int, params: dict, value: float, span: tuple[float, float] | None,
