@@ -243,17 +243,23 @@ def test_lightning_on_xpu_reports_level_zero(tmp_path, fake_clock, monkeypatch):
     assert epoch_gpu_j(record) == pytest.approx([150.0 * EPOCH_S] * 2)  # 600 J per epoch
 
 
+def soc_ticker(soc):
+    """The fake Apple SoC's counters moving at GPU 20 W, ANE 1 W, CPU 5 W, DRAM 0.5 W."""
+
+    def tick(dt):
+        soc.gpu_mj += round(20_000 * dt)
+        soc.ane_mj += round(1_000 * dt)
+        soc.cpu_total_mj += round(5_000 * dt)
+        soc.dram_mj += round(500 * dt)
+
+    return tick
+
+
 def test_lightning_on_mps_reports_ioreport_for_gpu_cpu_and_dram(tmp_path, fake_clock, monkeypatch):
     soc = FakeSoc()
     fake_zeus_apple_silicon.install(monkeypatch, FakeZeusAppleSilicon(soc))
 
-    def tick(dt):
-        soc.gpu_mj += round(20_000 * dt)  # 20 W
-        soc.ane_mj += round(1_000 * dt)  # 1 W
-        soc.cpu_total_mj += round(5_000 * dt)  # 5 W
-        soc.dram_mj += round(500 * dt)  # 0.5 W
-
-    record = lightning_fit(tmp_path, fake_clock, torch.device("mps"), tick)
+    record = lightning_fit(tmp_path, fake_clock, torch.device("mps"), soc_ticker(soc))
     assert record["methods"] == {"gpu": ["apple-ioreport-gpu"], "cpu": ["apple-ioreport-cpu"],
                                  "ram": ["apple-ioreport-dram"]}
     assert epoch_gpu_j(record) == pytest.approx([21.0 * EPOCH_S] * 2)  # GPU + ANE: 84 J per epoch
@@ -319,12 +325,6 @@ def test_tracker_on_mps_reports_ioreport(tmp_path, fake_clock, monkeypatch):
     soc = FakeSoc()
     fake_zeus_apple_silicon.install(monkeypatch, FakeZeusAppleSilicon(soc))
 
-    def tick(dt):
-        soc.gpu_mj += round(20_000 * dt)  # 20 W
-        soc.ane_mj += round(1_000 * dt)  # 1 W
-        soc.cpu_total_mj += round(5_000 * dt)  # 5 W
-        soc.dram_mj += round(500 * dt)  # 0.5 W
-
-    record = tracker_run(tmp_path, fake_clock, torch.device("mps"), tick)
+    record = tracker_run(tmp_path, fake_clock, torch.device("mps"), soc_ticker(soc))
     assert record["methods"]["gpu"] == ["apple-ioreport-gpu"]
     assert epoch_gpu_j(record) == pytest.approx([21.0 * 3] * 2)  # GPU + ANE for 3 s: 63 J per epoch
