@@ -50,7 +50,8 @@ from typing import Any
 from green_callbacks.core.trial import TrialOutcome, bound
 from green_callbacks.core.wording import warn_user
 
-__all__ = ["GreenStudyCallback", "OptunaTrial", "SearchTotals", "green_objective", "green_search", "search_totals"]
+__all__ = ["GreenStudyCallback", "OptunaTrial", "SearchTotals", "green_objective", "green_search", "search_totals",
+           "trial_cost_j"]
 
 _HINT = 'pip install "green-callbacks[optuna]"'
 J_PER_KWH = 3.6e6
@@ -143,7 +144,9 @@ class SearchTotals:
     running: int
     """Trials still running (in any worker)."""
     energy_j: float | None
+    """The search's cost: each trial's totals plus its epoch cut short, if any (:func:`trial_cost_j`)."""
     emissions_gco2e: float | None
+    """The trials' totals (complete epochs: an epoch cut short has no emissions figure of its own)."""
     train_flops: float | None
 
     @property
@@ -157,16 +160,24 @@ def _sum(values: list[Any]) -> float | None:
     return math.fsum(known) if known else None
 
 
+def trial_cost_j(attrs: dict[str, Any]) -> float | None:
+    """A trial's energy in the search's cost, from its user attributes: ``green_energy_j`` (the record's totals,
+    complete epochs) plus ``green_partial_epoch_energy_j`` (an epoch cut short, e.g. pruned in its validation), as
+    the report counts it; ``None`` when neither was measured."""
+    return _sum([attrs.get("green_energy_j"), attrs.get("green_partial_epoch_energy_j")])
+
+
 def search_totals(study: Any) -> SearchTotals:
-    """The totals of ``study`` as its storage holds them (every worker's trials, each once)."""
+    """The totals of ``study`` as its storage holds them (every worker's trials, each once); the energy is the
+    search's cost (:func:`trial_cost_j`: epochs cut short by pruning included)."""
     state = _optuna().trial.TrialState
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state in (state.COMPLETE, state.PRUNED, state.FAIL)]
     attrs = [t.user_attrs for t in done]
-    energy = [a.get("green_energy_j") for a in attrs]
+    energy = [trial_cost_j(a) for a in attrs]
     return SearchTotals(
         trials=len(done),
-        measured=sum(1 for e in energy if isinstance(e, (int, float)) and math.isfinite(float(e))),
+        measured=sum(1 for e in energy if e is not None),
         pruned=sum(1 for t in done if t.state == state.PRUNED),
         failed=sum(1 for t in done if t.state == state.FAIL),
         running=sum(1 for t in trials if t.state == state.RUNNING),

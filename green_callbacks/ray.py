@@ -164,6 +164,13 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _cost_j(record: dict[str, Any]) -> float | None:
+    """A record's energy in the search's cost: its totals plus an epoch cut short (as the report counts it)."""
+    known = [v for v in (_number((record.get("totals") or {}).get("energy_j")),
+                         _number((record.get("partial_epoch") or {}).get("energy_j"))) if v is not None]
+    return math.fsum(known) if known else None
+
+
 def _records_of(trial: Any) -> list[dict[str, Any]]:
     """The records in the trial's folder of the experiment's storage."""
     storage = getattr(trial, "storage", None)
@@ -207,7 +214,7 @@ class GreenTuneCallback(Callback):
 
     def _from_records(self, trial: Any) -> dict[str, float | None]:
         records = _records_of(trial)
-        energy = [_number((r.get("totals") or {}).get("energy_j")) for r in records]
+        energy = [_cost_j(r) for r in records]
         grams = [_number((r.get("totals") or {}).get("emissions_gco2e")) for r in records]
         known = [e for e in energy if e is not None]
         known_g = [g for g in grams if g is not None]
@@ -225,7 +232,7 @@ class GreenTuneCallback(Callback):
         result.update(figures)  # Tune lets callbacks add to the result in place (ResultGrid, loggers)
 
     def _ended(self, trial: Any) -> None:
-        figures = self._from_records(trial)  # the final records: the whole trial, its last partial epoch aside
+        figures = self._from_records(trial)  # the final records: the whole trial, an epoch cut short included
         if figures["green_energy_j"] is None and trial.trial_id in self.trials:
             return
         self.trials[trial.trial_id] = figures

@@ -203,12 +203,22 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         """Learn of exceptions escaping ``trainer.train`` (the Trainer has no exception event). Kept across fits (it
         must be in place before the next ``train()`` begins); the trainer is held weakly (a trainer kept by a cycle
         keeps its persistent DataLoader workers until the garbage collector runs, and they then time out, 5 s each)."""
-        self._patches.around(trainer, "train", failed=self._train_failed, keep=True)
+        self._patches.around(trainer, "train", after=self._train_returned, failed=self._train_failed, keep=True)
 
     def _train_failed(self, name: str, err: BaseException) -> None:
         target = self._adopted_by or self
         target._remove_hook()
         target._engine.fail(err)
+
+    def _train_returned(self, name: str, result: Any, *args: Any, **kwargs: Any) -> None:
+        (self._adopted_by or self)._engine.finish("completed")  # a trial's run, left open by on_train_end
+
+    def _ends_with_train(self) -> bool:
+        """A ``hyperparameter_search`` trial's run ends when ``train()`` returns or raises, not at ``on_train_end``:
+        HF ends a pruned trial with ``on_train_end`` and only then raises ``TrialPruned`` out of ``train()`` (the
+        wrapper of :meth:`_wrap_train` sees it, so the record says ``pruned``)."""
+        trainer = self.trainer
+        return trainer is not None and getattr(trainer, "_trial", None) is not None
 
     def _wrap_model_card(self, trainer: Any) -> None:
         """The run's emissions go into the card ``create_model_card`` (and so ``push_to_hub``) writes; kept across
@@ -374,7 +384,8 @@ class GreenCallback(GreenCallbackBase, TrainerCallback, ExportableState):
         if self._engine.in_epoch:
             self._close_epoch(state, control)
         self._remove_hook()
-        self._engine.finish("completed")
+        if not self._ends_with_train():
+            self._engine.finish("completed")
 
     # ------------------------------------------------------------------ closing an epoch and logging
     def _close_epoch(self, state: Any, control: Any) -> None:

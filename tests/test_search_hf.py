@@ -102,3 +102,64 @@ def test_hyperparameter_search_objective_is_unchanged_by_the_callback(tmp_path: 
     by_trial = {r["search"]["trial"]: r for r in fits}
     for trial in study.trials:  # the totals reached the trial while HF's objective ran
         assert trial.user_attrs["green_energy_j"] == by_trial[trial.number]["totals"]["energy_j"]
+
+
+class PruneTrialOne(optuna.pruners.BasePruner):
+    """Prunes trial 1 at its first report (its first epoch's evaluation), no other: which trial is pruned does not
+    depend on the values."""
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        return trial.number == 1
+
+
+def test_a_pruned_hyperparameter_search_trial_is_pruned_in_its_record(tmp_path: Path) -> None:
+    """HF ends a pruned trial with ``on_train_end`` and then raises ``TrialPruned`` out of ``train()``: the record
+    says ``pruned`` (not ``complete``), keeps its complete epoch, and its energy is in the search's cost, the same
+    in the user attributes, the records and the report."""
+    from green_callbacks.core.sensors.fake import StepEnergySensor
+    from green_callbacks.optuna import search_totals
+    from green_callbacks.report.runs import load_runs
+    from green_callbacks.report.sweep import analyze_sweep, comparable_groups
+    from green_callbacks.transformers import GreenCallback
+
+    hf_logging.set_verbosity_error()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = samples()
+    args = TrainingArguments(str(tmp_path / "hf"), num_train_epochs=2, per_device_train_batch_size=4,
+                             per_device_eval_batch_size=8, eval_strategy="epoch", save_strategy="no",
+                             logging_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, seed=0)
+    green = GreenCallback(sensors=[StepEnergySensor("cpu", 2.0, scope="node")], carbon_intensity=100.0,
+                          output_dir=str(tmp_path / "records"), monitor="eval_loss", mode="min")
+    trainer = Trainer(args=args, model_init=lambda trial: Tiny(4), train_dataset=data, eval_dataset=data,
+                      callbacks=[green])
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    trainer.hyperparameter_search(
+        hp_space=lambda trial: {"learning_rate": trial.suggest_float("learning_rate", 1e-3, 1e-1, log=True)},
+        n_trials=3, direction="minimize", backend="optuna", sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=PruneTrialOne(), study_name="hf-pruned", storage=storage)
+    study = optuna.load_study(study_name="hf-pruned", storage=storage)
+    states = {t.number: t.state for t in study.trials}
+    assert states == {0: optuna.trial.TrialState.COMPLETE, 1: optuna.trial.TrialState.PRUNED,
+                      2: optuna.trial.TrialState.COMPLETE}
+    fits = {r["search"]["trial"]: r for r in map(read_record, find_records([tmp_path / "records"]))
+            if r.get("kind") == "fit"}
+    assert sorted(fits) == [0, 1, 2]
+    pruned = fits[1]
+    assert pruned["search"]["state"] == "pruned"
+    assert pruned["status"] == "failed" and pruned["error"].startswith("TrialPruned")
+    assert len(pruned["epochs"]) == 1 and pruned["partial_epoch"] is None  # its one complete epoch is kept
+    assert [fits[n]["search"]["state"] for n in (0, 2)] == ["complete", "complete"]
+    assert [len(fits[n]["epochs"]) for n in (0, 2)] == [2, 2]
+    for trial in study.trials:
+        record = fits[trial.number]
+        assert trial.user_attrs["green_state"] == record["search"]["state"]
+        assert trial.user_attrs["green_energy_j"] == record["totals"]["energy_j"] > 0
+    everything = sum(r["totals"]["energy_j"] for r in fits.values())
+    assert search_totals(study).energy_j == pytest.approx(everything, rel=1e-12)
+    assert search_totals(study).pruned == 1
+    groups = comparable_groups(load_runs([tmp_path / "records"]).runs)
+    assert len(groups) == 1
+    sweep = analyze_sweep(groups[0][1])
+    assert sweep is not None and sweep.pruned_runs == 1 and sweep.failed_runs == 0
+    assert sweep.total_energy_j == pytest.approx(everything, rel=1e-12)
+    assert sweep.energy_stopped_j == pytest.approx(pruned["totals"]["energy_j"], rel=1e-12)

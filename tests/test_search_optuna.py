@@ -218,3 +218,72 @@ def test_budget_and_identity_errors() -> None:
     from green_callbacks.core.search import normalize_search
 
     assert normalize_search(search)["method"] == "tpe"
+
+
+class PruneOddInValidation(pl.Callback):
+    """As Optuna's ``PyTorchLightningPruningCallback`` does: reports in ``on_validation_end`` and raises
+    ``TrialPruned`` there, so the epoch is cut short in its validation (odd trials, at their second epoch)."""
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+
+    def on_validation_end(self, trainer: Any, module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        self.trial.report(float(self.trial.number % 2), trainer.current_epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"trial {self.trial.number} pruned at epoch {trainer.current_epoch}")
+
+
+def test_an_epoch_cut_short_by_pruning_is_in_the_search_cost(tmp_path: Path) -> None:
+    """A trial pruned in its validation keeps the cut epoch in ``partial_epoch`` (not in its totals, which cover
+    complete epochs); the search's cost counts it: the report's search total, its pruned trials' energy and the
+    study callback's totals are the records' totals plus the cut epochs' energy, and agree."""
+    from green_callbacks.core.sensors.fake import StepEnergySensor
+    from green_callbacks.lightning import GreenCallback
+    from green_callbacks.optuna import GreenStudyCallback, green_objective
+    from green_callbacks.report.runs import load_runs
+    from green_callbacks.report.sweep import analyze_sweep, comparable_groups
+
+    records = str(tmp_path / "records")
+
+    @green_objective
+    def objective(trial: Any) -> float:
+        lr = trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+        green = GreenCallback(sensors=[StepEnergySensor("cpu", STEP_J, scope="node")], carbon_intensity=INTENSITY,
+                              output_dir=records, monitor="val_loss")
+        trainer = pl.Trainer(max_epochs=EPOCHS, accelerator="cpu", logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                             callbacks=[green, PruneOddInValidation(trial)])
+        train, val = loaders()
+        trainer.fit(Tiny(lr), train, val)
+        return float(trainer.callback_metrics["val_loss"])
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), study_name="cut",
+                                pruner=optuna.pruners.ThresholdPruner(upper=0.5, n_warmup_steps=1))
+    budget = GreenStudyCallback(budget_kwh=1.0)  # far away: only its totals are read
+    study.optimize(objective, n_trials=4, callbacks=[budget])
+    data = {d["search"]["trial"]: d for d in map(read_record, find_records([records]))}
+    assert sorted(data) == [0, 1, 2, 3]
+    cut = {n: data[n]["partial_epoch"]["energy_j"] for n in (1, 3)}
+    for n in (1, 3):
+        record = data[n]
+        assert record["search"]["state"] == "pruned" and len(record["epochs"]) == 1
+        assert record["partial_epoch"]["epoch"] == 1 and cut[n] > 0
+        attrs = study.trials[n].user_attrs
+        assert attrs["green_energy_j"] == record["totals"]["energy_j"]  # the totals: complete epochs
+        assert attrs["green_partial_epoch_energy_j"] == cut[n]
+    assert data[0]["partial_epoch"] is None and data[2]["partial_epoch"] is None
+    cost = sum(d["totals"]["energy_j"] for d in data.values()) + cut[1] + cut[3]
+    groups = comparable_groups(load_runs([records]).runs)
+    assert len(groups) == 1
+    sweep = analyze_sweep(groups[0][1])
+    assert sweep is not None and sweep.pruned_runs == 2
+    assert sweep.total_energy_j == pytest.approx(cost, rel=1e-12)
+    assert sweep.energy_cut_epochs_j == pytest.approx(cut[1] + cut[3], rel=1e-12)
+    assert sweep.energy_stopped_j == pytest.approx(
+        data[1]["totals"]["energy_j"] + data[3]["totals"]["energy_j"] + cut[1] + cut[3], rel=1e-12)
+    assert sweep.progress[-1].energy_j == pytest.approx(cost, rel=1e-12)
+    assert budget.totals is not None and budget.totals.energy_j == pytest.approx(cost, rel=1e-12)
+    assert budget.totals.measured == 4 and budget.totals.pruned == 2

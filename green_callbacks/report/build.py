@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from green_callbacks.core.flops.peaks import normalize_dtype
 from green_callbacks.report.badges import Badge, carbon_neutral_badge, emissions_badge, pledge_badge
@@ -48,6 +49,8 @@ class ReportOptions:
     certificate_url: str | None = None
     footprint: FootprintOptions = field(default_factory=FootprintOptions)
     """What the footprint section compares each run against (other grids, a shared local machine vs a cloud)."""
+    engines: tuple[Any, ...] = ()
+    """The search engines' trials joined with the records (:class:`~green_callbacks.report.engines.EngineJoin`)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,12 @@ def build_report(loaded: LoadResult, options: ReportOptions | None = None) -> Re
     runs = loaded.runs
     parse_tolerance(options.tolerance)  # a bad tolerance is an error even when the runs form no search
     sweeps, members, search_note = _searches(runs, options.tolerance)
+    if options.engines:  # the engine's trials without a record, said in their search's section
+        from green_callbacks.report.engines import engine_notes
+
+        placed, alone = engine_notes(options.engines, members)
+        sweeps = tuple(replace(s, engine_note=placed[i]) if i in placed else s for i, s in enumerate(sweeps))
+        search_note = ". ".join(n.rstrip(".") for n in [search_note, *alone] if n) or None
     known = [r.emissions_gco2e for r in runs if r.emissions_gco2e is not None]
     missing = len(runs) - len(known)
     total = sum(known) if known else None

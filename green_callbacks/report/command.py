@@ -38,7 +38,7 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     """Add the ``report`` options to ``parser`` (a sub-parser of the ``green-callbacks`` command)."""
     from green_callbacks.report.offsets import DEFAULT_PRICE
 
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="run records (green-run-*.json) or folders of them")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="run records (green-run-*.json) or folders of them")
     parser.add_argument("--max-record-mb", type=float, metavar="MB",
                         help="skip record files larger than MB MiB (default 64, or $GREEN_CALLBACKS_MAX_RECORD_MB); "
                              "only regular files are read")
@@ -57,6 +57,13 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     sweep.add_argument("--tolerance", default="1%",
                        help="how close to the best a random search must come: a percentage of the best value "
                             "('1%%', default) or an absolute amount in the metric's units ('0.005')")
+    engine = parser.add_argument_group("search engine (its trials joined with the records; docs/search.md)")
+    engine.add_argument("--optuna-storage", metavar="URL",
+                        help="an Optuna study's storage (sqlite:///study.db, another RDB URL, or a journal file)")
+    engine.add_argument("--study", metavar="NAME", help="the study's name in --optuna-storage")
+    engine.add_argument("--ray-experiment", metavar="DIR",
+                        help="a Ray Tune experiment folder (storage_path/name); its records are read when no PATH "
+                             "is given")
     eff = parser.add_argument_group("efficiency")
     eff.add_argument("--peak-tflops", type=float, metavar="TFLOPS",
                      help="dense peak TFLOP/s of one GPU for MFU (default: the peak table, else MFU 'unknown')")
@@ -182,10 +189,26 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
         limit = max_record_bytes(ns.max_record_mb)
     except ValueError as err:
         return _error(str(err).replace("max_record_mb", "--max-record-mb"))
+    paths = list(ns.paths) or ([ns.ray_experiment] if ns.ray_experiment else [])
+    if not paths:
+        return _error("give PATH: run records (green-run-*.json) or folders of them")
+    searches: list[Any] = []
+    if ns.optuna_storage or ns.study or ns.ray_experiment:
+        from green_callbacks.report.engines import EngineError, read_engines
+
+        try:
+            searches = read_engines(ns.optuna_storage, ns.study, ns.ray_experiment)
+        except EngineError as err:
+            return _error(str(err))
     try:
-        loaded = load_runs(ns.paths, max_bytes=limit)
+        loaded = load_runs(paths, max_bytes=limit)
     except FileNotFoundError as err:
         return _error(str(err))
+    joins: tuple[Any, ...] = ()
+    if searches:
+        from green_callbacks.report.engines import join_engines
+
+        loaded, joins = join_engines(loaded, searches)
     for path, reason in loaded.skipped:
         say(f"skipped {path}: {reason}")
     if not loaded.runs and not loaded.phases:
@@ -208,6 +231,7 @@ def run_report(args: argparse.Namespace | Mapping[str, Any] | None = None, **kwa
             pledge=bool(ns.pledge),
             pledge_url=ns.pledge_url,
             certificate_url=ns.certificate_url,
+            engines=joins,
         ))
     except ValueError as err:
         return _error(str(err))

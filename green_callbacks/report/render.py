@@ -277,6 +277,11 @@ def sweep_sentences(sweep: SweepAnalysis) -> list[str]:
     if sweep.pruned_runs or sweep.failed_runs:
         out.append(f"{sweep.pruned_runs} pruned and {sweep.failed_runs} failed trial(s) used "
                    f"{_j(sweep.energy_stopped_j)}, counted in the search's total.")
+    if sweep.engine_note:
+        out.append(sweep.engine_note)
+    if sweep.energy_cut_epochs_j is not None:
+        out.append(f"The search's total includes {_j(sweep.energy_cut_epochs_j)} of epochs cut short (a trial stopped "
+                   "in its validation), measured but not in those runs' totals, which cover complete epochs.")
     if sweep.rule:
         out.append(f"Grouped as one search because {sweep.rule}.")
     if sweep.grid is not None:

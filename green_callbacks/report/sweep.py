@@ -49,6 +49,7 @@ __all__ = [
     "comparable_groups",
     "comparable_key",
     "detect_grid",
+    "search_cost_j",
     "search_of",
     "trial_state",
 ]
@@ -150,11 +151,32 @@ class SweepAnalysis:
     energy_stopped_j: float | None = None
     """Measured energy of the pruned and failed trials (in :attr:`total_energy_j` too)."""
     progress: tuple[Progress, ...] = ()
+    energy_cut_epochs_j: float | None = None
+    engine_note: str = ""
+    """The search engine's trials against the records (``report --optuna-storage``/``--ray-experiment``), if read."""
+    """Of :attr:`total_energy_j`, the epochs cut short (a trial pruned in its validation): in the search's cost, not
+    in their records' totals (:func:`search_cost_j`); ``None`` when no trial has one."""
 
 
 def search_of(run: RunSummary) -> SearchInfo | None:
     """The search a run's record declares, if any."""
     return None if run.record is None else run.record.search
+
+
+def _cut_epoch_j(run: RunSummary) -> float | None:
+    part = run.partial_epoch or {}
+    value = part.get("energy_j")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def search_cost_j(run: RunSummary) -> float | None:
+    """A trial's energy in its search's cost: its totals (complete epochs, what the record's convergence and
+    per-epoch figures cover) plus its epoch cut short, if any (a trial pruned in its validation keeps it in
+    ``partial_epoch``, measured on the process that wrote the record). ``None``: neither was measured."""
+    cut = _cut_epoch_j(run)
+    if run.energy_j is None:
+        return cut
+    return run.energy_j if cut is None else run.energy_j + cut
 
 
 def trial_state(run: RunSummary) -> str:
@@ -270,8 +292,9 @@ def _progress(runs: Sequence[RunSummary], monitor: str, mode: str) -> tuple[Prog
         value = conv.best_value if conv is not None and conv.monitor == monitor and state != "pruned" else None
         if value is not None and (best is None or (value > best if mode == "max" else value < best)):
             best = value
-        if run.energy_j is not None:
-            energy = (energy or 0.0) + run.energy_j
+        cost = search_cost_j(run)
+        if cost is not None:
+            energy = (energy or 0.0) + cost
         if run.emissions_gco2e is not None:
             grams = (grams or 0.0) + run.emissions_gco2e
         out.append(Progress(trial=index, run=run.label, state=state, value=value, best_so_far=best,
@@ -342,9 +365,10 @@ def analyze_sweep(
     best_index = pick(range(len(values)), key=lambda i: values[i])
     best, best_value = used[best_index], values[best_index]
 
-    energy, energy_missing = _sum_known([r.energy_j for r in runs])
+    energy, energy_missing = _sum_known([search_cost_j(r) for r in runs])
     emissions, emissions_missing = _sum_known([r.emissions_gco2e for r in runs])
-    stopped, _ = _sum_known([r.energy_j for r in [*pruned, *failed]])
+    stopped, _ = _sum_known([search_cost_j(r) for r in [*pruned, *failed]])
+    cut, _ = _sum_known([_cut_epoch_j(r) for r in runs])
     share = None
     if energy and best.energy_j is not None:
         share = (energy - best.energy_j) / energy
@@ -424,6 +448,7 @@ def analyze_sweep(
         failed_runs=len(failed),
         energy_stopped_j=stopped,
         progress=_progress(runs, monitor, mode),
+        energy_cut_epochs_j=cut,
     )
 
 
