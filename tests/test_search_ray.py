@@ -43,6 +43,9 @@ def lightning_trainable(config: dict[str, Any]) -> None:
     from green_callbacks.core.sensors.fake import StepEnergySensor
     from green_callbacks.lightning import GreenCallback
 
+    if config["fail"]:  # fails before its fit: no record, its energy not measured
+        raise RuntimeError("the data could not be read")
+
     class Module(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
@@ -70,14 +73,19 @@ def lightning_trainable(config: dict[str, Any]) -> None:
     trainer.fit(Module(), DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4))
 
 
-def report_json(folder: Path) -> dict[str, Any]:
+def report_json(folder: Path, experiment: Path | None = None) -> dict[str, Any]:
     """The JSON report of ``folder``, each record named by its file name (the experiment keeps each in its trial's
-    subfolder) and the runs in one order."""
-    from green_callbacks.report.build import build_report
+    subfolder) and the runs in one order; with ``experiment``, its trials joined with the records (as
+    ``green-callbacks report --ray-experiment``)."""
+    from green_callbacks.report.build import ReportOptions, build_report
+    from green_callbacks.report.engines import join_engines, read_ray
     from green_callbacks.report.render import render_json
     from green_callbacks.report.runs import load_runs
 
-    text = render_json(build_report(load_runs([folder])))
+    loaded, joins = load_runs([folder]), ()
+    if experiment is not None:
+        loaded, joins = join_engines(loaded, [read_ray(experiment)])
+    text = render_json(build_report(loaded, ReportOptions(engines=joins)))
     for path in find_records([folder]):
         text = text.replace(str(path), path.name)
     data = json.loads(text)
@@ -85,7 +93,9 @@ def report_json(folder: Path) -> dict[str, Any]:
     return data
 
 
-def test_tune_experiment_of_four_lightning_trials(local_ray: Any, tmp_path: Path) -> None:
+def test_tune_experiment_of_four_lightning_trials(local_ray: Any, tmp_path: Path, capsys: Any) -> None:
+    """Four trials with the callback and a fifth that fails before its fit: four records, and the report read
+    from the experiment folder is the records' report, plus the trial without a record counted."""
     pytest.importorskip("lightning")
     from green_callbacks.ray import GreenTuneCallback
 
@@ -93,12 +103,14 @@ def test_tune_experiment_of_four_lightning_trials(local_ray: Any, tmp_path: Path
     green = GreenTuneCallback()
     tuner = tune.Tuner(
         lightning_trainable,
-        param_space={"lr": tune.loguniform(1e-3, 1e-1), "records": str(records)},
-        tune_config=tune.TuneConfig(num_samples=4, metric="loss", mode="min"),
+        param_space={"lr": tune.loguniform(1e-3, 1e-1), "records": str(records),
+                     "fail": tune.grid_search([False, False, False, False, True])},
+        tune_config=tune.TuneConfig(num_samples=1, metric="loss", mode="min"),
         run_config=tune.RunConfig(name=NAME, storage_path=str(tmp_path / "ray"), callbacks=[green], verbose=0),
     )
-    results = tuner.fit()
-    assert len(results) == 4 and not results.errors
+    everything_run = tuner.fit()
+    assert len(everything_run) == 5 and len(everything_run.errors) == 1
+    results = [r for r in everything_run if r.error is None]
     experiment = tmp_path / "ray" / NAME
     in_experiment = {read_record(p)["search"]["trial"]: read_record(p) for p in find_records([experiment])}
     originals = {read_record(p)["search"]["trial"]: read_record(p) for p in find_records([records])}
@@ -119,9 +131,24 @@ def test_tune_experiment_of_four_lightning_trials(local_ray: Any, tmp_path: Path
         assert result.metrics["green_emissions_gco2e"] == totals["emissions_gco2e"]
         assert result.metrics["green/total_energy_kwh"] == pytest.approx(totals["energy_j"] / 3.6e6, rel=1e-12)
     everything = sum(r["totals"]["energy_j"] for r in originals.values())
-    assert green.totals.trials == 4 and green.totals.measured == 4
+    assert green.totals.trials == 5 and green.totals.measured == 4  # the failed trial: seen, not measured
     assert green.totals.energy_j == pytest.approx(everything, rel=1e-12)
     assert report_json(experiment) == report_json(records)
+    joined = report_json(experiment, experiment)
+    note = joined["sweeps"][0].pop("engine_note")
+    assert note == (f"5 trial(s) in the ray experiment {NAME!r}, 4 with a record; without one: 1 failed — their "
+                    "energy was not measured and is not in the search's cost (a failed trial without a record "
+                    "failed before its run began).")
+    assert joined["sweep"].pop("engine_note") == note
+    joined["sweep_summary"].remove(note)
+    plain = report_json(records)
+    assert plain["sweeps"][0].pop("engine_note") == plain["sweep"].pop("engine_note") == ""
+    assert joined == plain  # the same report, plus the note
+    from green_callbacks.report.command import run_report
+
+    capsys.readouterr()
+    assert run_report(ray_experiment=str(experiment), format="json") == 0  # no PATH: the experiment's records
+    assert json.loads(capsys.readouterr().out)["sweeps"][0]["engine_note"] == note
 
 
 def measured_loop(records: str, report: Any = None) -> None:
