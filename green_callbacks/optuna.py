@@ -36,7 +36,11 @@ What each piece does:
   workers are running counted at that mean too), saying so once.
 * HF ``Trainer.hyperparameter_search(backend="optuna")``: the Trainer's own trial (``trainer._trial``) is read at
   each ``train()``, so the records and user attributes come without the wrapper. (HF ends a pruned trial with
-  ``on_train_end`` before it raises ``TrialPruned``: such a record says ``complete``; Optuna's state says PRUNED.)
+  ``on_train_end`` before it raises ``TrialPruned``: the adapter ends such a run when ``train()`` raises, so its
+  record says ``pruned`` too.)
+* A search's cost (:func:`trial_cost_j`, :func:`search_totals`) is each trial's totals (complete epochs) plus its
+  epoch cut short (``green_partial_epoch_energy_j``: a Lightning trial pruned in its validation), as the report
+  counts it.
 """
 
 from __future__ import annotations

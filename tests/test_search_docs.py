@@ -54,6 +54,13 @@ def test_optuna_example(tmp_path: Path) -> None:
         assert record["search"]["name"] == "regressor" and record["search"]["method"] == "tpe"
         assert record["search"]["state"] == trial.state.name.lower().replace("fail", "failed")
         assert trial.user_attrs["green_energy_j"] == record["totals"]["energy_j"]
+    # the report over the study's own data, as the page shows it
+    proc = subprocess.run([sys.executable, "-m", "green_callbacks.cli", "report", "green_runs", "--optuna-storage",
+                           "sqlite:///study.db", "--study", "regressor"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    n = len(study.trials)
+    assert f"{n} trial(s) in the optuna study 'regressor', {n} with a record." in " ".join(proc.stdout.split())
 
 
 def test_transformers_example(tmp_path: Path) -> None:
