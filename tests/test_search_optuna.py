@@ -285,5 +285,8 @@ def test_an_epoch_cut_short_by_pruning_is_in_the_search_cost(tmp_path: Path) -> 
     assert sweep.energy_stopped_j == pytest.approx(
         data[1]["totals"]["energy_j"] + data[3]["totals"]["energy_j"] + cut[1] + cut[3], rel=1e-12)
     assert sweep.progress[-1].energy_j == pytest.approx(cost, rel=1e-12)
+    from green_callbacks.report.render import sweep_sentences
+
+    assert any("of epochs cut short" in s and "not in those runs' totals" in s for s in sweep_sentences(sweep))
     assert budget.totals is not None and budget.totals.energy_j == pytest.approx(cost, rel=1e-12)
     assert budget.totals.measured == 4 and budget.totals.pruned == 2

@@ -119,6 +119,8 @@ def test_bad_engine_input_is_one_line_and_exit_2(tmp_path: Path, capsys: Any, mo
     missing = f"sqlite:///{tmp_path / 'missing.db'}"
     one_line([str(records), "--optuna-storage", missing, "--study", "other"], "does not exist")
     assert not (tmp_path / "missing.db").exists()  # nothing created
+    one_line([str(records), "--optuna-storage", str(tmp_path / "study.log"), "--study", "other"],
+             "neither a journal file nor a database URL")
     one_line([str(records), "--optuna-storage", url], "--optuna-storage and --study go together")
     one_line([str(records), "--ray-experiment", str(tmp_path / "no-such-folder")], "no Ray experiment folder at")
     one_line([str(records), "--ray-experiment", str(records)], "is not a Ray Tune experiment folder")

@@ -84,11 +84,14 @@ def read_optuna(storage: str, study: str) -> EngineSearch:
 
             backend: Any = JournalStorage(JournalFileBackend(where))
         else:
+            if "://" not in where:
+                raise EngineError(f"no Optuna storage at {where}: neither a journal file nor a database URL (give "
+                                  "--optuna-storage a journal file's path, or a URL such as sqlite:///study.db)")
             if where.startswith("sqlite:///") and not os.path.isfile(where[len("sqlite:///"):]):
                 raise EngineError(f"no Optuna storage at {where}: the SQLite file {where[len('sqlite:///'):]} does "
                                   "not exist (give the URL the study was created with, or a journal file's path)")
             backend = optuna.storages.RDBStorage(where, skip_table_creation=True)
-        names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
+        names = optuna.get_all_study_names(backend)
         if study not in names:
             known = ", ".join(repr(n) for n in names[:10]) or "none"
             raise EngineError(f"no study {study!r} in the Optuna storage {where} (its studies: {known}); give "
