@@ -152,10 +152,10 @@ class SweepAnalysis:
     """Measured energy of the pruned and failed trials (in :attr:`total_energy_j` too)."""
     progress: tuple[Progress, ...] = ()
     energy_cut_epochs_j: float | None = None
-    engine_note: str = ""
-    """The search engine's trials against the records (``report --optuna-storage``/``--ray-experiment``), if read."""
     """Of :attr:`total_energy_j`, the epochs cut short (a trial pruned in its validation): in the search's cost, not
     in their records' totals (:func:`search_cost_j`); ``None`` when no trial has one."""
+    engine_note: str = ""
+    """The search engine's trials against the records (``report --optuna-storage``/``--ray-experiment``), if read."""
 
 
 def search_of(run: RunSummary) -> SearchInfo | None:
