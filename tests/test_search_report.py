@@ -5,6 +5,7 @@ exit status 2. (The Ray experiment folder: tests/test_search_ray.py, which runs 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -128,3 +129,11 @@ def test_bad_engine_input_is_one_line_and_exit_2(tmp_path: Path, capsys: Any, mo
     monkeypatch.setitem(sys.modules, "optuna", None)
     one_line([str(records), "--optuna-storage", url, "--study", "other"],
              '--optuna-storage needs optuna: pip install "green-callbacks[optuna]"')
+    experiment = tmp_path / "experiment"
+    experiment.mkdir()
+    (experiment / "experiment_state-2026-01-01_00-00-00.json").write_text("{}", encoding="utf-8")
+    if importlib.util.find_spec("ray") is not None:  # a torn snapshot
+        one_line([str(records), "--ray-experiment", str(experiment)], "cannot read the Ray experiment in")
+    monkeypatch.setitem(sys.modules, "ray.tune", None)
+    one_line([str(records), "--ray-experiment", str(experiment)],
+             '--ray-experiment needs Ray Tune: pip install "green-callbacks[ray]"')
