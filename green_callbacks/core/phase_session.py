@@ -148,6 +148,11 @@ class PhaseSession:
         self._warm_tokens_out: Any = None
         self._tokens_out_missing = False
 
+    meter = property(lambda self: self.context.meter)
+    dist = property(lambda self: self.context.dist)
+    reducer = property(lambda self: self.context.reducer)
+    record_path = property(lambda self: self.context.record_path)
+
     # ------------------------------------------------------------------ set-up
     def start(
         self,
@@ -174,11 +179,6 @@ class PhaseSession:
         self.status = "running"
         meter.begin(_PHASE, _WARMUP)  # one read opens both
         self.context.exit.install(signals=handle_signals)
-
-    meter = property(lambda self: self.context.meter)
-    dist = property(lambda self: self.context.dist)
-    reducer = property(lambda self: self.context.reducer)
-    record_path = property(lambda self: self.context.record_path)
 
     # ------------------------------------------------------------------ batches (hot path)
     def batch_start(self, batch: Any, model: Any = None) -> None:
