@@ -1,6 +1,7 @@
 """A per-epoch value is declared once, on its :class:`EpochRow` field (``per_epoch``), and everything else follows:
 the epoch window declares its cross-rank state, gives this rank's value and hands the reduced one to the row; the
-row's logged values get their ``green/epoch_<field>`` key; the record writes it and the reader reads it back.
+row's logged values get their ``green/epoch_<field>`` key; the record writes it and the reader reads it back, and a
+checkpoint keeps it with its row.
 
 The checks walk the row's fields, so a value added the way docs/architecture.md says is checked with no edit here.
 """
@@ -59,7 +60,7 @@ def _one_epoch(tmp_path, fake_clock, monkeypatch):
     metrics = session.epoch_end({})
     path = session.finish()
     (local, reduced), = seen
-    return session.rows[0], local, reduced, metrics, path
+    return session, local, reduced, metrics, path
 
 
 def test_every_numeric_row_field_is_declared_per_epoch_or_derived() -> None:
@@ -71,7 +72,8 @@ def test_every_numeric_row_field_is_declared_per_epoch_or_derived() -> None:
 
 
 def test_every_declared_row_value_is_given_reduced_into_the_row_and_logged(tmp_path, fake_clock, monkeypatch):
-    row, local, reduced, metrics, path = _one_epoch(tmp_path, fake_clock, monkeypatch)
+    session, local, reduced, metrics, path = _one_epoch(tmp_path, fake_clock, monkeypatch)
+    row = session.rows[0]
     for f in per_epoch_fields():
         name = f.name
         assert local[name] is not None, f"the epoch window gives no value of {name} in this epoch"
@@ -88,8 +90,11 @@ def test_every_declared_row_value_is_given_reduced_into_the_row_and_logged(tmp_p
     assert row.peak_flops_per_s is not None and row.peak_flops_per_s > 0
     assert metrics["green/epoch_train_flops"] == 3e12 and metrics["green/epoch_eval_flops"] == 1e11
     read = load_record(path).epochs[0]  # the reader gives the same row back
+    resumed = Session(GreenConfig(carbon_intensity=100.0), framework="test")
+    resumed.load_state_dict(session.state_dict())  # and a checkpoint keeps it with its row
     for f in per_epoch_fields():
-        assert getattr(read, f.name) == getattr(row, f.name)
+        assert getattr(read, f.name) == getattr(row, f.name), f.name
+        assert getattr(resumed.rows[0], f.name) == getattr(row, f.name), f.name
 
 
 def test_the_window_declares_each_row_value_with_the_rows_reduction(tmp_path):
