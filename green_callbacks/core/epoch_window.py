@@ -77,8 +77,8 @@ class EpochWindow:
     def close(self, epoch_m: Measurement, metrics: dict[str, float], *, run: RunContext, ledger: RunLedger,
               flops_ok: bool, intensity: float, peak_flops_per_s: float | None, footprint: FootprintTracker,
               factors: Sequence[Factor | None] = (None,)) -> EpochRow:
-        """Sum the epoch over ``run``'s ranks (one collective), advance the ledger's totals and convergence, and
-        return the epoch's row. ``flops_ok``: FLOP counting was not switched off after a failure. ``factors``: the
+        """Sum the epoch over ``run``'s ranks (one collective), advance the ledger's totals, and return the epoch's
+        row. ``flops_ok``: FLOP counting was not switched off after a failure. ``factors``: the
         ranges of the factors emissions multiply energy by (PUE, grid intensity; ``None``: no basis)."""
         assert self.epoch is not None
         eval_m = sum_measurements("eval", self.evals, epoch_m.components)
@@ -118,7 +118,6 @@ class EpochWindow:
         totals = ledger.advance(time_s=epoch_m.duration_s, train_flops=sums["train_flops"],
                                 eval_flops=sums["eval_flops"], energy_j=energy_j, emissions_gco2e=emissions,
                                 parts=parts, factors=factors)
-        ledger.observe(self.epoch, metrics, speak=dist.is_global_zero)
         row = EpochRow(
             epoch=self.epoch, time_s=epoch_m.duration_s, energy_j=energy_j, component_energy_j=comp_j,
             component_method=methods, eval_energy_j=eval_j,

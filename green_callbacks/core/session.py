@@ -256,8 +256,9 @@ class Session:
                 flops_ok=self.flops_available, intensity=grid.intensity_gco2e_per_kwh,
                 peak_flops_per_s=self.peak.peak_flops_per_s, footprint=self.footprint,
                 factors=emission_factors(grid, self.config.pue))
-            self.ledger.add(row)
             speak = self.dist.is_global_zero
+            self.notices.monitor(self.ledger.observe(row.epoch, row.metrics), speak=speak)
+            self.ledger.add(row)
             self.notices.lost(row, epoch_m, self.meter.broken, speak=speak)
             decision = self.ledger.budget(budget_kwh=self.config.budget_kwh, budget_gco2e=self.config.budget_gco2e,
                                           stop=self.config.budget_action == "stop")
