@@ -76,3 +76,22 @@ def test_uninferable_mode_and_bad_target_explain():
         ConvergenceTracker("val_wobble")
     with pytest.raises(ValueError, match="target must be a finite number"):
         ConvergenceTracker("val_loss", target=math.inf)
+
+
+def test_the_ledger_returns_the_monitor_message_and_says_nothing_itself() -> None:
+    import warnings
+
+    from green_callbacks.core.ledger import RunLedger
+    from green_callbacks.core.wording import CALLBACK
+
+    ledger = RunLedger(None, CALLBACK)
+    ledger.advance(time_s=1.0, train_flops=None, eval_flops=None, energy_j=1.0, emissions_gco2e=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no I/O in the ledger: a warning here would raise
+        first = ledger.observe(0, {"loss": 1.0})
+        second = ledger.observe(1, {"loss": 0.9})
+        adopted = ledger.observe(2, {"loss": 0.8, "val_loss": 2.0})
+    assert first is not None and "no validation metric was logged in epoch 0" in first
+    assert second is None  # said once
+    assert adopted is not None and "follows 'val_loss' (min)" in adopted
+    assert ledger.monitor == "val_loss"

@@ -250,7 +250,7 @@ def test_session_cpu_only_is_unavailable_when_no_hardware_has_a_figure(tmp_path,
     host = embodied.host_row()
     monkeypatch.setattr(embodied, "host_row", lambda: embodied.EmbodiedRow(**{**vars(host), "kgco2e": None}))
     session = _session(tmp_path, ConstantPowerSensor("gpu", 100.0, scope="device"))
-    session._custom_sensors = session._custom_sensors[1:]  # no GPU sensor at all: a CPU-only run
+    session.context.sensors = session.context.sensors[1:]  # no GPU sensor at all: a CPU-only run
     session.start(device_indices=[])
     out = _epoch(session, fake_clock, 10.0)
     assert math.isnan(out["green/epoch_embodied_gco2e"]) and math.isnan(out["green/total_embodied_gco2e"])

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from green_callbacks.core.wording import CALLBACK, FrontEnd, warn_user
+from green_callbacks.core.wording import CALLBACK, FrontEnd
 
 __all__ = [
     "VALIDATION_LOSS_NAMES",
@@ -182,13 +182,13 @@ class MonitorWatch:
         has no metrics) hears nothing about it."""
 
     def observe(
-        self, tracker: ConvergenceTracker | None, names: Iterable[str], epoch: int, *, speak: bool = True
-    ) -> ConvergenceTracker | None:
-        """The tracker to use from this epoch on (a new one when the validation loss is adopted now); ``speak``:
-        this process may warn (global rank zero)."""
+        self, tracker: ConvergenceTracker | None, names: Iterable[str], epoch: int
+    ) -> tuple[ConvergenceTracker | None, str | None]:
+        """The tracker to use from this epoch on (a new one when the validation loss is adopted now), and the
+        message to give the user now, if any (the driver says it, on global rank zero)."""
         names = sorted(names)
         first, self._first_epoch_seen = not self._first_epoch_seen, True
-        speak = speak and self._say.has("monitor")
+        speak = self._say.has("monitor")
         monitor_option = self._say.passing(self._say.setting("monitor", "...", literal=True))
         mode_option = self._say.passing(self._say.setting("monitor", "...", literal=True),
                                         self._say.setting("mode", "...", literal=True))
@@ -196,26 +196,24 @@ class MonitorWatch:
             if first and tracker.monitor not in names and speak:
                 close = closest_name(tracker.monitor, names)
                 hint = f"; did you mean {close!r}?" if close else ""
-                warn_user(
+                return tracker, (
                     f"green_callbacks: the monitored metric {tracker.monitor!r} was not logged in epoch {epoch} "
                     f"(logged: {', '.join(map(repr, names)) or 'none'}){hint} The green/*_to_convergence keys stay "
                     f"NaN until it appears; check {monitor_option} or the framework's monitor."
                 )
-            return tracker
+            return tracker, None
         chosen = default_monitor(names)
         if chosen is not None:
-            if speak:
-                warn_user(
-                    f"green_callbacks: convergence (green/*_to_convergence) follows {chosen!r} (min), the validation "
-                    f"loss, because no metric was named; pass {mode_option} to follow another metric."
-                )
-            return ConvergenceTracker(chosen, "min", None)
+            return ConvergenceTracker(chosen, "min", None), None if not speak else (
+                f"green_callbacks: convergence (green/*_to_convergence) follows {chosen!r} (min), the validation "
+                f"loss, because no metric was named; pass {mode_option} to follow another metric."
+            )
         if not self._said_no_validation and speak:
             self._said_no_validation = True
-            warn_user(
+            return None, (
                 f"green_callbacks: no validation metric was logged in epoch {epoch} (logged: "
                 f"{', '.join(map(repr, names)) or 'none'}), so green/*_to_convergence stay NaN; validate during the "
                 f"fit (a validation loss such as {VALIDATION_LOSS_NAMES[0]!r} or {VALIDATION_LOSS_NAMES[1]!r} is "
                 f"followed by default) or pass {monitor_option} to name the metric that defines convergence."
             )
-        return None
+        return None, None

@@ -112,7 +112,8 @@ def default_reducer() -> Reducer:
 
 class Ranks:
     """This process's ranks and the sum over ranks, each found when first needed (a process group may be set up
-    after the object is made); given ones are kept. Shared by the training and the phase sessions."""
+    after the object is made); given ones are kept. Every kind of run holds them in its run context
+    (:class:`~green_callbacks.core.run_context.RunContext`)."""
 
     _dist: DistInfo | None = None
     _reducer: Reducer | None = None

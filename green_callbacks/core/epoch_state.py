@@ -47,12 +47,23 @@ class EpochState:
     def names(self) -> tuple[str, ...]:
         return tuple(self._reductions)
 
+    @property
+    def reductions(self) -> Mapping[str, Reduction]:
+        """Each declared value's reduction, in the order declared."""
+        return dict(self._reductions)
+
     def reduce(self, local: Mapping[str, float | None], dist: DistInfo, reducer: Reducer) -> Reduced:
-        """One collective call for every declared value; ``local`` gives this rank's (missing names: ``None``)."""
+        """One collective call for every declared value; ``local`` gives this rank's value of each (``None``: this
+        rank lacks it), and no other: a value declared but never given, or given but never declared, is a
+        :class:`ValueError` (it would be silently unavailable, or silently dropped, on every epoch)."""
         names = self.names
+        if len(local) != len(names) or any(name not in local for name in names):
+            given = set(local)
+            raise ValueError(f"per-epoch values declared but not given: {sorted(set(names) - given)}; given but "
+                             f"not declared: {sorted(given - set(names))}")
         vector: list[float | None] = []
         for name in names:
-            value = local.get(name)
+            value = local[name]
             if self._reductions[name] == "rank_zero":
                 value = (value if value is not None else float("nan")) if dist.is_global_zero else 0.0
             vector.append(value)

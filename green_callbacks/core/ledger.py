@@ -97,11 +97,13 @@ class RunLedger:
         )
         return self.totals
 
-    def observe(self, epoch: int, metrics: Mapping[str, float], *, speak: bool) -> None:
-        """Follow the monitored metric of this epoch (after :meth:`advance`: convergence keeps the totals now)."""
-        self.convergence = self.watch.observe(self.convergence, metrics, epoch, speak=speak)
+    def observe(self, epoch: int, metrics: Mapping[str, float]) -> str | None:
+        """Follow the monitored metric of this epoch (after :meth:`advance`: convergence keeps the totals now);
+        the message the user needs about the monitored metric now, if any (the driver says it)."""
+        self.convergence, message = self.watch.observe(self.convergence, metrics, epoch)
         if self.convergence is not None:
             self.convergence.update(epoch, metrics.get(self.convergence.monitor), self.totals)
+        return message
 
     def add(self, row: EpochRow) -> None:
         """Keep a closed epoch's row: projections and methods follow it."""

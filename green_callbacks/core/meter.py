@@ -16,7 +16,7 @@ from green_callbacks.core import clock
 from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE, Reading, Sensor, shared_boundary
 from green_callbacks.core.wording import warn_user
 
-__all__ = ["ComponentEnergy", "Measurement", "Meter"]
+__all__ = ["ComponentEnergy", "Measurement", "Meter", "sum_measurements"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,21 @@ class Measurement:
 class _Snapshot:
     time_s: float
     readings: Mapping[str, Reading]
+
+
+def sum_measurements(name: str, parts: Sequence[Measurement], like: Mapping[str, ComponentEnergy]) -> Measurement:
+    """Several windows as one (an epoch's evaluations, a phase's warm-up batches), with ``like``'s components: each
+    summed, unavailable when any window lacked it; no window is 0 J with ``like``'s methods."""
+    if not parts:
+        return Measurement(name, 0.0, {k: ComponentEnergy(0.0, v.method) for k, v in like.items()})
+    comps: dict[str, ComponentEnergy] = {}
+    for key in like:
+        values = [p.components[key] for p in parts if key in p.components]
+        if any(v.energy_j is None for v in values):
+            comps[key] = ComponentEnergy(None, UNAVAILABLE, next((v.note for v in values if v.note), ""))
+        else:
+            comps[key] = ComponentEnergy(sum(v.energy_j or 0.0 for v in values), values[-1].method)
+    return Measurement(name, sum(p.duration_s for p in parts), comps)
 
 
 class Meter:

@@ -1,8 +1,10 @@
 """The one place where the ``green/...`` metric keys are named and built (the contract in the README's table of keys).
 
-An epoch's keys are built from its :class:`~green_callbacks.core.session.EpochRow` by :func:`epoch_metrics`; a new
-per-epoch key is added here (its name in :data:`METRIC_KEYS`, its value in :func:`epoch_metrics`) and reaches all
-three frameworks' loggers without a change in any adapter. :func:`user_metrics` is the one filter of a framework's
+An epoch's keys are built from its :class:`~green_callbacks.core.rows.EpochRow` by :func:`epoch_metrics`: a row
+value declared ``per_epoch(..., logged=True)`` is logged under ``green/epoch_<field>`` by the one rule here
+(:data:`ROW_KEYS`; the field's name carries its unit); a key derived otherwise is named in :data:`METRIC_KEYS` and
+given its value in :func:`epoch_metrics`. Either way it reaches every framework's loggers without a change in any
+adapter. :func:`user_metrics` is the one filter of a framework's
 metrics down to the user's own numbers (the record's per-epoch ``metrics`` and the monitored value).
 """
 
@@ -12,6 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from green_callbacks.core.rows import per_epoch_fields
 from green_callbacks.core.throughput import Throughput, throughput
 from green_callbacks.core.units import joules_to_kwh
 
@@ -28,6 +31,7 @@ __all__ = [
     "PHASE_METRIC_SUFFIXES",
     "PREFIX",
     "PROGRESS_BAR_KEYS",
+    "ROW_KEYS",
     "THROUGHPUT_KEYS",
     "console_view",
     "epoch_metrics",
@@ -111,6 +115,12 @@ INTERVAL_KEYS: tuple[str, ...] = (
 """The range the run's true energy and emissions lie in (95 %, docs/uncertainty.md), so that a dashboard can draw
 a band; NaN where a method or factor has no basis for an interval."""
 
+_LOGGED_ROW_VALUES: tuple[str, ...] = tuple(f.name for f in per_epoch_fields(logged=True))
+ROW_KEYS: tuple[str, ...] = tuple(f"{PREFIX}epoch_{name}" for name in _LOGGED_ROW_VALUES)
+"""The keys of the row's logged values: ``green/epoch_<field>`` for each field declared ``per_epoch(...,
+logged=True)`` on :class:`~green_callbacks.core.rows.EpochRow` (``green/epoch_train_flops``,
+``green/epoch_eval_flops``)."""
+
 METRIC_KEYS: tuple[str, ...] = (
     "green/epoch_energy_kwh",
     "green/epoch_gpu_energy_kwh",
@@ -119,8 +129,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "green/epoch_eval_energy_kwh",
     "green/epoch_emissions_gco2e",
     "green/epoch_time_s",
-    "green/epoch_train_flops",
-    "green/epoch_eval_flops",
+    *ROW_KEYS,
     "green/total_energy_kwh",
     "green/total_emissions_gco2e",
     *INTERVAL_KEYS,
@@ -174,8 +183,7 @@ def epoch_metrics(
         "green/epoch_eval_energy_kwh": _kwh(row.eval_energy_j),
         "green/epoch_emissions_gco2e": _nan(row.emissions_gco2e),
         "green/epoch_time_s": float(row.time_s),
-        "green/epoch_train_flops": _nan(row.train_flops),
-        "green/epoch_eval_flops": _nan(row.eval_flops),
+        **{key: _nan(getattr(row, name)) for key, name in zip(ROW_KEYS, _LOGGED_ROW_VALUES, strict=True)},
         "green/total_energy_kwh": _kwh(row.totals.energy_j),
         "green/total_emissions_gco2e": _nan(row.totals.emissions_gco2e),
         "green/total_energy_kwh_low": _kwh(row.totals.energy_low_j),

@@ -1,6 +1,7 @@
 """The once-per-run messages of a fit: energy not measured here, why ``green/mfu`` is NaN, a component lost, a
-budget reached. Each is said once, by global rank zero, at the user's line
-(:func:`~green_callbacks.core.wording.warn_user`).
+budget reached, the monitored metric missing or chosen. Each is said once, by global rank zero, at the user's line
+(:func:`~green_callbacks.core.wording.warn_user`); the objects that decide them (the ledger, convergence, budgets)
+only return them.
 """
 
 from __future__ import annotations
@@ -69,6 +70,13 @@ class RunNotices:
                 f"on; the run record marks {name} 'unavailable' in every epoch it is missing from (never 0) and "
                 "keeps what was measured; those epochs' energy and emissions are the other components' only.",
                 RuntimeWarning)
+
+    @staticmethod
+    def monitor(message: str | None, *, speak: bool) -> None:
+        """What the user needs to know about the monitored metric (:meth:`~green_callbacks.core.convergence.
+        MonitorWatch.observe`): its name not logged, the validation loss adopted, no validation metric."""
+        if message is not None and speak:
+            warn_user(message)
 
     @staticmethod
     def budget(decision: BudgetDecision, *, stop: bool, speak: bool) -> None:

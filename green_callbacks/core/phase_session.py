@@ -23,10 +23,10 @@ from typing import Any
 
 from green_callbacks.core import clock
 from green_callbacks.core.config import GreenConfig
-from green_callbacks.core.distributed import DistInfo, Ranks, Reducer
+from green_callbacks.core.distributed import DistInfo, Reducer
 from green_callbacks.core.epoch_state import EpochState
 from green_callbacks.core.guard import Guard, strict_mode
-from green_callbacks.core.meter import Measurement, Meter
+from green_callbacks.core.meter import Measurement, sum_measurements
 from green_callbacks.core.phase import (
     PHASE_KINDS,
     BreakEven,
@@ -39,12 +39,10 @@ from green_callbacks.core.phase import (
     tokens_in_of,
 )
 from green_callbacks.core.phase_flops import PhaseFlops
-from green_callbacks.core.record_sink import RecordSink, environment_of
-from green_callbacks.core.record_writer import new_record_path
+from green_callbacks.core.record_sink import environment_of
+from green_callbacks.core.run_context import RunContext
 from green_callbacks.core.run_record import record_head
 from green_callbacks.core.sensors.base import COMPONENTS, Sensor
-from green_callbacks.core.sensors.factory import build_sensors
-from green_callbacks.core.signals import ExitHandlers
 from green_callbacks.core.wording import warn_user
 
 __all__ = ["PhaseSession", "PhaseTap", "training_link"]
@@ -71,8 +69,9 @@ def training_link(session: Any) -> dict[str, Any] | None:
     }
 
 
-class PhaseSession(Ranks):
-    """One measured phase. Nothing here knows a framework.
+class PhaseSession:
+    """One measured phase. Nothing here knows a framework; its set-up (carbon, meter, ranks, record path and sink,
+    exit handlers) is the :class:`~green_callbacks.core.run_context.RunContext` every kind of run shares.
 
     Args:
         config: the callback's validated settings (carbon, PUE, output folder).
@@ -110,10 +109,11 @@ class PhaseSession(Ranks):
         self.config = config
         self.framework = framework
         self.kind = kind
-        self._custom_sensors = None if sensors is None else list(sensors)
         self.training = training
-        self._dist = dist
-        self._reducer = reducer
+        # the fit's intensity (settled by whichever needs it first); else this phase's own, fetched in the background
+        fit_carbon = getattr(training, "carbon_choice", None)
+        self.context = RunContext(config, on_exit=self.abort, record=f"{kind} record", retried=False, sensors=sensors,
+                                  dist=dist, reducer=reducer, carbon=fit_carbon, owns_carbon=False)
         self._flops = flops
         self._flops_error = flops_error
         self._sees_batches = sees_batches
@@ -121,19 +121,12 @@ class PhaseSession(Ranks):
         self.run_id = uuid.uuid4().hex
         self.status = "created"
         self.error: str | None = None
-        self.meter: Meter | None = None
-        self.carbon: Any = None
-        self._choice: Any = None  # the CarbonChoice the carbon comes from (set at start)
-        self._own_choice = False
-        self.record_path: Path | None = None
+        self.carbon: Any = None  # the settled intensity (at the phase's end)
         self.result: PhaseResult | None = None
         self.break_even: BreakEven | None = None
         self.info: dict[str, Any] = {}
         self.lost: Mapping[str, str] = {}
         """Parts switched off after a failure (the :class:`PhaseTap`'s guard), for the record."""
-        self._started_at: float | None = None
-        self._sink = RecordSink(f"{kind} record", retried=False)
-        self._exit = ExitHandlers(self.abort)  # SIGTERM/SIGHUP or interpreter exit mid-phase: the record says so
         # per-batch state (kept small: this is the hot path)
         self._shapes: dict[tuple[Any, ...], list[Any]] = {}  # signature -> [example batch, count, samples]
         self._t0: float | None = None
@@ -155,6 +148,11 @@ class PhaseSession(Ranks):
         self._warm_tokens_out: Any = None
         self._tokens_out_missing = False
 
+    meter = property(lambda self: self.context.meter)
+    dist = property(lambda self: self.context.dist)
+    reducer = property(lambda self: self.context.reducer)
+    record_path = property(lambda self: self.context.record_path)
+
     # ------------------------------------------------------------------ set-up
     def start(
         self,
@@ -172,33 +170,15 @@ class PhaseSession(Ranks):
         then calls :meth:`abort` from its exception hook; the ``atexit`` hook is installed either way."""
         if self.status != "created":
             return
-        from green_callbacks.core.carbon import choose_carbon
-
-        # the fit's intensity (settled by whichever needs it first); else this phase's own, fetched in the background
-        choice = getattr(self.training, "carbon_choice", None)
-        self._own_choice = choice is None
-        self._choice = choice if choice is not None else choose_carbon(
-            country=self.config.country,
-            region=self.config.region,
-            carbon_intensity=self.config.carbon_intensity,
-            live=self.config.live_intensity,
-        )
-        self.carbon = self._choice.value
-        sensors = self._custom_sensors
-        if sensors is None:
-            sensors = build_sensors(self.config, device_type=device_type, device_indices=device_indices,
-                                    device_uuids=device_uuids)
-        self.meter = Meter(sensors)
-        self.meter.start()
-        self._started_at = clock.wall_time_s()
+        self.carbon = self.context.carbon_choice.value
+        meter = self.context.open_meter(device_type=device_type, device_indices=device_indices,
+                                        device_uuids=device_uuids)
         self.info = dict(extra or {})
         training_path = getattr(self.training, "record_path", None) if training_link(self.training) else None
-        folder = self.config.output_dir or (Path(training_path).parent if training_path else None) or output_dir
-        self.record_path = new_record_path(folder or "green_runs")
-        self._sink.open(self.record_path, writes=self.dist.is_global_zero)
+        self.context.open_record((Path(training_path).parent if training_path else None) or output_dir)
         self.status = "running"
-        self.meter.begin(_PHASE, _WARMUP)  # one read opens both
-        self._exit.install(signals=handle_signals)
+        meter.begin(_PHASE, _WARMUP)  # one read opens both
+        self.context.exit.install(signals=handle_signals)
 
     # ------------------------------------------------------------------ batches (hot path)
     def batch_start(self, batch: Any, model: Any = None) -> None:
@@ -299,7 +279,7 @@ class PhaseSession(Ranks):
         if self.meter.is_open(_WARMUP):
             self.meter.end(_WARMUP)
         self.meter.close()
-        self._exit.uninstall()
+        self.context.exit.uninstall()
         flops = self._flops_total()
         self.result = self._summarize(window, flops)
         self.status = "completed"
@@ -318,7 +298,7 @@ class PhaseSession(Ranks):
             except Exception:
                 pass
             self._flops = None
-        self._exit.uninstall()
+        self.context.exit.uninstall()
         window = self.meter.end(_PHASE)
         self.meter.close()
         # this rank's part only: no collective call on a failure path
@@ -326,22 +306,13 @@ class PhaseSession(Ranks):
         self.status = status
         self._link_and_write()
 
-    def _local_j(self, name: str, value: float | None) -> float | None:
-        """This rank's share: node-level sensors count on the node leader only."""
-        assert self.meter is not None
-        sensor = self.meter.sensors.get(name)
-        if sensor is not None and sensor.scope == "node" and not self.dist.is_node_leader:
-            return 0.0
-        return value
-
     def _summarize(self, window: Measurement, flops: float | None, *, reduce: bool = True) -> PhaseResult:
-        self.carbon = self._choice.settle()
-        if self._own_choice:
-            self._choice.close()
+        self.carbon = self.context.carbon_choice.settle()
+        self.context.close_carbon()
         names = [c for c in COMPONENTS if c in window.components] + [
             c for c in window.components if c not in COMPONENTS
         ]
-        warm = _sum_parts(self._warm_parts, names)
+        warm = sum_measurements(_WARMUP, self._warm_parts, window.components)
         tokens = None if self._tokens_missing or self._tokens is None else float(self._tokens)
         warm_tokens = None if tokens is None or self._warm_tokens is None else float(self._warm_tokens)
         if tokens is not None and warm_tokens is None:
@@ -357,8 +328,8 @@ class PhaseSession(Ranks):
             "warmup_tokens_out": warm_out, "intensity": self.carbon.intensity_gco2e_per_kwh,
         }
         for n in names:
-            local[f"energy_j/{n}"] = self._local_j(n, window.component_j(n))
-            local[f"warmup_energy_j/{n}"] = self._local_j(n, warm[n])
+            local[f"energy_j/{n}"] = self.context.local_j(n, window.component_j(n))
+            local[f"warmup_energy_j/{n}"] = self.context.local_j(n, warm.component_j(n))
         if reduce and self.dist.world_size > 1:  # one collective; a failure path (reduce=False) makes none
             state = EpochState()
             for name in local:
@@ -374,7 +345,7 @@ class PhaseSession(Ranks):
             component_energy_j={n: sums[f"energy_j/{n}"] for n in names},
             component_method={n: window.components[n].method for n in names},
             warmup_component_energy_j={n: sums[f"warmup_energy_j/{n}"] for n in names},
-            warmup_time_s=float(sum(p.duration_s for p in self._warm_parts)),
+            warmup_time_s=warm.duration_s,
             batches=_count(sums["batches"]),
             samples=_count(sums["samples"]),
             warmup_batches=_count(sums["warmup_batches"]),
@@ -406,8 +377,9 @@ class PhaseSession(Ranks):
         result = self.result
         return {
             **record_head(kind=self.kind, run_id=self.run_id, framework=self.framework, status=self.status,
-                          error=self.error, started_at=self._started_at, world_size=self.dist.world_size,
-                          carbon=None if self.carbon is None else self._choice.to_record(), pue=self.config.pue,
+                          error=self.error, started_at=self.context.started_at, world_size=self.dist.world_size,
+                          carbon=None if self.carbon is None else self.context.carbon_choice.to_record(),
+                          pue=self.config.pue,
                           components={} if self.meter is None else self.meter.info(), lost=self.lost),
             "methods": {n: [m] for n, m in ({} if result is None else result.component_method).items()},
             "training": training_link(self.training),
@@ -423,16 +395,17 @@ class PhaseSession(Ranks):
             },
             "epochs": [],
             "epochs_log": None,
-            **self._sink.environment,
+            **self.context.sink.environment,
             **self.info,
         }
 
     def _link_and_write(self) -> None:
-        if not self._sink.writes_here:
+        sink = self.context.sink
+        if not sink.writes_here:
             return
         # the machine and versions, read after the phase's window (not part of its cost)
-        self._sink.environment = environment_of(self.meter.info() if self.meter else {})
-        self._sink.final(self.to_record)
+        sink.environment = environment_of(self.meter.info() if self.meter else {})
+        sink.final(self.to_record)
         add_phase = getattr(self.training, "add_phase", None)
         if self.result is not None and training_link(self.training) is not None and callable(add_phase):
             add_phase({
@@ -445,15 +418,6 @@ class PhaseSession(Ranks):
 
 def _count(value: float | None) -> int | None:
     return None if value is None else round(value)
-
-
-def _sum_parts(parts: Sequence[Measurement], names: Sequence[str]) -> dict[str, float | None]:
-    """Per-component sum of the warm-up windows (``None`` for a component any window lacked); 0 J for none."""
-    out: dict[str, float | None] = {}
-    for name in names:
-        values = [p.component_j(name) for p in parts]
-        out[name] = None if any(v is None for v in values) else float(sum(values))  # type: ignore[arg-type]
-    return out
 
 
 class PhaseTap:
@@ -531,10 +495,13 @@ class PhaseTap:
             if flops is None:
                 flops = self._flops[kind] = PhaseFlops()
             flops.open()
-        phase = PhaseSession(
-            self._config, framework=self._framework, kind=kind, sensors=self._sensors, training=training, dist=dist,
-            flops=flops, flops_error=self._flops_failed, sees_batches=sees_batches, times_batches=times_batches,
+        phase = self.guard.call(
+            "phase", PhaseSession, self._config, framework=self._framework, kind=kind, sensors=self._sensors,
+            training=training, dist=dist, flops=flops, flops_error=self._flops_failed, sees_batches=sees_batches,
+            times_batches=times_batches,
         )
+        if phase is None:  # its set-up failed (warned once; phases are off)
+            return False
         phase.lost = self.guard.lost
         self.current = phase
         self.guard.call(

@@ -24,27 +24,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from green_callbacks.core import clock
-from green_callbacks.core.carbon import CarbonChoice, choose_carbon
+from green_callbacks.core.carbon import CarbonChoice
 from green_callbacks.core.config import GreenConfig
 from green_callbacks.core.convergence import ConvergenceTracker
-from green_callbacks.core.distributed import DistInfo, Ranks, Reducer
+from green_callbacks.core.distributed import DistInfo, Reducer
 from green_callbacks.core.epoch_window import EpochWindow, partial_record
 from green_callbacks.core.footprint import FootprintTracker
 from green_callbacks.core.guard import Guard
 from green_callbacks.core.ledger import RunLedger
-from green_callbacks.core.meter import Meter
 from green_callbacks.core.metric_keys import METRIC_KEYS, epoch_metrics, user_metrics
 from green_callbacks.core.notices import RunNotices
-from green_callbacks.core.record_sink import RecordSink
-from green_callbacks.core.record_writer import new_record_path
 from green_callbacks.core.rows import EpochRow
+from green_callbacks.core.run_context import RunContext
 from green_callbacks.core.run_record import fit_record
 from green_callbacks.core.sensors.base import Sensor
-from green_callbacks.core.sensors.factory import build_sensors
-from green_callbacks.core.signals import ExitHandlers
 from green_callbacks.core.throughput import PeakInfo, local_peak
-from green_callbacks.core.trial import current, merged_search, outcome_of, with_state
+from green_callbacks.core.trial import TrialLink
 from green_callbacks.core.uncertainty import emission_factors
 from green_callbacks.core.wording import CALLBACK, FrontEnd
 
@@ -69,8 +64,9 @@ def _virtual_machine() -> bool:
     return machine_cpuinfo().virtual_machine
 
 
-class Session(Ranks):
-    """One measured fit. Nothing here knows a framework.
+class Session:
+    """One measured fit. Nothing here knows a framework; its set-up (carbon, meter, ranks, record path and sink,
+    exit handlers) is the :class:`~green_callbacks.core.run_context.RunContext` every kind of run shares.
 
     Args:
         config: the validated user settings.
@@ -89,10 +85,9 @@ class Session(Ranks):
         self.framework = framework
         self.front_end = front_end
         # with a live provider, fetched in the background and settled at the first epoch's end (never waited for);
-        # ``carbon``: the choice of a session this one replaces before it started (its request goes on)
-        self.carbon_choice = carbon if carbon is not None else choose_carbon(
-            country=config.country, region=config.region, carbon_intensity=config.carbon_intensity,
-            live=config.live_intensity, front_end=front_end)
+        # ``carbon``: the choice of a session this one replaces before it started (its request goes on, owned here)
+        self.context = RunContext(config, on_exit=self._close_on_exit, sensors=sensors, dist=dist, reducer=reducer,
+                                  carbon=carbon, front_end=front_end)
         self.footprint = FootprintTracker(
             location=self.carbon.location, pue=config.pue, lifetime_years=config.embodied_lifetime_years,
             utilisation=config.embodied_utilisation, host_share=config.embodied_host_share,
@@ -101,42 +96,40 @@ class Session(Ranks):
                        if config.monitor else None)
         self.ledger = RunLedger(convergence, front_end)
         self.window = EpochWindow()
-        self.sink = RecordSink("run record")
         self.notices = RunNotices()
         self.guard = Guard("green_callbacks")
-        self.meter: Meter | None = None
+        self.trial = TrialLink(config.search, self.guard)  # the search engine's trial, if the run is part of one
         self.run_id = uuid.uuid4().hex
         self.hyperparameters: dict[str, Any] = {}
-        self.search: dict[str, Any] | None = config.search
-        """The record's search section: ``search=`` merged with the engine's trial (:mod:`~.trial`)."""
-        self.trial: Any = None  # the search engine's trial this run is bound to (core/trial.py)
         self.info: dict[str, Any] = {}
         """Record-level sections (``throughput``, the framework's, how FLOPs were counted): see :meth:`update_info`."""
         self.phases: list[dict[str, Any]] = []  # test/predict/evaluate run with this fit's model, newest last
-        self.started_at: float | None = None
         self.error: str | None = None
         self.partial_epoch: dict[str, Any] | None = None
         self.last_metrics: dict[str, float] = {}
         """The ``green/...`` metrics of the last completed epoch (empty before the first)."""
         self.peak = PeakInfo(None, None, (), "the run has not started")
         """This process's devices' dense peak FLOP/s at the run's compute dtype (for ``green/mfu``), or why not."""
-        self._custom_sensors = list(sensors) if sensors is not None else None
-        self._reducer, self._dist = reducer, dist
         self._status = "created"
-        self._record_path: Path | None = None
         self._lock = threading.RLock()
-        self._exit = ExitHandlers(self._close_on_exit)
 
     # ------------------------------------------------------------------ read-only state
+    carbon_choice = property(lambda self: self.context.carbon_choice)
     carbon = property(lambda self: self.carbon_choice.value, doc="The grid intensity (live: the fallback until "
                       "it is settled).")
+    meter = property(lambda self: self.context.meter)
+    sink = property(lambda self: self.context.sink)
+    dist = property(lambda self: self.context.dist)
+    reducer = property(lambda self: self.context.reducer)
+    started_at = property(lambda self: self.context.started_at)
+    search = property(lambda self: self.trial.search, doc="The record's search section (:mod:`~.trial`).")
     status = property(lambda self: self._status, doc="``created`` → ``running`` → ``completed`` | ``interrupted``"
                       " | ``failed``.")
     running = property(lambda self: self._status == "running")
     rows = property(lambda self: tuple(self.ledger.rows))
     epochs_done = property(lambda self: len(self.ledger.rows))
     totals = property(lambda self: self.ledger.totals)
-    record_path = property(lambda self: self._record_path)
+    record_path = property(lambda self: self.context.record_path)
     stop_reason = property(lambda self: self.ledger.stop_reason)
     should_stop = property(lambda self: self.ledger.should_stop,
                            doc="A budget would be exceeded and ``budget_action='stop'``: the adapter stops training.")
@@ -171,33 +164,26 @@ class Session(Ranks):
         with self._lock:
             if self._status == "running":
                 return
-            self.trial = self.guard.call("search", current, trial)
-            self.search = self.guard.call("search", merged_search, self.config.search, self.trial) or \
-                self.config.search
+            self.trial.bind(trial)
             self.ledger.adopt_monitor(monitor, mode)
             self.hyperparameters = dict(hyperparameters or {})
             self.set_planned_epochs(planned_epochs)
-            sensors = self._custom_sensors if self._custom_sensors is not None else build_sensors(
-                self.config, device_type=device_type, device_indices=device_indices, device_uuids=device_uuids)
-            self.meter = Meter(sensors)
-            self.meter.start()
-            self.meter.begin("run")
-            self.window.declare(self.meter)
-            self.footprint.configure(self.meter.info(), device_indices=device_indices,  # this process's GPUs
+            meter = self.context.open_meter(device_type=device_type, device_indices=device_indices,
+                                            device_uuids=device_uuids)
+            meter.begin("run")
+            self.window.declare(meter)
+            components = meter.info()
+            self.footprint.configure(components, device_indices=device_indices,  # this process's GPUs
                                      is_node_leader=self.dist.is_node_leader, virtual_machine=_virtual_machine())
-            self.started_at = clock.wall_time_s()
             self._status = "running"
-            components = self.meter.info()
             self.peak = local_peak(components, compute_dtype)
             self.info = {"throughput": {"compute_dtype": self.peak.dtype, "devices": list(self.peak.devices),
                                         "peak_flops_per_s": self.peak.peak_flops_per_s,
                                         "mfu_unavailable": self.peak.reason or None}, **dict(extra or {})}
-            if self._record_path is None:
-                self._record_path = new_record_path(self.config.output_dir or output_dir or "green_runs")
-            self.sink.open(self._record_path, writes=self.dist.is_global_zero, fresh_log=bool(self.ledger.rows))
-            self.notices.at_start(self.meter.read(), self.peak, speak=self.dist.is_global_zero)
+            self.context.open_record(output_dir, fresh_log=bool(self.ledger.rows))
+            self.notices.at_start(meter.read(), self.peak, speak=self.dist.is_global_zero)
             self.write_record()
-            self._exit.install(signals=handle_signals)
+            self.context.exit.install(signals=handle_signals)
             self.sink.capture_environment(components, then=self._environment_captured)
 
     def _environment_captured(self) -> None:
@@ -266,13 +252,13 @@ class Session(Ranks):
             epoch_m = self.meter.end("epoch")
             grid = self.carbon_choice.settle()
             row = self.window.close(
-                epoch_m, self.meter, user_metrics(metrics or {}), ledger=self.ledger, dist=self.dist,
-                reducer=self.reducer, flops_ok=self.flops_available,
-                intensity=grid.intensity_gco2e_per_kwh, pue=self.config.pue,
+                epoch_m, user_metrics(metrics or {}), run=self.context, ledger=self.ledger,
+                flops_ok=self.flops_available, intensity=grid.intensity_gco2e_per_kwh,
                 peak_flops_per_s=self.peak.peak_flops_per_s, footprint=self.footprint,
                 factors=emission_factors(grid, self.config.pue))
-            self.ledger.add(row)
             speak = self.dist.is_global_zero
+            self.notices.monitor(self.ledger.observe(row.epoch, row.metrics), speak=speak)
+            self.ledger.add(row)
             self.notices.lost(row, epoch_m, self.meter.broken, speak=speak)
             decision = self.ledger.budget(budget_kwh=self.config.budget_kwh, budget_gco2e=self.config.budget_gco2e,
                                           stop=self.config.budget_action == "stop")
@@ -301,7 +287,7 @@ class Session(Ranks):
             self.sink.await_environment()  # the final record holds the machine and versions
         with self._lock:
             if self._status != "running":
-                return self._record_path
+                return self.record_path
             if stop_reason is not None:
                 self.request_stop(stop_reason)
             if error is not None:
@@ -311,15 +297,13 @@ class Session(Ranks):
                     self.partial_epoch = partial_record(self.window, self.meter.end("epoch"))
                 self.meter.close()
             self._status = status
-            if self.trial is not None:  # an engine's trial: the record says how it ended (pruned included)
-                self.search = with_state(self.search, status, self.error)
-            self._exit.uninstall()
+            self.trial.ended(status, self.error)  # an engine's trial: the record says how it ended
+            self.context.exit.uninstall()
             self.carbon_choice.settle()  # a run with no complete epoch says which intensity it would have used
             self.sink.final(self.to_record)
-        self.carbon_choice.close()
-        if self.trial is not None and self.dist.is_global_zero:  # the engine's trial gets the totals (user attrs)
-            self.guard.call("search", lambda: self.trial.finished(outcome_of(self)))
-        return self._record_path
+        self.context.close_carbon()
+        self.trial.hand_back(self, speak=self.dist.is_global_zero)  # the engine's trial gets the totals
+        return self.record_path
 
     def _close_on_exit(self, status: str, reason: BaseException | str) -> None:
         self.finish(status, reason)
@@ -348,7 +332,7 @@ class Session(Ranks):
         if not self.sink.writes_here:
             return None
         self.sink.write(self.ledger.rows, self._header, force=header)
-        return self._record_path
+        return self.record_path
 
     def flush(self, timeout_s: float | None = 30.0) -> bool:
         """Wait until the record on disk holds everything handed to the writer, the machine and versions captured
@@ -362,7 +346,7 @@ class Session(Ranks):
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps so that a resumed run continues its totals and convergence."""
-        return {"run_id": self.run_id, "record_path": None if self._record_path is None else str(self._record_path),
+        return {"run_id": self.run_id, "record_path": None if self.record_path is None else str(self.record_path),
                 **self.ledger.state_dict(), "footprint": self.footprint.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -371,7 +355,7 @@ class Session(Ranks):
         if state.get("footprint") is not None:
             self.footprint.load_state_dict(state["footprint"])
         if state.get("record_path"):
-            self._record_path = Path(state["record_path"])
-        if self._status == "running" and self._record_path is not None:
-            self.sink.reopen(self._record_path, new_file=bool(state.get("record_path")))
+            self.context.record_path = Path(state["record_path"])
+        if self._status == "running" and self.record_path is not None:
+            self.sink.reopen(self.record_path, new_file=bool(state.get("record_path")))
             self.write_record(header=True)

@@ -22,10 +22,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from green_callbacks.core.guard import Guard
 from green_callbacks.core.search import normalize_search
 
 __all__ = [
     "TrialBinding",
+    "TrialLink",
     "TrialOutcome",
     "binding_for",
     "bound",
@@ -176,3 +178,36 @@ def with_state(search: Mapping[str, Any] | None, status: str, error: str | None)
     if search is None or search.get("state"):
         return None if search is None else dict(search)
     return {**search, "state": final_state(status, error)}
+
+
+class TrialLink:
+    """A fit's tie to its search engine's trial: the record's search section from the start, how the trial ended
+    in it at the end, and the run's totals handed back to the engine. Every call runs under ``guard``'s
+    ``"search"`` part: a failing engine loses the link, never the run.
+
+    Args:
+        declared: what the user passed as ``search=`` (wins key by key over the engine's identity).
+    """
+
+    def __init__(self, declared: Mapping[str, Any] | None, guard: Guard) -> None:
+        self.declared = declared
+        self.guard = guard
+        self.binding: TrialBinding | None = None
+        self.search: dict[str, Any] | None = None if declared is None else dict(declared)
+        """The record's search section: ``search=`` merged with the engine's trial."""
+
+    def bind(self, trial: Any = None) -> None:
+        """The run starts: find its trial (``trial``: the framework's trial object; else :func:`current`)."""
+        self.binding = self.guard.call("search", current, trial)
+        self.search = self.guard.call("search", merged_search, self.declared, self.binding) or self.declared
+
+    def ended(self, status: str, error: str | None) -> None:
+        """The run ended with ``status``: a bound run's search section says how (pruned included)."""
+        if self.binding is not None:
+            self.search = with_state(self.search, status, error)
+
+    def hand_back(self, session: Any, *, speak: bool) -> None:
+        """Give the engine the finished run's totals (:func:`outcome_of`; ``speak``: global rank zero only)."""
+        binding = self.binding
+        if binding is not None and speak:
+            self.guard.call("search", lambda: binding.finished(outcome_of(session)))
