@@ -52,8 +52,9 @@ def _hardware(run: RunSummary) -> str | None:
     if run.gpu_names:
         counts = Counter(run.gpu_names)
         return ", ".join(f"{n} x {name}" for name, n in counts.items())
-    cpu = (run.record.data.get("hardware") or {}).get("cpu_model") if run.record is not None else None
-    return f"CPU ({cpu})" if isinstance(cpu, str) and cpu else None
+    hardware = None if run.record is None else run.record.hardware
+    cpu = None if hardware is None else hardware.cpu_model
+    return f"CPU ({cpu})" if cpu else None
 
 
 def _source(run: RunSummary) -> str:

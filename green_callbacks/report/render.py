@@ -177,8 +177,8 @@ def run_rows(run: RunSummary, mfu: Mfu) -> list[tuple[str, str]]:
         rows.append(("GPUs", ", ".join(run.gpu_names)))
     if run.partial_epoch:
         part = run.partial_epoch
-        rows.append(("Incomplete epoch", f"epoch {part.get('epoch')}: {_num(part.get('time_s'), '.2f')} s, "
-                                         f"{_j(part.get('energy_j'))} (this process only; not in the totals)"))
+        rows.append(("Incomplete epoch", f"epoch {part.epoch}: {_num(part.time_s, '.2f')} s, "
+                                         f"{_j(part.energy_j)} (this process only; not in the totals)"))
     if run.lost:
         rows.append(("Switched off after a failure", "; ".join(f"{k} ({v})" for k, v in run.lost.items())))
     if run.hyperparameters:
@@ -782,6 +782,7 @@ def render_json(report: Report, badge_snippets: Sequence[str] = ()) -> str:
     runs = []
     for run, mfu in zip(report.runs, report.mfu, strict=True):
         data = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.name != "record"}
+        data["partial_epoch"] = None if run.partial_epoch is None else asdict(run.partial_epoch)
         data["convergence"] = None if run.convergence is None else asdict(run.convergence)
         data["components"] = [{**asdict(c), "status": c.status} for c in run.components]
         data["mfu"] = asdict(mfu)

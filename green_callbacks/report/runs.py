@@ -23,11 +23,12 @@ from green_callbacks.core.record import (
     METHOD_UNAVAILABLE,
     RecordError,
     RunRecord,
+    as_record,
     find_records,
     load_record,
     max_record_bytes,
-    parse_record,
 )
+from green_callbacks.core.record_sections import PartialEpoch
 from green_callbacks.core.rows import EpochRow
 from green_callbacks.report.inference import is_phase_record
 
@@ -111,7 +112,7 @@ class RunSummary:
     convergence: ConvergenceSummary | None
     hyperparameters: Mapping[str, Any]
     gpu_names: tuple[str, ...]
-    partial_epoch: Mapping[str, Any] | None
+    partial_epoch: PartialEpoch | None
     lost: Mapping[str, Any]
     model: str | None = None
     """The model's name where the record gives one (see :attr:`RunRecord.model`)."""
@@ -212,8 +213,7 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def summarize_run(record: RunRecord | Mapping[str, Any]) -> RunSummary:
     """The report's view of one record: a :class:`~green_callbacks.core.record.RunRecord`, or a record's dict
     (validated here; :class:`~green_callbacks.core.record.RecordError` if it is not a valid record)."""
-    if not isinstance(record, RunRecord):
-        record = parse_record(dict(record), str(record.get("_path") or "<record>"))
+    record = as_record(record)
     rows = record.epochs
     components = _components(record)
     flops = _flops(rows, "train_flops")

@@ -180,9 +180,9 @@ def run_summary_lines(run: RunSummary) -> list[str]:
             lines.append(f"  convergence ({conv.monitor}): the metric was never logged")
     if run.partial_epoch:
         part = run.partial_epoch
-        time_s = part.get("time_s") or 0.0
-        lines.append(f"  incomplete epoch {part.get('epoch')}: {time_s:.2f} s, "
-                     f"{format_energy(part.get('energy_j'))} (this process only)")
+        time_s = part.time_s or 0.0
+        lines.append(f"  incomplete epoch {part.epoch}: {time_s:.2f} s, "
+                     f"{format_energy(part.energy_j)} (this process only)")
     if run.lost:
         lines.append("  switched off after a failure: " + "; ".join(f"{k} ({v})" for k, v in run.lost.items()))
     if run.path:
