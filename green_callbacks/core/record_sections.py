@@ -227,7 +227,6 @@ class ThroughputInfo:
     devices: tuple[str, ...] = ()
     peak_flops_per_s: float | None = None
     mfu_unavailable: str | None = None
-    peak_source: str | None = None
 
 
 def parse_throughput(value: Any) -> ThroughputInfo | None:
@@ -239,7 +238,6 @@ def parse_throughput(value: Any) -> ThroughputInfo | None:
         devices=strings(data.get("devices"), "throughput.devices"),
         peak_flops_per_s=number(data.get("peak_flops_per_s"), "throughput.peak_flops_per_s"),
         mfu_unavailable=text(data.get("mfu_unavailable"), "throughput.mfu_unavailable") or None,
-        peak_source=text(data.get("peak_source"), "throughput.peak_source"),
     )
 
 
@@ -356,22 +354,23 @@ def _list(value: Any, where: str) -> list[Any]:
     return value
 
 
+def _range(span: Any, where: str) -> tuple[float | None, float | None]:
+    if span is None:
+        return None, None
+    if not isinstance(span, list) or len(span) != 2:
+        raise Invalid(where, f"must be [low, high] or null, found {type_name(span)} {str(span)[:40]}")
+    return number(span[0], where + "[0]"), number(span[1], where + "[1]")
+
+
 def _epoch_labels(data: Mapping[str, Any]) -> tuple[EpochFlopsLabel, ...]:
     methods = strings(data.get("epoch_methods"), "flops.epoch_methods")
-    notes = _list(data.get("epoch_notes"), "flops.epoch_notes")
-    ranges = _list(data.get("epoch_train_flops_range"), "flops.epoch_train_flops_range")
-    out = []
-    for i, method in enumerate(methods):
-        note = text(notes[i], f"flops.epoch_notes[{i}]") if i < len(notes) else None
-        span = ranges[i] if i < len(ranges) else None
-        low = high = None
-        if span is not None:
-            where = f"flops.epoch_train_flops_range[{i}]"
-            if not isinstance(span, list) or len(span) != 2:
-                raise Invalid(where, f"must be [low, high] or null, found {type_name(span)}")
-            low, high = number(span[0], where + "[0]"), number(span[1], where + "[1]")
-        out.append(EpochFlopsLabel(method, note or None, low, high))
-    return tuple(out)
+    notes = [text(n, f"flops.epoch_notes[{i}]") for i, n in enumerate(_list(data.get("epoch_notes"),
+                                                                             "flops.epoch_notes"))]
+    ranges = [_range(r, f"flops.epoch_train_flops_range[{i}]")
+              for i, r in enumerate(_list(data.get("epoch_train_flops_range"), "flops.epoch_train_flops_range"))]
+    return tuple(EpochFlopsLabel(method, (notes[i] if i < len(notes) else None) or None,
+                                 *(ranges[i] if i < len(ranges) else (None, None)))
+                 for i, method in enumerate(methods))
 
 
 def parse_flops(value: Any) -> FlopInfo | None:

@@ -94,8 +94,8 @@ def _logged(run: RunSummary, rows: Any, user_peak_per_gpu: float | None) -> Mfu:
         return Mfu(None, None, f"unknown: {info.mfu_unavailable or 'no peak known for the devices that trained'}")
     peak = rows[-1].peak_flops_per_s
     dtype = info.compute_dtype or "the run's dtype"
-    source = info.peak_source or "the peak table"
-    return Mfu(value, peak, f"as logged (green/mfu): {dtype} peak, {source}; training FLOPs over the training time")
+    return Mfu(value, peak, f"as logged (green/mfu): {dtype} peak, the peak table; training FLOPs over the training "
+                            "time")
 
 
 def _with_peak(row: Any, peak: float) -> Any:
