@@ -33,6 +33,7 @@ from green_callbacks.core.uncertainty import (
 )
 from green_callbacks.core.units import joules_to_kwh
 from green_callbacks.core.water import DEFAULT_WUE_L_PER_KWH
+from green_callbacks.report import format as fmt
 
 __all__ = [
     "FootprintOptions",
@@ -192,16 +193,11 @@ def footprint_section(record: RunRecord | Mapping[str, Any],
     )
 
 
-def _g(value: float | None) -> str:
-    if value is None:
-        return "unavailable"
-    for unit, size in (("t", 1e6), ("kg", 1e3)):
-        if abs(value) >= size:
-            return f"{value / size:.3g} {unit}"
-    return f"{value:.3g} g"
+_g = fmt.mass
+_l = fmt.litres
 
 
-NO_BASIS = "no basis for an interval"
+NO_BASIS = fmt.NO_BASIS
 WITHIN = "within the uncertainty"
 
 
@@ -222,17 +218,7 @@ def difference_text(difference: Difference) -> str:
     return figure if span is None else f"{figure} ({span.low:+.3g} to {span.high:+.3g} g)"
 
 
-def _l(value: float | None) -> str:
-    return "unavailable" if value is None else f"{value:.3g} L"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+_table = fmt.text_table_lines
 
 
 def footprint_summary_lines(section: FootprintSection) -> list[str]:

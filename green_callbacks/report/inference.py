@@ -19,6 +19,7 @@ from typing import Any
 from green_callbacks.core.phase import BreakEven, break_even
 from green_callbacks.core.record import RunRecord, as_record, record_kind
 from green_callbacks.core.record_sections import PhaseInfo
+from green_callbacks.report import format as fmt
 
 __all__ = [
     "PhaseRow",
@@ -28,7 +29,7 @@ __all__ = [
     "phase_table",
 ]
 
-NA = "unavailable"
+NA = fmt.UNAVAILABLE
 TITLE = "Using the model"
 
 
@@ -124,11 +125,11 @@ HEADER = ("phase", "framework", "samples", "energy", "J/sample", "Wh/1000", "sam
 
 
 def _f(value: float | None, spec: str = ".4g", unit: str = "") -> str:
-    return NA if value is None else f"{format(value, spec)}{unit}"
+    return NA if value is None else fmt.number(value, spec) + unit
 
 
 def _count(value: float | None) -> str:
-    return NA if value is None else f"{value:,.0f}"
+    return fmt.number(value, ",.0f")
 
 
 def _break_even_text(row: PhaseRow) -> str:
