@@ -9,7 +9,10 @@ section holds sampled epochs with ranges, data-dependent signatures and the reco
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import html
+import io
 import json
 import warnings
 from collections.abc import Mapping
@@ -227,12 +230,13 @@ def test_the_records_have_every_field_the_report_reads(written: Written) -> None
 
 @pytest.mark.parametrize("schema", ["green-callbacks/run/1", "green-callbacks/run/1.0", "green-callbacks/run/1.1"])
 def test_records_without_the_sections_still_read(written: Written, schema: str) -> None:
-    old = {k: v for k, v in written.fit_json.items() if k not in NEW_SECTIONS and k != "epochs_log"}
+    old = {k: v for k, v in json.loads(json.dumps(written.fit_json)).items()
+           if k not in NEW_SECTIONS and k != "epochs_log"}
     old["schema"] = schema
     for row in old["epochs"]:
         for key in ("train_time_s", "samples", "tokens", "peak_flops_per_s", "train_hardware_flops"):
             row.pop(key, None)
-    record = parse_record(json.loads(json.dumps(old)))
+    record = parse_record(old)
     assert all(getattr(record, name) is None for name in NEW_SECTIONS)
     assert record.epochs[0].train_time_s is None and record.totals == written.fit.totals
 
@@ -284,3 +288,51 @@ def test_every_format_reads_the_types_never_the_raw_dict(written: Written, monke
     run = summarize_run(record)
     assert card_metadata(run)["co2_eq_emissions"]["hardware_used"] == "1 x NVIDIA H100 80GB HBM3"
     assert "Training emissions" in card_text(run)
+
+
+
+
+def _tex(value: float) -> str:
+    mantissa, exponent = f"{value:.4g}".split("e")
+    return f"${mantissa}\\times10^{{{int(exponent)}}}$"
+
+
+def test_sampled_epochs_show_their_label_and_range_in_every_format(written: Written, capsys) -> None:
+    """The data-dependent model's epochs are ``sampled``: the record's figure and range appear with the label in
+    every format, the run's range is the epochs' summed, and hardware FLOPs / HFU stand beside model FLOPs / MFU."""
+    from green_callbacks.report.command import run_report
+
+    data = written.fit_json
+    flops = data["flops"]
+    assert flops["epoch_methods"] == ["sampled", "sampled"] and flops["data_dependent"]
+    epochs = [(row["train_flops"], *span) for row, span in zip(data["epochs"], flops["epoch_train_flops_range"],
+                                                                 strict=True)]
+    cells = [f"{value:.4g} (sampled, {low:.4g}–{high:.4g})" for value, low, high in epochs]
+    total, low, high = (sum(e[i] for e in epochs) for i in range(3))
+    run_cell = f"{total:.4g} (sampled, {low:.4g}–{high:.4g})"
+    hardware = sum(row["train_hardware_flops"] for row in data["epochs"])
+    assert hardware > total  # the checkpointed block's recompute
+    folder = str(Path(written.fit.path).parent)
+    out = {}
+    for fmt in ("text", "markdown", "html", "csv", "json", "latex"):
+        assert run_report(paths=[folder], format=fmt) == 0
+        out[fmt] = capsys.readouterr().out
+    for fmt in ("text", "markdown", "html"):
+        shown = html.unescape(out[fmt]) if fmt == "html" else out[fmt]
+        assert all(cell in shown for cell in cells), fmt  # each epoch's row
+        assert run_cell in shown and "data-dependent work" in shown, fmt
+        assert f"{hardware:.4g} (model FLOPs plus activation checkpointing's recompute" in shown, fmt
+        assert "HFU" in shown, fmt
+    assert f"FLOPs: training {run_cell}, evaluation" in out["text"]
+    fit_row = next(r for r in csv.DictReader(io.StringIO(out["csv"])) if r["kind"] == "fit")
+    assert fit_row["train_flops_method"] == "sampled"
+    assert float(fit_row["train_flops_low"]) == pytest.approx(low)
+    assert float(fit_row["train_flops_high"]) == pytest.approx(high)
+    assert float(fit_row["train_hardware_flops"]) == pytest.approx(hardware) and float(fit_row["hfu"]) > 0
+    run = json.loads(out["json"])["runs"][0]
+    assert [(e["method"], e["low"], e["high"]) for e in run["epoch_flops"]] == [
+        ("sampled", lo, hi) for _, lo, hi in epochs]
+    assert run["train_flops_method"] == "sampled" and run["train_hardware_flops"] == pytest.approx(hardware)
+    assert run["mfu"]["hfu"] == pytest.approx(run["mfu"]["value"] * hardware / total)
+    assert f"{_tex(total)} (sampled, {_tex(low)}--{_tex(high)})" in out["latex"]
+    assert "training FLOPs sampled: data-dependent work" in out["latex"]

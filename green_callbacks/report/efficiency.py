@@ -34,6 +34,9 @@ class Mfu:
     """Sum over the run's GPUs."""
     peak_source: str
     """Where the peak came from (``user``, or the table's device, dtype and source), or why MFU is unknown."""
+    hfu: float | None = None
+    """Hardware FLOPs utilisation: the same definition with the FLOPs the devices ran (model FLOPs plus activation
+    checkpointing's recompute, ``green/hfu``); ``None`` where the record keeps no hardware FLOPs or MFU is unknown."""
 
 
 def record_dtype(record: RunRecord | Mapping[str, Any] | None) -> str | None:
@@ -88,14 +91,22 @@ def _logged(run: RunSummary, rows: Any, user_peak_per_gpu: float | None) -> Mfu:
         peak = user_peak_per_gpu * devices
         rows = [_with_peak(r, peak) for r in rows]
         value = logged_mfu(rows)
-        return Mfu(value, peak, f"user, {user_peak_per_gpu:.4g} FLOP/s per GPU, over the training time")
+        return Mfu(value, peak, f"user, {user_peak_per_gpu:.4g} FLOP/s per GPU, over the training time",
+                   _hfu(rows))
     value = logged_mfu(rows)
     if value is None:
         return Mfu(None, None, f"unknown: {info.mfu_unavailable or 'no peak known for the devices that trained'}")
     peak = rows[-1].peak_flops_per_s
     dtype = info.compute_dtype or "the run's dtype"
     return Mfu(value, peak, f"as logged (green/mfu): {dtype} peak, the peak table; training FLOPs over the training "
-                            "time")
+                            "time", _hfu(rows))
+
+
+def _hfu(rows: Any) -> float | None:
+    """The run's HFU: :func:`~green_callbacks.core.throughput.run_mfu` over the FLOPs the devices ran."""
+    if any(r.train_hardware_flops is None for r in rows):
+        return None
+    return logged_mfu([replace(r, train_flops=r.train_hardware_flops) for r in rows])
 
 
 def _with_peak(row: Any, peak: float) -> Any:

@@ -30,6 +30,7 @@ __all__ = [
     "grams",
     "interval",
     "kwh",
+    "labelled_flops",
     "litres",
     "mass",
     "number",
@@ -91,6 +92,17 @@ def litres(value: float | None, missing: str = UNAVAILABLE) -> str:
 def flops(value: float | None) -> str:
     """FLOPs, four significant digits; :data:`NOT_COUNTED` when they were not counted."""
     return number(value, ".4g", NOT_COUNTED)
+
+
+def labelled_flops(value: float | None, method: str | None = None, low: float | None = None,
+                   high: float | None = None) -> str:
+    """FLOPs with how they were obtained when not counted exactly: ``'1.2e+09 (sampled, 1.1e+09–1.3e+09)'`` for
+    an estimate from watched steps with its range, ``'1.2e+09 (estimated)'``; a count is the number alone."""
+    text = flops(value)
+    if value is None or method not in ("sampled", "estimated"):
+        return text
+    span = "" if low is None or high is None else f", {low:.4g}–{high:.4g}"
+    return f"{text} ({method}{span})"
 
 
 def percent(fraction: float | None, digits: int = 1, missing: str = UNAVAILABLE) -> str:

@@ -31,6 +31,7 @@ from green_callbacks.report.render import (
     sweep_sentences,
 )
 from green_callbacks.report.runs import RunSummary
+from green_callbacks.report.summary import flops_notes
 
 __all__ = ["render_latex", "tex_escape", "tex_number"]
 
@@ -119,10 +120,26 @@ def _run_rows(report: Report) -> list[list[str]]:
         rows.append([
             tex_escape(run.label), tex_escape(run.framework), tex_escape(run.status), str(run.epochs),
             tex_number(run.time_s, ".2f"), energy, _kwh(run.energy_j), tex_number(run.emissions_gco2e),
-            tex_number(run.train_flops, missing=fmt.NOT_COUNTED), tex_number(run.eval_flops, missing=fmt.NOT_COUNTED),
+            _train_flops(run), tex_number(run.eval_flops, missing=fmt.NOT_COUNTED),
             tex_number(run.train_flops_per_j),
         ])
     return rows
+
+
+def _train_flops(run: RunSummary) -> str:
+    """The run's training FLOPs, labelled ``sampled`` (with its range) or ``estimated`` as the text report does."""
+    text = tex_number(run.train_flops, missing=fmt.NOT_COUNTED)
+    if run.train_flops is None or run.train_flops_method not in ("sampled", "estimated"):
+        return text
+    span = ("" if run.train_flops_low is None or run.train_flops_high is None
+            else f", {tex_number(run.train_flops_low)}--{tex_number(run.train_flops_high)}")
+    return f"{text} ({run.train_flops_method}{span})"
+
+
+def _flops_notes(runs: Sequence[RunSummary]) -> list[str]:
+    """Why a run's FLOPs are sampled or estimated, and its hardware FLOPs beside the model FLOPs."""
+    out = [tex_escape(f"Run {run.label}: {note}.") for run in runs for note in flops_notes(run)]
+    return [*out, ""] if out else []
 
 
 def _component_rows(report: Report) -> list[list[str]]:
@@ -217,6 +234,7 @@ def render_latex(report: Report) -> str:
                       "and FLOPs. A value that was not measured is marked unavailable, never 0.",
                       "lllrrrrrrrr", escape=False, note=note)
         out.append("")
+        out += _flops_notes(runs)
         out += _table(["Run", "Component", "Energy (J)", "Energy (kWh)", "Method"], _component_rows(report),
                       "Energy by component and the method that measured it.", "llrrl", escape=False)
         conv = _convergence_rows(report)

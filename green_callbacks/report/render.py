@@ -47,7 +47,7 @@ from green_callbacks.report.inference import TITLE as INFERENCE_TITLE
 from green_callbacks.report.inference import PhaseRow, phase_table
 from green_callbacks.report.runs import RunSummary
 from green_callbacks.report.sensitivity import MIN_RUNS, short_number
-from green_callbacks.report.summary import epoch_table, run_summary_lines
+from green_callbacks.report.summary import epoch_table, flops_notes, run_summary_lines
 from green_callbacks.report.sweep import SweepAnalysis, trial_state
 
 __all__ = [
@@ -85,6 +85,12 @@ def _mfu(mfu: Mfu) -> str:
     if mfu.value is None:
         return mfu.peak_source
     return f"{100 * mfu.value:.2f} % of {mfu.peak_flops_per_s:.4g} FLOP/s ({mfu.peak_source})"
+
+
+def _hfu(mfu: Mfu) -> str:
+    if mfu.hfu is None:
+        return fmt.UNAVAILABLE if mfu.value is None else "unavailable: an epoch keeps no hardware FLOPs"
+    return f"{100 * mfu.hfu:.2f} % of {mfu.peak_flops_per_s:.4g} FLOP/s (hardware FLOPs, green/hfu)"
 
 
 def _intensity(run: RunSummary) -> str:
@@ -150,8 +156,11 @@ def run_rows(run: RunSummary, mfu: Mfu) -> list[tuple[str, str]]:
     rows += [
         ("Energy, total (IT, before PUE)", _energy_total(run)),
         ("Emissions", f"{_g(run.emissions_gco2e)}{' (partial)' if run.energy_partial else ''} at {_intensity(run)}"),
-        ("FLOPs, training / evaluation", f"{_flops(run.train_flops)} / {_flops(run.eval_flops)}"),
+        ("FLOPs, training / evaluation", f"{run.flops_text} / {_flops(run.eval_flops)}"),
     ]
+    for note in flops_notes(run):
+        name, _, text = note.partition(": ")
+        rows.append((name[0].upper() + name[1:], text))
     conv = _convergence(run)
     if conv:
         rows.append(conv)
@@ -164,6 +173,8 @@ def run_rows(run: RunSummary, mfu: Mfu) -> list[tuple[str, str]]:
         ("Training FLOPs per joule", _num(run.train_flops_per_j, ".4g") or NA),
         ("MFU (run average)", _mfu(mfu)),
     ]
+    if run.recompute:
+        rows.append(("HFU (run average)", _hfu(mfu)))
     if run.gpu_names:
         rows.append(("GPUs", ", ".join(run.gpu_names)))
     if run.partial_epoch:
@@ -398,7 +409,8 @@ def _run_blocks(run: RunSummary, mfu: Mfu, terminal: bool, footprint: FootprintO
     header, rows = epoch_table(run)
     out: list[Block] = [Heading(3, f"Run {run.label} ({run.status})", "run")]
     if terminal:
-        extra = [f"  training FLOPs per joule: {_num(run.train_flops_per_j) or NA}; MFU: {_mfu(mfu)}"]
+        extra = [f"  training FLOPs per joule: {_num(run.train_flops_per_j) or NA}; MFU: {_mfu(mfu)}"
+                 + (f"; HFU: {_hfu(mfu)}" if run.recompute else "")]
         if run.energy_partial:
             missing = [f"{c.name} unavailable in {c.epochs_unavailable} of {run.epochs} epoch(s)"
                        for c in run.components if c.missing]
@@ -620,6 +632,8 @@ CSV_COLUMNS = (
     "kind", "samples", "energy_per_sample_j", "wh_per_1000_samples", "samples_per_joule", "mean_power_w",
     "latency_p50_s", "latency_p95_s", "quality", "training_run_id", "break_even_samples_energy",
     "break_even_samples_emissions",
+    # how the training FLOPs were obtained (counted / sampled / estimated), their range, the hardware FLOPs and HFU
+    "train_flops_method", "train_flops_low", "train_flops_high", "train_hardware_flops", "hfu",
 )
 
 
@@ -643,6 +657,9 @@ def _csv_row(run: RunSummary, mfu: Mfu) -> dict[str, Any]:
         "emissions_to_convergence_gco2e": conv.emissions_gco2e if conv else None,
         "hyperparameters": json.dumps(dict(run.hyperparameters), sort_keys=True, default=str),
         "kind": "fit",
+        "train_flops_method": run.train_flops_method, "train_flops_low": run.train_flops_low,
+        "train_flops_high": run.train_flops_high, "train_hardware_flops": run.train_hardware_flops,
+        "hfu": mfu.hfu,
     }
 
 
@@ -712,6 +729,7 @@ def render_json(report: Report, badge_snippets: Sequence[str] = ()) -> str:
     for run, mfu in zip(report.runs, report.mfu, strict=True):
         data = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.name != "record"}
         data["partial_epoch"] = None if run.partial_epoch is None else asdict(run.partial_epoch)
+        data["epoch_flops"] = [None if label is None else asdict(label) for label in run.epoch_flops]
         data["convergence"] = None if run.convergence is None else asdict(run.convergence)
         data["components"] = [{**asdict(c), "status": c.status} for c in run.components]
         data["mfu"] = asdict(mfu)

@@ -18,6 +18,7 @@ from green_callbacks.report.runs import ComponentSummary, RunSummary, summarize_
 __all__ = [
     "component_text",
     "epoch_table",
+    "flops_notes",
     "format_energy",
     "format_epoch_table",
     "format_interval",
@@ -55,19 +56,25 @@ def epoch_table(run: RunSummary) -> tuple[list[str], list[list[str]]]:
     monitor = run.convergence.monitor if run.convergence else None
     names = [c.name for c in run.components]
     header = ["epoch", "time s", *[f"{c} J" for c in names], "total J", "gCO2e", "train FLOPs", "eval FLOPs"]
+    if run.recompute:
+        header.append("hardware FLOPs")
     if monitor:
         header.append(monitor)
     rows = []
-    for row in run.record.epochs:
+    labels = run.epoch_flops or (None,) * len(run.record.epochs)
+    for row, label in zip(run.record.epochs, labels, strict=True):
         energy = row.component_energy_j
         cells = [str(row.epoch), f"{row.time_s:.2f}"]
         cells += [fmt.number(energy.get(c), missing=fmt.NA) for c in names]
         cells += [
             fmt.number(row.energy_j, missing=fmt.NA),
             fmt.number(row.emissions_gco2e, missing=fmt.NA),
-            fmt.flops(row.train_flops),
+            fmt.flops(row.train_flops) if label is None
+            else fmt.labelled_flops(row.train_flops, label.method, label.low, label.high),
             fmt.flops(row.eval_flops),
         ]
+        if run.recompute:
+            cells.append(fmt.flops(row.train_hardware_flops))
         if monitor:
             value = row.metrics.get(monitor)
             cells.append("" if value is None else f"{value:.4g}")
@@ -100,6 +107,24 @@ def component_text(part: ComponentSummary, epochs: int, rows: Any = None) -> str
     return f"{text}  [method: {', '.join(part.methods) or fmt.UNAVAILABLE}]"
 
 
+def flops_notes(run: RunSummary) -> list[str]:
+    """What the FLOPs figures are when not an exact count of the model's work: why epochs are sampled or estimated
+    (with the signatures whose work followed the data), and the hardware FLOPs beside the model FLOPs."""
+    out = []
+    if run.flops_notes or run.data_dependent:
+        why = "; ".join(run.flops_notes) or "data-dependent work"
+        where = f" (signatures: {', '.join(run.data_dependent)})" if run.data_dependent else ""
+        out.append(f"training FLOPs {run.train_flops_method or 'estimated'}: {why}{where}")
+    if run.recompute:
+        out.append(f"hardware FLOPs, training: {fmt.flops(run.train_hardware_flops)} (model FLOPs plus activation "
+                   "checkpointing's recompute; MFU uses the model FLOPs, HFU these)")
+    return out
+
+
+def flops_note_lines(run: RunSummary, indent: str) -> list[str]:
+    return [indent + line for line in flops_notes(run)]
+
+
 def run_summary_lines(run: RunSummary) -> list[str]:
     """The terminal summary of one run, line by line."""
     record = run.record
@@ -127,7 +152,8 @@ def run_summary_lines(run: RunSummary) -> list[str]:
         f"({run.location}; {run.intensity_source}{year}), PUE {run.pue}"
     )
     if run.train_flops is not None or run.eval_flops is not None:
-        lines.append(f"  FLOPs: training {fmt.flops(run.train_flops)}, evaluation {fmt.flops(run.eval_flops)}")
+        lines.append(f"  FLOPs: training {run.flops_text}, evaluation {fmt.flops(run.eval_flops)}")
+        lines += flops_note_lines(run, "  ")
     else:
         lines.append(f"  FLOPs: {fmt.NOT_COUNTED}")
     conv = run.convergence
