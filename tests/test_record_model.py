@@ -38,6 +38,8 @@ from green_callbacks.core.record_sections import (  # noqa: E402
 )
 from green_callbacks.core.sensors.fake import ConstantPowerSensor  # noqa: E402
 
+pytestmark = pytest.mark.slow  # one 2-epoch Lightning fit and its test phase (a few seconds), shared by the module
+
 NEW_SECTIONS = ("footprint", "phase", "training", "throughput", "hardware", "software", "flops")
 
 
@@ -285,6 +287,15 @@ def test_every_format_reads_the_types_never_the_raw_dict(written: Written, monke
                           cloud_region="gcp:europe-north1") == 0, fmt
         out = capsys.readouterr().out
         assert "Traceback" not in out and out.strip(), fmt
+    from tests.records import RECORDS
+
+    for folder in ("sweep", "single", "crashed"):  # a search (its analyses), an interrupted run
+        for fmt in (*FORMATS, *EXPORTS):
+            assert run_report(paths=[str(RECORDS / folder)], format=fmt) == 0, (folder, fmt)
+            assert capsys.readouterr().out.strip(), (folder, fmt)
+    from green_callbacks.report.compare import load_side
+
+    assert load_side(str(RECORDS / "sweep")).epochs > 0
     run = summarize_run(record)
     assert card_metadata(run)["co2_eq_emissions"]["hardware_used"] == "1 x NVIDIA H100 80GB HBM3"
     assert "Training emissions" in card_text(run)

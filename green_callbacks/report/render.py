@@ -84,13 +84,13 @@ def _num(value: float | None, spec: str = ".4g") -> str:
 def _mfu(mfu: Mfu) -> str:
     if mfu.value is None:
         return mfu.peak_source
-    return f"{100 * mfu.value:.2f} % of {mfu.peak_flops_per_s:.4g} FLOP/s ({mfu.peak_source})"
+    return f"{fmt.percent(mfu.value, 2)} of {mfu.peak_flops_per_s:.4g} FLOP/s ({mfu.peak_source})"
 
 
 def _hfu(mfu: Mfu) -> str:
     if mfu.hfu is None:
         return fmt.UNAVAILABLE if mfu.value is None else "unavailable: an epoch keeps no hardware FLOPs"
-    return f"{100 * mfu.hfu:.2f} % of {mfu.peak_flops_per_s:.4g} FLOP/s (hardware FLOPs, green/hfu)"
+    return f"{fmt.percent(mfu.hfu, 2)} of {mfu.peak_flops_per_s:.4g} FLOP/s (hardware FLOPs, green/hfu)"
 
 
 def _intensity(run: RunSummary) -> str:
