@@ -1,6 +1,8 @@
-"""Plain-text summaries of one run, for the terminal (``measure``, ``demo``, ``report``).
+"""Plain-text summaries of one run, for the terminal (``measure``, ``demo``, ``report``): the epoch table and the
+run's lines, emitted as blocks by the report's text emitter (:func:`~green_callbacks.report.blocks.emit_text`) and
+formatted by its one policy (:mod:`green_callbacks.report.format`).
 
-Both functions take a :class:`~green_callbacks.report.runs.RunSummary`, a
+The functions take a :class:`~green_callbacks.report.runs.RunSummary`, a
 :class:`~green_callbacks.core.record.RunRecord` or a record's dict (as :func:`~green_callbacks.core.record.read_record`
 returns it), and read it through the one typed record reader.
 """
@@ -121,10 +123,6 @@ def flops_notes(run: RunSummary) -> list[str]:
     return out
 
 
-def flops_note_lines(run: RunSummary, indent: str) -> list[str]:
-    return [indent + line for line in flops_notes(run)]
-
-
 def run_summary_lines(run: RunSummary) -> list[str]:
     """The terminal summary of one run, line by line."""
     record = run.record
@@ -153,7 +151,7 @@ def run_summary_lines(run: RunSummary) -> list[str]:
     )
     if run.train_flops is not None or run.eval_flops is not None:
         lines.append(f"  FLOPs: training {run.flops_text}, evaluation {fmt.flops(run.eval_flops)}")
-        lines += flops_note_lines(run, "  ")
+        lines += [f"  {note}" for note in flops_notes(run)]
     else:
         lines.append(f"  FLOPs: {fmt.NOT_COUNTED}")
     conv = run.convergence
