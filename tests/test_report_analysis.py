@@ -75,7 +75,7 @@ def test_crashed_run_is_reported_as_such(crashed) -> None:
     assert crashed.energy_j == 150.0 and crashed.energy_partial  # 125 J + a CPU-only 25 J: not the whole truth
     assert crashed.train_flops is None  # the record's totals say 0.0; the rows say "not counted"
     assert crashed.convergence.train_flops is None and crashed.train_flops_per_j is None
-    assert crashed.partial_epoch["epoch"] == 2 and crashed.lost == {"gpu": "NVMLError_GpuIsLost"}
+    assert crashed.partial_epoch.epoch == 2 and crashed.lost == {"gpu": "NVMLError_GpuIsLost"}
     assert run_mfu(crashed, 1e15).value is None
 
 

@@ -20,7 +20,6 @@ or the ``max_bytes`` argument to change it), JSON without ``NaN``/``Infinity``, 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import stat
@@ -31,6 +30,33 @@ from typing import Any
 
 from green_callbacks.core.convergence import Totals
 from green_callbacks.core.fingerprint import ModelInfo, parse_model_info
+from green_callbacks.core.record_checks import MAX_MAGNITUDE, MAX_METRIC
+from green_callbacks.core.record_checks import Invalid as _Invalid
+from green_callbacks.core.record_checks import integer as _integer
+from green_callbacks.core.record_checks import number as _number
+from green_callbacks.core.record_checks import obj as _obj
+from green_callbacks.core.record_checks import strings as _strings
+from green_callbacks.core.record_checks import text as _text
+from green_callbacks.core.record_checks import type_name as _type_name
+from green_callbacks.core.record_sections import (
+    FlopInfo,
+    FootprintInfo,
+    HardwareInfo,
+    PartialEpoch,
+    PhaseInfo,
+    SoftwareInfo,
+    ThroughputInfo,
+    TrainingLink,
+    parse_compute_dtype,
+    parse_flops,
+    parse_footprint,
+    parse_hardware,
+    parse_partial_epoch,
+    parse_phase,
+    parse_software,
+    parse_throughput,
+    parse_training,
+)
 from green_callbacks.core.rows import EpochRow
 from green_callbacks.core.search import SearchInfo, parse_search
 from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE
@@ -52,6 +78,7 @@ __all__ = [
     "Milestone",
     "RecordError",
     "RunRecord",
+    "as_record",
     "find_records",
     "load_record",
     "max_record_bytes",
@@ -59,6 +86,7 @@ __all__ = [
     "read_epochs_log",
     "read_json_file",
     "read_record",
+    "record_kind",
 ]
 
 SCHEMA = "green-callbacks/run/1.1"
@@ -82,14 +110,6 @@ DEFAULT_MAX_RECORD_MB = 64.0
 MAX_RECORD_MB_ENV = "GREEN_CALLBACKS_MAX_RECORD_MB"
 MAX_DEPTH = 64
 """Deepest nesting of objects and arrays accepted in a record (the writer's own is below 10)."""
-MAX_MAGNITUDE = 1e30
-"""Largest magnitude of a measured quantity (J, s, FLOPs, gCO2e, gCO2e/kWh): far above any real run (the largest
-training runs are ~1e26 FLOPs; the world's yearly energy use is ~6e20 J), far below float overflow."""
-MAX_METRIC = 1e100
-"""Largest magnitude of a metric's value (a diverged loss included): its square, used by the sweep statistics,
-stays finite."""
-
-
 class RecordError(ValueError):
     """A file or object that is not a readable run record of a schema this version understands.
 
@@ -313,11 +333,38 @@ class RunRecord(Mapping[str, Any]):
     lost: Mapping[str, str]
     totals: Totals
     epochs: tuple[EpochRow, ...]
-    partial_epoch: Mapping[str, Any] | None
+    partial_epoch: PartialEpoch | None
     epochs_log: str | None
     path: str = ""
+    kind: str = "fit"
+    """``fit``, or the phase a test / validate / predict / evaluate record measured (older records: ``fit``)."""
+    started_at: float | None = None
+    updated_at: float | None = None
+    """Wall-clock times (seconds since the epoch) of the run's start and of this record's last write."""
+    footprint: FootprintInfo | None = None
+    phase: PhaseInfo | None = None
+    training: TrainingLink | None = None
+    """A phase record's link to the fit that trained the model (``None``: no fit ran with the callback)."""
+    throughput: ThroughputInfo | None = None
+    hardware: HardwareInfo | None = None
+    software: SoftwareInfo | None = None
+    flops: FlopInfo | None = None
+    compute_dtype: str | None = None
+    """The compute dtype the framework's section names (``lightning.precision`` and the like), normalised."""
+    model: str | None = None
+    """The model's name where the record gives one (a ``model`` section or a ``model`` hyperparameter)."""
+    model_info: ModelInfo | None = None
+    """The model's fingerprint, parameter count and data signature (the record's ``model`` section), if any."""
+    search: SearchInfo | None = None
+    """The hyperparameter search this run is a trial of (the record's ``search`` section), if it names one."""
     data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    """The record's JSON object (epochs joined from the log, ``_path`` added), as read."""
+    """The record's JSON object (epochs joined from the log, ``_path`` added), as read; the report reads the typed
+    fields above, never this."""
+
+    @property
+    def is_phase(self) -> bool:
+        """A test / validate / predict / evaluate record, not a fit."""
+        return self.kind != "fit"
 
     # Mapping over ``data``: code that reads keys (``record["run_id"]``) keeps working
     def __getitem__(self, key: str) -> Any:
@@ -334,93 +381,19 @@ class RunRecord(Mapping[str, Any]):
 
     __hash__ = object.__hash__
 
-    @property
-    def model(self) -> str | None:
-        """The model's name where the record gives one (a ``model`` section or a ``model`` hyperparameter)."""
-        for where in (self.data.get("model"), self.hyperparameters.get("model")):
-            if isinstance(where, str) and where:
-                return where
-            if isinstance(where, Mapping):
-                for key in ("name", "class", "type"):
-                    if isinstance(where.get(key), str) and where[key]:
-                        return str(where[key])
-        return None
-
-    @property
-    def search(self) -> SearchInfo | None:
-        """The hyperparameter search this run is a trial of (the record's ``search`` section), if it names one."""
-        return parse_search(self.data.get("search"))
-
-    @property
-    def model_info(self) -> ModelInfo | None:
-        """The model's fingerprint, parameter count and data signature (the record's ``model`` section), if any."""
-        return parse_model_info(self.data.get("model"))
 
 
 # ---------------------------------------------------------------------------------------------------- validation
-class _Invalid(Exception):
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(f"field {where!r} {message}")
-
-
-def _type_name(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null",
-            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
-
-
-def _obj(value: Any, where: str, *, optional: bool = True) -> Mapping[str, Any]:
-    if value is None and optional:
-        return {}
-    if not isinstance(value, dict):
-        raise _Invalid(where, f"must be an object, found {_type_name(value)}")
-    return value
-
-
-def _text(value: Any, where: str, *, optional: bool = True) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise _Invalid(where, f"must be a string, found {_type_name(value)}")
-    return value
-
-
-def _number(value: Any, where: str, *, optional: bool = True, minimum: float | None = 0.0,
-            limit: float | None = MAX_MAGNITUDE) -> float | None:
-    """A finite number (not a boolean), ``>= minimum`` and at most ``limit`` in magnitude; ``None`` if optional."""
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Invalid(where, f"must be a number, found {_type_name(value)}")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise _Invalid(where, f"is out of range (an integer of {len(str(abs(value)))} digits)") from None
-    if not math.isfinite(number) or (limit is not None and abs(number) > limit):
-        raise _Invalid(where, f"is out of range ({number:.4g}; at most {limit:g} in magnitude)")
-    if minimum is not None and number < minimum:
-        raise _Invalid(where, f"must be >= {minimum:g}, found {number:.6g}")
-    return number
-
-
-def _integer(value: Any, where: str, *, optional: bool = True, minimum: int = 0,
-             maximum: int = 10**9) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(where, f"must be an integer, found {_type_name(value)}")
-    if not minimum <= value <= maximum:
-        raise _Invalid(where, f"must be an integer from {minimum} to {maximum:,}, found {str(value)[:20]}")
-    return value
-
-
-def _strings(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise _Invalid(where, f"must be an array of strings, found {_type_name(value)}")
-    return tuple(_text(v, f"{where}[{i}]", optional=False) or "" for i, v in enumerate(value))
+def _model_name(*places: Any) -> str | None:
+    """The model's name from a ``model`` section or a ``model`` hyperparameter (the first that names one)."""
+    for where in (places[0], places[1].get("model") if isinstance(places[1], Mapping) else None):
+        if isinstance(where, str) and where:
+            return where
+        if isinstance(where, Mapping):
+            for key in ("name", "class", "type"):
+                if isinstance(where.get(key), str) and where[key]:
+                    return str(where[key])
+    return None
 
 
 def _totals(value: Any, where: str) -> Totals:
@@ -593,13 +566,7 @@ def parse_record(data: Any, source: str = "<record>", *, log_folder: str | os.Pa
                    for name, value in _obj(data.get("methods"), "methods").items()}
         lost = {str(k): _text(v, f"lost.{k}", optional=False) or ""
                 for k, v in _obj(data.get("lost"), "lost").items()}
-        partial = data.get("partial_epoch")
-        if partial is not None:
-            part = _obj(partial, "partial_epoch", optional=False)
-            _integer(part.get("epoch"), "partial_epoch.epoch")
-            _number(part.get("time_s"), "partial_epoch.time_s")
-            _number(part.get("energy_j"), "partial_epoch.energy_j")
-            _energies(part.get("component_energy_j"), "partial_epoch.component_energy_j")
+        partial = parse_partial_epoch(data.get("partial_epoch"))
         _obj(data.get("resumed_from"), "resumed_from")
         record = RunRecord(
             schema=schema,
@@ -620,6 +587,20 @@ def parse_record(data: Any, source: str = "<record>", *, log_folder: str | os.Pa
             partial_epoch=partial,
             epochs_log=log_name,
             path=source if source != "<record>" else "",
+            kind=_text(data.get("kind"), "kind") or "fit",
+            started_at=_number(data.get("started_at"), "started_at"),
+            updated_at=_number(data.get("updated_at"), "updated_at"),
+            footprint=parse_footprint(data.get("footprint")),
+            phase=parse_phase(data.get("phase")),
+            training=parse_training(data.get("training")),
+            throughput=parse_throughput(data.get("throughput")),
+            hardware=parse_hardware(data.get("hardware")),
+            software=parse_software(data.get("software")),
+            flops=parse_flops(data.get("flops")),
+            compute_dtype=parse_compute_dtype(data),
+            model=_model_name(data.get("model"), data.get("hyperparameters")),
+            model_info=parse_model_info(data.get("model")),
+            search=parse_search(data.get("search")),
             data={**data, "epochs": rows, "totals": totals_data, **({"_path": source} if source != "<record>" else {})},
         )
     except _Invalid as err:
@@ -627,6 +608,24 @@ def parse_record(data: Any, source: str = "<record>", *, log_folder: str | os.Pa
     except RecordError as err:
         raise RecordError(source, err.reason if err.source == source else str(err)) from None
     return record
+
+
+def record_kind(record: RunRecord | Mapping[str, Any]) -> str:
+    """``fit`` or the phase a record measured, without validating the rest (a record without ``kind`` is a fit)."""
+    if isinstance(record, RunRecord):
+        return record.kind
+    kind = record.get("kind")
+    return kind if isinstance(kind, str) and kind else "fit"
+
+
+def as_record(record: RunRecord | Mapping[str, Any]) -> RunRecord:
+    """``record`` itself when it is a :class:`RunRecord`, else a record's dict (as :func:`read_record` returns it)
+    parsed and validated here (:class:`RecordError` if it is not a valid record)."""
+    if isinstance(record, RunRecord):
+        return record
+    data = dict(record)
+    path = data.get("_path")
+    return parse_record(data, str(path) if isinstance(path, str) and path else "<record>")
 
 
 def load_record(path: str | os.PathLike[str], max_bytes: int | None = None) -> RunRecord:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 from xml.sax.saxutils import escape, quoteattr
 
+from green_callbacks.report import format as fmt
+
 __all__ = [
     "Badge",
     "carbon_neutral_badge",
@@ -116,10 +118,7 @@ def carbon_neutral_badge(certificate_url: str, covers: str = "operational") -> B
 
 def format_grams(grams: float) -> str:
     """``'0.45 g'``, ``'12.3 kg'``, ``'1.2 t'`` CO2e: three significant figures in the largest fitting unit."""
-    for unit, size in (("t", 1e6), ("kg", 1e3)):
-        if abs(grams) >= size:
-            return f"{grams / size:.3g} {unit}"
-    return f"{grams:.3g} g"
+    return fmt.mass(grams)
 
 
 def emissions_badge(emissions_gco2e: float, *, partial: bool = False, detail: str = "") -> Badge:

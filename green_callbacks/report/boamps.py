@@ -20,6 +20,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from green_callbacks.core.record_sections import HardwareInfo, SoftwareInfo
 from green_callbacks.core.units import JOULES_PER_KWH
 from green_callbacks.report.runs import RunSummary
 
@@ -62,8 +63,7 @@ def _report_id(run: RunSummary) -> str:
 
 
 def _components(run: RunSummary) -> list[dict[str, Any]]:
-    data = run.record.data if run.record is not None else {}
-    hardware = data.get("hardware") if isinstance(data.get("hardware"), Mapping) else {}
+    hardware = (run.record.hardware if run.record is not None else None) or HardwareInfo()
     out: list[dict[str, Any]] = []
     for name, count in Counter(run.gpu_names).items():
         out.append({"componentName": name, "componentType": "gpu", "nbComponent": count})
@@ -71,10 +71,10 @@ def _components(run: RunSummary) -> list[dict[str, Any]]:
         if part.status == "not used" or (part.name == "gpu" and run.gpu_names):
             continue
         item: dict[str, Any] = {"componentType": part.name, "nbComponent": 1}
-        if part.name == "cpu" and isinstance(hardware.get("cpu_model"), str):
-            item["componentName"] = hardware["cpu_model"]
-        if part.name == "ram" and isinstance(hardware.get("ram_total_gb"), (int, float)):
-            item["memorySize"] = float(hardware["ram_total_gb"])
+        if part.name == "cpu" and hardware.cpu_model is not None:
+            item["componentName"] = hardware.cpu_model
+        if part.name == "ram" and hardware.ram_total_gb is not None:
+            item["memorySize"] = hardware.ram_total_gb
         out.append(item)
     return out or [{"componentType": "other", "nbComponent": 1}]
 
@@ -96,9 +96,9 @@ def boamps_report(run: RunSummary) -> dict[str, Any]:
     ``powerConsumption`` is required; it is never written as 0)."""
     if run.energy_j is None:
         raise ValueError(f"run {run.label}: energy unavailable, so no BoAmps report (powerConsumption is required)")
-    data = run.record.data if run.record is not None else {}
-    software = data.get("software") if isinstance(data.get("software"), Mapping) else {}
-    packages = software.get("packages") if isinstance(software.get("packages"), Mapping) else {}
+    record = run.record
+    software = (record.software if record is not None else None) or SoftwareInfo()
+    packages = software.packages
     methods = {c.name: "/".join(c.methods) for c in run.components if c.status != "not used"}
 
     algorithm: dict[str, Any] = {"framework": run.framework, "epochsNumber": run.epochs}
@@ -117,13 +117,13 @@ def boamps_report(run: RunSummary) -> dict[str, Any]:
         "powerConsumption": run.energy_j / JOULES_PER_KWH,
         "measurementDuration": run.time_s,
     }
-    if isinstance(software.get("green_callbacks"), str):
-        measure["version"] = software["green_callbacks"]
+    if software.green_callbacks is not None:
+        measure["version"] = software.green_callbacks
     if "cpu" in methods:
         measure["cpuTrackingMode"] = methods["cpu"]
     if "gpu" in methods:
         measure["gpuTrackingMode"] = methods["gpu"]
-    started = _datetime(data.get("started_at"))
+    started = _datetime(None if record is None else record.started_at)
     if started:
         measure["measurementDateTime"] = started
 
@@ -148,7 +148,8 @@ def boamps_report(run: RunSummary) -> dict[str, Any]:
             "formatVersion": FORMAT_VERSION,
             "formatVersionSpecificationUri": SCHEMA_URI,
             "reportId": _report_id(run),
-            "reportDatetime": _datetime(data.get("updated_at")) or _datetime(_dt.datetime.now().timestamp()),
+            "reportDatetime": _datetime(None if record is None else record.updated_at)
+            or _datetime(_dt.datetime.now().timestamp()),
             "reportStatus": "final" if run.complete else "draft",
         },
         "task": {
@@ -162,10 +163,10 @@ def boamps_report(run: RunSummary) -> dict[str, Any]:
         "infrastructure": infrastructure,
         "software": {"language": "python"},
     }
-    if isinstance(software.get("python"), str):
-        report["software"]["version"] = software["python"]
-    if isinstance(software.get("platform"), str):
-        report["system"] = {"os": software["platform"]}
+    if software.python is not None:
+        report["software"]["version"] = software.python
+    if software.platform is not None:
+        report["system"] = {"os": software.platform}
     if country or run.intensity_gco2e_per_kwh is not None:
         environment: dict[str, Any] = {"country": country or "unknown"}
         if region:

@@ -24,6 +24,7 @@ from typing import Any
 
 from green_callbacks.core.units import JOULES_PER_KWH
 from green_callbacks.core.wording import warn_user
+from green_callbacks.report import format as fmt
 from green_callbacks.report._text import strip_control
 from green_callbacks.report.equivalents import equivalents, equivalents_sentence
 from green_callbacks.report.runs import RunSummary
@@ -52,15 +53,16 @@ def _hardware(run: RunSummary) -> str | None:
     if run.gpu_names:
         counts = Counter(run.gpu_names)
         return ", ".join(f"{n} x {name}" for name, n in counts.items())
-    cpu = (run.record.data.get("hardware") or {}).get("cpu_model") if run.record is not None else None
-    return f"CPU ({cpu})" if isinstance(cpu, str) and cpu else None
+    hardware = None if run.record is None else run.record.hardware
+    cpu = None if hardware is None else hardware.cpu_model
+    return f"CPU ({cpu})" if cpu else None
 
 
 def _source(run: RunSummary) -> str:
     methods = "; ".join(f"{c.name} {'/'.join(c.methods)}" for c in run.components if c.status != "not used")
     year = f" {run.intensity_year}" if run.intensity_year else ""
     intensity = "unknown" if run.intensity_gco2e_per_kwh is None else f"{run.intensity_gco2e_per_kwh:g}"
-    text = (f"green_callbacks (energy: {methods or 'unavailable'}; grid {intensity} gCO2e/kWh, "
+    text = (f"green_callbacks (energy: {methods or fmt.UNAVAILABLE}; grid {intensity} gCO2e/kWh, "
             f"{run.intensity_source}{year}; PUE {run.pue if run.pue is not None else 'unknown'})")
     if run.energy_partial:
         missing = ", ".join(c.name for c in run.components if c.missing)
@@ -136,7 +138,7 @@ def card_paragraph(run: RunSummary) -> str:
         parts.append(" (energy unavailable)")
     if run.emissions_gco2e is not None:
         year = f", {run.intensity_year}" if run.intensity_year else ""
-        parts.append(f", emitting {run.emissions_gco2e:.4g} gCO2e at {run.intensity_gco2e_per_kwh:g} gCO2e/kWh "
+        parts.append(f", emitting {fmt.grams(run.emissions_gco2e)} at {run.intensity_gco2e_per_kwh:g} gCO2e/kWh "
                      f"({run.location or 'world average'}; {run.intensity_source}{year}) and PUE "
                      f"{run.pue if run.pue is not None else 'unknown'}")
     flops = ("training FLOPs were not counted" if run.train_flops is None

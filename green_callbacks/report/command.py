@@ -364,7 +364,7 @@ def run_card(args: argparse.Namespace) -> int:
     if not loaded.runs:
         say(f"green-callbacks card: no training run record (green-run-*.json) in {args.run}")
         return 1
-    runs = sorted(loaded.runs, key=lambda r: (r.record.data.get("updated_at") or 0, r.path))
+    runs = sorted(loaded.runs, key=lambda r: (r.record.updated_at or 0, r.path))
     run = runs[-1]
     if len(runs) > 1:
         say(f"green-callbacks card: {len(runs)} run records in {args.run}; using the newest, {run.path} "

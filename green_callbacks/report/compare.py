@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from green_callbacks.report import format as fmt
+
 __all__ = [
     "Comparison",
     "Side",
@@ -209,7 +211,7 @@ def _value(v: tuple[float, float, float], unit: str) -> str:
 
 def format_comparison(c: Comparison) -> str:
     """The comparison as the terminal says it."""
-    from green_callbacks.report.summary import text_table
+    from green_callbacks.report.format import text_table
 
     level = f"{c.confidence * 100:g} %"
     lines = [f"compare BASE {c.base.label} ({len(c.base.runs)} run(s), {c.base.epochs} epoch(s)) with NEW "
@@ -220,7 +222,7 @@ def format_comparison(c: Comparison) -> str:
     fb, fn = c.flops_per_epoch
     if fb is not None and fn is not None:
         rows.append(["training FLOPs per epoch", f"{fb:.6g}", f"{fn:.6g}", f"{_pct(fn / fb - 1)} (exact)" if fb
-                     else "n/a", "counted, not measured: no noise"])
+                     else fmt.NA, "counted, not measured: no noise"])
     lines.append(text_table(["figure", "BASE", "NEW", "change", ""], rows))
     gate = c.gate
     if gate is not None:

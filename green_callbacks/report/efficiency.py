@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from green_callbacks.core.flops.peaks import mfu, normalize_dtype, peak_spec
+from green_callbacks.core.record import RunRecord, as_record
+from green_callbacks.core.record_sections import ThroughputInfo
 from green_callbacks.core.throughput import run_mfu as logged_mfu
 from green_callbacks.report.runs import RunSummary
 
@@ -32,21 +34,14 @@ class Mfu:
     """Sum over the run's GPUs."""
     peak_source: str
     """Where the peak came from (``user``, or the table's device, dtype and source), or why MFU is unknown."""
+    hfu: float | None = None
+    """Hardware FLOPs utilisation: the same definition with the FLOPs the devices ran (model FLOPs plus activation
+    checkpointing's recompute, ``green/hfu``); ``None`` where the record keeps no hardware FLOPs or MFU is unknown."""
 
 
-def record_dtype(record: Mapping[str, Any]) -> str | None:
+def record_dtype(record: RunRecord | Mapping[str, Any] | None) -> str | None:
     """The compute dtype a record names (``lightning.precision`` and the like), normalised; ``None`` if none."""
-    for section in ("lightning", "transformers", "keras", "training"):
-        info = record.get(section)
-        if not isinstance(info, Mapping):
-            continue
-        for key in ("precision", "dtype", "compute_dtype"):
-            if info.get(key) is not None:
-                try:
-                    return normalize_dtype(info[key])
-                except ValueError:
-                    continue
-    return None
+    return None if record is None else as_record(record).compute_dtype
 
 
 def run_mfu(run: RunSummary, peak_flops_per_s: float | None = None, dtype: str | None = None) -> Mfu:
@@ -88,24 +83,30 @@ def run_mfu(run: RunSummary, peak_flops_per_s: float | None = None, dtype: str |
 
 def _logged(run: RunSummary, rows: Any, user_peak_per_gpu: float | None) -> Mfu:
     """The run's own MFU from its epochs' training time and peak (what ``green/mfu`` logged), or the user's peak."""
-    throughput = run.record.get("throughput") if run.record is not None else None
-    info = throughput if isinstance(throughput, Mapping) else {}
+    info = (run.record.throughput if run.record is not None else None) or ThroughputInfo()
     if user_peak_per_gpu is not None:
-        devices = len(run.gpu_names) or len(info.get("devices") or ())
+        devices = len(run.gpu_names) or len(info.devices)
         if not devices:
             return Mfu(None, None, "unknown: no GPU recorded")
         peak = user_peak_per_gpu * devices
         rows = [_with_peak(r, peak) for r in rows]
         value = logged_mfu(rows)
-        return Mfu(value, peak, f"user, {user_peak_per_gpu:.4g} FLOP/s per GPU, over the training time")
+        return Mfu(value, peak, f"user, {user_peak_per_gpu:.4g} FLOP/s per GPU, over the training time",
+                   _hfu(rows))
     value = logged_mfu(rows)
     if value is None:
-        why = info.get("mfu_unavailable") if isinstance(info.get("mfu_unavailable"), str) else None
-        return Mfu(None, None, f"unknown: {why or 'no peak known for the devices that trained'}")
+        return Mfu(None, None, f"unknown: {info.mfu_unavailable or 'no peak known for the devices that trained'}")
     peak = rows[-1].peak_flops_per_s
-    dtype = info.get("compute_dtype") if isinstance(info.get("compute_dtype"), str) else "the run's dtype"
-    source = info.get("peak_source") if isinstance(info.get("peak_source"), str) else "the peak table"
-    return Mfu(value, peak, f"as logged (green/mfu): {dtype} peak, {source}; training FLOPs over the training time")
+    dtype = info.compute_dtype or "the run's dtype"
+    return Mfu(value, peak, f"as logged (green/mfu): {dtype} peak, the peak table; training FLOPs over the training "
+                            "time", _hfu(rows))
+
+
+def _hfu(rows: Any) -> float | None:
+    """The run's HFU: :func:`~green_callbacks.core.throughput.run_mfu` over the FLOPs the devices ran."""
+    if any(r.train_hardware_flops is None for r in rows):
+        return None
+    return logged_mfu([replace(r, train_flops=r.train_hardware_flops) for r in rows])
 
 
 def _with_peak(row: Any, peak: float) -> Any:

@@ -13,6 +13,7 @@ from functools import lru_cache
 from importlib import resources
 
 from green_callbacks.core.units import JOULES_PER_KWH
+from green_callbacks.report import format as fmt
 
 __all__ = [
     "COMPARISONS_TITLE",
@@ -105,7 +106,7 @@ def comparison_table(report: object) -> tuple[tuple[str, ...], list[tuple[str, .
         if grams is None:
             return
         found = {e.factor.key: e.amount for e in equivalents(grams, facility_kwh)}
-        rows.append((what, f"{grams:.4g}", *(f"{found[f.key]:.3g}" if f.key in found else "unavailable"
+        rows.append((what, f"{grams:.4g}", *(f"{found[f.key]:.3g}" if f.key in found else fmt.UNAVAILABLE
                                               for f in table)))
 
     runs = getattr(report, "runs", ())

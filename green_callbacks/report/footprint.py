@@ -9,7 +9,6 @@ block (written before it existed) gives no section.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from green_callbacks.core.counterfactual import (
     compare_infrastructure,
     counterfactuals,
 )
+from green_callbacks.core.record import RunRecord, as_record
 from green_callbacks.core.uncertainty import (
     Difference,
     Interval,
@@ -33,6 +33,7 @@ from green_callbacks.core.uncertainty import (
 )
 from green_callbacks.core.units import joules_to_kwh
 from green_callbacks.core.water import DEFAULT_WUE_L_PER_KWH
+from green_callbacks.report import format as fmt
 
 __all__ = [
     "FootprintOptions",
@@ -102,24 +103,22 @@ class FootprintSection:
     operational_high_gco2e: float | None = None
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        return None
-    return float(value)
+def _plain_number(value: float) -> int | float:
+    """A figure as the record wrote it: ``700``, not ``700.0``."""
+    return int(value) if value.is_integer() else value
 
 
-def _grid_spans(grids: Sequence[Counterfactual], record: Mapping[str, Any], energy_kwh: float,
+def _grid_spans(grids: Sequence[Counterfactual], record: RunRecord, energy_kwh: float,
                 pue: float) -> tuple[GridSpan, ...]:
     """Each grid's emissions interval and its difference from this run's (the energy and PUE shared by all)."""
-    totals = record.get("totals") or {}
-    carbon = record.get("carbon") or {}
-    low, high = _num(totals.get("energy_low_j")), _num(totals.get("energy_high_j"))
+    totals, carbon = record.totals, record.carbon
+    low, high = totals.energy_low_j, totals.energy_high_j
     energy = None if low is None or high is None else Interval(energy_kwh, joules_to_kwh(low), joules_to_kwh(high))
     pue_range = pue_factor(pue)
     scale = energy_kwh * pue
     shared = scaled_interval(energy, scale, [pue_range])
     actual = grids[0].intensity_gco2e_per_kwh
-    actual_factor = intensity_factor(actual, str(carbon.get("kind") or ""), str(carbon.get("basis") or ""))
+    actual_factor = intensity_factor(actual, carbon.kind or "", carbon.basis or "")
     out = []
     for grid in grids:
         if grid.group == "actual":
@@ -129,7 +128,7 @@ def _grid_spans(grids: Sequence[Counterfactual], record: Mapping[str, Any], ener
             factor = intensity_factor(grid.intensity_gco2e_per_kwh, kind, grid.basis)
         emissions = scaled_interval(energy, grid.emissions_gco2e, [pue_range, factor])
         if grid.group == "actual":
-            low_g, high_g = _num(totals.get("emissions_low_gco2e")), _num(totals.get("emissions_high_gco2e"))
+            low_g, high_g = totals.emissions_low_gco2e, totals.emissions_high_gco2e
             if low_g is not None and high_g is not None:  # the record's own figure, as the summary prints it
                 emissions = Interval(grid.emissions_gco2e, low_g, high_g)
         difference = repriced_difference(scale, shared, actual, actual_factor, grid.intensity_gco2e_per_kwh, factor)
@@ -137,76 +136,68 @@ def _grid_spans(grids: Sequence[Counterfactual], record: Mapping[str, Any], ener
     return tuple(out)
 
 
-def footprint_section(record: Mapping[str, Any], options: FootprintOptions | None = None) -> FootprintSection | None:
-    """The section for one record, or ``None`` when the record has no ``footprint`` block."""
+def footprint_section(record: RunRecord | Mapping[str, Any],
+                      options: FootprintOptions | None = None) -> FootprintSection | None:
+    """The section for one record (a :class:`~green_callbacks.core.record.RunRecord` or a record's dict), or
+    ``None`` when the record has no ``footprint`` block."""
     options = options or FootprintOptions()
-    block = record.get("footprint")
-    if not isinstance(block, Mapping):
+    record = as_record(record)
+    block = record.footprint
+    if block is None:
         return None
-    embodied = block.get("embodied") or {}
-    water = block.get("water") or {}
-    offsite = water.get("offsite") or {}
-    totals = record.get("totals") or {}
-    carbon = record.get("carbon") or {}
-    energy_j = _num(totals.get("energy_j"))
+    embodied, water = block.embodied, block.water
+    totals, carbon = record.totals, record.carbon
+    energy_j = totals.energy_j
     energy_kwh = None if energy_j is None else joules_to_kwh(energy_j)
-    hours = (_num(totals.get("time_s")) or 0.0) / 3600.0
-    pue = _num(carbon.get("pue")) or 1.0
-    intensity = _num(carbon.get("intensity_gco2e_per_kwh"))
-    wue = _num(water.get("wue_l_per_kwh"))
-    wue = DEFAULT_WUE_L_PER_KWH if wue is None else wue
-    accelerators = tuple(str(a) for a in embodied.get("accelerators") or ())
-    parts = embodied.get("parts") or []
+    hours = (totals.time_s or 0.0) / 3600.0
+    pue = carbon.pue or 1.0
+    intensity = carbon.intensity_gco2e_per_kwh
+    wue = DEFAULT_WUE_L_PER_KWH if water.wue_l_per_kwh is None else water.wue_l_per_kwh
+    accelerators = embodied.accelerators
     grids: tuple[Counterfactual, ...] = ()
     if energy_kwh is not None and intensity is not None:
         grids = tuple(counterfactuals(
             energy_kwh, pue, actual_gco2e_per_kwh=intensity, actual_label="this run",
-            actual_location=str(carbon.get("location") or ""), alternatives=options.alternatives,
+            actual_location=carbon.location or "", alternatives=options.alternatives,
             cloud_regions=options.cloud_regions, lowest=options.lowest, wue_l_per_kwh=wue))
     spans = _grid_spans(grids, record, energy_kwh, pue) if grids and energy_kwh is not None else ()
     infra: tuple[InfrastructureOutcome, ...] = ()
     if energy_kwh is not None and options.local is not None and options.cloud is not None:
         named = [a for a in accelerators if a != "unidentified"]
         infra = tuple(compare_infrastructure(energy_kwh, hours, named, [options.local, options.cloud]))
+    own = None if not spans or spans[0].emissions is None else spans[0].emissions
     return FootprintSection(
         energy_kwh=energy_kwh,
         hours=hours,
         pue=pue,
         intensity_gco2e_per_kwh=intensity,
-        operational_gco2e=_num(totals.get("emissions_gco2e")),
-        embodied_gco2e=_num(embodied.get("total_gco2e")),
-        embodied_partial=bool(embodied.get("partial")),
-        embodied_missing=tuple(str(m) for m in embodied.get("missing") or ()),
-        embodied_assumptions=tuple(str(a) for a in embodied.get("assumptions") or ()),
-        embodied_sources=tuple(sorted({f"{p.get('name')}: {p.get('kgco2e')} kgCO2e, {p.get('source')}"
-                                       for p in parts if isinstance(p, Mapping) and p.get("kgco2e") is not None})),
+        operational_gco2e=totals.emissions_gco2e,
+        embodied_gco2e=embodied.total_gco2e,
+        embodied_partial=embodied.partial,
+        embodied_missing=embodied.missing,
+        embodied_assumptions=embodied.assumptions,
+        embodied_sources=tuple(sorted({f"{p.name}: {_plain_number(p.kgco2e)} kgCO2e, {p.source}"
+                                       for p in embodied.parts if p.kgco2e is not None})),
         accelerators=accelerators,
-        water_l=_num(water.get("total_l")),
+        water_l=water.total_l,
         wue_l_per_kwh=wue,
-        offsite_l_per_kwh=_num(offsite.get("offsite_l_per_kwh")),
-        water_location=str(offsite.get("location") or ""),
-        water_method=str(offsite.get("method") or ""),
-        water_sources=tuple(s for s in (str(water.get("wue_source") or ""), str(offsite.get("source") or "")) if s),
+        offsite_l_per_kwh=water.offsite_l_per_kwh,
+        water_location=water.offsite_location,
+        water_method=water.offsite_method,
+        water_sources=tuple(s for s in (water.wue_source, water.offsite_source) if s),
         grids=grids,
         infrastructure=infra,
         grid_spans=spans,
-        operational_low_gco2e=_num(totals.get("emissions_low_gco2e")) if not spans or spans[0].emissions is None
-        else spans[0].emissions.low,
-        operational_high_gco2e=_num(totals.get("emissions_high_gco2e")) if not spans or spans[0].emissions is None
-        else spans[0].emissions.high,
+        operational_low_gco2e=totals.emissions_low_gco2e if own is None else own.low,
+        operational_high_gco2e=totals.emissions_high_gco2e if own is None else own.high,
     )
 
 
-def _g(value: float | None) -> str:
-    if value is None:
-        return "unavailable"
-    for unit, size in (("t", 1e6), ("kg", 1e3)):
-        if abs(value) >= size:
-            return f"{value / size:.3g} {unit}"
-    return f"{value:.3g} g"
+_g = fmt.mass
+_l = fmt.litres
 
 
-NO_BASIS = "no basis for an interval"
+NO_BASIS = fmt.NO_BASIS
 WITHIN = "within the uncertainty"
 
 
@@ -227,17 +218,7 @@ def difference_text(difference: Difference) -> str:
     return figure if span is None else f"{figure} ({span.low:+.3g} to {span.high:+.3g} g)"
 
 
-def _l(value: float | None) -> str:
-    return "unavailable" if value is None else f"{value:.3g} L"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+_table = fmt.text_table_lines
 
 
 def footprint_summary_lines(section: FootprintSection) -> list[str]:

@@ -1,9 +1,9 @@
 """The report's "Using the model" section: what each test / validate / predict / evaluate cost, and the break-even.
 
-Pure functions from parsed records (:func:`green_callbacks.core.record.read_record` dicts) to rows and the section's
-table; the report's emitters (:mod:`green_callbacks.report.render`) lay it out and escape it in every format, as
-they do the fits' sections. A phase record (``"kind"`` other than ``"fit"``; records without ``kind`` are fits) is
-one row; its break-even with training uses the fit's record when it is among the records read (matched by
+Pure functions from parsed records (:class:`~green_callbacks.core.record.RunRecord`, or a record's dict) to rows and
+the section's table; the report's emitters (:mod:`green_callbacks.report.render`) lay it out and escape it in every
+format, as they do the fits' sections. A phase record (``"kind"`` other than ``"fit"``; records without ``kind``
+are fits) is one row; its break-even with training uses the fit's record when it is among the records read (matched by
 ``run_id``), else the training totals the phase record carries. The arithmetic is
 :func:`green_callbacks.core.phase.break_even`.
 """
@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from green_callbacks.core.phase import BreakEven, break_even
+from green_callbacks.core.record import RunRecord, as_record, record_kind
+from green_callbacks.core.record_sections import PhaseInfo
+from green_callbacks.report import format as fmt
 
 __all__ = [
     "PhaseRow",
@@ -26,14 +29,13 @@ __all__ = [
     "phase_table",
 ]
 
-NA = "unavailable"
+NA = fmt.UNAVAILABLE
 TITLE = "Using the model"
 
 
-def is_phase_record(record: Mapping[str, Any]) -> bool:
+def is_phase_record(record: RunRecord | Mapping[str, Any]) -> bool:
     """A test / validate / predict / evaluate record (``"kind"`` set and not ``"fit"``); older records are fits."""
-    kind = record.get("kind")
-    return isinstance(kind, str) and kind != "fit"
+    return record_kind(record) != "fit"
 
 
 @dataclass(frozen=True)
@@ -63,65 +65,56 @@ class PhaseRow:
     """Forward FLOPs of the whole phase."""
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def phase_rows(records: Iterable[Mapping[str, Any]]) -> list[PhaseRow]:
+def phase_rows(records: Iterable[RunRecord | Mapping[str, Any]]) -> list[PhaseRow]:
     """One row per phase record among ``records``, in the order given; fits are used only for the break-even."""
-    records = list(records)
-    fits = {r.get("run_id"): r for r in records if not is_phase_record(r) and r.get("run_id")}
+    records = [as_record(r) for r in records]
+    fits = {r.run_id: r for r in records if not r.is_phase and r.run_id}
     rows = []
     for record in records:
-        if not is_phase_record(record):
+        if not record.is_phase:
             continue
-        phase = record.get("phase") or {}
-        training = record.get("training") or None
+        phase = record.phase or PhaseInfo()
+        training = record.training
         be = None
         if training is not None:
-            fit = fits.get(training.get("run_id"))
-            totals = (fit or {}).get("totals") or training
-            be = break_even(
-                _num(totals.get("energy_j")), _num(phase.get("energy_per_sample_j")),
-                _num(totals.get("emissions_gco2e")), _num(phase.get("emissions_per_sample_gco2e")),
-            )
-        path = record.get("_path")
-        samples = phase.get("samples")
+            fit = fits.get(training.run_id or "")
+            energy_j, grams = ((fit.totals.energy_j, fit.totals.emissions_gco2e) if fit is not None
+                               else (training.energy_j, training.emissions_gco2e))
+            be = break_even(energy_j, phase.energy_per_sample_j, grams, phase.emissions_per_sample_gco2e)
+        path = record.path
         rows.append(PhaseRow(
-            label=Path(path).name if path else str(record.get("run_id", "?")),
-            kind=str(record.get("kind")),
-            framework=str(record.get("framework", "?")),
-            status=str(record.get("status", "?")),
-            quality=str(phase.get("quality", NA)),
-            samples=int(samples) if isinstance(samples, int) else None,
-            duration_s=_num(phase.get("duration_s")),
-            energy_j=_num(phase.get("energy_j")),
-            emissions_gco2e=_num(phase.get("emissions_gco2e")),
-            energy_per_sample_j=_num(phase.get("energy_per_sample_j")),
-            wh_per_1000_samples=_num(phase.get("wh_per_1000_samples")),
-            samples_per_joule=_num(phase.get("samples_per_joule")),
-            mean_power_w=_num(phase.get("mean_power_w")),
-            latency_p50_s=_num(phase.get("latency_p50_s")),
-            latency_p95_s=_num(phase.get("latency_p95_s")),
-            training_run_id=None if training is None else training.get("run_id"),
+            label=Path(path).name if path else (record.run_id or "?"),
+            kind=record.kind,
+            framework=record.framework,
+            status=record.status,
+            quality=NA if phase.quality is None else phase.quality,
+            samples=phase.samples,
+            duration_s=phase.duration_s,
+            energy_j=phase.energy_j,
+            emissions_gco2e=phase.emissions_gco2e,
+            energy_per_sample_j=phase.energy_per_sample_j,
+            wh_per_1000_samples=phase.wh_per_1000_samples,
+            samples_per_joule=phase.samples_per_joule,
+            mean_power_w=phase.mean_power_w,
+            latency_p50_s=phase.latency_p50_s,
+            latency_p95_s=phase.latency_p95_s,
+            training_run_id=None if training is None else training.run_id,
             break_even=be,
-            run_id=None if record.get("run_id") is None else str(record.get("run_id")),
-            path=None if path is None else str(path),
-            flops=_num(phase.get("flops")),
+            run_id=record.run_id or None,
+            path=path or None,
+            flops=phase.flops,
         ))
     return rows
 
 
 def load_phase_rows(paths: Iterable[str | os.PathLike[str]]) -> list[PhaseRow]:
     """:func:`phase_rows` of every readable record among ``paths`` (unreadable ones are the run loader's to name)."""
-    from green_callbacks.core.record import RecordError, find_records, read_record
+    from green_callbacks.core.record import RecordError, find_records, load_record
 
     records = []
     for path in find_records(paths):
         try:
-            records.append(read_record(path))
+            records.append(load_record(path))
         except RecordError:
             continue
     return phase_rows(records)
@@ -132,11 +125,11 @@ HEADER = ("phase", "framework", "samples", "energy", "J/sample", "Wh/1000", "sam
 
 
 def _f(value: float | None, spec: str = ".4g", unit: str = "") -> str:
-    return NA if value is None else f"{format(value, spec)}{unit}"
+    return NA if value is None else fmt.number(value, spec) + unit
 
 
 def _count(value: float | None) -> str:
-    return NA if value is None else f"{value:,.0f}"
+    return fmt.number(value, ",.0f")
 
 
 def _break_even_text(row: PhaseRow) -> str:

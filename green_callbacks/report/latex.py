@@ -3,20 +3,20 @@
 and, when the runs form a search, its cost, the sensitivity of the best value to each hyperparameter and the expected
 best of n random trials — units in the column heads, and the sources and methods as footnotes.
 
-Every number is formatted as in the text report (:mod:`green_callbacks.report.summary`): ``.4g`` joules, grams and
-FLOPs, ``.3g`` kWh; a value that was not measured is ``unavailable`` (never 0). Text from a record is hostile input
-as in HTML: :func:`tex_escape` makes it inert (every LaTeX special character escaped, control characters removed,
-characters a default pdfLaTeX cannot typeset written as their code point), so no record can run a command, open a
-file or break the document.
+Every number is formatted by the report's one policy (:mod:`green_callbacks.report.format`), as in the text
+report: ``.4g`` joules, grams and FLOPs, ``.3g`` kWh; a value that was not measured is ``unavailable`` (never 0).
+Text from a record is hostile input as in HTML: :func:`tex_escape` makes it inert (every LaTeX special character
+escaped, control characters removed, characters a default pdfLaTeX cannot typeset written as their code point), so
+no record can run a command, open a file or break the document.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 
 from green_callbacks.core.units import JOULES_PER_KWH
+from green_callbacks.report import format as fmt
 from green_callbacks.report._text import strip_control
 from green_callbacks.report.build import Report
 from green_callbacks.report.equivalents import LABEL, equivalents
@@ -31,6 +31,7 @@ from green_callbacks.report.render import (
     sweep_sentences,
 )
 from green_callbacks.report.runs import RunSummary
+from green_callbacks.report.summary import flops_notes
 
 __all__ = ["render_latex", "tex_escape", "tex_number"]
 
@@ -69,12 +70,12 @@ def tex_escape(text: object) -> str:
 _EXPONENT = re.compile(r"^(-?[\d.]+)e([+-])(\d+)$")
 
 
-def tex_number(value: float | None, spec: str = ".4g", missing: str = "unavailable") -> str:
+def tex_number(value: float | None, spec: str = ".4g", missing: str = fmt.UNAVAILABLE) -> str:
     """``value`` formatted with ``spec`` exactly as the text report does, an exponent written ``$1.2\\times10^{15}$``;
     ``None`` (not measured) is ``missing``, never 0."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    text = fmt.number(value, spec, missing)
+    if text == missing:
         return missing
-    text = format(value, spec)
     match = _EXPONENT.match(text)
     if match:
         mantissa, sign, exponent = match.groups()
@@ -83,7 +84,7 @@ def tex_number(value: float | None, spec: str = ".4g", missing: str = "unavailab
 
 
 def _kwh(joules: float | None) -> str:
-    return tex_number(None if joules is None else joules / JOULES_PER_KWH, ".3g")
+    return tex_number(None if joules is None else joules / JOULES_PER_KWH, ".3g")  # fmt.kwh, its exponent typeset
 
 
 LONG_TABLE_ROWS = 30
@@ -119,10 +120,26 @@ def _run_rows(report: Report) -> list[list[str]]:
         rows.append([
             tex_escape(run.label), tex_escape(run.framework), tex_escape(run.status), str(run.epochs),
             tex_number(run.time_s, ".2f"), energy, _kwh(run.energy_j), tex_number(run.emissions_gco2e),
-            tex_number(run.train_flops, missing="not counted"), tex_number(run.eval_flops, missing="not counted"),
+            _train_flops(run), tex_number(run.eval_flops, missing=fmt.NOT_COUNTED),
             tex_number(run.train_flops_per_j),
         ])
     return rows
+
+
+def _train_flops(run: RunSummary) -> str:
+    """The run's training FLOPs, labelled ``sampled`` (with its range) or ``estimated`` as the text report does."""
+    text = tex_number(run.train_flops, missing=fmt.NOT_COUNTED)
+    if run.train_flops is None or run.train_flops_method not in ("sampled", "estimated"):
+        return text
+    span = ("" if run.train_flops_low is None or run.train_flops_high is None
+            else f", {tex_number(run.train_flops_low)}--{tex_number(run.train_flops_high)}")
+    return f"{text} ({run.train_flops_method}{span})"
+
+
+def _flops_notes(runs: Sequence[RunSummary]) -> list[str]:
+    """Why a run's FLOPs are sampled or estimated, and its hardware FLOPs beside the model FLOPs."""
+    out = [tex_escape(f"Run {run.label}: {note}.") for run in runs for note in flops_notes(run)]
+    return [*out, ""] if out else []
 
 
 def _component_rows(report: Report) -> list[list[str]]:
@@ -136,7 +153,7 @@ def _component_rows(report: Report) -> list[list[str]]:
                 if part.status == "partial":
                     value += f" (partial: unavailable in {part.epochs_unavailable} epoch(s))"
             rows.append([tex_escape(run.label), tex_escape(part.name), value, kwh,
-                         tex_escape(", ".join(part.methods) or "unavailable")])
+                         tex_escape(", ".join(part.methods) or fmt.UNAVAILABLE)])
     return rows
 
 
@@ -148,7 +165,7 @@ def _convergence_rows(report: Report) -> list[list[str]]:
             continue
         rows.append([tex_escape(run.label), tex_escape(f"{conv.monitor} ({conv.mode})"),
                      tex_number(conv.best_value), str(conv.epochs), tex_number(conv.time_s, ".2f", "?"),
-                     tex_number(conv.train_flops, missing="not counted"), tex_number(conv.energy_j),
+                     tex_number(conv.train_flops, missing=fmt.NOT_COUNTED), tex_number(conv.energy_j),
                      tex_number(conv.emissions_gco2e)])
     return rows
 
@@ -217,6 +234,7 @@ def render_latex(report: Report) -> str:
                       "and FLOPs. A value that was not measured is marked unavailable, never 0.",
                       "lllrrrrrrrr", escape=False, note=note)
         out.append("")
+        out += _flops_notes(runs)
         out += _table(["Run", "Component", "Energy (J)", "Energy (kWh)", "Method"], _component_rows(report),
                       "Energy by component and the method that measured it.", "llrrl", escape=False)
         conv = _convergence_rows(report)
@@ -275,4 +293,4 @@ def render_latex(report: Report) -> str:
 
 def tex_number_plain(value: float | None) -> str:
     """``.4g`` as the text report writes it (for prose that is escaped afterwards)."""
-    return "unavailable" if value is None else f"{value:.4g}"
+    return fmt.number(value)

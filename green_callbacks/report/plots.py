@@ -10,6 +10,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from green_callbacks.core.rows import EpochRow
 from green_callbacks.report.runs import RunSummary
 from green_callbacks.report.stats import ExpectedBest
 
@@ -60,10 +61,6 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _errors(points: Sequence[tuple[float | None, float | None, float | None]]) -> tuple[list[int], list[list[float]]]:
     """The indices of the points with an interval, and matplotlib's asymmetric errors ``[[below], [above]]``."""
     keep, below, above = [], [], []
@@ -91,16 +88,16 @@ def plot_energy_per_epoch(run: RunSummary) -> bytes | None:
 def energy_per_epoch_figure(run: RunSummary) -> Any:
     """The figure of :func:`plot_energy_per_epoch` (a matplotlib ``Figure``), each epoch's total with error bars
     from the record's ``energy_low_j`` / ``energy_high_j`` where it has an interval."""
-    rows = run.record.get("epochs") or []
+    rows = run.record.epochs
     if not rows:
         return None
     fig = _figure(6.0, 3.2)
     ax = fig.add_subplot()
-    epochs = [row["epoch"] for row in rows]
+    epochs = [row.epoch for row in rows]
     bottom = [0.0] * len(rows)
     missing: dict[int, list[str]] = {}
     for part in run.components:
-        values = [(row.get("component_energy_j") or {}).get(part.name) for row in rows]
+        values = [row.component_energy_j.get(part.name) for row in rows]
         heights = [0.0 if v is None else float(v) for v in values]
         if part.status == "not used":  # nothing to measure, nothing missing: grey, said as the text says it
             ax.bar(epochs, heights, bottom=bottom, label=f"{part.name}: not used by this run", color=NOT_USED_COLOR)
@@ -111,9 +108,8 @@ def energy_per_epoch_figure(run: RunSummary) -> Any:
         label = f"{part.name} ({', '.join(part.methods)})"
         ax.bar(epochs, heights, bottom=bottom, label=label, color=_COLORS.get(part.name))
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    totals = [_num(row.get("energy_j")) for row in rows]
-    keep, err = _errors([(t, _num(row.get("energy_low_j")), _num(row.get("energy_high_j")))
-                         for t, row in zip(totals, rows, strict=True)])
+    totals = [row.energy_j for row in rows]
+    keep, err = _errors([(t, row.energy_low_j, row.energy_high_j) for t, row in zip(totals, rows, strict=True)])
     top = max(bottom) if bottom and max(bottom) > 0 else 1.0
     if keep:
         ax.errorbar([epochs[i] for i in keep], [totals[i] for i in keep], yerr=err, fmt="none", ecolor="black",
@@ -132,13 +128,13 @@ def energy_per_epoch_figure(run: RunSummary) -> Any:
     return fig
 
 
-def _series(rows: Sequence[dict[str, Any]], monitor: str, key: str) -> list[tuple[float, float, int]]:
+def _series(rows: Sequence[EpochRow], monitor: str, key: str) -> list[tuple[float, float, int]]:
     out = []
     for row in rows:
-        value = (row.get("metrics") or {}).get(monitor)
-        x = (row.get("totals") or {}).get(key)
+        value = row.metrics.get(monitor)
+        x = None if row.totals is None else getattr(row.totals, key)
         if value is not None and x is not None:
-            out.append((float(x), float(value), int(row["epoch"])))
+            out.append((float(x), float(value), row.epoch))
     return out
 
 
@@ -152,7 +148,7 @@ def metric_vs_cost_figure(run: RunSummary) -> Any:
     """The figure of :func:`plot_metric_vs_cost`; the cumulative energy with horizontal error bars from each
     epoch's ``totals.energy_low_j`` / ``energy_high_j`` where the record has them (FLOPs are counted: none)."""
     conv = run.convergence
-    rows = run.record.get("epochs") or []
+    rows = run.record.epochs
     if conv is None or not rows:
         return None
     panels = [("energy_j", "cumulative energy (J, before PUE)")]
@@ -167,9 +163,8 @@ def metric_vs_cost_figure(run: RunSummary) -> Any:
     for ax, (_key, label, series) in zip(axes, data, strict=True):
         ax.plot([s[0] for s in series], [s[1] for s in series], marker="o", color="#1565c0")
         if _key == "energy_j":
-            by_epoch = {int(row["epoch"]): row.get("totals") or {} for row in rows}
-            keep, err = _errors([(x, _num(by_epoch[e].get("energy_low_j")), _num(by_epoch[e].get("energy_high_j")))
-                                 for x, _, e in series])
+            by_epoch = {row.epoch: row.totals for row in rows}
+            keep, err = _errors([(x, by_epoch[e].energy_low_j, by_epoch[e].energy_high_j) for x, _, e in series])
             if keep:
                 ax.errorbar([series[i][0] for i in keep], [series[i][1] for i in keep], xerr=err, fmt="none",
                             ecolor="#1565c0", capsize=2, elinewidth=0.8, label=_interval_note(len(keep), len(series)))

@@ -14,19 +14,21 @@ from __future__ import annotations
 import base64
 import csv
 import dataclasses
+import functools
 import html
 import io
 import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import quote
 
-from green_callbacks.core.units import JOULES_PER_KWH
+from green_callbacks.report import format as fmt
 from green_callbacks.report._text import strip_control
 from green_callbacks.report.badges import format_grams
+from green_callbacks.report.blocks import Badges, Block, Figure, Heading, Items, Lines, Paragraph, Table, emit_text
 from green_callbacks.report.build import Report, run_figure_prefix, sweep_figure_prefix
 from green_callbacks.report.efficiency import Mfu
 from green_callbacks.report.equivalents import COMPARISONS_TITLE, comparison_table
@@ -45,7 +47,7 @@ from green_callbacks.report.inference import TITLE as INFERENCE_TITLE
 from green_callbacks.report.inference import PhaseRow, phase_table
 from green_callbacks.report.runs import RunSummary
 from green_callbacks.report.sensitivity import MIN_RUNS, short_number
-from green_callbacks.report.summary import epoch_table, run_summary_lines, text_table
+from green_callbacks.report.summary import epoch_table, flops_notes, run_summary_lines
 from green_callbacks.report.sweep import SweepAnalysis, trial_state
 
 __all__ = [
@@ -64,36 +66,31 @@ __all__ = [
     "sweep_sentences",
 ]
 
-NA = "unavailable"
+NA = fmt.UNAVAILABLE
+FOOTPRINT_TITLE = "Footprint: operational, embodied, water"
 
 
-# ---------------------------------------------------------------- value formatting
-def _j(value: float | None) -> str:
-    if value is None:
-        return NA
-    return f"{value:,.4g} J ({value / JOULES_PER_KWH:.3g} kWh)"
-
-
-def _g(value: float | None) -> str:
-    return NA if value is None else f"{value:.4g} gCO2e"
-
-
-def _flops(value: float | None) -> str:
-    return "not counted" if value is None else f"{value:.4g}"
+# ---------------------------------------------------------------- value formatting (the policy: format.py)
+_j = functools.partial(fmt.energy, grouped=True)
+_g = fmt.grams
+_flops = fmt.flops
+_pct = fmt.percent
 
 
 def _num(value: float | None, spec: str = ".4g") -> str:
-    return "" if value is None else format(value, spec)
-
-
-def _pct(value: float | None) -> str:
-    return NA if value is None else f"{100 * value:.1f} %"
+    return fmt.number(value, spec, missing="")
 
 
 def _mfu(mfu: Mfu) -> str:
     if mfu.value is None:
         return mfu.peak_source
-    return f"{100 * mfu.value:.2f} % of {mfu.peak_flops_per_s:.4g} FLOP/s ({mfu.peak_source})"
+    return f"{fmt.percent(mfu.value, 2)} of {mfu.peak_flops_per_s:.4g} FLOP/s ({mfu.peak_source})"
+
+
+def _hfu(mfu: Mfu) -> str:
+    if mfu.hfu is None:
+        return fmt.UNAVAILABLE if mfu.value is None else "unavailable: an epoch keeps no hardware FLOPs"
+    return f"{fmt.percent(mfu.hfu, 2)} of {mfu.peak_flops_per_s:.4g} FLOP/s (hardware FLOPs, green/hfu)"
 
 
 def _intensity(run: RunSummary) -> str:
@@ -125,7 +122,7 @@ def _energy_total(run: RunSummary) -> str:
 def _component(run: RunSummary, name: str) -> str:
     part = next(c for c in run.components if c.name == name)
     if part.status == "not used":
-        return "not used by this run" + (f" ({part.note})" if part.note else "")
+        return fmt.NOT_USED + (f" ({part.note})" if part.note else "")
     text = _j(part.energy_j) if part.energy_j is not None else NA
     if part.status == "partial":
         text += f" (partial: unavailable in {part.epochs_unavailable} epoch(s))"
@@ -159,8 +156,11 @@ def run_rows(run: RunSummary, mfu: Mfu) -> list[tuple[str, str]]:
     rows += [
         ("Energy, total (IT, before PUE)", _energy_total(run)),
         ("Emissions", f"{_g(run.emissions_gco2e)}{' (partial)' if run.energy_partial else ''} at {_intensity(run)}"),
-        ("FLOPs, training / evaluation", f"{_flops(run.train_flops)} / {_flops(run.eval_flops)}"),
+        ("FLOPs, training / evaluation", f"{run.flops_text} / {_flops(run.eval_flops)}"),
     ]
+    for note in flops_notes(run):
+        name, _, text = note.partition(": ")
+        rows.append((name[0].upper() + name[1:], text))
     conv = _convergence(run)
     if conv:
         rows.append(conv)
@@ -173,12 +173,14 @@ def run_rows(run: RunSummary, mfu: Mfu) -> list[tuple[str, str]]:
         ("Training FLOPs per joule", _num(run.train_flops_per_j, ".4g") or NA),
         ("MFU (run average)", _mfu(mfu)),
     ]
+    if run.recompute:
+        rows.append(("HFU (run average)", _hfu(mfu)))
     if run.gpu_names:
         rows.append(("GPUs", ", ".join(run.gpu_names)))
     if run.partial_epoch:
         part = run.partial_epoch
-        rows.append(("Incomplete epoch", f"epoch {part.get('epoch')}: {_num(part.get('time_s'), '.2f')} s, "
-                                         f"{_j(part.get('energy_j'))} (this process only; not in the totals)"))
+        rows.append(("Incomplete epoch", f"epoch {part.epoch}: {_num(part.time_s, '.2f')} s, "
+                                         f"{_j(part.energy_j)} (this process only; not in the totals)"))
     if run.lost:
         rows.append(("Switched off after a failure", "; ".join(f"{k} ({v})" for k, v in run.lost.items())))
     if run.hyperparameters:
@@ -303,7 +305,7 @@ def sweep_sentences(sweep: SweepAnalysis) -> list[str]:
 
 
 def _interval(low: float | None, high: float | None) -> str:
-    return "n/a" if low is None or high is None else f"{low:.2f} – {high:.2f}"
+    return fmt.NA if low is None or high is None else f"{low:.2f} – {high:.2f}"
 
 
 def _importance_rows(sweep: SweepAnalysis) -> list[list[str]]:
@@ -316,8 +318,8 @@ def _importance_rows(sweep: SweepAnalysis) -> list[list[str]]:
             continue
         scale = imp.scale + (" (declared)" if imp.scale_source == "declared" else "")
         runs = f"{imp.runs}" + (" (conditional)" if imp.conditional else "")
-        value = "n/a" if imp.importance is None else f"{imp.importance:.2f}"
-        p_value = "n/a" if imp.p_value is None else f"{imp.p_value:.2g}"
+        value = fmt.number(imp.importance, ".2f", fmt.NA)
+        p_value = fmt.number(imp.p_value, ".2g", fmt.NA)
         rows.append([sens.name, scale, runs, value, _interval(imp.low, imp.high), p_value, imp.verdict,
                      imp.direction, imp.best_region])
     return rows
@@ -331,7 +333,7 @@ def _sensitivity_rows(sweep: SweepAnalysis) -> list[list[str]]:
             continue
         for group in sens.groups:
             rows.append([sens.name, group.value, str(group.runs), f"{group.mean:.4g}",
-                         "n/a" if group.std is None else f"{group.std:.3g}", f"{group.min:.4g}", f"{group.max:.4g}",
+                         fmt.number(group.std, ".3g", fmt.NA), f"{group.min:.4g}", f"{group.max:.4g}",
                          _pct(sens.variance_explained) if group is sens.groups[0] else ""])
     return rows
 
@@ -366,52 +368,6 @@ def _offset_text(report: Report) -> str | None:
 
 
 # ---------------------------------------------------------------- the section model
-@dataclass(frozen=True)
-class Heading:
-    level: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    text: str
-
-
-@dataclass(frozen=True)
-class Table:
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    right: bool = False
-    """Right-align the cells in text (numeric tables such as the epoch table)."""
-
-
-@dataclass(frozen=True)
-class Lines:
-    """Preformatted lines: the terminal summary of a run, the badges' Markdown."""
-
-    lines: tuple[str, ...]
-    language: str = ""
-
-
-@dataclass(frozen=True)
-class Items:
-    items: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Figure:
-    name: str
-    """A figure's file name (``run-<id>-energy.png``); shown where the emitter has the figure, else left out."""
-
-
-@dataclass(frozen=True)
-class Badges:
-    """The report's badges: inline SVG in HTML; text and Markdown show the snippets (:class:`Lines`) instead."""
-
-
-Block = Heading | Paragraph | Table | Lines | Items | Figure | Badges
-
-
 def _t(rows: Sequence[Sequence[str]]) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(str(c) for c in row) for row in rows)
 
@@ -422,10 +378,10 @@ def _sweep_blocks(sweep: SweepAnalysis, prefix: str, terminal: bool) -> list[Blo
                 f"({sweep.mode})"
     else:
         title = f"{sweep.runs} runs, {sweep.monitor} ({sweep.mode})" + (f" — {sweep.group}" if sweep.group else "")
-    out: list[Block] = [Heading(2, ("Sweep: " if terminal else "Hyperparameter search: ") + title)]
+    out: list[Block] = [Heading(2, ("Sweep: " if terminal else "Hyperparameter search: ") + title, "search")]
     out += [Paragraph(s) for s in sweep_sentences(sweep)]
     if sweep.sensitivity:
-        out += [Heading(3, f"Sensitivity of the best {sweep.monitor} to each hyperparameter"),
+        out += [Heading(3, f"Sensitivity of the best {sweep.monitor} to each hyperparameter", "search-part"),
                 Paragraph(f"One row per hyperparameter. Importance = epsilon squared, the share of the variance of "
                           f"the runs' best {sweep.monitor} a parameter explains beyond what chance gives, all "
                           "parameters fitted together (a quadratic on the parameter's own scale, log10 for a "
@@ -441,7 +397,7 @@ def _sweep_blocks(sweep: SweepAnalysis, prefix: str, terminal: bool) -> list[Blo
                               "deviation, n − 1):"),
                     Table(tuple(_SENS_HEADER), _t(detail))]
         out.append(Figure(prefix + "sensitivity.png"))
-    out += [Heading(3, "Search cost and efficiency"), Figure(prefix + "best-vs-energy.png")]
+    out += [Heading(3, "Search cost and efficiency", "search-part"), Figure(prefix + "best-vs-energy.png")]
     if sweep.curve:
         out += [Paragraph(f"Expected best of n trials (Dodge et al. 2019): {sweep.curve_note}."),
                 Table(tuple(_CURVE_HEADER), _t(_curve_rows(sweep))), Figure(prefix + "expected-best.png")]
@@ -456,9 +412,10 @@ EPOCH_ROWS_SHOWN = 10
 
 def _run_blocks(run: RunSummary, mfu: Mfu, terminal: bool, footprint: FootprintOptions) -> list[Block]:
     header, rows = epoch_table(run)
-    out: list[Block] = [Heading(3, f"Run {run.label} ({run.status})")]
+    out: list[Block] = [Heading(3, f"Run {run.label} ({run.status})", "run")]
     if terminal:
-        extra = [f"  training FLOPs per joule: {_num(run.train_flops_per_j) or NA}; MFU: {_mfu(mfu)}"]
+        extra = [f"  training FLOPs per joule: {_num(run.train_flops_per_j) or NA}; MFU: {_mfu(mfu)}"
+                 + (f"; HFU: {_hfu(mfu)}" if run.recompute else "")]
         if run.energy_partial:
             missing = [f"{c.name} unavailable in {c.epochs_unavailable} of {run.epochs} epoch(s)"
                        for c in run.components if c.missing]
@@ -487,8 +444,8 @@ def _footprint_blocks(run: RunSummary, options: FootprintOptions, terminal: bool
         return []
     lines = footprint_summary_lines(section)
     if terminal:
-        return [Heading(4, "Footprint: operational, embodied, water"), Lines(tuple(lines))]
-    return [Heading(4, "Footprint: operational, embodied, water"), Items(tuple(line.strip() for line in lines))]
+        return [Heading(4, FOOTPRINT_TITLE, "footprint"), Lines(tuple(lines))]
+    return [Heading(4, FOOTPRINT_TITLE, "footprint"), Items(tuple(line.strip() for line in lines))]
 
 
 def _counterfactual_blocks(report: Report) -> list[Block]:
@@ -502,7 +459,7 @@ def _counterfactual_blocks(report: Report) -> list[Block]:
     if not sections:
         return []
     run, section = max(sections, key=lambda item: item[0].energy_j or 0.0)
-    out: list[Block] = [Heading(2, "Where could these runs have been greener?")]
+    out: list[Block] = [Heading(2, "Where could these runs have been greener?", "greener")]
     if len(report.runs) > 1:
         out.append(Paragraph(f"For run {run.label}, the one that used the most energy; the other runs' emissions "
                              "change by the same ratios."))
@@ -523,7 +480,7 @@ def build_document(report: Report, badge_snippets: Sequence[str] = (), *, termin
     ``terminal``: the terminal's layout (each run's epoch table and summary first, then the searches);
     ``figures_drawn``: the figure names that exist, to say when per-run figures cover the best runs only.
     """
-    out: list[Block] = [Heading(1, "Energy and emissions report (green_callbacks)")]
+    out: list[Block] = [Heading(1, "Energy and emissions report (green_callbacks)", "title")]
     if note:
         out.append(Paragraph(note))
     searches: list[Block] = []
@@ -531,7 +488,7 @@ def build_document(report: Report, badge_snippets: Sequence[str] = (), *, termin
         searches += _sweep_blocks(sweep, sweep_figure_prefix(report, index), terminal)
     if report.search_note:
         searches.append(Paragraph(report.search_note + "."))
-    runs: list[Block] = [Heading(2, "Runs")] if report.runs else []
+    runs: list[Block] = [Heading(2, "Runs", "runs")] if report.runs else []
     drawn = set(figures_drawn or ())
     if drawn and not all(any(n.startswith(run_figure_prefix(r)) for n in drawn) for r in report.runs):
         runs.append(Paragraph(_FIGURES_NOTE))
@@ -540,11 +497,11 @@ def build_document(report: Report, badge_snippets: Sequence[str] = (), *, termin
     phases: list[Block] = []
     if report.phases:  # what using the trained models cost, and after how many predictions it matches training
         header, rows = phase_table(report.phases)
-        phases = [Heading(2, INFERENCE_TITLE), Table(tuple(header), _t(rows)), Paragraph(INFERENCE_FOOTNOTE)]
+        phases = [Heading(2, INFERENCE_TITLE, "phases"), Table(tuple(header), _t(rows)), Paragraph(INFERENCE_FOOTNOTE)]
     comparisons: list[Block] = []
     header, rows, cites = comparison_table(report)
     if rows:  # figures a reader can picture, each factor with its source; never an offset
-        comparisons = [Heading(2, COMPARISONS_TITLE),
+        comparisons = [Heading(2, COMPARISONS_TITLE, "comparisons"),
                        Paragraph("The emissions expressed as everyday equivalents, for comparison only: they are not "
                                  "offsets and cancel nothing. A household's electricity is compared as energy (IT "
                                  "energy x PUE)."),
@@ -556,15 +513,16 @@ def build_document(report: Report, badge_snippets: Sequence[str] = (), *, termin
             else [*searches, *phases, *comparisons, *grids, *runs])
     offset = _offset_text(report)
     if offset:
-        out += [Heading(2, "Offsetting"), Paragraph(offset)]
+        out += [Heading(2, "Offsetting", "offsetting"), Paragraph(offset)]
     if (report.badges and inline_badges) or badge_snippets:
-        out.append(Heading(2, "Badges"))
+        out.append(Heading(2, "Badges", "badges"))
         if report.badges and inline_badges:
             out.append(Badges())
         if badge_snippets:
             out += [Paragraph("Badges (Markdown to paste):"), Lines(tuple(badge_snippets), "markdown")]
     if report.skipped:
-        out += [Heading(2, "Skipped files"), Items(tuple(f"{path}: {reason}" for path, reason in report.skipped))]
+        out += [Heading(2, "Skipped files", "skipped"),
+                Items(tuple(f"{path}: {reason}" for path, reason in report.skipped))]
     return out
 
 
@@ -574,24 +532,7 @@ def render_text(report: Report, badge_snippets: Sequence[str] = ()) -> str:
 
     Control characters from the records (ESC and OSC sequences) are removed.
     """
-    parts: list[str] = []
-    for block in build_document(report, badge_snippets, terminal=True):
-        if isinstance(block, Heading):
-            if block.level == 2 and (block.text.startswith("Sweep: ")
-                                     or block.text in (INFERENCE_TITLE, COMPARISONS_TITLE)):
-                parts.append(f"== {block.text} ==")
-            elif block.level == 3 and not block.text.startswith("Run "):
-                parts.append("\n" + block.text + ":")
-        elif isinstance(block, Paragraph):
-            parts.append(block.text)
-        elif isinstance(block, Table):
-            parts.append(text_table(block.header, block.rows, right=block.right)
-                         + ("" if block.right else "\n"))
-        elif isinstance(block, Lines):
-            parts.append("\n".join(block.lines) + ("" if block.language else "\n"))
-        elif isinstance(block, Items):
-            parts += [f"skipped {item}" for item in block.items]
-    return strip_control("\n".join(parts).rstrip() + "\n")
+    return emit_text(build_document(report, badge_snippets, terminal=True))
 
 
 # ---------------------------------------------------------------- Markdown
@@ -696,6 +637,8 @@ CSV_COLUMNS = (
     "kind", "samples", "energy_per_sample_j", "wh_per_1000_samples", "samples_per_joule", "mean_power_w",
     "latency_p50_s", "latency_p95_s", "quality", "training_run_id", "break_even_samples_energy",
     "break_even_samples_emissions",
+    # how the training FLOPs were obtained (counted / sampled / estimated), their range, the hardware FLOPs and HFU
+    "train_flops_method", "train_flops_low", "train_flops_high", "train_hardware_flops", "hfu",
 )
 
 
@@ -719,6 +662,9 @@ def _csv_row(run: RunSummary, mfu: Mfu) -> dict[str, Any]:
         "emissions_to_convergence_gco2e": conv.emissions_gco2e if conv else None,
         "hyperparameters": json.dumps(dict(run.hyperparameters), sort_keys=True, default=str),
         "kind": "fit",
+        "train_flops_method": run.train_flops_method, "train_flops_low": run.train_flops_low,
+        "train_flops_high": run.train_flops_high, "train_hardware_flops": run.train_hardware_flops,
+        "hfu": mfu.hfu,
     }
 
 
@@ -787,6 +733,8 @@ def render_json(report: Report, badge_snippets: Sequence[str] = ()) -> str:
     runs = []
     for run, mfu in zip(report.runs, report.mfu, strict=True):
         data = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.name != "record"}
+        data["partial_epoch"] = None if run.partial_epoch is None else asdict(run.partial_epoch)
+        data["epoch_flops"] = [None if label is None else asdict(label) for label in run.epoch_flops]
         data["convergence"] = None if run.convergence is None else asdict(run.convergence)
         data["components"] = [{**asdict(c), "status": c.status} for c in run.components]
         data["mfu"] = asdict(mfu)

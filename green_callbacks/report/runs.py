@@ -23,12 +23,14 @@ from green_callbacks.core.record import (
     METHOD_UNAVAILABLE,
     RecordError,
     RunRecord,
+    as_record,
     find_records,
     load_record,
     max_record_bytes,
-    parse_record,
 )
+from green_callbacks.core.record_sections import EpochFlopsLabel, PartialEpoch
 from green_callbacks.core.rows import EpochRow
+from green_callbacks.report import format as fmt
 from green_callbacks.report.inference import is_phase_record
 
 __all__ = [
@@ -111,10 +113,25 @@ class RunSummary:
     convergence: ConvergenceSummary | None
     hyperparameters: Mapping[str, Any]
     gpu_names: tuple[str, ...]
-    partial_epoch: Mapping[str, Any] | None
+    partial_epoch: PartialEpoch | None
     lost: Mapping[str, Any]
     model: str | None = None
     """The model's name where the record gives one (see :attr:`RunRecord.model`)."""
+    epoch_flops: tuple[EpochFlopsLabel | None, ...] = ()
+    """How each epoch's training FLOPs were obtained (``None``: the record does not say), one per epoch."""
+    train_flops_method: str | None = None
+    """``estimated`` or ``sampled`` when an epoch's figure is an estimate, else ``counted`` (``None``: not said)."""
+    train_flops_low: float | None = None
+    train_flops_high: float | None = None
+    """The range the run's training FLOPs lie in when some epochs are ``sampled`` (their ranges, the other epochs'
+    exact counts); ``None`` when every epoch was counted or no range is known."""
+    flops_notes: tuple[str, ...] = ()
+    """Why epochs are sampled or estimated, each reason once."""
+    data_dependent: tuple[str, ...] = ()
+    """The batch signatures whose work varied with the data for one shape."""
+    train_hardware_flops: float | None = None
+    """Training FLOPs the devices ran (model FLOPs plus activation checkpointing's recompute); ``None`` when an
+    epoch lacks it (a record before hardware FLOPs were kept, or FLOPs not counted)."""
     record: RunRecord = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
     """The validated record (also a read-only mapping of its JSON)."""
 
@@ -125,6 +142,18 @@ class RunSummary:
     @property
     def complete(self) -> bool:
         return self.status == "completed"
+
+    @property
+    def recompute(self) -> bool:
+        """The devices ran more than the model FLOPs (activation checkpointing): hardware FLOPs are shown apart."""
+        return (self.train_hardware_flops is not None and self.train_flops is not None
+                and self.train_hardware_flops != self.train_flops)
+
+    @property
+    def flops_text(self) -> str:
+        """The run's training FLOPs as the report writes them, with their label and range when estimated."""
+        return fmt.labelled_flops(self.train_flops, self.train_flops_method, self.train_flops_low,
+                                  self.train_flops_high)
 
 
 def _components(record: RunRecord) -> tuple[ComponentSummary, ...]:
@@ -198,6 +227,33 @@ def _gpu_names(record: RunRecord) -> tuple[str, ...]:
     return gpu.device_names if gpu is not None else ()
 
 
+def _flop_labels(record: RunRecord) -> tuple[EpochFlopsLabel | None, ...]:
+    info, count = record.flops, len(record.epochs)
+    return tuple(None if info is None else info.epoch_label(i, count) for i in range(count))
+
+
+def _flop_range(rows: Sequence[EpochRow], labels: Sequence[EpochFlopsLabel | None],
+                flops: float | None) -> tuple[float | None, float | None]:
+    """The run's training FLOPs range: the sampled epochs' ranges plus the other epochs' counts."""
+    if flops is None or not any(label is not None and label.low is not None for label in labels):
+        return None, None
+    low = high = 0.0
+    for row, label in zip(rows, labels, strict=True):
+        if label is not None and label.low is not None and label.high is not None:
+            low, high = low + label.low, high + label.high
+        else:
+            low, high = low + (row.train_flops or 0.0), high + (row.train_flops or 0.0)
+    return low, high
+
+
+def _flop_method(labels: Sequence[EpochFlopsLabel | None]) -> str | None:
+    methods = {label.method for label in labels if label is not None}
+    for method in ("estimated", "sampled"):
+        if method in methods:
+            return method
+    return "counted" if methods else None
+
+
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
@@ -212,13 +268,15 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def summarize_run(record: RunRecord | Mapping[str, Any]) -> RunSummary:
     """The report's view of one record: a :class:`~green_callbacks.core.record.RunRecord`, or a record's dict
     (validated here; :class:`~green_callbacks.core.record.RecordError` if it is not a valid record)."""
-    if not isinstance(record, RunRecord):
-        record = parse_record(dict(record), str(record.get("_path") or "<record>"))
+    record = as_record(record)
     rows = record.epochs
     components = _components(record)
     flops = _flops(rows, "train_flops")
     energy = record.totals.energy_j if rows else None
     carbon = record.carbon
+    labels = _flop_labels(record)
+    low, high = _flop_range(rows, labels, flops)
+    hardware = _flops(rows, "train_hardware_flops") if flops is not None else None
     return RunSummary(
         path=record.path,
         run_id=record.run_id,
@@ -245,6 +303,13 @@ def summarize_run(record: RunRecord | Mapping[str, Any]) -> RunSummary:
         partial_epoch=record.partial_epoch,
         lost=dict(record.lost),
         model=record.model,
+        epoch_flops=labels,
+        train_flops_method=_flop_method(labels),
+        train_flops_low=low,
+        train_flops_high=high,
+        flops_notes=tuple(dict.fromkeys(label.note for label in labels if label is not None and label.note)),
+        data_dependent=() if record.flops is None else tuple(d.signature for d in record.flops.data_dependent),
+        train_hardware_flops=hardware,
         record=record,
     )
 

@@ -275,7 +275,7 @@ def _ordered(runs: Sequence[RunSummary]) -> list[RunSummary]:
     numbers = [getattr(search_of(r), "trial", None) for r in runs]
     if all(isinstance(n, int) for n in numbers):
         return [r for _, _, r in sorted(zip(numbers, range(len(runs)), runs, strict=True))]
-    started = [r.record.data.get("started_at") if r.record is not None else None for r in runs]
+    started = [r.record.started_at if r.record is not None else None for r in runs]
     if all(isinstance(t, (int, float)) for t in started):
         return [r for _, _, r in sorted(zip(started, range(len(runs)), runs, strict=True))]
     return list(runs)

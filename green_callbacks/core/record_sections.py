@@ -1,0 +1,424 @@
+"""The record's sections beside its epochs and totals, typed: footprint, phase, training link, throughput, hardware,
+software and how the FLOPs were counted.
+
+The reader (:func:`green_callbacks.core.record.parse_record`) parses each once, checking every field the report
+uses for its type and range (:mod:`green_callbacks.core.record_checks`); a section a record lacks (written before it
+existed, or by a run that has none) is ``None``, and a field it lacks is ``None`` (``()`` for a list). The report
+reads these types, never the record's dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from green_callbacks.core.record_checks import Invalid, integer, number, obj, strings, text, type_name
+
+__all__ = [
+    "DataDependentSignature",
+    "EmbodiedInfo",
+    "EmbodiedSource",
+    "EpochFlopsLabel",
+    "FlopInfo",
+    "FootprintInfo",
+    "HardwareInfo",
+    "PartialEpoch",
+    "PhaseInfo",
+    "SoftwareInfo",
+    "ThroughputInfo",
+    "TrainingLink",
+    "WaterInfo",
+    "parse_compute_dtype",
+    "parse_flops",
+    "parse_footprint",
+    "parse_hardware",
+    "parse_partial_epoch",
+    "parse_phase",
+    "parse_software",
+    "parse_throughput",
+    "parse_training",
+]
+
+
+# ---------------------------------------------------------------------------------------------------- footprint
+@dataclass(frozen=True)
+class EmbodiedSource:
+    """One part's manufacturing emissions and where the figure comes from (``None``: no figure)."""
+
+    name: str
+    kgco2e: float | None
+    source: str
+
+
+@dataclass(frozen=True)
+class EmbodiedInfo:
+    total_gco2e: float | None = None
+    total_low_gco2e: float | None = None
+    total_high_gco2e: float | None = None
+    partial: bool = False
+    missing: tuple[str, ...] = ()
+    assumptions: tuple[str, ...] = ()
+    accelerators: tuple[str, ...] = ()
+    parts: tuple[EmbodiedSource, ...] = ()
+
+
+@dataclass(frozen=True)
+class WaterInfo:
+    total_l: float | None = None
+    wue_l_per_kwh: float | None = None
+    wue_source: str = ""
+    offsite_l_per_kwh: float | None = None
+    offsite_location: str = ""
+    offsite_method: str = ""
+    offsite_source: str = ""
+
+
+@dataclass(frozen=True)
+class FootprintInfo:
+    """The record's ``footprint`` block: embodied emissions and water beside the operational figures."""
+
+    embodied: EmbodiedInfo = field(default_factory=EmbodiedInfo)
+    water: WaterInfo = field(default_factory=WaterInfo)
+
+
+def _s(value: Any, where: str) -> str:
+    return text(value, where) or ""
+
+
+def parse_footprint(value: Any) -> FootprintInfo | None:
+    if value is None:
+        return None
+    data = obj(value, "footprint", optional=False)
+    emb = obj(data.get("embodied"), "footprint.embodied")
+    parts = emb.get("parts")
+    if parts is not None and not isinstance(parts, list):
+        raise Invalid("footprint.embodied.parts", f"must be an array, found {type_name(parts)}")
+    sources = []
+    for i, part in enumerate(parts or ()):
+        where = f"footprint.embodied.parts[{i}]"
+        item = obj(part, where, optional=False)
+        sources.append(EmbodiedSource(name=_s(item.get("name"), f"{where}.name"),
+                                      kgco2e=number(item.get("kgco2e"), f"{where}.kgco2e"),
+                                      source=_s(item.get("source"), f"{where}.source")))
+    partial = emb.get("partial")
+    if partial is not None and not isinstance(partial, bool):
+        raise Invalid("footprint.embodied.partial", f"must be a boolean, found {type_name(partial)}")
+    water = obj(data.get("water"), "footprint.water")
+    offsite = obj(water.get("offsite"), "footprint.water.offsite")
+    return FootprintInfo(
+        embodied=EmbodiedInfo(
+            total_gco2e=number(emb.get("total_gco2e"), "footprint.embodied.total_gco2e"),
+            total_low_gco2e=number(emb.get("total_low_gco2e"), "footprint.embodied.total_low_gco2e"),
+            total_high_gco2e=number(emb.get("total_high_gco2e"), "footprint.embodied.total_high_gco2e"),
+            partial=bool(partial),
+            missing=strings(emb.get("missing"), "footprint.embodied.missing"),
+            assumptions=strings(emb.get("assumptions"), "footprint.embodied.assumptions"),
+            accelerators=strings(emb.get("accelerators"), "footprint.embodied.accelerators"),
+            parts=tuple(sources),
+        ),
+        water=WaterInfo(
+            total_l=number(water.get("total_l"), "footprint.water.total_l"),
+            wue_l_per_kwh=number(water.get("wue_l_per_kwh"), "footprint.water.wue_l_per_kwh"),
+            wue_source=_s(water.get("wue_source"), "footprint.water.wue_source"),
+            offsite_l_per_kwh=number(offsite.get("offsite_l_per_kwh"), "footprint.water.offsite.offsite_l_per_kwh"),
+            offsite_location=_s(offsite.get("location"), "footprint.water.offsite.location"),
+            offsite_method=_s(offsite.get("method"), "footprint.water.offsite.method"),
+            offsite_source=_s(offsite.get("source"), "footprint.water.offsite.source"),
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- partial epoch
+@dataclass(frozen=True)
+class PartialEpoch:
+    """The epoch a run stopped in (killed, failed): this process's figures so far, not in the totals."""
+
+    epoch: int | None = None
+    time_s: float | None = None
+    energy_j: float | None = None
+    component_energy_j: Mapping[str, float | None] = field(default_factory=dict)
+
+
+def parse_partial_epoch(value: Any) -> PartialEpoch | None:
+    if value is None:
+        return None
+    data = obj(value, "partial_epoch", optional=False)
+    return PartialEpoch(
+        epoch=integer(data.get("epoch"), "partial_epoch.epoch"),
+        time_s=number(data.get("time_s"), "partial_epoch.time_s"),
+        energy_j=number(data.get("energy_j"), "partial_epoch.energy_j"),
+        component_energy_j={str(k): number(v, f"partial_epoch.component_energy_j.{k}")
+                            for k, v in obj(data.get("component_energy_j"),
+                                            "partial_epoch.component_energy_j").items()},
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- phases
+@dataclass(frozen=True)
+class PhaseInfo:
+    """A test / validate / predict / evaluate record's ``phase`` section (``None`` = unavailable)."""
+
+    quality: str | None = None
+    samples: int | None = None
+    duration_s: float | None = None
+    energy_j: float | None = None
+    emissions_gco2e: float | None = None
+    energy_per_sample_j: float | None = None
+    emissions_per_sample_gco2e: float | None = None
+    wh_per_1000_samples: float | None = None
+    samples_per_joule: float | None = None
+    mean_power_w: float | None = None
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    flops: float | None = None
+    """Forward FLOPs of the whole phase."""
+
+
+_PHASE_NUMBERS = tuple(f for f in PhaseInfo.__dataclass_fields__ if f not in ("quality", "samples"))
+
+
+def parse_phase(value: Any) -> PhaseInfo | None:
+    if value is None:
+        return None
+    data = obj(value, "phase", optional=False)
+    samples = data.get("samples")
+    return PhaseInfo(
+        quality=text(data.get("quality"), "phase.quality"),
+        samples=integer(samples, "phase.samples", maximum=10**15) if isinstance(samples, int) else None,
+        **{name: number(data.get(name), f"phase.{name}") for name in _PHASE_NUMBERS},
+    )
+
+
+@dataclass(frozen=True)
+class TrainingLink:
+    """What a phase record keeps of the fit that trained the model (its ``training`` section)."""
+
+    run_id: str | None = None
+    framework: str | None = None
+    status: str | None = None
+    epochs: int | None = None
+    energy_j: float | None = None
+    emissions_gco2e: float | None = None
+    train_flops: float | None = None
+
+
+def parse_training(value: Any) -> TrainingLink | None:
+    if value is None:
+        return None
+    data = obj(value, "training", optional=False)
+    return TrainingLink(
+        run_id=text(data.get("run_id"), "training.run_id"),
+        framework=text(data.get("framework"), "training.framework"),
+        status=text(data.get("status"), "training.status"),
+        epochs=integer(data.get("epochs"), "training.epochs"),
+        energy_j=number(data.get("energy_j"), "training.energy_j"),
+        emissions_gco2e=number(data.get("emissions_gco2e"), "training.emissions_gco2e"),
+        train_flops=number(data.get("train_flops"), "training.train_flops"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- machine
+@dataclass(frozen=True)
+class ThroughputInfo:
+    """The record's ``throughput`` section: the compute dtype and the devices' peak MFU is computed with."""
+
+    compute_dtype: str | None = None
+    devices: tuple[str, ...] = ()
+    peak_flops_per_s: float | None = None
+    mfu_unavailable: str | None = None
+
+
+def parse_throughput(value: Any) -> ThroughputInfo | None:
+    if value is None:
+        return None
+    data = obj(value, "throughput", optional=False)
+    return ThroughputInfo(
+        compute_dtype=text(data.get("compute_dtype"), "throughput.compute_dtype"),
+        devices=strings(data.get("devices"), "throughput.devices"),
+        peak_flops_per_s=number(data.get("peak_flops_per_s"), "throughput.peak_flops_per_s"),
+        mfu_unavailable=text(data.get("mfu_unavailable"), "throughput.mfu_unavailable") or None,
+    )
+
+
+@dataclass(frozen=True)
+class HardwareInfo:
+    cpu_model: str | None = None
+    cpu_count: int | None = None
+    ram_total_gb: float | None = None
+    machine: str | None = None
+
+
+def parse_hardware(value: Any) -> HardwareInfo | None:
+    if value is None:
+        return None
+    data = obj(value, "hardware", optional=False)
+    return HardwareInfo(
+        cpu_model=text(data.get("cpu_model"), "hardware.cpu_model") or None,
+        cpu_count=integer(data.get("cpu_count"), "hardware.cpu_count"),
+        ram_total_gb=number(data.get("ram_total_gb"), "hardware.ram_total_gb"),
+        machine=text(data.get("machine"), "hardware.machine") or None,
+    )
+
+
+@dataclass(frozen=True)
+class SoftwareInfo:
+    green_callbacks: str | None = None
+    python: str | None = None
+    platform: str | None = None
+    packages: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_software(value: Any) -> SoftwareInfo | None:
+    if value is None:
+        return None
+    data = obj(value, "software", optional=False)
+    packages = {str(k): text(v, f"software.packages.{k}", optional=False) or ""
+                for k, v in obj(data.get("packages"), "software.packages").items()}
+    return SoftwareInfo(
+        green_callbacks=text(data.get("green_callbacks"), "software.green_callbacks"),
+        python=text(data.get("python"), "software.python"),
+        platform=text(data.get("platform"), "software.platform"),
+        packages=packages,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- FLOPs
+@dataclass(frozen=True)
+class DataDependentSignature:
+    """A batch signature whose work varied for one shape: the watched steps' count, mean and spread."""
+
+    signature: str
+    watched: int | None
+    mean: float | None
+    min: float | None
+    max: float | None
+
+
+@dataclass(frozen=True)
+class EpochFlopsLabel:
+    """How one epoch's training FLOPs were obtained (``counted``, ``interpolated-verified``, ``sampled``,
+    ``estimated``, ``none``), why where it is not exact, and its range for a ``sampled`` epoch."""
+
+    method: str
+    note: str | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def approximate(self) -> bool:
+        """An estimate (``sampled`` / ``estimated``), not a count."""
+        return self.method in ("sampled", "estimated")
+
+
+@dataclass(frozen=True)
+class FlopInfo:
+    """The record's ``flops`` section: how the FLOPs were counted, per epoch and for the run."""
+
+    engine: str | None = None
+    method: str | None = None
+    backend: str | None = None
+    """Keras: the backend the FLOPs were counted on, and how (``xla-cost-analysis``, ...)."""
+    where: str | None = None
+    convention: str | None = None
+    lower_bound: bool = False
+    uncounted_ops: tuple[str, ...] = ()
+    activation_checkpointing: bool = False
+    hardware_flops: str | None = None
+    """What the hardware FLOPs (``green/hfu``) hold beside the model FLOPs, in words."""
+    verification: str | None = None
+    epochs: tuple[EpochFlopsLabel, ...] = ()
+    """One per epoch this process counted, in order (a resumed run's earlier epochs are not among them)."""
+    data_dependent: tuple[DataDependentSignature, ...] = ()
+
+    def epoch_label(self, index: int, epochs: int) -> EpochFlopsLabel | None:
+        """The label of the record's ``index``-th of ``epochs`` epochs (aligned at the end: a resumed run counted
+        only its last epochs); ``None`` when the record says nothing about it."""
+        offset = index - (epochs - len(self.epochs))
+        return self.epochs[offset] if 0 <= offset < len(self.epochs) else None
+
+
+def _bool(value: Any, where: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise Invalid(where, f"must be a boolean, found {type_name(value)}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Invalid(where, f"must be an array, found {type_name(value)}")
+    return value
+
+
+def _range(span: Any, where: str) -> tuple[float | None, float | None]:
+    if span is None:
+        return None, None
+    if not isinstance(span, list) or len(span) != 2:
+        raise Invalid(where, f"must be [low, high] or null, found {type_name(span)} {str(span)[:40]}")
+    return number(span[0], where + "[0]"), number(span[1], where + "[1]")
+
+
+def _epoch_labels(data: Mapping[str, Any]) -> tuple[EpochFlopsLabel, ...]:
+    methods = strings(data.get("epoch_methods"), "flops.epoch_methods")
+    notes = [text(n, f"flops.epoch_notes[{i}]") for i, n in enumerate(_list(data.get("epoch_notes"),
+                                                                             "flops.epoch_notes"))]
+    ranges = [_range(r, f"flops.epoch_train_flops_range[{i}]")
+              for i, r in enumerate(_list(data.get("epoch_train_flops_range"), "flops.epoch_train_flops_range"))]
+    return tuple(EpochFlopsLabel(method, (notes[i] if i < len(notes) else None) or None,
+                                 *(ranges[i] if i < len(ranges) else (None, None)))
+                 for i, method in enumerate(methods))
+
+
+def parse_flops(value: Any) -> FlopInfo | None:
+    if value is None:
+        return None
+    data = obj(value, "flops", optional=False)
+    dependent = []
+    for signature, entry in obj(data.get("data_dependent"), "flops.data_dependent").items():
+        where = f"flops.data_dependent.{signature}"
+        item = obj(entry, where, optional=False)
+        dependent.append(DataDependentSignature(
+            signature=str(signature), watched=integer(item.get("watched"), f"{where}.watched", maximum=10**15),
+            mean=number(item.get("mean"), f"{where}.mean"), min=number(item.get("min"), f"{where}.min"),
+            max=number(item.get("max"), f"{where}.max")))
+    return FlopInfo(
+        engine=text(data.get("engine"), "flops.engine"),
+        method=text(data.get("method"), "flops.method"),
+        backend=text(data.get("backend"), "flops.backend"),
+        where=text(data.get("where"), "flops.where"),
+        convention=text(data.get("convention"), "flops.convention"),
+        lower_bound=_bool(data.get("lower_bound"), "flops.lower_bound"),
+        uncounted_ops=strings(data.get("uncounted_ops"), "flops.uncounted_ops"),
+        activation_checkpointing=_bool(data.get("activation_checkpointing"), "flops.activation_checkpointing"),
+        hardware_flops=text(data.get("hardware_flops"), "flops.hardware_flops"),
+        verification=text(data.get("verification"), "flops.verification"),
+        epochs=_epoch_labels(data),
+        data_dependent=tuple(dependent),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- precision
+_PRECISION_SECTIONS = ("lightning", "transformers", "keras", "training")
+_PRECISION_KEYS = ("precision", "dtype", "compute_dtype")
+
+
+def parse_compute_dtype(data: Mapping[str, Any]) -> str | None:
+    """The compute dtype a record's framework section names (``lightning.precision`` and the like), normalised to
+    ``bf16`` / ``fp16`` / ``tf32`` / ``fp32``; ``None`` if none names a known one."""
+    from green_callbacks.core.flops.peaks import normalize_dtype
+
+    for section in _PRECISION_SECTIONS:
+        info = data.get(section)
+        if not isinstance(info, Mapping):
+            continue
+        for key in _PRECISION_KEYS:
+            if info.get(key) is not None:
+                try:
+                    return normalize_dtype(info[key])
+                except ValueError:
+                    continue
+    return None
