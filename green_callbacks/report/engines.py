@@ -178,9 +178,8 @@ def _key_of(run: RunSummary, search: EngineSearch) -> int | str | None:
 def _with_state(run: RunSummary, state: str) -> RunSummary:
     """``run`` with its record's search ``state`` set to ``state`` (the engine's)."""
     record = run.record
-    data = dict(record.data)
-    data["search"] = {**dict(data["search"]), "state": state}
-    return dataclasses.replace(run, record=dataclasses.replace(record, data=data))
+    return dataclasses.replace(run, record=dataclasses.replace(
+        record, search=dataclasses.replace(record.search, state=state)))
 
 
 def join_engine(loaded: LoadResult, search: EngineSearch) -> tuple[LoadResult, EngineJoin]:

@@ -164,9 +164,7 @@ def search_of(run: RunSummary) -> SearchInfo | None:
 
 
 def _cut_epoch_j(run: RunSummary) -> float | None:
-    part = run.partial_epoch or {}
-    value = part.get("energy_j")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return None if run.partial_epoch is None else run.partial_epoch.energy_j
 
 
 def search_cost_j(run: RunSummary) -> float | None:
