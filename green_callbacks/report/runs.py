@@ -95,6 +95,8 @@ class RunSummary:
     run_id: str
     framework: str
     status: str
+    """The record's status (``completed``, ``failed``, ``interrupted``, ``running``), or ``pruned`` for a search
+    trial its engine pruned (the record says ``failed`` with ``TrialPruned`` and ``search.state: pruned``)."""
     error: str | None
     epochs: int
     time_s: float
@@ -265,6 +267,12 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _status(record: RunRecord) -> str:
+    """A pruned trial reads as pruned, not failed: pruning is the search's decision, not a fault of the run."""
+    pruned = record.search is not None and record.search.state == "pruned"
+    return "pruned" if pruned and record.status != "completed" else record.status
+
+
 def summarize_run(record: RunRecord | Mapping[str, Any]) -> RunSummary:
     """The report's view of one record: a :class:`~green_callbacks.core.record.RunRecord`, or a record's dict
     (validated here; :class:`~green_callbacks.core.record.RecordError` if it is not a valid record)."""
@@ -281,7 +289,7 @@ def summarize_run(record: RunRecord | Mapping[str, Any]) -> RunSummary:
         path=record.path,
         run_id=record.run_id,
         framework=record.framework,
-        status=record.status,
+        status=_status(record),
         error=record.error,
         epochs=len(rows),
         time_s=record.totals.time_s or 0.0,
