@@ -85,6 +85,7 @@ class FlopTracker:
         self._run_key: Hashable | None = None
         self._run: tuple[str, int, str, int] = ("train", 0, "counted", 0)  # kind, FLOPs per step, method, recompute
         self._recompute: dict[Hashable, int] = {}  # signature -> FLOPs activation checkpointing re-runs per step
+        self._once: set[Hashable] = set()  # signatures counted by a replay: their later steps cannot be re-checked
         self._run_steps = 0  # its steps not yet in the sums
         self._looked_up: tuple[Hashable, tuple[int, str]] | None = None  # lookup()'s last known signature
         self.watching = False
@@ -141,13 +142,15 @@ class FlopTracker:
             elif replay is not None:
                 flops, recompute = self._replay(kind, model, replay, batch)
                 found = self._exact[key] = (flops, "counted")
+                self._once.add(key)
                 self._note_recompute(key, recompute)
                 if self.interpolate:
                     self._learn(static, dims, flops)
             else:
                 return self._open(kind, model, key, "counted")
         self._run_key, self._run_steps = key, 1
-        self._run = (kind, found[0], found[1], self._recompute.get(key, 0) if self._recompute else 0)
+        method = "counted-once" if self._once and found[1] == "counted" and key in self._once else found[1]
+        self._run = (kind, found[0], method, self._recompute.get(key, 0) if self._recompute else 0)
         check = self._checks.get(key) if self._checks else None
         self._run_check = 0 if check is None else check.next - check.seen  # the run's step that is the next check
         self._current = _IN_RUN
@@ -391,7 +394,11 @@ class FlopTracker:
     def take_epoch(self) -> EpochFlops:
         """This epoch's FLOPs (steps ended since the last call) and how they were obtained; resets the sums."""
         self._end_run()
-        return self._book.close(self._checks, self._recompute)
+        return self._book.close(self._checks, self._recompute, self._replay_where)
+
+    @property
+    def _replay_where(self) -> str:
+        return getattr(self.engine, "replay_where", None) or _META_WHERE
 
     def reset_epoch(self) -> None:
         """Forget the sums since the last :meth:`take_epoch` (steps outside any epoch); no epoch is recorded."""
@@ -405,9 +412,9 @@ class FlopTracker:
         counts = {**self._counts, "steps": self._book.steps_total}
         book = self._book
         return {
-            "engine": _engine_name(),
-            "where": _where(counts),
-            "convention": CONVENTION,
+            "engine": getattr(self.engine, "name", None) or _engine_name(),
+            "where": _where(counts, self._replay_where),
+            "convention": getattr(self.engine, "convention", None) or CONVENTION,
             "lower_bound": bool(uncounted) or bool(counts.get("unobserved_steps")),
             "uncounted_ops": uncounted,
             "interpolation": (f"polynomial of degree <= {self.max_degree} per varying dimension, exact rational fit, "
@@ -424,7 +431,9 @@ class FlopTracker:
             "verification": ("each counted signature watched again on its 2nd, 4th, 8th, 16th, ... step (log2 of its "
                              "steps); a differing count makes it data-dependent: "
                              + ("every step watched" if self.every_step
-                                else f"1 step in {SAMPLE_EVERY} watched, the others estimated")),
+                                else f"1 step in {SAMPLE_EVERY} watched, the others estimated")
+                             + (f"; {len(self._once)} signature(s) counted once ({self._replay_where}) are not "
+                                "re-checked (label counted-once)" if self._once else "")),
             "data_dependent": {f"{key[0][0]} {list(key[1])}": c.info()
                                for key, c in self._checks.items() if c.dependent},
             "lines_failed": self._lines.failed,
@@ -442,15 +451,18 @@ def _split(step: Any) -> tuple[int, int]:
     return int(step.flops), int(getattr(step, "recompute_flops", 0))
 
 
-def _where(counts: Mapping[str, int]) -> str:
+_META_WHERE = ("FlopCounterMode around a meta-device copy of the uncompiled model; no real arithmetic, random "
+               "generators restored")
+
+
+def _where(counts: Mapping[str, int], replay: str = _META_WHERE) -> str:
     """How the counts of this run were made, from what was counted (a meta copy, the observed real step, or both)."""
     observed, meta = counts.get("observed", 0), counts.get("meta", 0)
     parts = []
     if observed:
         parts.append(f"observed: FlopCounterMode around the training's own steps ({observed} counted; nothing re-run)")
     if meta:
-        parts.append(f"meta: FlopCounterMode around a meta-device copy of the uncompiled model ({meta} counted; no "
-                     "real arithmetic, random generators restored)")
+        parts.append(f"meta: {replay} ({meta} counted)")
     return "; ".join(parts) if parts else "nothing counted yet"
 
 

@@ -18,11 +18,13 @@ from typing import Any, Literal
 
 __all__ = ["CHECK_FACTOR", "EPOCH_METHODS", "NEVER", "SAMPLE_EVERY", "Check", "EpochBook", "EpochFlops", "data_reason"]
 
-EpochMethod = Literal["counted", "interpolated-verified", "sampled", "estimated", "none"]
-EPOCH_METHODS = ("counted", "interpolated-verified", "sampled", "estimated")
-"""How the steps of an epoch got their FLOPs: every one from a count (observed, or the cache of one), some from the
-verified polynomial, some estimated from the watched steps of a data-dependent signature (``sampled``: with a range),
-or figures a later check contradicted (``estimated``: kept, not corrected; the reason in ``epoch_notes``)."""
+EpochMethod = Literal["counted", "counted-once", "interpolated-verified", "sampled", "estimated", "none"]
+EPOCH_METHODS = ("counted", "counted-once", "interpolated-verified", "sampled", "estimated")
+"""How the steps of an epoch got their FLOPs: every one from a count (observed, or the cache of one; its later
+checks agreed), some from a count made once on a copy or a traced step that later steps cannot re-check
+(``counted-once``: a ``torch.compile``d model's meta copy, Keras on JAX's XLA cost analysis), some from the verified
+polynomial, some estimated from the watched steps of a data-dependent signature (``sampled``: with a range), or
+figures a later check contradicted (``estimated``: kept, not corrected; the reason in ``epoch_notes``)."""
 
 CHECK_FACTOR = 2
 """A counted signature is watched again on its 2nd step, then its 4th, 8th, 16th, ... (x2 each time: log2 of its
@@ -124,7 +126,7 @@ class EpochBook:
 
     def _reset(self) -> None:
         self.sums = {"train": 0, "eval": 0, "hardware": 0}
-        self.steps = {"counted": 0, "interpolated-verified": 0, "sampled": 0}
+        self.steps = {"counted": 0, "counted-once": 0, "interpolated-verified": 0, "sampled": 0}
         self.keys: dict[Hashable, int] = {}  # signature -> its steps in the sums at its cached count
         self._sampled: dict[Hashable, list[Any]] = {}  # data-dependent signature -> [kind, watched FLOPs, watched
         # steps, unwatched steps]
@@ -185,9 +187,9 @@ class EpochBook:
                 self.methods[i] = "estimated"
                 self.notes[i] = reason
 
-    def close(self, checks: Mapping[Hashable, Check], recompute: Mapping[Hashable, int]) -> EpochFlops:
-        """The open epoch's figures and label (its data-dependent steps estimated from ``checks``); resets the sums.
-        """
+    def close(self, checks: Mapping[Hashable, Check], recompute: Mapping[Hashable, int], once: str) -> EpochFlops:
+        """The open epoch's figures and label (its data-dependent steps estimated from ``checks``; ``once``: how
+        the ``counted-once`` counts were made, for the note); resets the sums."""
         sums = {name: float(value) for name, value in self.sums.items()}
         low = high = sums["train"]
         for key, (kind, watched, n, unwatched) in self._sampled.items():
@@ -205,8 +207,12 @@ class EpochBook:
         if sampled and note is None:
             note = (f"data-dependent work: 1 step in {SAMPLE_EVERY} of such signatures watched, the others at "
                     "the mean of the watched ones")
+        if steps["counted-once"] and note is None:
+            note = (f"each input signature counted once ({once}); its later steps cannot be watched, so they are "
+                    "not re-checked: work that depends on the data would go unseen")
         method: EpochMethod = ("estimated" if self.note is not None else "sampled" if sampled
                                else "interpolated-verified" if steps["interpolated-verified"]
+                               else "counted-once" if steps["counted-once"]
                                else "counted" if steps["counted"] or steps["sampled"] else "none")
         flops_range = (low, high) if sampled else None
         out = EpochFlops(sums["train"], sums["eval"], method, steps, sums["hardware"], flops_range, note)
