@@ -140,9 +140,19 @@ class Lines:
         return None if line is None else line.predict(x)
 
     def verified_at(self, static: Hashable, dims: tuple[int, ...]) -> bool:
-        """Whether ``dims`` lies on a verified line that has not failed (its count is checked by the fit)."""
+        """Whether ``dims`` lies on a verified line that has not failed (its count is checked by the fit): a point
+        the line passes through from a reference, or the reference itself (the line's first point)."""
         line, _ = self.line_of(static, dims, None)
-        return line is not None and line.verified and not line.failed
+        if line is not None:
+            return line.verified and not line.failed
+        for (line_static, varying, fixed), line in self._lines.items():
+            if line_static != static or not line.verified or line.failed or len(fixed) != len(dims):
+                continue
+            values = {dims[i] for i in varying}
+            if len(values) == 1 and tuple(0 if i in varying else d for i, d in enumerate(dims)) == fixed \
+                    and values.pop() in line.points:
+                return True
+        return False
 
     def learn(self, static: Hashable, dims: tuple[int, ...], flops: int,
               exact: Mapping[Hashable, tuple[int, str]]) -> tuple[int, list[int]] | None:
