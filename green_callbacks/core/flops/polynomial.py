@@ -16,7 +16,7 @@ import math
 from collections.abc import Hashable, Mapping
 from fractions import Fraction
 
-__all__ = ["Line", "Lines"]
+__all__ = ["Line", "Lines", "describe_lines"]
 
 _FIRST_SPOT_CHECK = 16
 _MAX_REFS = 8  # reference signatures kept per static part (the first counted ones no line passed through)
@@ -27,6 +27,12 @@ def _is_spot_check(n: int) -> bool:
     while n > _FIRST_SPOT_CHECK and n % 4 == 0:
         n //= 4
     return n == _FIRST_SPOT_CHECK
+
+
+def describe_lines(degree: int) -> str:
+    """The run record's ``flops.interpolation``."""
+    return (f"polynomial of degree <= {degree} per varying dimension, exact rational fit, verified on a further "
+            "count, spot checks at the 16th, 64th, 256th... value")
 
 
 class Line:

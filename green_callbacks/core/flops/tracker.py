@@ -30,7 +30,7 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 from green_callbacks.core import rng
-from green_callbacks.core.flops.polynomial import Lines
+from green_callbacks.core.flops.polynomial import Lines, describe_lines
 from green_callbacks.core.flops.result import CONVENTION, FlopCountWarning, Kind
 from green_callbacks.core.flops.verification import (
     EPOCH_METHODS,
@@ -40,6 +40,7 @@ from green_callbacks.core.flops.verification import (
     EpochBook,
     EpochFlops,
     data_reason,
+    describe_checks,
 )
 
 __all__ = ["EPOCH_METHODS", "EpochFlops", "FlopTracker"]
@@ -148,13 +149,19 @@ class FlopTracker:
                     self._learn(static, dims, flops)
             else:
                 return self._open(kind, model, key, "counted")
-        self._run_key, self._run_steps = key, 1
+        self._start_run(kind, key, found)
+        self._run_steps = 1
+        self._current = _IN_RUN
+        return key
+
+    def _start_run(self, kind: Kind, key: Hashable, found: tuple[int, str]) -> None:
+        """Steps of the known signature ``key`` begin a run (the previous run was added to the sums)."""
+        self._run_key, self._run_steps = key, 0
         method = "counted-once" if self._once and found[1] == "counted" and key in self._once else found[1]
         self._run = (kind, found[0], method, self._recompute.get(key, 0) if self._recompute else 0)
         check = self._checks.get(key) if self._checks else None
-        self._run_check = 0 if check is None else check.next - check.seen  # the run's step that is the next check
-        self._current = _IN_RUN
-        return key
+        # the run's step that is the next check (an overdue one: its first)
+        self._run_check = 0 if check is None else max(check.next - check.seen, 1)
 
     def _check_due(self, key: Hashable) -> bool:
         """Whether the due check of ``key`` runs: not when its count lies on a verified polynomial (#20), whose own
@@ -257,6 +264,7 @@ class FlopTracker:
         cached, fitted, and its ``steps`` steps (that one and any of this epoch before it) added. Returns whether
         the signature's next step is due a check (watch it: :meth:`add_checked`)."""
         self._end_run()
+        self._run_key = None
         flops, recompute = int(flops), int(recompute)
         self._counts["observed"] += 1
         self._checks[key] = check = Check(flops, steps)  # (every_step: every later step is a check)
@@ -268,18 +276,14 @@ class FlopTracker:
         return check.due and self._check_due(key)
 
     def add_known(self, kind: Kind, key: Hashable, found: tuple[int, str], steps: int = 1) -> bool:
-        """``steps`` unwatched steps of a known signature (``found``: :meth:`lookup`'s figure), added to the epoch.
-        Returns whether its next step is due a check."""
-        self._end_run()
-        check = self._checks.get(key) if self._checks else None
-        if check is not None:
-            check.seen += steps
-        if found[1] == "sampled":
-            self._book.add_unwatched(key, kind, steps)
-        else:
-            self._book.add(kind, found[0], found[1], steps, self._recompute.get(key, 0) if self._recompute else 0,
-                           key)
-        return check is not None and check.due and self._check_due(key)
+        """``steps`` unwatched steps of a known signature (``found``: :meth:`lookup`'s figure), added to the epoch
+        as a run (the same key object as the previous step's: nothing hashed). Returns whether its next step is due
+        a check (a check the caller could not watch stays due)."""
+        if key is not self._run_key:
+            self._end_run()
+            self._start_run(kind, key, found)
+        self._run_steps += steps
+        return 0 < self._run_check <= self._run_steps + 1 and self._check_due(key)
 
     def add_checked(self, kind: Kind, key: Hashable, flops: int, recompute: int = 0) -> bool:
         """A step of a known signature watched again (a later check): compared with its count, added. Returns
@@ -288,6 +292,7 @@ class FlopTracker:
         if key not in self._checks:
             return self.add_observed(kind, key, flops, recompute)
         self._end_run()
+        self._run_key = None  # its figure or label may change: a later step starts a new run
         self._checked(kind, key, int(flops), int(recompute))
         check = self._checks[key]
         return check.due and self._check_due(key)
@@ -417,9 +422,7 @@ class FlopTracker:
             "convention": getattr(self.engine, "convention", None) or CONVENTION,
             "lower_bound": bool(uncounted) or bool(counts.get("unobserved_steps")),
             "uncounted_ops": uncounted,
-            "interpolation": (f"polynomial of degree <= {self.max_degree} per varying dimension, exact rational fit, "
-                              "verified on a further count, spot checks at the 16th, 64th, 256th... value")
-            if self.interpolate else "off",
+            "interpolation": describe_lines(self.max_degree) if self.interpolate else "off",
             "counts": counts,
             "activation_checkpointing": bool(self._recompute),
             "hardware_flops": ("model FLOPs plus the forwards activation checkpointing re-runs in the backward "
@@ -428,12 +431,7 @@ class FlopTracker:
             "epoch_methods": list(book.methods),
             "epoch_notes": list(book.notes),
             "epoch_train_flops_range": list(book.ranges),
-            "verification": ("each counted signature watched again on its 2nd, 4th, 8th, 16th, ... step (log2 of its "
-                             "steps); a differing count makes it data-dependent: "
-                             + ("every step watched" if self.every_step
-                                else f"1 step in {SAMPLE_EVERY} watched, the others estimated")
-                             + (f"; {len(self._once)} signature(s) counted once ({self._replay_where}) are not "
-                                "re-checked (label counted-once)" if self._once else "")),
+            "verification": describe_checks(self.every_step, len(self._once), self._replay_where),
             "data_dependent": {f"{key[0][0]} {list(key[1])}": c.info()
                                for key, c in self._checks.items() if c.dependent},
             "lines_failed": self._lines.failed,

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-__all__ = ["CHECK_FACTOR", "EPOCH_METHODS", "NEVER", "SAMPLE_EVERY", "Check", "EpochBook", "EpochFlops", "data_reason"]
+__all__ = ["CHECK_FACTOR", "EPOCH_METHODS", "NEVER", "SAMPLE_EVERY", "Check", "EpochBook", "EpochFlops", "data_reason",
+           "describe_checks"]
 
 EpochMethod = Literal["counted", "counted-once", "interpolated-verified", "sampled", "estimated", "none"]
 EPOCH_METHODS = ("counted", "counted-once", "interpolated-verified", "sampled", "estimated")
@@ -39,6 +40,16 @@ def data_reason(cached: int, flops: int) -> str:
     """Why a signature is data-dependent: its first count and a later check differ."""
     return (f"the FLOPs of one input signature differ between its steps ({cached} then {flops}): the work depends on "
             "the data (routing, a branch on values, layers skipped at random)")
+
+
+def describe_checks(every_step: bool, once: int, where: str) -> str:
+    """The run record's ``flops.verification``: the schedule, and the signatures counted once (not re-checked)."""
+    text = ("each counted signature watched again on its 2nd, 4th, 8th, 16th, ... step (log2 of its steps); a "
+            "differing count makes it data-dependent: "
+            + ("every step watched" if every_step else f"1 step in {SAMPLE_EVERY} watched, the others estimated"))
+    if once:
+        text += f"; {once} signature(s) counted once ({where}) are not re-checked (label counted-once)"
+    return text
 
 
 class Check:
