@@ -77,6 +77,7 @@ class FlopTracker:
         self.every_step = bool(every_step)
         self._checks: dict[Hashable, Check] = {}  # observed signature -> its later checks
         self._run_check = 0  # the step of the current run that is the run signature's next check (0: none)
+        self._run_due = False  # add_known: that check was found due (and not yet watched)
         self._book = EpochBook()
         self._exact: dict[Hashable, tuple[int, str]] = {}  # (static, dims) -> (FLOPs, "counted" | "interpolated-…")
         self._lines = Lines(self.max_degree)
@@ -156,7 +157,7 @@ class FlopTracker:
 
     def _start_run(self, kind: Kind, key: Hashable, found: tuple[int, str]) -> None:
         """Steps of the known signature ``key`` begin a run (the previous run was added to the sums)."""
-        self._run_key, self._run_steps = key, 0
+        self._run_key, self._run_steps, self._run_due = key, 0, False
         method = "counted-once" if self._once and found[1] == "counted" and key in self._once else found[1]
         self._run = (kind, found[0], method, self._recompute.get(key, 0) if self._recompute else 0)
         check = self._checks.get(key) if self._checks else None
@@ -283,7 +284,10 @@ class FlopTracker:
             self._end_run()
             self._start_run(kind, key, found)
         self._run_steps += steps
-        return 0 < self._run_check <= self._run_steps + 1 and self._check_due(key)
+        if not 0 < self._run_check <= self._run_steps + 1:
+            return False
+        self._run_due = self._run_due or self._check_due(key)  # (an overdue check: decided once)
+        return self._run_due
 
     def add_checked(self, kind: Kind, key: Hashable, flops: int, recompute: int = 0) -> bool:
         """A step of a known signature watched again (a later check): compared with its count, added. Returns
