@@ -7,9 +7,13 @@ pre-hook on the module the user calls (``model=``) opens torch's ``FlopCounterMo
 input signature (kind, training flag, grad mode, argument shapes) not seen in a counted step before; the next
 ``tracker.step(batch)`` / ``eval_step(batch)`` of that thread closes it and the count becomes the batch signature's
 (a step's FLOPs then stay in the :class:`~green_callbacks.core.flops.FlopTracker`'s cache, with its interpolation).
-The counter stops early at the first optimizer step of the window (a global optimizer step pre-hook, attached
-while a window is open), so the optimizer's own work is not counted. ``with tracker.step(batch): ...`` opens the
-counter around the block instead, for a new signature only.
+Later steps get the tracker's checks: when the signature's next step is due one (its 2nd, 4th, 8th, ... step; 1 in
+8 once it is data-dependent) the thread's next forward is watched too, and its count is compared with the cached one
+(:meth:`~green_callbacks.core.flops.FlopTracker.add_checked`: a differing one makes the signature ``sampled``).
+Activation checkpointing's recompute is counted apart (hardware FLOPs). The counter stops early at the first
+optimizer step of the window (a global optimizer step pre-hook, attached while a window is open), so the optimizer's
+own work is not counted. ``with tracker.step(batch): ...`` opens the counter around the block instead, for a new
+signature only (no later checks in that form).
 
 **Nothing of the user's is run.** No forward is replayed, no meta copy is made, no random generator is touched: a
 loop with the tracker computes bit-identical weights and calls the user's code exactly as often as without it.
