@@ -464,7 +464,7 @@ def _where(counts: Mapping[str, int], replay: str = _META_WHERE) -> str:
     if observed:
         parts.append(f"observed: FlopCounterMode around the training's own steps ({observed} counted; nothing re-run)")
     if meta:
-        parts.append(f"meta: {replay} ({meta} counted)")
+        parts.append(f"{'meta' if replay == _META_WHERE else 'traced'}: {replay} ({meta} counted)")  # (counts: "meta")
     return "; ".join(parts) if parts else "nothing counted yet"
 
 
