@@ -19,7 +19,7 @@ The time an observed step costs is the same batch's step with the counter minus 
 ``--large``: a ~1B-parameter GPT-2 built on the meta device; one meta count of a training step (batch 1, length
 1024): its time and the process's peak RSS before and after (no real memory for weights or activations).
 
-    python benchmarks/flops_cost.py --scenario gpt2 [--lengths 208] [--batch-size 2]
+    python benchmarks/flops_cost.py --scenario gpt2 [--lengths 208] [--batch-size 2] [--epochs 2] [--sizes 128]
     python benchmarks/flops_cost.py --large
     python benchmarks/flops_cost.py --hit        # FlopTracker.begin + end on a cached signature, GPT-2 small
 """
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="peak RSS and time of one meta count of a ~1B model")
     parser.add_argument("--hit", action="store_true", help="cost of FlopTracker.begin + end on a cached signature")
     parser.add_argument("--epochs", type=int, default=1, help="gpt2: passes over the lengths (checks from the 2nd)")
+    parser.add_argument("--sizes", default="128,256,512", help="gpt2: the n_embd of the sizes to run (128: 0.6M)")
     args = parser.parse_args()
     if args.large:
         return large()
@@ -158,7 +159,8 @@ def gpt2(args: argparse.Namespace) -> None:
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
           f"batch size {batch_size}, {len(lengths)} steps, lengths {min(lengths)}..{max(lengths)} "
           f"({len(set(lengths))} distinct)")
-    for n_embd, n_layer, n_head in GPT2_SIZES:
+    wanted = {int(n) for n in args.sizes.split(",")}
+    for n_embd, n_layer, n_head in (size for size in GPT2_SIZES if size[0] in wanted):
         torch.manual_seed(0)
         config = transformers.GPT2Config(n_embd=n_embd, n_layer=n_layer, n_head=n_head, vocab_size=1000,
                                          n_positions=max(lengths), bos_token_id=0, eos_token_id=0)
@@ -168,9 +170,11 @@ def gpt2(args: argparse.Namespace) -> None:
         params = sum(p.numel() for p in model.parameters())
         before, tracker = TorchFlopCounter(), FlopTracker()
 
-        def step(batch: dict, model: Any = model, optimizer: Any = optimizer) -> None:
+        def step(batch: dict, model: Any = model, optimizer: Any = optimizer, pause: Any = None) -> None:
             optimizer.zero_grad(set_to_none=True)
             model(**batch).loss.backward()
+            if pause is not None:  # the adapters stop a watching counter before the optimizer (docs/flops.md)
+                pause()
             optimizer.step()
 
         epoch_s = before_s = after_s = 0.0
@@ -186,7 +190,7 @@ def gpt2(args: argparse.Namespace) -> None:
             tracker.begin("train", model, ((), batch))
             began = time.perf_counter()
             watched = tracker.watching  # a first count, or a later check of a counted signature (#25)
-            step(batch)
+            step(batch, pause=tracker.pause)
             stepped = time.perf_counter()
             tracker.end()
             ended = time.perf_counter()
@@ -200,7 +204,7 @@ def gpt2(args: argparse.Namespace) -> None:
         for batch in observed_batches:
             step(batch)
             plain = min(_timed(step, batch) for _ in range(3))
-            counted = min(_timed(_counted(step), batch) for _ in range(3))
+            counted = min(_timed(_counted(step, model), batch) for _ in range(3))
             after_s += max(counted - plain, 0.0)
         epoch = tracker.take_epoch()
         info = tracker.info()
@@ -218,16 +222,16 @@ def _timed(fn: Any, batch: Any) -> float:
     return time.perf_counter() - start
 
 
-def _counted(step: Any) -> Any:
-    """``step`` inside the engine's counter, entered and left as FlopTracker does for an observed step."""
+def _counted(step: Any, model: Any = None) -> Any:
+    """``step`` inside the engine's counter, entered and left as FlopTracker does for an observed step: given the
+    model (the hooks for fused fast-path layers only if it has such a layer), stopped before the optimizer step."""
     from green_callbacks.core.flops import TorchFlopCounter
 
     engine = TorchFlopCounter()
 
     def run(batch: Any) -> None:
-        handle = engine.start_observing()
-        step(batch)
-        engine.stop_observing(handle, "train")
+        handle = engine.start_observing(model)
+        step(batch, pause=lambda: engine.stop_observing(handle, "train"))
 
     return run
 

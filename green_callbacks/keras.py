@@ -131,13 +131,14 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
     framework = "keras"
 
     def _init_adapter(self) -> None:
-        self._steps = NotedSteps()  # jax, tf: steps noted by signature, counted at the epoch's end
+        self._steps = NotedSteps()  # tensorflow: steps noted by signature, counted at the epoch's end
         self._fit_model: Any = _nothing  # the model whose step functions are watched (a weak reference)
         self._phase_model: Any = _nothing  # an evaluate()/predict()'s model (_nothing: FLOPs not observed)
         self._backend = "torch"
         self._epoch_iterator: Any = None
         self._flops_info: dict[str, Any] = {}
-        self._torch_tracker: Any = None  # core.flops.FlopTracker, kept across fits: a later fit reuses its cache
+        self._trackers: dict[str, Any] = {}  # backend -> its core.flops.FlopTracker (torch, jax), kept across fits:
+        # a later fit reuses its cache
         self._warned_order = False
         self._backup_dir: str | None = None
         self._console = InstancePatches()  # an evaluate()'s progress line, compact (one call, then put back)
@@ -157,13 +158,14 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         stopper = next((c for c in callbacks or [] if isinstance(c, keras.callbacks.EarlyStopping)), None)
         backend = keras.backend.backend()
         self._flops_info = {"backend": backend, **KERAS_FLOP_METHODS.get(backend, {"method": "unavailable"})}
-        if backend != "torch":
+        tracker = self._trackers.get(backend)
+        if tracker is None and backend in ("torch", "jax"):
+            tracker = self._trackers[backend] = _new_tracker(backend)
+        if backend == "jax":  # each new signature counted by XLA, once: its figures per shape
+            self._flops_info["per_step"] = tracker.engine.per_step
+        elif backend != "torch":
             self._flops_info["per_step"] = self._steps.per_step
-        if backend == "torch" and self._torch_tracker is None:
-            from green_callbacks.core.flops import FlopTracker
-
-            self._torch_tracker = FlopTracker()
-        self._engine.flops.use(self._torch_tracker if backend == "torch" else None)
+        self._engine.flops.use(tracker)
         self._engine.flops.record_info = self._flops_info
         self._backup_dir = None if callbacks is None else _backup_dir(callbacks)
         if self._backup_dir is not None:  # resuming a crashed fit with BackupAndRestore: the totals go on
@@ -296,8 +298,8 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._engine.in_epoch and self._steps.counts:
             self._engine.guard("flops", self._add_noted_flops)
-        if self._torch_tracker is not None and keras.backend.backend() == "torch":
-            self._flops_info["per_step"] = self._torch_tracker.per_signature()
+        if keras.backend.backend() == "torch" and "torch" in self._trackers:
+            self._flops_info["per_step"] = self._trackers["torch"].per_signature()
         metrics = self._engine.epoch_end(logs or {})
         if metrics is not None and self._backup_dir is not None:  # BackupAndRestore: the totals go beside its backup
             self._engine.save_beside(self._backup_dir)
@@ -364,28 +366,47 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
             self._engine.fail(err)
 
     def _note_jax(self, kind: str, data: Any) -> None:
-        self._steps.add(kind, data)
+        """A batch the JAX step function takes: handed to the FLOP tracker (a new signature is counted by XLA on its
+        shapes, the others are cache hits) and, for training, to the throughput."""
+        flops = self._engine.flops
+        flops.begin(kind, self._fit_model(), data, replay=_COUNTED_BY_XLA)
+        flops.end()
         if kind == "train":
             self._engine.add_batch(data)
 
     def _unwrap(self) -> None:
         self._patches.restore()
 
-    # ------------------------------------------------------------------ FLOPs of the jax and tensorflow backends
+    # ------------------------------------------------------------------ FLOPs of the tensorflow backend
     def _add_noted_flops(self) -> None:
-        """Steps noted by signature (jax, tensorflow), counted at the epoch's end by the backend's engine."""
-        backend, model, iterator = keras.backend.backend(), self.model, self._epoch_iterator
-        totals = self._steps.take_epoch(lambda kind, example, calls: _batches(backend, example, calls, kind, iterator,
-                                                                              model),
-                                        lambda kind, batch: _count_step(backend, model, kind, batch))
+        """Steps noted by signature (tensorflow: inside a graph, only the calls are seen), counted at the epoch's end
+        by the backend's engine."""
+        model, iterator = self.model, self._epoch_iterator
+        totals = self._steps.take_epoch(lambda kind, example, calls: _tf_batches(calls, kind, iterator, model),
+                                        lambda kind, batch: _count_tf_step(model, kind, batch))
         self._engine.flops.add(train=totals["train"], eval=totals["eval"])
 
 
-def _count_step(backend: str, model: Any, kind: str, batch: Any) -> Any:
+_COUNTED_BY_XLA = "XLA cost analysis"
+"""The JAX tracker's ``replay``: its engine counts a new signature itself (``JaxStepEngine``); no forward is run."""
+
+
+def _new_tracker(backend: str) -> Any:
+    """The FLOP tracker of a backend: torch observes the real step; JAX counts each new batch signature by XLA's
+    cost analysis of the traced step (every shape counted: no polynomial over XLA's all-ops counts)."""
+    from green_callbacks.core.flops import FlopTracker
+
+    if backend == "jax":
+        from green_callbacks.core.flops.keras_backends import JaxStepEngine
+
+        return FlopTracker(JaxStepEngine(), interpolate=False)
+    return FlopTracker()
+
+
+def _count_tf_step(model: Any, kind: str, batch: Any) -> Any:
     from green_callbacks.core.flops import keras_backends
 
-    count = keras_backends.count_jax_step if backend == "jax" else keras_backends.count_tf_step
-    return count(model, batch, kind)  # type: ignore[arg-type]
+    return keras_backends.count_tf_step(model, batch, kind)  # type: ignore[arg-type]
 
 
 def _next_batch(phases: Any) -> Callable[[Any], None]:
@@ -412,18 +433,6 @@ def _hyperparameters(model: Any, params: dict[str, Any]) -> dict[str, Any]:
     return hyper
 
 
-
-
-def _batches(
-    backend: str, example: Any, count: int, kind: str, epoch_iterator: Any, model: Any
-) -> list[tuple[Any, int]]:
-    """(abstract batch, number of steps) pairs for one noted signature, ready for the backend's counter."""
-    if backend == "jax":
-        import jax
-
-        abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(tuple(a.shape), a.dtype), example)
-        return [(abstract, count)]
-    return _tf_batches(count, kind, epoch_iterator, model)
 
 
 def _tf_batches(calls: int, kind: str, epoch_iterator: Any, model: Any) -> list[tuple[Any, int]]:

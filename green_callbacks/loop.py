@@ -316,8 +316,9 @@ class Tracker(GreenCallbackBase):
 
         Call it once after the step's backward, or use it around the step's forward and backward,
         ``with tracker.step(batch): loss_of(model, batch).backward()``; both count the same. FLOPs are counted by
-        watching the model run the first step of each batch signature (nothing is re-run; see
-        :mod:`green_callbacks.core.flops.step_watch`). Under gradient accumulation, once per micro-batch.
+        watching the model run the first step of each batch signature, and a few later ones as checks (after the
+        step: nothing is re-run; see :mod:`green_callbacks.core.flops.step_watch`). Under gradient accumulation,
+        once per micro-batch.
         ``samples``/``tokens`` override what is read from the batch's shapes (see
         :func:`green_callbacks.core.throughput.batch_counts`). Safe to call from several threads at once.
         """

@@ -99,3 +99,6 @@ def test_torch_compile_counts_exactly_without_recompiles(tmp_path):
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "recompile" in m.lower() or "silent incorrectness" in m.lower()], messages
     assert callback.last_metrics["green/epoch_train_flops"] == 4 * _independent_count(batches[0])
+    # counted once on a meta copy of the uncompiled model: its later (compiled) steps cannot be re-checked (#25)
+    flops = read_record(callback.record_path)["flops"]
+    assert flops["epoch_methods"] == ["counted-once"] and "not re-checked" in flops["epoch_notes"][0]

@@ -72,3 +72,22 @@ def test_integer_index_arithmetic_is_not_listed_as_uncounted_compute():
     _step(tracker, Route(), torch.randn(6, 4))
     assert tracker.info()["uncounted_ops"] == []
     assert tracker.info()["lower_bound"] is False
+
+
+def test_counts_made_once_on_a_copy_are_labelled_counted_once_not_counted():
+    """A compiled model's signature is counted on a meta copy (``replay=``): its later real steps cannot be watched,
+    so nothing re-checks that count; the epoch says so instead of ``counted`` (#25)."""
+    model = nn.Linear(4, 2)
+    tracker = FlopTracker()
+    replay = lambda m, b: m(*b).sum()  # noqa: E731
+    for _ in range(4):
+        _step(tracker, model, torch.randn(3, 4), replay=replay)
+    epoch = tracker.take_epoch()
+    # per step: fwd 2·3·4·2 = 48, bwd dW 48 (the input needs no gradient)
+    assert epoch.train_flops == 4 * 96 and epoch.steps["counted-once"] == 4
+    assert epoch.method == "counted-once" and "not re-checked" in epoch.note and "meta-device copy" in epoch.note
+    info = tracker.info()
+    assert info["counts"]["checks"] == 0 and "counted once" in info["verification"]
+    for _ in range(3):  # an observed (eager) model in the same tracker is checked and keeps "counted"
+        _step(tracker, model, torch.randn(5, 4))
+    assert tracker.take_epoch().method == "counted" and tracker.info()["counts"]["checks"] == 1

@@ -249,3 +249,25 @@ def test_info_names_engine_convention_and_lower_bound():
     assert "FlopCounterMode" in info["engine"] and "2 FLOPs per multiply-accumulate" in info["convention"]
     assert info["lower_bound"] is False and info["uncounted_ops"] == []
     assert info["epoch_methods"] == ["counted"]
+
+
+def test_the_loop_entry_points_keep_the_check_schedule_and_a_missed_check_stays_due():
+    """The loop Tracker's watch counts steps itself (lookup, add_observed, add_known, add_checked): the same schedule
+    as begin/end (2nd step, then twice as far); a due check the watch could not take stays due at the next step."""
+    tracker = FlopTracker(interpolate=False)
+    model = nn.Linear(4, 2)
+    x = torch.randn(3, 4)
+
+    def known():
+        key, found = tracker.lookup("train", model, (x,))
+        return tracker.add_known("train", key, found)
+
+    key, found = tracker.lookup("train", model, (x,))
+    assert found is None
+    assert tracker.add_observed("train", key, 96) is True  # its 2nd step is a check
+    assert known() is True  # not watched (another forward took the window): still due
+    assert tracker.add_checked("train", key, 96) is False  # the 3rd step, watched, agrees: next check at the 6th
+    assert [known(), known(), known()] == [False, True, True]  # the 5th step says the 6th is due
+    epoch = tracker.take_epoch()
+    assert epoch.train_flops == 6 * 96 and epoch.method == "counted" and epoch.steps["counted"] == 6
+    assert tracker.info()["counts"]["checks"] == 1

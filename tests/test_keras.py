@@ -117,6 +117,11 @@ def test_training_and_validation_flops_per_epoch(tmp_path):
               + per_step[f"train [[{partial}, {N_IN}], [{partial}, 1]]"]["flops"])
     assert history.history["green/epoch_train_flops"] == [logged] * 2
     assert logged > matmul_epoch  # loss, elementwise ops and the Adam update come on top (docs/keras.md)
+    if BACKEND == "jax":  # one FLOP tracker: each signature counted once by XLA (train 10 and 5 rows, eval 10),
+        flops = _record(green)["flops"]  # never re-checked on a later step: labelled so (#24, #25)
+        assert flops["counts"]["meta"] == 3 and flops["counts"]["observed"] == 0
+        assert flops["epoch_methods"] == ["counted-once"] * 2 and "not re-checked" in flops["epoch_notes"][0]
+        assert flops["convention"] == "all-ops"
 
 
 class _FailAt(keras.layers.Layer):

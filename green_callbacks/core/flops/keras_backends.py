@@ -27,6 +27,7 @@ __all__ = [
     "KERAS_FLOP_METHODS",
     "TF_CONVENTION",
     "BackendStepFlops",
+    "JaxStepEngine",
     "count_jax_step",
     "count_tf_step",
     "jaxpr_matmul_flops",
@@ -132,6 +133,65 @@ def count_jax_step(model: Any, data: Any, kind: Kind) -> BackendStepFlops:
     all_ops = _cost_flops(jax.jit(step).lower(state, data).compile().cost_analysis())
     matmul = jaxpr_matmul_flops(jax.make_jaxpr(step)(state, data))
     return BackendStepFlops(all_ops, float(matmul), kind, "xla-cost-analysis", JAX_CONVENTION)
+
+
+class JaxStepEngine:
+    """The :class:`~green_callbacks.core.flops.FlopTracker`'s engine for Keras on JAX: a step's signature is its
+    batch's shapes and dtypes (metadata only, no device synchronisation); a new signature is counted by
+    :func:`count_jax_step` on its abstract batch (the tracker's ``replay``), the FLOPs of every later step of it come
+    from that count. A compiled step's later steps cannot be watched: such counts are labelled ``counted-once``.
+
+    ``per_step``: ``"<kind> <shapes>" -> {"flops", "matmul_flops"}`` of every signature counted (the run record's
+    ``flops.per_step``)."""
+
+    name = "XLA cost analysis of the compiled Keras step (jax.jit(...).lower(...).compile().cost_analysis())"
+    convention = KERAS_FLOP_METHODS["jax"]["convention"]  # the record keeps the short name (JAX_CONVENTION: the text)
+    replay_where = "XLA cost analysis of the traced step, on abstract shapes"
+    uncounted_ops = ()
+
+    def __init__(self) -> None:
+        self.per_step: dict[str, dict[str, float]] = {}
+
+    def step_key(self, kind: Kind, model: Any, batch: Any) -> tuple[tuple[Any, ...], tuple[int, ...]]:
+        """``(static, dims)``: the kind, the model and the batch's tree of ranks and dtypes; its dimensions."""
+        static: list[Any] = [kind, id(model)]
+        dims: list[int] = []
+        _walk(batch, static, dims)
+        return tuple(static), tuple(dims)
+
+    def count_train_step(self, model: Any, forward: Any, batch: Any) -> BackendStepFlops:
+        return self._count(model, batch, "train")
+
+    def count_eval_step(self, model: Any, forward: Any, batch: Any) -> BackendStepFlops:
+        return self._count(model, batch, "eval")
+
+    def _count(self, model: Any, batch: Any, kind: Kind) -> BackendStepFlops:
+        import jax
+
+        from green_callbacks.core.flops.noted_steps import describe
+
+        abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(tuple(a.shape), a.dtype), batch)
+        step = count_jax_step(model, abstract, kind)
+        self.per_step[f"{kind} {describe(batch)}"] = {"flops": step.flops, "matmul_flops": step.matmul_flops}
+        return step
+
+
+def _walk(data: Any, static: list[Any], dims: list[int]) -> None:
+    if isinstance(data, (list, tuple)):
+        static.append(("(", len(data)))
+        for item in data:
+            _walk(item, static, dims)
+    elif isinstance(data, dict):
+        static.append(("{", tuple(sorted(data))))
+        for name in sorted(data):
+            _walk(data[name], static, dims)
+    else:
+        shape = getattr(data, "shape", None)
+        if shape is None:
+            static.append(("leaf", None, type(data).__name__))
+            return
+        static.append(("leaf", len(shape), str(data.dtype)))
+        dims.extend(int(d) for d in shape)
 
 
 # ---------------------------------------------------------------------------------------------------- TF

@@ -1,11 +1,11 @@
 """FLOPs of steps that cannot be watched one by one, noted by batch signature and counted at the epoch's end.
 
-For a backend whose steps run out of the adapter's sight — dispatched asynchronously (Keras on JAX: the batches are
-seen as the step function's iterator yields them) or inside a graph (Keras on TensorFlow: only the calls are seen)
-— the adapter notes each step's batch as it goes (:meth:`NotedSteps.add`: its shapes only, no device
-synchronisation), and at the epoch's end hands over how to count one step of a signature; each signature is
-counted once per fit (:attr:`NotedSteps.per_step`, kept in the run record) and multiplied by its steps.
-The torch backends use :class:`~green_callbacks.core.flops.FlopTracker` instead (observed on the real step).
+For a backend whose steps run inside a graph (Keras on TensorFlow: only the calls are seen, the batch sizes come
+from the data adapter at the epoch's end) the adapter notes each call as it goes (:meth:`NotedSteps.add`), and at
+the epoch's end hands over how to count one step of a signature; each signature is counted once per fit
+(:attr:`NotedSteps.per_step`, kept in the run record) and multiplied by its steps. The torch and JAX backends hand
+their batches to :class:`~green_callbacks.core.flops.FlopTracker` instead (torch: observed on the real step; JAX:
+each new signature counted by XLA, labelled ``counted-once``).
 """
 
 from __future__ import annotations

@@ -7,9 +7,13 @@ pre-hook on the module the user calls (``model=``) opens torch's ``FlopCounterMo
 input signature (kind, training flag, grad mode, argument shapes) not seen in a counted step before; the next
 ``tracker.step(batch)`` / ``eval_step(batch)`` of that thread closes it and the count becomes the batch signature's
 (a step's FLOPs then stay in the :class:`~green_callbacks.core.flops.FlopTracker`'s cache, with its interpolation).
-The counter stops early at the first optimizer step of the window (a global optimizer step pre-hook, attached
-while a window is open), so the optimizer's own work is not counted. ``with tracker.step(batch): ...`` opens the
-counter around the block instead, for a new signature only.
+Later steps get the tracker's checks: when the signature's next step is due one (its 2nd, 4th, 8th, ... step; 1 in
+8 once it is data-dependent) the thread's next forward is watched too, and its count is compared with the cached one
+(:meth:`~green_callbacks.core.flops.FlopTracker.add_checked`: a differing one makes the signature ``sampled``).
+Activation checkpointing's recompute is counted apart (hardware FLOPs). The counter stops early at the first
+optimizer step of the window (a global optimizer step pre-hook, attached while a window is open), so the optimizer's
+own work is not counted. ``with tracker.step(batch): ...`` opens the counter around the block instead, for a new
+signature only (no later checks in that form).
 
 **Nothing of the user's is run.** No forward is replayed, no meta copy is made, no random generator is touched: a
 loop with the tracker computes bit-identical weights and calls the user's code exactly as often as without it.
@@ -35,7 +39,8 @@ __all__ = ["StepWatch"]
 
 class _Window:
     """One thread's open counter: the kind it counts, the engine's handle, the epoch/evaluation generation it
-    belongs to, its FLOPs once paused (``None`` while counting), and the forward signature that opened it."""
+    belongs to, its ``(model FLOPs, recompute FLOPs)`` once paused (``None`` while counting), and the forward
+    signature that opened it."""
 
     __slots__ = ("flops", "generation", "handle", "inputs", "kind")
 
@@ -43,7 +48,7 @@ class _Window:
         self.kind = kind
         self.handle = handle
         self.generation = generation
-        self.flops: int | None = None
+        self.flops: tuple[int, int] | None = None
         self.inputs = inputs
 
 
@@ -69,6 +74,7 @@ class StepWatch:
         self._lock = lock
         self._local = threading.local()
         self._seen: set[Hashable] = set()  # forward signatures already inside a counted step
+        self._inputs_of: dict[Hashable, Hashable | None] = {}  # batch signature -> the forward signature counted
         self._pending: dict[Hashable, int] = {}  # this epoch's steps of signatures not counted yet
         self._blocks = {"train": False, "eval": False}  # ``with tracker.step(batch):`` seen: blocks are watched
         self._generation = 0
@@ -136,9 +142,10 @@ class StepWatch:
                 raise
             local.window = _Window(kind, handle, self._generation, inputs)
 
-    def _stop(self, window: _Window) -> int:
+    def _stop(self, window: _Window) -> tuple[int, int]:
         with self._lock:
-            return int(self._tap.tracker.engine.stop_observing(window.handle, window.kind).flops)
+            step = self._tap.tracker.engine.stop_observing(window.handle, window.kind)
+        return int(step.flops), int(getattr(step, "recompute_flops", 0))
 
     def _close(self, local: Any) -> _Window | None:
         """This thread's window, closed (its ``flops`` set), or ``None`` when none was open."""
@@ -174,22 +181,22 @@ class StepWatch:
             if window is not None and window.generation == self._generation:
                 if window.inputs is not None:
                     self._seen.add(window.inputs)
-                if found is None:
-                    tracker.add_observed(key, window.flops)
-                    found = (window.flops, "counted")
-                    self._resolve(kind, key, window.flops)
-            if found is not None:
-                tracker.add_steps(kind, found[0], found[1], 1)
-                return None
-            self._pending[key] = self._pending.get(key, 0) + 1
-            self._local.armed = True  # the next forward of this thread is watched, whatever its signature
-            return key
-
-    def _resolve(self, kind: str, key: Hashable, flops: int) -> None:
-        """The signature ``key`` was counted: this epoch's earlier steps of it get its FLOPs."""
-        steps = self._pending.pop(key, 0)
-        if steps:
-            self._tap.tracker.add_steps(kind, flops, "counted", steps)
+                if found is None:  # a new signature, counted on this step (and this epoch's pending steps of it)
+                    self._inputs_of[key] = window.inputs
+                    due = tracker.add_observed(kind, key, *window.flops, steps=1 + self._pending.pop(key, 0))
+                elif window.inputs == self._inputs_of.get(key, window.inputs):  # a later check of a known one
+                    due = tracker.add_checked(kind, key, *window.flops)
+                else:  # the watched run was another signature's (the step told before it ran): not a check
+                    due = tracker.add_known(kind, key, found)
+            elif found is not None:
+                due = tracker.add_known(kind, key, found)
+            else:
+                self._pending[key] = self._pending.get(key, 0) + 1
+                self._local.armed = True  # the next forward of this thread is watched, whatever its signature
+                return key
+            if due:  # the signature's next step is a later check: the next forward of this thread is watched
+                self._local.armed = True
+            return None
 
     def enter(self, kind: str, key: Hashable | None) -> None:
         """``with tracker.step(batch):`` — the block is the step: a pending (new) signature ``key`` is watched in it."""
@@ -223,10 +230,9 @@ class StepWatch:
         with self._lock:
             if window.generation != self._generation or not self._tap.active:
                 return
-            tracker = self._tap.tracker
-            self._pending[key] = self._pending.get(key, 0) + 1  # this step too
-            tracker.add_observed(key, window.flops)
-            self._resolve(kind, key, window.flops)
+            steps = self._pending.pop(key, 0) + 1  # this step too
+            self._inputs_of[key] = window.inputs
+            self._tap.tracker.add_observed(kind, key, *window.flops, steps=steps)
 
     # -- boundaries ---------------------------------------------------------------------------------------------
 

@@ -714,6 +714,7 @@ def _counter_class() -> type:
             self.watch_fused = watch_fused
             self.no_formula: set[Any] = set()
             self.recompute: dict[str, int] = {}  # op -> FLOPs run again by activation checkpointing
+            self.global_counts: Any = None  # the "Global" totals, counted by the fast dispatch mode (set on entry)
             if isinstance(getattr(self, "mod_tracker", None), ModuleTracker):
                 # Only the "Global" total is read: skip the per-module tracking (module hooks on every call).
                 self.mod_tracker = _GlobalOnly()
@@ -740,6 +741,9 @@ def _counter_class() -> type:
             try:
                 if fast_mode is not None:  # FlopCounterMode.__enter__ with the faster dispatch mode below
                     self.flop_counts.clear()
+                    # the only totals read: counted by the fast mode itself when no module is tracked
+                    self.global_counts = self.flop_counts["Global"] if isinstance(self.mod_tracker, _GlobalOnly) \
+                        else None
                     self.mod_tracker.__enter__()
                     self.mode = fast_mode(self)
                     self.mode.__enter__()
@@ -827,6 +831,7 @@ def _fast_mode_class() -> type | None:
     higher_order = torch._ops.HigherOrderOperator
     decomposable: dict[Any, bool] = {}
     fused = fused_ops()
+    in_recompute = _recompute_probe()
 
     def can_decompose(func: Any) -> bool:
         found = decomposable.get(func)
@@ -835,23 +840,93 @@ def _fast_mode_class() -> type | None:
                 composite in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), composite))
         return found
 
+    plans: dict[Any, list[Any]] = {}  # op -> [action, packet, formula, the last counter that noted it unformulated]
+
+    def plan(func: Any, registry: Any) -> list[Any]:
+        """What the mode does with ``func``, decided once per op (the same decisions as torch's mode, in its order):
+        skip it, hand it to the higher-order path, try its decomposition, or run it (and count it by its formula,
+        or note it as run without one)."""
+        if func in skip:
+            return [_SKIP, None, None, None]
+        if isinstance(func, higher_order):
+            return [_HIGHER, None, None, None]
+        packet = func._overloadpacket
+        action = _DECOMPOSE if func not in registry and func is not device_op and can_decompose(func) else _RUN
+        formula = registry.get(packet)
+        return [action, packet, None if formula is None else _fast_formula(formula), None]
+
     class _FastFlopCounterMode(base):  # type: ignore[misc, valid-type]
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs if kwargs else {}
-            if func in skip:
-                return NotImplemented
-            if isinstance(func, higher_order):
-                return self._handle_higher_order_ops(func, types, args, kwargs)
             counter = self.counter
-            if func not in counter.flop_registry and func is not device_op and can_decompose(func):
+            todo = plans.get(func)
+            if todo is None:
+                todo = plans[func] = plan(func, counter.flop_registry)
+            action, packet, formula, noted = todo
+            if action is _SKIP:
+                return NotImplemented
+            if action is _HIGHER:
+                return self._handle_higher_order_ops(func, types, args, kwargs)
+            if action is _DECOMPOSE:
                 with self:
                     r = func.decompose(*args, **kwargs)
                     if r is not NotImplemented:
                         return r
             out = run_fused(func, args, kwargs) if func in fused else func(*args, **kwargs)
-            return counter._count_flops(func._overloadpacket, out, args, kwargs)
+            if formula is None:  # no formula: noted once per counter (identity, not a set of hashed packets)
+                if noted is not counter:
+                    todo[3] = counter
+                    counter.no_formula.add(packet)
+                return out
+            counts = counter.global_counts
+            if counts is None or in_recompute():  # module tracking, or a recompute to keep apart: torch's path
+                return counter._count_flops(packet, out, args, kwargs)
+            counts[packet] += formula(args, kwargs, out)
+            return out
 
     return _FastFlopCounterMode
+
+
+_SKIP, _HIGHER, _DECOMPOSE, _RUN = "skip", "higher-order", "decompose", "run"
+
+
+def _fast_formula(formula: Any) -> Callable[[Any, Any, Any], int]:
+    """``count(args, kwargs, out)`` of a registry formula. torch wraps a shape formula in ``shape_wrapper``, which maps
+    ``get_shape`` over ``(args, kwargs, out)`` with ``pytree.tree_map`` on every call; here the same shapes are built
+    by :func:`_shapes` (plain tuples, lists and dicts directly, anything else through ``tree_map`` as before) and the
+    formula itself is called: the same arguments, the same count."""
+    raw = getattr(formula, "__wrapped__", None)
+    if raw is None or getattr(formula, "__code__", None) is not _shape_leaves()[3]:  # not shape_wrapper's: as is
+        return lambda args, kwargs, out: formula(*args, **kwargs, out_val=out)
+    return lambda args, kwargs, out: raw(*_shapes(args), out_shape=_shapes(out), **_shapes(kwargs))
+
+
+@functools.lru_cache(maxsize=1)
+def _shape_leaves() -> tuple[type, Any, Any, Any]:
+    """``torch.Tensor``, ``tree_map``, ``get_shape`` and the code of the function ``shape_wrapper`` returns."""
+    import torch
+    from torch.utils._pytree import tree_map
+    from torch.utils.flop_counter import get_shape, shape_wrapper
+
+    return torch.Tensor, tree_map, get_shape, shape_wrapper(lambda: 0).__code__
+
+
+_PLAIN_LEAVES = (int, float, bool, str, type(None))
+
+
+def _shapes(value: Any) -> Any:
+    """``pytree.tree_map(get_shape, value)``: every tensor replaced by its shape, for the containers ops pass."""
+    tensor, tree_map, get_shape, _ = _shape_leaves()
+    kind = type(value)
+    if kind is tuple or kind is list:
+        return kind(_shapes(v) for v in value)
+    if kind is dict:
+        return {k: _shapes(v) for k, v in value.items()}
+    if isinstance(value, tensor):
+        return value.shape
+    if kind in _PLAIN_LEAVES:
+        return value
+    return tree_map(get_shape, value)
 
 
 class _GlobalOnly:
