@@ -14,6 +14,9 @@ from transformers import BertForSequenceClassification, Trainer, TrainingArgumen
 
 from green_callbacks.core.record import read_record  # noqa: E402
 from green_callbacks.core.sensors.fake import StepEnergySensor  # noqa: E402
+from green_callbacks.report.build import build_report  # noqa: E402
+from green_callbacks.report.render import render_text  # noqa: E402
+from green_callbacks.report.runs import load_runs, summarize_run  # noqa: E402
 from green_callbacks.transformers import GreenCallback  # noqa: E402
 from tests.models import Tokens, tiny_bert  # noqa: E402
 
@@ -102,3 +105,8 @@ def test_torch_compile_counts_exactly_without_recompiles(tmp_path):
     # counted once on a meta copy of the uncompiled model: its later (compiled) steps cannot be re-checked (#25)
     flops = read_record(callback.record_path)["flops"]
     assert flops["epoch_methods"] == ["counted-once"] and "not re-checked" in flops["epoch_notes"][0]
+    # and the report says so beside the number, with the reason
+    run = summarize_run(read_record(callback.record_path))
+    assert run.train_flops_method == "counted-once"
+    text = render_text(build_report(load_runs([callback.record_path])))
+    assert f"{run.train_flops:.4g} (counted once)" in text and "not re-checked" in text

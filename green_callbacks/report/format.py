@@ -97,8 +97,11 @@ def flops(value: float | None) -> str:
 def labelled_flops(value: float | None, method: str | None = None, low: float | None = None,
                    high: float | None = None) -> str:
     """FLOPs with how they were obtained when not counted exactly: ``'1.2e+09 (sampled, 1.1e+09–1.3e+09)'`` for
-    an estimate from watched steps with its range, ``'1.2e+09 (estimated)'``; a count is the number alone."""
+    an estimate from watched steps with its range, ``'1.2e+09 (estimated)'``; ``'1.2e+09 (counted once)'`` for a count
+    made once on a copy or a traced step that no later step re-checked; a checked count is the number alone."""
     text = flops(value)
+    if value is not None and method == "counted-once":
+        return f"{text} (counted once)"
     if value is None or method not in ("sampled", "estimated"):
         return text
     span = "" if low is None or high is None else f", {low:.4g}–{high:.4g}"

@@ -250,7 +250,7 @@ def _flop_range(rows: Sequence[EpochRow], labels: Sequence[EpochFlopsLabel | Non
 
 def _flop_method(labels: Sequence[EpochFlopsLabel | None]) -> str | None:
     methods = {label.method for label in labels if label is not None}
-    for method in ("estimated", "sampled"):
+    for method in ("estimated", "sampled", "counted-once"):
         if method in methods:
             return method
     return "counted" if methods else None
