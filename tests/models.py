@@ -20,6 +20,39 @@ Transform = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
 # ------------------------------------------------------------------------------------------------ torch networks
+class Branch(nn.Module):
+    """A branch on a data value: a second matmul only where the batch sums above zero (same shapes always)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.a(x)
+        if x.sum() > 0:
+            h = self.b(h)
+        return h
+
+
+class Blocks(nn.Module):
+    """Two MLP blocks, each checkpointed (``reentrant``: True / False, torch's ``use_reentrant``) or not (``None``)."""
+
+    def __init__(self, reentrant: bool | None) -> None:
+        super().__init__()
+        self.embed = nn.Linear(6, 16)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16)) for _ in range(2))
+        self.head = nn.Linear(16, 1)
+        self.reentrant = reentrant
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+
+        h = self.embed(x)
+        for block in self.blocks:
+            h = block(h) if self.reentrant is None else checkpoint(block, h, use_reentrant=self.reentrant)
+        return self.head(h)
+
+
 def mlp(n_in: int = 4, n_hidden: int = 8, n_out: int = 2, *, seed: int | None = None) -> nn.Sequential:
     """Linear(n_in → n_hidden) – ReLU – Linear(n_hidden → n_out); ``seed``: torch's default generator is seeded
     first, so every call starts from the same weights."""

@@ -8,29 +8,11 @@ import copy
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
-from torch.utils.checkpoint import checkpoint  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from green_callbacks.core.flops import FlopTracker  # noqa: E402
 from green_callbacks.core.flops.formulas import custom_flop_mapping  # noqa: E402
-
-
-class Blocks(nn.Module):
-    """Two MLP blocks, each optionally checkpointed."""
-
-    def __init__(self, reentrant: bool | None) -> None:
-        super().__init__()
-        self.embed = nn.Linear(6, 16)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16)) for _ in range(2))
-        self.head = nn.Linear(16, 1)
-        self.reentrant = reentrant
-
-    def forward(self, x):
-        h = self.embed(x)
-        for block in self.blocks:
-            h = block(h) if self.reentrant is None else checkpoint(block, h, use_reentrant=self.reentrant)
-        return self.head(h)
+from tests.models import Blocks  # noqa: E402
 
 
 def _truth(model, x, loss):

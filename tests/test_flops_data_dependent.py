@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from green_callbacks.core.flops import FlopCountWarning, FlopTracker  # noqa: E402
 from green_callbacks.core.flops.formulas import custom_flop_mapping  # noqa: E402
+from tests.models import Branch  # noqa: E402
 
 
 def _truth_of(model, batch, loss):
@@ -58,20 +59,6 @@ def _check_sampled(epoch, truth, tracker, flop_warnings):
     assert info["epoch_methods"] == ["sampled"] and info["data_dependent"]
     assert info["counts"]["checks_failed"] >= 1
     assert len(flop_warnings) == 1 and "depends on the data" in str(flop_warnings[0].message)
-
-
-class Branch(nn.Module):
-    """A branch on a data value: a second matmul only where the batch sums above zero (same shapes always)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
-
-    def forward(self, x):
-        h = self.a(x)
-        if x.sum() > 0:
-            h = self.b(h)
-        return h
 
 
 class ThresholdMoE(nn.Module):

@@ -15,46 +15,14 @@ import warnings
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
-from torch.utils.checkpoint import checkpoint  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from green_callbacks.core.flops import FlopCountWarning  # noqa: E402
 from green_callbacks.core.flops.formulas import custom_flop_mapping  # noqa: E402
 from green_callbacks.core.record import read_record  # noqa: E402
 from green_callbacks.loop import Tracker  # noqa: E402
+from tests.models import Blocks, Branch  # noqa: E402
 from tests.test_loop import sensors  # noqa: E402
-
-
-class Branch(nn.Module):
-    """A branch on a data value: a second matmul only where the batch sums above zero (same shapes always)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
-
-    def forward(self, x):
-        h = self.a(x)
-        if x.sum() > 0:
-            h = self.b(h)
-        return h
-
-
-class Blocks(nn.Module):
-    """Two MLP blocks, checkpointed (non-reentrant) or not."""
-
-    def __init__(self, checkpointed: bool) -> None:
-        super().__init__()
-        self.embed = nn.Linear(6, 16)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16)) for _ in range(2))
-        self.head = nn.Linear(16, 1)
-        self.checkpointed = checkpointed
-
-    def forward(self, x):
-        h = self.embed(x)
-        for block in self.blocks:
-            h = checkpoint(block, h, use_reentrant=False) if self.checkpointed else block(h)
-        return self.head(h)
 
 
 def _loss(model, x):
@@ -117,7 +85,7 @@ def test_a_data_dependent_model_in_a_loop_is_labelled_sampled_with_the_truth_in_
 def test_a_shape_driven_model_in_a_loop_stays_counted_and_exact_with_its_checks(tmp_path, fake_clock):
     torch.manual_seed(0)
     batches = [torch.randn(6, 6) for _ in range(20)]
-    record, truths, _, flop_warnings = _run(tmp_path, Blocks(False), batches, fake_clock)
+    record, truths, _, flop_warnings = _run(tmp_path, Blocks(None), batches, fake_clock)
     flops = record["flops"]
     assert [row["train_flops"] for row in record["epochs"]] == truths
     assert flops["epoch_methods"] == ["counted"] and not flop_warnings
@@ -126,8 +94,8 @@ def test_a_shape_driven_model_in_a_loop_stays_counted_and_exact_with_its_checks(
 
 def test_activation_checkpointing_in_a_loop_gives_model_and_hardware_flops_apart(tmp_path, fake_clock):
     torch.manual_seed(0)
-    plain_model = Blocks(False)
-    ckpt_model = Blocks(True)
+    plain_model = Blocks(None)
+    ckpt_model = Blocks(False)
     ckpt_model.load_state_dict(plain_model.state_dict())
     batches = [torch.randn(8, 6) for _ in range(5)]
     plain, plain_truths, plain_green, _ = _run(tmp_path / "plain", plain_model, batches, fake_clock)
