@@ -1,16 +1,17 @@
 """The record's sections beside its epochs and totals, typed: footprint, phase, training link, throughput, hardware,
 software and how the FLOPs were counted.
 
-The reader (:func:`green_callbacks.core.record.parse_record`) parses each once, checking every field the report
-uses for its type and range (:mod:`green_callbacks.core.record_checks`); a section a record lacks (written before it
-existed, or by a run that has none) is ``None``, and a field it lacks is ``None`` (``()`` for a list). The report
-reads these types, never the record's dict.
+The writer builds these types and writes them with :func:`to_json` (a section type's fields, in order, are the
+section's keys); the reader (:func:`green_callbacks.core.record.parse_record`) parses each back into the same type
+once, checking every field for its type and range (:mod:`green_callbacks.core.record_checks`); a section a record
+lacks (written before it existed, or by a run that has none) is ``None``, and a field it lacks is ``None`` (``()``
+for a list). The report reads these types, never the record's dict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from green_callbacks.core.record_checks import Invalid, integer, number, obj, strings, text, type_name
@@ -38,7 +39,26 @@ __all__ = [
     "parse_software",
     "parse_throughput",
     "parse_training",
+    "to_json",
 ]
+
+
+def to_json(value: Any) -> Any:
+    """A section (or any value in one) as the record's JSON: a dataclass as an object of its fields in their
+    declared order, a tuple or list as an array, a mapping as an object; anything else as it is.
+
+    A section type whose JSON is not its fields one to one (the footprint) has its own ``to_json`` method, used here.
+    """
+    own = getattr(value, "to_json", None)
+    if own is not None and is_dataclass(value) and not isinstance(value, type):
+        return own()
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------- footprint
@@ -138,6 +158,10 @@ class PartialEpoch:
     time_s: float | None = None
     energy_j: float | None = None
     component_energy_j: Mapping[str, float | None] = field(default_factory=dict)
+    component_method: Mapping[str, str] = field(default_factory=dict)
+    train_flops: float | None = None
+    eval_flops: float | None = None
+    note: str | None = None
 
 
 def parse_partial_epoch(value: Any) -> PartialEpoch | None:
@@ -151,6 +175,11 @@ def parse_partial_epoch(value: Any) -> PartialEpoch | None:
         component_energy_j={str(k): number(v, f"partial_epoch.component_energy_j.{k}")
                             for k, v in obj(data.get("component_energy_j"),
                                             "partial_epoch.component_energy_j").items()},
+        component_method={str(k): _s(v, f"partial_epoch.component_method.{k}")
+                          for k, v in obj(data.get("component_method"), "partial_epoch.component_method").items()},
+        train_flops=number(data.get("train_flops"), "partial_epoch.train_flops"),
+        eval_flops=number(data.get("eval_flops"), "partial_epoch.eval_flops"),
+        note=text(data.get("note"), "partial_epoch.note"),
     )
 
 
@@ -243,10 +272,14 @@ def parse_throughput(value: Any) -> ThroughputInfo | None:
 
 @dataclass(frozen=True)
 class HardwareInfo:
+    """The record's ``hardware`` section: the host, and what each sensor reports of its hardware."""
+
     cpu_model: str | None = None
     cpu_count: int | None = None
-    ram_total_gb: float | None = None
     machine: str | None = None
+    sensors: Mapping[str, Any] = field(default_factory=dict)
+    """Each component's sensor's own description (its ``info()``), as the sensor gave it."""
+    ram_total_gb: float | None = None
 
 
 def parse_hardware(value: Any) -> HardwareInfo | None:
@@ -256,13 +289,16 @@ def parse_hardware(value: Any) -> HardwareInfo | None:
     return HardwareInfo(
         cpu_model=text(data.get("cpu_model"), "hardware.cpu_model") or None,
         cpu_count=integer(data.get("cpu_count"), "hardware.cpu_count"),
-        ram_total_gb=number(data.get("ram_total_gb"), "hardware.ram_total_gb"),
         machine=text(data.get("machine"), "hardware.machine") or None,
+        sensors=obj(data.get("sensors"), "hardware.sensors"),
+        ram_total_gb=number(data.get("ram_total_gb"), "hardware.ram_total_gb"),
     )
 
 
 @dataclass(frozen=True)
 class SoftwareInfo:
+    """The record's ``software`` section: this package's, Python's and the ML packages' versions."""
+
     green_callbacks: str | None = None
     python: str | None = None
     platform: str | None = None
