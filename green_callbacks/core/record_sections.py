@@ -17,10 +17,14 @@ from typing import Any
 from green_callbacks.core.record_checks import Invalid, integer, number, obj, strings, text, type_name
 
 __all__ = [
+    "EMBODIED_FORMULA",
+    "WATER_FORMULA",
     "DataDependentSignature",
     "EmbodiedInfo",
+    "EmbodiedPart",
     "EmbodiedSource",
     "EpochFlopsLabel",
+    "EpochFootprint",
     "FlopInfo",
     "FootprintInfo",
     "HardwareInfo",
@@ -30,6 +34,7 @@ __all__ = [
     "ThroughputInfo",
     "TrainingLink",
     "WaterInfo",
+    "WaterIntensity",
     "parse_compute_dtype",
     "parse_flops",
     "parse_footprint",
@@ -49,11 +54,9 @@ def to_json(value: Any) -> Any:
 
     A section type whose JSON is not its fields one to one (the footprint) has its own ``to_json`` method, used here.
     """
-    own = getattr(value, "to_json", None)
-    if own is not None and is_dataclass(value) and not isinstance(value, type):
-        return own()
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in fields(value)}
+        own = getattr(value, "to_json", None)
+        return own() if own is not None else _fields_json(value)
     if isinstance(value, Mapping):
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -61,49 +64,174 @@ def to_json(value: Any) -> Any:
     return value
 
 
+def _fields_json(value: Any) -> dict[str, Any]:
+    return {f.name: to_json(getattr(value, f.name)) for f in fields(value)}
+
+
 # ---------------------------------------------------------------------------------------------------- footprint
+EMBODIED_FORMULA = "g = kgco2e × 1000 × hours / (lifetime_years × 8760 × utilisation) × share"
+WATER_FORMULA = "water_l = energy_kwh × (wue_l_per_kwh + pue × offsite_l_per_kwh) (Li et al. 2023)"
+
+
 @dataclass(frozen=True)
-class EmbodiedSource:
-    """One part's manufacturing emissions and where the figure comes from (``None``: no figure)."""
+class EmbodiedPart:
+    """One piece of hardware the run holds: its figure, the share charged and the resulting rate (g per hour of
+    wall time). ``rate_gco2e_per_h`` is ``None`` when the figure is unknown (``reason`` says why)."""
 
     name: str
+    kind: str
+    share: float
     kgco2e: float | None
+    rate_gco2e_per_h: float | None
+    method: str
     source: str
+    year: int | None
+    reason: str = ""
+
+
+EmbodiedSource = EmbodiedPart
+"""The former reader-only name of a part (name, figure, source)."""
+
+_RATE_FIELDS = ("formula", "lifetime_years", "utilisation", "rate_gco2e_per_h", "parts", "missing", "assumptions")
+"""The embodied section's keys that only a run with an embodied rate (its hardware known) writes."""
 
 
 @dataclass(frozen=True)
 class EmbodiedInfo:
+    """The footprint's ``embodied`` block: the rate of this process's hardware (its parts, assumptions), and the
+    run's total amortised over the epochs' wall time with its range."""
+
+    formula: str | None = None
+    lifetime_years: float | None = None
+    """``None``: the run had no embodied rate (then the rate's fields, up to ``assumptions``, are not written)."""
+    utilisation: float | None = None
+    rate_gco2e_per_h: float | None = None
+    parts: tuple[EmbodiedPart, ...] = ()
+    missing: tuple[str, ...] = ()
+    assumptions: tuple[str, ...] = ()
+    accelerators: tuple[str, ...] = ()
+    scope: str | None = None
+    rate_all_ranks_gco2e_per_h: float | None = None
     total_gco2e: float | None = None
     total_low_gco2e: float | None = None
     total_high_gco2e: float | None = None
     partial: bool = False
-    missing: tuple[str, ...] = ()
-    assumptions: tuple[str, ...] = ()
-    accelerators: tuple[str, ...] = ()
-    parts: tuple[EmbodiedSource, ...] = ()
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = _fields_json(self)
+        if self.lifetime_years is None:
+            for name in _RATE_FIELDS:
+                del out[name]
+        return out
+
+
+@dataclass(frozen=True)
+class WaterIntensity:
+    """Off-site water intensity of a grid (L per kWh generated) and where it came from.
+
+    ``kind`` is ``"table"`` (the country's derived value) or ``"default"`` (the world value, used when the run's
+    grid has no country: an explicit intensity, a live zone not in the table).
+    """
+
+    offsite_l_per_kwh: float
+    hydro_l_per_kwh: float
+    location: str
+    year: int | None
+    method: str
+    source: str
+    kind: str
+
+    def to_record(self) -> dict[str, Any]:
+        return to_json(self)
 
 
 @dataclass(frozen=True)
 class WaterInfo:
-    total_l: float | None = None
+    """The footprint's ``water`` block: the on-site WUE, the grid's off-site intensity and the run's litres."""
+
+    formula: str | None = None
     wue_l_per_kwh: float | None = None
     wue_source: str = ""
-    offsite_l_per_kwh: float | None = None
-    offsite_location: str = ""
-    offsite_method: str = ""
-    offsite_source: str = ""
+    pue: float | None = None
+    offsite: WaterIntensity | None = None
+    total_l: float | None = None
+
+    @property
+    def offsite_l_per_kwh(self) -> float | None:
+        return None if self.offsite is None else self.offsite.offsite_l_per_kwh
+
+    @property
+    def offsite_location(self) -> str:
+        return "" if self.offsite is None else self.offsite.location
+
+    @property
+    def offsite_method(self) -> str:
+        return "" if self.offsite is None else self.offsite.method
+
+    @property
+    def offsite_source(self) -> str:
+        return "" if self.offsite is None else self.offsite.source
+
+
+@dataclass(frozen=True)
+class EpochFootprint:
+    """One epoch: embodied grams over its wall time (all ranks), litres of water for its energy; ``None`` =
+    unavailable."""
+
+    epoch: int
+    time_s: float
+    embodied_gco2e: float | None
+    water_l: float | None
 
 
 @dataclass(frozen=True)
 class FootprintInfo:
-    """The record's ``footprint`` block: embodied emissions and water beside the operational figures."""
+    """The record's ``footprint`` block: embodied emissions and water beside the operational figures, and each
+    epoch's (empty in a running record's header: they follow from the epoch rows)."""
 
     embodied: EmbodiedInfo = field(default_factory=EmbodiedInfo)
     water: WaterInfo = field(default_factory=WaterInfo)
+    epochs: tuple[EpochFootprint, ...] = ()
 
 
 def _s(value: Any, where: str) -> str:
     return text(value, where) or ""
+
+
+def _part(value: Any, where: str) -> EmbodiedPart:
+    item = obj(value, where, optional=False)
+    return EmbodiedPart(name=_s(item.get("name"), f"{where}.name"), kind=_s(item.get("kind"), f"{where}.kind"),
+                        share=number(item.get("share"), f"{where}.share"),  # type: ignore[arg-type]
+                        kgco2e=number(item.get("kgco2e"), f"{where}.kgco2e"),
+                        rate_gco2e_per_h=number(item.get("rate_gco2e_per_h"), f"{where}.rate_gco2e_per_h"),
+                        method=_s(item.get("method"), f"{where}.method"),
+                        source=_s(item.get("source"), f"{where}.source"),
+                        year=integer(item.get("year"), f"{where}.year", maximum=9999),
+                        reason=_s(item.get("reason"), f"{where}.reason"))
+
+
+def _offsite(value: Any, where: str) -> WaterIntensity | None:
+    if value is None:
+        return None
+    data = obj(value, where, optional=False)
+    return WaterIntensity(
+        offsite_l_per_kwh=number(data.get("offsite_l_per_kwh"), f"{where}.offsite_l_per_kwh"),  # type: ignore[arg-type]
+        hydro_l_per_kwh=number(data.get("hydro_l_per_kwh"), f"{where}.hydro_l_per_kwh"),  # type: ignore[arg-type]
+        location=_s(data.get("location"), f"{where}.location"),
+        year=integer(data.get("year"), f"{where}.year", maximum=9999),
+        method=_s(data.get("method"), f"{where}.method"),
+        source=_s(data.get("source"), f"{where}.source"),
+        kind=_s(data.get("kind"), f"{where}.kind"),
+    )
+
+
+def _footprint_epoch(value: Any, where: str) -> EpochFootprint:
+    data = obj(value, where, optional=False)
+    return EpochFootprint(epoch=integer(data.get("epoch"), f"{where}.epoch", optional=False) or 0,
+                          time_s=number(data.get("time_s"), f"{where}.time_s", optional=False) or 0.0,
+                          embodied_gco2e=number(data.get("embodied_gco2e"), f"{where}.embodied_gco2e"),
+                          water_l=number(data.get("water_l"), f"{where}.water_l"))
 
 
 def parse_footprint(value: Any) -> FootprintInfo | None:
@@ -111,41 +239,40 @@ def parse_footprint(value: Any) -> FootprintInfo | None:
         return None
     data = obj(value, "footprint", optional=False)
     emb = obj(data.get("embodied"), "footprint.embodied")
-    parts = emb.get("parts")
-    if parts is not None and not isinstance(parts, list):
-        raise Invalid("footprint.embodied.parts", f"must be an array, found {type_name(parts)}")
-    sources = []
-    for i, part in enumerate(parts or ()):
-        where = f"footprint.embodied.parts[{i}]"
-        item = obj(part, where, optional=False)
-        sources.append(EmbodiedSource(name=_s(item.get("name"), f"{where}.name"),
-                                      kgco2e=number(item.get("kgco2e"), f"{where}.kgco2e"),
-                                      source=_s(item.get("source"), f"{where}.source")))
     partial = emb.get("partial")
     if partial is not None and not isinstance(partial, bool):
         raise Invalid("footprint.embodied.partial", f"must be a boolean, found {type_name(partial)}")
     water = obj(data.get("water"), "footprint.water")
-    offsite = obj(water.get("offsite"), "footprint.water.offsite")
     return FootprintInfo(
         embodied=EmbodiedInfo(
+            formula=text(emb.get("formula"), "footprint.embodied.formula"),
+            lifetime_years=number(emb.get("lifetime_years"), "footprint.embodied.lifetime_years"),
+            utilisation=number(emb.get("utilisation"), "footprint.embodied.utilisation"),
+            rate_gco2e_per_h=number(emb.get("rate_gco2e_per_h"), "footprint.embodied.rate_gco2e_per_h"),
+            parts=tuple(_part(p, f"footprint.embodied.parts[{i}]")
+                        for i, p in enumerate(_list(emb.get("parts"), "footprint.embodied.parts"))),
+            missing=strings(emb.get("missing"), "footprint.embodied.missing"),
+            assumptions=strings(emb.get("assumptions"), "footprint.embodied.assumptions"),
+            accelerators=strings(emb.get("accelerators"), "footprint.embodied.accelerators"),
+            scope=text(emb.get("scope"), "footprint.embodied.scope"),
+            rate_all_ranks_gco2e_per_h=number(emb.get("rate_all_ranks_gco2e_per_h"),
+                                              "footprint.embodied.rate_all_ranks_gco2e_per_h"),
             total_gco2e=number(emb.get("total_gco2e"), "footprint.embodied.total_gco2e"),
             total_low_gco2e=number(emb.get("total_low_gco2e"), "footprint.embodied.total_low_gco2e"),
             total_high_gco2e=number(emb.get("total_high_gco2e"), "footprint.embodied.total_high_gco2e"),
             partial=bool(partial),
-            missing=strings(emb.get("missing"), "footprint.embodied.missing"),
-            assumptions=strings(emb.get("assumptions"), "footprint.embodied.assumptions"),
-            accelerators=strings(emb.get("accelerators"), "footprint.embodied.accelerators"),
-            parts=tuple(sources),
+            note=text(emb.get("note"), "footprint.embodied.note"),
         ),
         water=WaterInfo(
-            total_l=number(water.get("total_l"), "footprint.water.total_l"),
+            formula=text(water.get("formula"), "footprint.water.formula"),
             wue_l_per_kwh=number(water.get("wue_l_per_kwh"), "footprint.water.wue_l_per_kwh"),
             wue_source=_s(water.get("wue_source"), "footprint.water.wue_source"),
-            offsite_l_per_kwh=number(offsite.get("offsite_l_per_kwh"), "footprint.water.offsite.offsite_l_per_kwh"),
-            offsite_location=_s(offsite.get("location"), "footprint.water.offsite.location"),
-            offsite_method=_s(offsite.get("method"), "footprint.water.offsite.method"),
-            offsite_source=_s(offsite.get("source"), "footprint.water.offsite.source"),
+            pue=number(water.get("pue"), "footprint.water.pue"),
+            offsite=_offsite(water.get("offsite"), "footprint.water.offsite"),
+            total_l=number(water.get("total_l"), "footprint.water.total_l"),
         ),
+        epochs=tuple(_footprint_epoch(e, f"footprint.epochs[{i}]")
+                     for i, e in enumerate(_list(data.get("epochs"), "footprint.epochs"))),
     )
 
 
