@@ -313,25 +313,60 @@ def parse_partial_epoch(value: Any) -> PartialEpoch | None:
 # ---------------------------------------------------------------------------------------------------- phases
 @dataclass(frozen=True)
 class PhaseInfo:
-    """A test / validate / predict / evaluate record's ``phase`` section (``None`` = unavailable)."""
+    """A test / validate / predict / evaluate record's ``phase`` section (``None`` = unavailable): totals, warm-up
+    apart, per-sample rates over the steady part, and their quality. The writer's
+    :class:`~green_callbacks.core.phase.PhaseResult` is this type with the figures' derivation beside it."""
 
-    quality: str | None = None
-    samples: int | None = None
+    kind: str | None = None
     duration_s: float | None = None
     energy_j: float | None = None
+    component_energy_j: Mapping[str, float | None] = field(default_factory=dict)
+    component_method: Mapping[str, str] = field(default_factory=dict)
+    missing_components: tuple[str, ...] = ()
     emissions_gco2e: float | None = None
-    energy_per_sample_j: float | None = None
-    emissions_per_sample_gco2e: float | None = None
-    wh_per_1000_samples: float | None = None
-    samples_per_joule: float | None = None
-    mean_power_w: float | None = None
-    latency_p50_s: float | None = None
-    latency_p95_s: float | None = None
+    intensity_gco2e_per_kwh: float | None = None
+    pue: float | None = None
+    batches: int | None = None
+    samples: int | None = None
     flops: float | None = None
     """Forward FLOPs of the whole phase."""
+    tokens_in: float | None = None
+    tokens_out: float | None = None
+    warmup_batches: int | None = None
+    warmup_samples: int | None = None
+    warmup_time_s: float | None = None
+    warmup_energy_j: float | None = None
+    steady_time_s: float | None = None
+    steady_energy_j: float | None = None
+    steady_samples: int | None = None
+    rates_include_warmup: bool = False
+    energy_per_sample_j: float | None = None
+    wh_per_1000_samples: float | None = None
+    samples_per_joule: float | None = None
+    emissions_per_sample_gco2e: float | None = None
+    flops_per_sample: float | None = None
+    mean_power_w: float | None = None
+    energy_per_token_in_j: float | None = None
+    energy_per_token_out_j: float | None = None
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    warmup_latencies_s: tuple[float, ...] = ()
+    resolution_s: Mapping[str, float] = field(default_factory=dict)
+    short_window_components: tuple[str, ...] = ()
+    quality: str | None = None
+    notes: tuple[str, ...] = ()
+    energy_low_j: float | None = None
+    energy_high_j: float | None = None
+    """The range the phase's true energy lies in (95 %, docs/uncertainty.md); ``None``: no basis for an interval."""
 
 
-_PHASE_NUMBERS = tuple(f for f in PhaseInfo.__dataclass_fields__ if f not in ("quality", "samples"))
+_PHASE_INTEGERS = ("batches", "warmup_batches", "warmup_samples", "steady_samples")
+_PHASE_TEXTS = ("kind", "quality")
+_PHASE_LISTS = ("missing_components", "short_window_components", "notes")
+_PHASE_OTHER = ("samples", "component_energy_j", "component_method", "rates_include_warmup", "warmup_latencies_s",
+                "resolution_s", "steady_energy_j")
+_PHASE_NUMBERS = tuple(f for f in PhaseInfo.__dataclass_fields__
+                       if f not in (*_PHASE_INTEGERS, *_PHASE_TEXTS, *_PHASE_LISTS, *_PHASE_OTHER))
 
 
 def parse_phase(value: Any) -> PhaseInfo | None:
@@ -339,9 +374,23 @@ def parse_phase(value: Any) -> PhaseInfo | None:
         return None
     data = obj(value, "phase", optional=False)
     samples = data.get("samples")
+
+    def mapping(name: str, parse: Any) -> dict[str, Any]:
+        return {str(k): parse(v, f"phase.{name}.{k}") for k, v in obj(data.get(name), f"phase.{name}").items()}
+
     return PhaseInfo(
-        quality=text(data.get("quality"), "phase.quality"),
         samples=integer(samples, "phase.samples", maximum=10**15) if isinstance(samples, int) else None,
+        component_energy_j=mapping("component_energy_j", number),
+        component_method=mapping("component_method", _s),
+        rates_include_warmup=_bool(data.get("rates_include_warmup"), "phase.rates_include_warmup"),
+        warmup_latencies_s=tuple(number(v, f"phase.warmup_latencies_s[{i}]") or 0.0
+                                 for i, v in enumerate(_list(data.get("warmup_latencies_s"),
+                                                             "phase.warmup_latencies_s"))),
+        resolution_s=mapping("resolution_s", number),
+        steady_energy_j=number(data.get("steady_energy_j"), "phase.steady_energy_j", minimum=None),
+        **{name: integer(data.get(name), f"phase.{name}", maximum=10**15) for name in _PHASE_INTEGERS},
+        **{name: text(data.get(name), f"phase.{name}") for name in _PHASE_TEXTS},
+        **{name: strings(data.get(name), f"phase.{name}") for name in _PHASE_LISTS},
         **{name: number(data.get(name), f"phase.{name}") for name in _PHASE_NUMBERS},
     )
 
@@ -351,6 +400,8 @@ class TrainingLink:
     """What a phase record keeps of the fit that trained the model (its ``training`` section)."""
 
     run_id: str | None = None
+    record: str | None = None
+    """The fit's record's file name (in the same folder)."""
     framework: str | None = None
     status: str | None = None
     epochs: int | None = None
@@ -365,6 +416,7 @@ def parse_training(value: Any) -> TrainingLink | None:
     data = obj(value, "training", optional=False)
     return TrainingLink(
         run_id=text(data.get("run_id"), "training.run_id"),
+        record=text(data.get("record"), "training.record"),
         framework=text(data.get("framework"), "training.framework"),
         status=text(data.get("status"), "training.status"),
         epochs=integer(data.get("epochs"), "training.epochs"),
