@@ -207,6 +207,27 @@ def test_every_section_reads_back_equal_to_what_the_writer_wrote(written: Writte
     assert phase.training.run_id == fit.run_id
 
 
+def _keys(value: Any, where: str = "") -> list[str]:
+    """Every key of a JSON value, nested ones included, in order."""
+    if isinstance(value, dict):
+        return [k for key, item in value.items() for k in (where + key, *_keys(item, f"{where}{key}."))]
+    if isinstance(value, list):
+        return [k for i, item in enumerate(value) for k in _keys(item, f"{where}[{i}].")]
+    return []
+
+
+def test_each_typed_section_holds_every_key_the_writer_wrote(written: Written) -> None:
+    """The reader's type of each section the writer builds keeps all of it: the same keys, in order, and values."""
+    for record, data in ((written.fit, written.fit_json), (written.phase, written.phase_json)):
+        for name in ("footprint", "throughput", "hardware", "software", "phase", "training", "partial_epoch"):
+            typed = getattr(record, name)
+            if data.get(name) is None:
+                assert typed is None, name
+                continue
+            assert _keys(_plain(typed)) == _keys(data[name]), name
+            assert _plain(typed) == data[name], name
+
+
 # what a run like this one cannot have: each with the reason
 _NOT_IN_THIS_RUN = {
     "error", "stop_reason", "partial_epoch", "epochs_log", "lost", "convergence.target", "convergence.at_target",
