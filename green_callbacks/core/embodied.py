@@ -18,10 +18,12 @@ import io
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
+
+from green_callbacks.core.record_sections import EMBODIED_FORMULA, EmbodiedPart, to_json
 
 __all__ = [
     "DEFAULT_ACCELERATORS_PER_HOST",
@@ -123,22 +125,6 @@ def lookup_accelerator(device_name: str) -> EmbodiedRow | None:
 
 
 @dataclass(frozen=True)
-class EmbodiedPart:
-    """One piece of hardware the run holds: its figure, the share charged and the resulting rate (g per hour of
-    wall time). ``rate_gco2e_per_h`` is ``None`` when the figure is unknown (``reason`` says why)."""
-
-    name: str
-    kind: str
-    share: float
-    kgco2e: float | None
-    rate_gco2e_per_h: float | None
-    method: str
-    source: str
-    year: int | None
-    reason: str = ""
-
-
-@dataclass(frozen=True)
 class EmbodiedRate:
     """The embodied emissions per hour of this run's hardware (one process or node), with every assumption."""
 
@@ -162,16 +148,21 @@ class EmbodiedRate:
         """At least one part has a figure."""
         return any(p.rate_gco2e_per_h is not None for p in self.parts)
 
-    def to_record(self) -> dict[str, Any]:
+    def section_fields(self) -> dict[str, Any]:
+        """The record's embodied section's fields this rate gives (:class:`~green_callbacks.core.record_sections.
+        EmbodiedInfo`), in their order."""
         return {
-            "formula": "g = kgco2e × 1000 × hours / (lifetime_years × 8760 × utilisation) × share",
+            "formula": EMBODIED_FORMULA,
             "lifetime_years": self.lifetime_years,
             "utilisation": self.utilisation,
             "rate_gco2e_per_h": self.rate_gco2e_per_h if self.available else None,
-            "parts": [asdict(p) for p in self.parts],
-            "missing": list(self.missing),
-            "assumptions": list(self.assumptions),
+            "parts": self.parts,
+            "missing": self.missing,
+            "assumptions": self.assumptions,
         }
+
+    def to_record(self) -> dict[str, Any]:
+        return to_json(self.section_fields())
 
 
 def _part(name: str, kind: str, row: EmbodiedRow | None, share: float, lifetime_years: float,

@@ -1,4 +1,6 @@
-"""What machine and software a run used, for the run record (read cheaply, nothing imported)."""
+"""What machine and software a run used, for the run record (read cheaply, nothing imported): the record's
+:class:`~green_callbacks.core.record_sections.HardwareInfo` and :class:`~green_callbacks.core.record_sections.
+SoftwareInfo`."""
 
 from __future__ import annotations
 
@@ -6,26 +8,23 @@ import functools
 import os
 from typing import Any
 
+from green_callbacks.core.record_sections import HardwareInfo, SoftwareInfo
+
 __all__ = ["hardware_info", "software_info"]
 
 
-def hardware_info(sensors: dict[str, Any]) -> dict[str, Any]:
+def hardware_info(sensors: dict[str, Any]) -> HardwareInfo:
     """CPU model and count, RAM, and what each sensor reports of its hardware."""
     import platform
 
-    info: dict[str, Any] = {
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "sensors": sensors,
-    }
     try:
         import psutil
 
-        info["ram_total_gb"] = psutil.virtual_memory().total / 1e9
+        ram_total_gb: float | None = psutil.virtual_memory().total / 1e9
     except Exception:
-        info["ram_total_gb"] = None
-    return info
+        ram_total_gb = None
+    return HardwareInfo(cpu_model=_cpu_model(), cpu_count=os.cpu_count(), machine=platform.machine(),
+                        sensors=sensors, ram_total_gb=ram_total_gb)
 
 
 def _cpu_model() -> str | None:
@@ -45,7 +44,7 @@ _PACKAGES = ("torch", "lightning", "pytorch-lightning", "keras", "tensorflow", "
              "accelerate", "nvidia-ml-py", "psutil", "amdsmi", "pyzes", "zeus-apple-silicon", "libtpu")
 
 
-def software_info() -> dict[str, Any]:
+def software_info() -> SoftwareInfo:
     """Versions of Python, this package and the ML packages installed (read from metadata, nothing imported).
 
     Read once per process (~5 ms of metadata look-ups; a package upgraded under a running process is not seen).
@@ -53,12 +52,7 @@ def software_info() -> dict[str, Any]:
     from green_callbacks import __version__
 
     python, platform_name, versions = _versions()
-    return {
-        "green_callbacks": __version__,
-        "python": python,
-        "platform": platform_name,
-        "packages": dict(versions),
-    }
+    return SoftwareInfo(green_callbacks=__version__, python=python, platform=platform_name, packages=dict(versions))
 
 
 @functools.cache

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from green_callbacks.core.epoch_state import EpochState
 from green_callbacks.core.meter import Measurement, Meter, sum_measurements
+from green_callbacks.core.record_sections import PartialEpoch
 from green_callbacks.core.rows import EpochRow, per_epoch_fields
 from green_callbacks.core.sensors.base import COMPONENTS, NOT_USED, UNAVAILABLE
 from green_callbacks.core.throughput import BatchCounter
@@ -138,15 +139,15 @@ def _sum_known(values: Any) -> float | None:
     return float(sum(known)) if known else None
 
 
-def partial_record(window: EpochWindow, m: Measurement) -> dict[str, Any]:
+def partial_record(window: EpochWindow, m: Measurement) -> PartialEpoch:
     """An epoch cut short by a failure or interrupt, as this rank measured it (not summed over ranks)."""
-    return {
-        "epoch": window.epoch,
-        "time_s": m.duration_s,
-        "energy_j": m.energy_j,
-        "component_energy_j": {k: v.energy_j for k, v in m.components.items()},
-        "component_method": {k: v.method for k, v in m.components.items()},
-        "train_flops": window.flops.get("train"),
-        "eval_flops": window.flops.get("eval"),
-        "note": "incomplete epoch, this process only",
-    }
+    return PartialEpoch(
+        epoch=window.epoch,
+        time_s=m.duration_s,
+        energy_j=m.energy_j,
+        component_energy_j={k: v.energy_j for k, v in m.components.items()},
+        component_method={k: v.method for k, v in m.components.items()},
+        train_flops=window.flops.get("train"),
+        eval_flops=window.flops.get("eval"),
+        note="incomplete epoch, this process only",
+    )

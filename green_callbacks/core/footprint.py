@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from green_callbacks.core.embodied import (
@@ -22,23 +21,20 @@ from green_callbacks.core.embodied import (
     embodied_rate,
 )
 from green_callbacks.core.metric_keys import FOOTPRINT_KEYS, footprint_metrics
+from green_callbacks.core.record_sections import (
+    WATER_FORMULA,
+    EmbodiedInfo,
+    EpochFootprint,
+    FootprintInfo,
+    WaterInfo,
+    to_json,
+)
 from green_callbacks.core.sensors.base import NOT_USED, UNAVAILABLE
 from green_callbacks.core.uncertainty import embodied_interval
 from green_callbacks.core.units import joules_to_kwh
 from green_callbacks.core.water import DEFAULT_WUE_L_PER_KWH, WUE_SOURCE, water_for_location, water_l
 
 __all__ = ["FOOTPRINT_KEYS", "EpochFootprint", "FootprintTracker"]
-
-
-@dataclass(frozen=True)
-class EpochFootprint:
-    """One epoch: embodied grams over its wall time (all ranks), litres of water for its energy; ``None`` =
-    unavailable."""
-
-    epoch: int
-    time_s: float
-    embodied_gco2e: float | None
-    water_l: float | None
 
 
 class FootprintTracker:
@@ -125,33 +121,36 @@ class FootprintTracker:
 
     # ---------------------------------------------------------------- record
     def to_record(self, *, with_epochs: bool = True) -> dict[str, Any]:
-        """The record's ``footprint`` block; ``with_epochs=False`` (the header of a running record, which must not
+        """The record's ``footprint`` block (:meth:`info` as JSON)."""
+        return to_json(self.info(with_epochs=with_epochs))
+
+    def info(self, *, with_epochs: bool = True) -> FootprintInfo:
+        """The record's ``footprint`` section; ``with_epochs=False`` (the header of a running record, which must not
         grow with the epochs) leaves the per-epoch list out: each epoch's figures follow from the epoch rows
         (embodied = ``rate_all_ranks_gco2e_per_h`` × ``time_s`` / 3600, water = energy × the water factors)."""
-        embodied = {} if self.rate is None else self.rate.to_record()
-        return {
-            "embodied": {
-                **embodied,
-                "accelerators": list(self.accelerators),
-                "scope": "this process's hardware (rank zero); rate_all_ranks sums every rank's",
-                "rate_all_ranks_gco2e_per_h": self.rate_all_ranks_gco2e_per_h,
-                "total_gco2e": self.total_embodied_gco2e if self.epochs else None,
+        rate = {} if self.rate is None else self.rate.section_fields()
+        return FootprintInfo(
+            embodied=EmbodiedInfo(
+                **rate,
+                accelerators=tuple(self.accelerators),
+                scope="this process's hardware (rank zero); rate_all_ranks sums every rank's",
+                rate_all_ranks_gco2e_per_h=self.rate_all_ranks_gco2e_per_h,
+                total_gco2e=self.total_embodied_gco2e if self.epochs else None,
                 **self._embodied_range(),
-                "partial": bool(embodied.get("missing")),
-                "note": "manufacturing emissions amortised over the epochs' wall time; reported beside the "
-                        "operational emissions, not included in them",
-            },
-            "water": {
-                "formula": "water_l = energy_kwh × (wue_l_per_kwh + pue × offsite_l_per_kwh) (Li et al. 2023)",
-                "wue_l_per_kwh": self.wue_l_per_kwh,
-                "wue_source": WUE_SOURCE if self.wue_default else "user-set wue_l_per_kwh",
-                "pue": self.pue,
-                "offsite": self.water.to_record(),
-                "total_l": self.total_water_l if self.epochs else None,
-            },
-            "epochs": [{"epoch": e.epoch, "time_s": e.time_s, "embodied_gco2e": e.embodied_gco2e,
-                        "water_l": e.water_l} for e in self.epochs] if with_epochs else [],
-        }
+                partial=bool(rate.get("missing")),
+                note="manufacturing emissions amortised over the epochs' wall time; reported beside the "
+                     "operational emissions, not included in them",
+            ),
+            water=WaterInfo(
+                formula=WATER_FORMULA,
+                wue_l_per_kwh=self.wue_l_per_kwh,
+                wue_source=WUE_SOURCE if self.wue_default else "user-set wue_l_per_kwh",
+                pue=self.pue,
+                offsite=self.water,
+                total_l=self.total_water_l if self.epochs else None,
+            ),
+            epochs=tuple(self.epochs) if with_epochs else (),
+        )
 
     def _embodied_range(self) -> dict[str, float | None]:
         """The total's interval from the sources' min/max (docs/uncertainty.md); ``None``: no basis."""

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any
 
 from green_callbacks.core.metric_keys import PHASE_KINDS, PHASE_METRIC_SUFFIXES, phase_metric_keys
+from green_callbacks.core.record_sections import PhaseInfo, to_json
 from green_callbacks.core.uncertainty import energy_interval, window_parts
 from green_callbacks.core.units import emissions_gco2e, joules_to_kwh
 
@@ -174,55 +175,16 @@ class PhaseInputs:
 
 
 @dataclass(frozen=True)
-class PhaseResult:
-    """One measured phase: totals, warm-up apart, per-sample rates over the steady part, and their quality.
+class PhaseResult(PhaseInfo):
+    """One measured phase: totals, warm-up apart, per-sample rates over the steady part, and their quality — the
+    record's ``phase`` section (:class:`~green_callbacks.core.record_sections.PhaseInfo`, its fields and their
+    order) with what the session logs and lists of it.
 
     ``rates_include_warmup`` is true when the phase had no steady batch (every batch was the first of its shape):
     the rates are then over the whole phase. ``quality`` is ``"measured"``, ``"below-sensor-resolution"`` (the
     rates' window was shorter than the resolution of the methods in ``short_window_components``: treat the
     rates as rough) or ``"unavailable"`` (no component measured).
     """
-
-    kind: str
-    duration_s: float
-    energy_j: float | None
-    component_energy_j: Mapping[str, float | None]
-    component_method: Mapping[str, str]
-    missing_components: tuple[str, ...]
-    emissions_gco2e: float | None
-    intensity_gco2e_per_kwh: float
-    pue: float
-    batches: int | None
-    samples: int | None
-    flops: float | None
-    tokens_in: float | None
-    tokens_out: float | None
-    warmup_batches: int | None
-    warmup_samples: int | None
-    warmup_time_s: float
-    warmup_energy_j: float | None
-    steady_time_s: float
-    steady_energy_j: float | None
-    steady_samples: int | None
-    rates_include_warmup: bool
-    energy_per_sample_j: float | None
-    wh_per_1000_samples: float | None
-    samples_per_joule: float | None
-    emissions_per_sample_gco2e: float | None
-    flops_per_sample: float | None
-    mean_power_w: float | None
-    energy_per_token_in_j: float | None
-    energy_per_token_out_j: float | None
-    latency_p50_s: float | None
-    latency_p95_s: float | None
-    warmup_latencies_s: tuple[float, ...]
-    resolution_s: Mapping[str, float]
-    short_window_components: tuple[str, ...]
-    quality: str
-    notes: tuple[str, ...] = field(default=())
-    energy_low_j: float | None = None
-    energy_high_j: float | None = None
-    """The range the phase's true energy lies in (95 %, docs/uncertainty.md); ``None``: no basis for an interval."""
 
     def __post_init__(self) -> None:
         for name in ("component_energy_j", "component_method", "resolution_s"):
@@ -262,14 +224,7 @@ class PhaseResult:
 
     def to_record(self) -> dict[str, Any]:
         """JSON-ready dict with the same field names (the ``phase`` section of a record)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("component_energy_j", "component_method", "resolution_s"):
-            out[name] = dict(getattr(self, name))
-        out["missing_components"] = list(self.missing_components)
-        out["short_window_components"] = list(self.short_window_components)
-        out["warmup_latencies_s"] = list(self.warmup_latencies_s)
-        out["notes"] = list(self.notes)
-        return out
+        return to_json(self)
 
     def summary(self) -> dict[str, Any]:
         """The few numbers a fit's record lists for each phase it ran."""

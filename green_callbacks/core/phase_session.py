@@ -39,6 +39,7 @@ from green_callbacks.core.phase import (
     tokens_in_of,
 )
 from green_callbacks.core.phase_flops import PhaseFlops
+from green_callbacks.core.record_sections import TrainingLink, to_json
 from green_callbacks.core.record_sink import environment_of
 from green_callbacks.core.run_context import RunContext
 from green_callbacks.core.run_record import record_head
@@ -51,22 +52,16 @@ _PHASE = "phase"
 _WARMUP = "phase-warmup"
 
 
-def training_link(session: Any) -> dict[str, Any] | None:
+def training_link(session: Any) -> TrainingLink | None:
     """What a phase record keeps of the fit that trained the model (``None`` when no fit ran with the callback)."""
     if session is None or getattr(session, "status", "created") in ("created", "running"):
         return None
     totals = session.totals
     path = session.record_path
-    return {
-        "run_id": session.run_id,
-        "record": None if path is None else Path(path).name,
-        "framework": session.framework,
-        "status": session.status,
-        "epochs": totals.epochs,
-        "energy_j": totals.energy_j,
-        "emissions_gco2e": totals.emissions_gco2e,
-        "train_flops": totals.train_flops,
-    }
+    return TrainingLink(run_id=session.run_id, record=None if path is None else Path(path).name,
+                        framework=session.framework, status=session.status, epochs=totals.epochs,
+                        energy_j=totals.energy_j, emissions_gco2e=totals.emissions_gco2e,
+                        train_flops=totals.train_flops)
 
 
 class PhaseSession:
@@ -364,8 +359,8 @@ class PhaseSession:
         training = training_link(self.training)
         if training is not None:
             self.break_even = break_even(
-                training["energy_j"], result.energy_per_sample_j,
-                training["emissions_gco2e"], result.emissions_per_sample_gco2e,
+                training.energy_j, result.energy_per_sample_j,
+                training.emissions_gco2e, result.emissions_per_sample_gco2e,
             )
         if result.short_window_components and self.dist.is_global_zero:
             warn_user(
@@ -382,8 +377,8 @@ class PhaseSession:
                           pue=self.config.pue,
                           components={} if self.meter is None else self.meter.info(), lost=self.lost),
             "methods": {n: [m] for n, m in ({} if result is None else result.component_method).items()},
-            "training": training_link(self.training),
-            "phase": None if result is None else result.to_record(),
+            "training": to_json(training_link(self.training)),
+            "phase": to_json(result),
             "break_even": None if self.break_even is None else self.break_even.to_record(),
             "totals": {
                 "epochs": 0,

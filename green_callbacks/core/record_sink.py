@@ -38,9 +38,10 @@ Build = Callable[[], dict[str, Any]]
 def environment_of(sensors_info: dict[str, Any]) -> dict[str, Any]:
     """The machine and the versions for the record; a fact that cannot be read is said, never worth a run."""
     from green_callbacks.core.environment import hardware_info, software_info
+    from green_callbacks.core.record_sections import to_json
 
     try:
-        return {"hardware": hardware_info(sensors_info), "software": software_info()}
+        return {"hardware": to_json(hardware_info(sensors_info)), "software": to_json(software_info())}
     except Exception as err:
         return {"hardware": None, "software": None, "environment_error": f"{type(err).__name__}: {err}"}
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from green_callbacks.core import clock
 from green_callbacks.core.record import SCHEMA
+from green_callbacks.core.record_sections import to_json
 from green_callbacks.core.record_writer import epochs_log_name
 from green_callbacks.core.sensors.base import UNAVAILABLE
 
@@ -86,9 +87,9 @@ def fit_record(session: Any, *, with_epochs: bool = True) -> dict[str, Any]:
         "totals": dict(vars(ledger.totals)),
         "epochs": [row.to_record() for row in ledger.rows] if with_epochs else [],
         "epochs_log": None if with_epochs or path is None else epochs_log_name(path),
-        "partial_epoch": session.partial_epoch,
+        "partial_epoch": to_json(session.partial_epoch),
         "footprint": session.footprint.to_record(with_epochs=with_epochs),
         "phases": list(session.phases),
         **session.sink.environment,
-        **session.info,
+        **{key: to_json(value) for key, value in session.info.items()},
     }

@@ -34,6 +34,7 @@ from green_callbacks.core.guard import Guard
 from green_callbacks.core.ledger import RunLedger
 from green_callbacks.core.metric_keys import METRIC_KEYS, epoch_metrics, user_metrics
 from green_callbacks.core.notices import RunNotices
+from green_callbacks.core.record_sections import PartialEpoch, ThroughputInfo
 from green_callbacks.core.rows import EpochRow
 from green_callbacks.core.run_context import RunContext
 from green_callbacks.core.run_record import fit_record
@@ -102,10 +103,11 @@ class Session:
         self.run_id = uuid.uuid4().hex
         self.hyperparameters: dict[str, Any] = {}
         self.info: dict[str, Any] = {}
-        """Record-level sections (``throughput``, the framework's, how FLOPs were counted): see :meth:`update_info`."""
+        """Record-level sections (``throughput``, a :class:`~green_callbacks.core.record_sections.ThroughputInfo`;
+        the framework's; how FLOPs were counted): see :meth:`update_info`."""
         self.phases: list[dict[str, Any]] = []  # test/predict/evaluate run with this fit's model, newest last
         self.error: str | None = None
-        self.partial_epoch: dict[str, Any] | None = None
+        self.partial_epoch: PartialEpoch | None = None
         self.last_metrics: dict[str, float] = {}
         """The ``green/...`` metrics of the last completed epoch (empty before the first)."""
         self.peak = PeakInfo(None, None, (), "the run has not started")
@@ -177,9 +179,9 @@ class Session:
                                      is_node_leader=self.dist.is_node_leader, virtual_machine=_virtual_machine())
             self._status = "running"
             self.peak = local_peak(components, compute_dtype)
-            self.info = {"throughput": {"compute_dtype": self.peak.dtype, "devices": list(self.peak.devices),
-                                        "peak_flops_per_s": self.peak.peak_flops_per_s,
-                                        "mfu_unavailable": self.peak.reason or None}, **dict(extra or {})}
+            self.info = {"throughput": ThroughputInfo(self.peak.dtype, tuple(self.peak.devices),
+                                                      self.peak.peak_flops_per_s, self.peak.reason or None),
+                         **dict(extra or {})}
             self.context.open_record(output_dir, fresh_log=bool(self.ledger.rows))
             self.notices.at_start(meter.read(), self.peak, speak=self.dist.is_global_zero)
             self.write_record()

@@ -164,13 +164,14 @@ def merged_search(declared: Mapping[str, Any] | None, binding: TrialBinding | No
 def outcome_of(session: Any) -> TrialOutcome:
     """The :class:`TrialOutcome` of a finished :class:`~green_callbacks.core.session.Session`."""
     totals = session.totals
-    partial = session.partial_epoch or {}
+    partial = session.partial_epoch
     path = session.record_path
     return TrialOutcome(
         state=final_state(session.status, session.error), status=session.status, error=session.error,
         epochs=session.epochs_done, energy_j=totals.energy_j, emissions_gco2e=totals.emissions_gco2e,
         train_flops=totals.train_flops, eval_flops=totals.eval_flops, time_s=totals.time_s,
-        partial_epoch_energy_j=partial.get("energy_j"), record_path=None if path is None else str(path))
+        partial_epoch_energy_j=None if partial is None else partial.energy_j,
+        record_path=None if path is None else str(path))
 
 
 def with_state(search: Mapping[str, Any] | None, status: str, error: str | None) -> dict[str, Any] | None:

@@ -16,11 +16,12 @@ import csv
 import io
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import lru_cache
 from importlib import resources
 from types import MappingProxyType
-from typing import Any
+
+from green_callbacks.core.record_sections import WaterIntensity
 
 __all__ = [
     "DEFAULT_WUE_L_PER_KWH",
@@ -57,26 +58,6 @@ def validate_wue(value: object, name: str = "wue_l_per_kwh") -> float:
 def water_l(energy_kwh: float, wue_l_per_kwh: float, pue: float, offsite_l_per_kwh: float) -> float:
     """Litres: ``energy_kWh × (WUE + PUE × off-site L/kWh)`` (``energy_kWh`` before PUE)."""
     return float(energy_kwh) * (float(wue_l_per_kwh) + float(pue) * float(offsite_l_per_kwh))
-
-
-@dataclass(frozen=True)
-class WaterIntensity:
-    """Off-site water intensity of a grid (L per kWh generated) and where it came from.
-
-    ``kind`` is ``"table"`` (the country's derived value) or ``"default"`` (the world value, used when the run's
-    grid has no country: an explicit intensity, a live zone not in the table).
-    """
-
-    offsite_l_per_kwh: float
-    hydro_l_per_kwh: float
-    location: str
-    year: int | None
-    method: str
-    source: str
-    kind: str
-
-    def to_record(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @lru_cache(maxsize=1)
