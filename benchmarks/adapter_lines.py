@@ -46,8 +46,8 @@ AFTER: dict[str, dict[str, str | tuple[int, int, int]]] = {
     "keras": {
         "<module>": "M", "_import_keras": "F", "_find_fit_locals": "F", "_reads_logs": "F", "_backup_dir": "F",
         "_backup_epochs": "F", "_devices": "F", "_nothing": "M", "_next_batch": "F", "_hyperparameters": "F",
-        "_batches": "F", "_tf_batches": "F", "_count_step": "F",
-        "GreenCallback._init_adapter": "M", "GreenCallback._train_begin": (19, 12, 0),
+        "_batches": "F", "_tf_batches": "F", "_count_step": "F", "_new_tracker": "F", "_count_tf_step": "F",
+        "GreenCallback._init_adapter": "M", "GreenCallback._train_begin": (21, 14, 0),
         "GreenCallback._compact": "L",  # a closure that shows the printer a view of the logs
         "GreenCallback._phase_begin": (12, 5, 0), "GreenCallback._compact_evaluate_line": (0, 5, 7),  # closure
         "GreenCallback._phase_end": "M", "GreenCallback._wrap_phase": "M", "GreenCallback._phase_step_begin": (2, 4, 0),
@@ -62,8 +62,9 @@ AFTER: dict[str, dict[str, str | tuple[int, int, int]]] = {
         "_hyperparameters": "F", "_step_loss": "F", "_generated_tokens": "F",
         "GreenCallback._init_adapter": "M", "GreenCallback.last_metrics": "M", "GreenCallback.trainer": "M",
         "GreenCallback.attach": "M", "GreenCallback._wrap_train": "M", "GreenCallback._train_failed": "M",
+        "GreenCallback._train_returned": "M", "GreenCallback._ends_with_train": "F",  # HF ends a trial after train()
         "GreenCallback._bind": "F", "GreenCallback.state": "M", "GreenCallback._stored_state": "F",
-        "GreenCallback._adopt_original": "F", "GreenCallback._train_begin": (15, 8, 0),
+        "GreenCallback._adopt_original": "F", "GreenCallback._train_begin": (15, 9, 0),
         "GreenCallback._compact_printers": (0, 7, 7), "GreenCallback._close_epoch": "M",  # printers / closure
         "GreenCallback._trainer_total_flos": "F", "GreenCallback._log": "F", "GreenCallback._wrap_phases": "M",
         "GreenCallback._phase_call": "M", "GreenCallback._phase_return": "M", "GreenCallback._phase_raised": "M",
