@@ -136,3 +136,35 @@ def test_a_run_in_another_pid_namespace_keeps_a_live_writers_file(tmp_path: Path
         if writer.stdin is not None:
             writer.stdin.close()
         writer.wait(timeout=60)
+
+
+_SIGTERM_MID_WRITE = textwrap.dedent(
+    """
+    import os, signal, sys
+    from green_callbacks.core import record_writer
+    from green_callbacks.core.signals import ExitHandlers
+
+    closed = []
+    handlers = ExitHandlers(lambda status, reason: closed.append((status, reason)))
+    handlers.install()
+    real_fsync = os.fsync
+
+    def fsync_then_signalled(fd):  # SIGTERM lands while the header write is between its fsync and its rename
+        real_fsync(fd)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    os.fsync = fsync_then_signalled
+    record_writer.write_bytes_atomic(os.path.join(sys.argv[1], "record.json"), b"{}")
+    print("survived the signal", flush=True)
+    """
+)
+
+
+def test_a_signal_that_kills_the_process_mid_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """SIGTERM's default action, taken after the run's final record is written, kills the process inside the write it
+    interrupted: that write's temporary file is removed first (a scheduler's SIGTERM with DataLoader workers)."""
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_MID_WRITE, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -15, proc.stderr  # died of the signal, as without the handler
+    assert "survived" not in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no record (the rename never ran), no temporary file

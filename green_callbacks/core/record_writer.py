@@ -177,6 +177,24 @@ def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any], *, 
     return write_bytes_atomic(path, (text + "\n").encode("utf-8"))
 
 
+_IN_FLIGHT: set[tuple[int, str]] = set()
+"""The temporary files being written now, with the writing process's id (a forked child holds a copy of the set)."""
+
+
+def abandon_in_flight() -> None:
+    """Remove this process's temporary files still being written: called just before the process dies of a signal,
+    whose default action would otherwise leave a write it interrupted half-done on disk (the final record is written
+    first, through its own temporary file)."""
+    pid = os.getpid()
+    for owner, tmp in list(_IN_FLIGHT):
+        if owner == pid:
+            _IN_FLIGHT.discard((owner, tmp))
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder (named for this machine and process:
     :func:`temp_prefix`), fsync, then rename it over ``path``: a write that fails (a full disk, a quota) leaves the
@@ -185,6 +203,8 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     target = Path(path).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), suffix=".tmp", dir=target.parent)
+    entry = (os.getpid(), tmp)
+    _IN_FLIGHT.add(entry)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600
         with os.fdopen(fd, "wb") as handle:
@@ -198,6 +218,8 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
         except OSError:
             pass
         raise
+    finally:
+        _IN_FLIGHT.discard(entry)
     return target
 
 

@@ -77,6 +77,9 @@ class ExitHandlers:
         elif previous == signal.SIG_IGN:
             return
         else:  # the default action: die of the signal, as the process would have without us
+            from green_callbacks.core.record_writer import abandon_in_flight
+
+            abandon_in_flight()  # a record write the signal interrupted in this thread leaves no temporary file
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
 
