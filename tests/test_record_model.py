@@ -279,6 +279,21 @@ def test_records_without_the_sections_still_read(written: Written, schema: str) 
     assert record.epochs[0].train_time_s is None and record.totals == written.fit.totals
 
 
+def test_a_flops_section_with_only_the_adapters_keys_reads_and_reports(written: Written) -> None:
+    """Keras on TensorFlow (no FLOP tracker) and every Keras record before its first epoch's end write only the
+    adapter's keys: read back whole, with no epoch labels and no data-dependent signatures, and summarised."""
+    from green_callbacks.report.runs import summarize_run
+
+    data = json.loads(json.dumps(written.fit_json))
+    data["flops"] = {"backend": "tensorflow", "method": "tf-profiler", "convention": "all-ops",
+                     "per_step": {"train [[10, 8], [10, 1]]": {"flops": 7000.0, "matmul_flops": 6080.0}}}
+    record = parse_record(data)
+    assert to_json(record.flops) == data["flops"] and list(to_json(record.flops)) == list(data["flops"])
+    assert record.flops.epochs == () and record.flops.data_dependent is None
+    run = summarize_run(record)
+    assert run.data_dependent == () and run.epoch_flops == (None, None)
+
+
 def test_a_section_of_the_wrong_type_names_the_field(written: Written) -> None:
     from green_callbacks.core.record import RecordError
 
