@@ -33,6 +33,7 @@ import os
 import warnings
 import weakref
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from green_callbacks._adapter import GreenCallbackBase
@@ -41,6 +42,7 @@ from green_callbacks.core.flops.keras_backends import KERAS_FLOP_METHODS
 from green_callbacks.core.flops.noted_steps import NotedSteps
 from green_callbacks.core.metric_keys import console_view, nan_metrics
 from green_callbacks.core.patches import InstancePatches, PeekingIterator, find_in_callers
+from green_callbacks.core.record_sections import FlopInfo
 
 __all__ = ["GreenCallback"]
 
@@ -136,7 +138,7 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         self._phase_model: Any = _nothing  # an evaluate()/predict()'s model (_nothing: FLOPs not observed)
         self._backend = "torch"
         self._epoch_iterator: Any = None
-        self._flops_info: dict[str, Any] = {}
+        self._flops_info = FlopInfo()
         self._trackers: dict[str, Any] = {}  # backend -> its core.flops.FlopTracker (torch, jax), kept across fits:
         # a later fit reuses its cache
         self._warned_order = False
@@ -157,14 +159,14 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
             self._patches.wrap(bar, "on_epoch_end", self._compact)
         stopper = next((c for c in callbacks or [] if isinstance(c, keras.callbacks.EarlyStopping)), None)
         backend = keras.backend.backend()
-        self._flops_info = {"backend": backend, **KERAS_FLOP_METHODS.get(backend, {"method": "unavailable"})}
+        self._flops_info = FlopInfo(backend=backend, **KERAS_FLOP_METHODS.get(backend, {"method": "unavailable"}))
         tracker = self._trackers.get(backend)
         if tracker is None and backend in ("torch", "jax"):
             tracker = self._trackers[backend] = _new_tracker(backend)
-        if backend == "jax":  # each new signature counted by XLA, once: its figures per shape
-            self._flops_info["per_step"] = tracker.engine.per_step
+        if backend == "jax":  # each new signature counted by XLA, once: its figures per shape (filled as counted)
+            self._flops_info = replace(self._flops_info, per_step=tracker.engine.per_step)
         elif backend != "torch":
-            self._flops_info["per_step"] = self._steps.per_step
+            self._flops_info = replace(self._flops_info, per_step=self._steps.per_step)
         self._engine.flops.use(tracker)
         self._engine.flops.record_info = self._flops_info
         self._backup_dir = None if callbacks is None else _backup_dir(callbacks)
@@ -299,7 +301,8 @@ class GreenCallback(GreenCallbackBase, keras.callbacks.Callback):
         if self._engine.in_epoch and self._steps.counts:
             self._engine.guard("flops", self._add_noted_flops)
         if keras.backend.backend() == "torch" and "torch" in self._trackers:
-            self._flops_info["per_step"] = self._trackers["torch"].per_signature()
+            self._flops_info = replace(self._flops_info, per_step=self._trackers["torch"].per_signature())
+            self._engine.flops.describe(self._flops_info)
         metrics = self._engine.epoch_end(logs or {})
         if metrics is not None and self._backup_dir is not None:  # BackupAndRestore: the totals go beside its backup
             self._engine.save_beside(self._backup_dir)

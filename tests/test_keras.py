@@ -124,6 +124,22 @@ def test_training_and_validation_flops_per_epoch(tmp_path):
         assert flops["convention"] == "all-ops"
 
 
+def test_the_flops_section_reads_back_whole(tmp_path):
+    """The record's ``flops`` is one type written and read: the reader keeps every key the Keras adapter and the FLOP
+    tracker wrote, in order (the adapter's first), and the type writes it back the same."""
+    from green_callbacks.core.record import parse_record
+    from green_callbacks.core.record_sections import to_json
+
+    green = _green(tmp_path, monitor="val_loss", mode="min")
+    x, y = _data(N_TRAIN)
+    _model().fit(x, y, validation_data=_data(N_VAL), epochs=1, batch_size=BATCH, verbose=0, callbacks=[green])
+    written = _record(green)
+    info = parse_record(written).flops
+    assert list(written["flops"])[:4] == ["backend", "method", "convention", "per_step"]
+    assert info.backend == BACKEND and set(info.per_step) == set(written["flops"]["per_step"])
+    assert list(to_json(info)) == list(written["flops"]) and to_json(info) == written["flops"]
+
+
 class _FailAt(keras.layers.Layer):
     """Identity layer that raises ``error`` once ``armed`` (set by a callback at a given epoch)."""
 

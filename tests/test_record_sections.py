@@ -18,6 +18,7 @@ import pytest
 from green_callbacks.core import record_sections as rs
 from green_callbacks.core.record_sections import (
     EmbodiedInfo,
+    FlopInfo,
     FootprintInfo,
     HardwareInfo,
     PartialEpoch,
@@ -36,6 +37,7 @@ SECTIONS: dict[type, Callable[[Any], Any]] = {
     FootprintInfo: rs.parse_footprint,
     PhaseInfo: rs.parse_phase,
     TrainingLink: rs.parse_training,
+    FlopInfo: rs.parse_flops,
 }
 
 
@@ -141,3 +143,22 @@ def test_the_writers_builders_give_the_readers_types() -> None:
         assert to_json(parse(data)) == data
     assert to_json(tracker.info()) == tracker.to_record()
     assert tracker.info().embodied.lifetime_years is not None and tracker.info().epochs
+
+
+def test_the_flop_section_is_built_by_the_tracker_and_keeps_each_writers_key_order() -> None:
+    """The FLOP tracker describes its counting as the reader's ``FlopInfo``; Keras' own fields (backend, method,
+    convention, figures per signature) come first in the record, as they always did, and the tracker's convention
+    wins over the adapter's."""
+    from green_callbacks.core.flops import FlopTracker
+
+    tracker = FlopTracker().describe()
+    data = to_json(tracker)
+    assert isinstance(tracker, FlopInfo) and rs.parse_flops(data) == tracker
+    assert list(data)[:3] == ["engine", "where", "convention"] and "backend" not in data and "per_step" not in data
+    keras = FlopInfo(backend="tensorflow", method="tf-profiler", convention="all-ops",
+                     per_step={"train [[2, 4]]": {"flops": 10.0, "matmul_flops": 8.0}})
+    assert list(to_json(keras)) == ["backend", "method", "convention", "per_step"]  # (no tracker on TensorFlow)
+    joined = tracker.beside(keras)
+    assert list(to_json(joined)) == ["backend", "method", "convention", "per_step", *(k for k in data if
+                                                                                     k != "convention")]
+    assert joined.convention == tracker.convention and rs.parse_flops(to_json(joined)) == joined

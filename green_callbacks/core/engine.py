@@ -19,6 +19,7 @@ from green_callbacks.core.distributed import DistInfo
 from green_callbacks.core.fingerprint import data_signature, model_fingerprint
 from green_callbacks.core.metric_keys import nan_metrics
 from green_callbacks.core.phase_session import PhaseTap
+from green_callbacks.core.record_sections import FlopInfo
 from green_callbacks.core.saved_state import read_state_beside, write_state_beside
 from green_callbacks.core.session import Session, status_for
 from green_callbacks.core.throughput import batch_counts
@@ -42,15 +43,15 @@ class FlopTap:
     compiled model, ``forward(model, batch)`` to count new signatures on a meta copy of the uncompiled model.
 
     The epoch's sums go to the session when the epoch ends (and when the run finishes in the middle of one), with
-    the tracker's :meth:`~green_callbacks.core.flops.FlopTracker.info` in the record as ``flops``. A failure
-    switches the ``flops`` part off (FLOPs: NaN).
+    the tracker's :meth:`~green_callbacks.core.flops.FlopTracker.describe` (a ``FlopInfo``) in the record as
+    ``flops``. A failure switches the ``flops`` part off (FLOPs: NaN).
     """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.tracker: Any = None
         self.active = False
-        self.record_info: dict[str, Any] = {}  # what the adapter adds to the record's "flops" (Keras: its backend)
+        self.record_info: FlopInfo | None = None  # what the adapter adds to the record's "flops" (Keras: its backend)
         self._batch_counts: dict[Any, tuple[int | None, int | None]] = {}  # signature -> (samples, tokens)
         self._last_key: Any = None  # the last step's signature and its counts: found by identity, not hashed
         self._last_counts: tuple[int | None, int | None] = (None, None)
@@ -199,8 +200,17 @@ class FlopTap:
             epoch = self.tracker.take_epoch()
             self._engine.session.add_flops(train=epoch.train_flops, eval=epoch.eval_flops,
                                            train_hardware=epoch.train_hardware_flops)
-            self._engine.session.update_info("flops", {**self.record_info, **self.tracker.info()})
+            self._engine.session.update_info("flops", self.tracker.describe().beside(self.record_info))
         self.active = False
+
+    def describe(self, info: FlopInfo) -> None:
+        """What the adapter adds to the record's ``flops`` (Keras: its backend, method and figures per signature),
+        given anew when it changes: the record holds it until the tracker's description joins it at an epoch's
+        end."""
+        session = self._engine.session
+        if self.record_info is not None and session.info.get("flops") is self.record_info:
+            session.update_info("flops", info)  # (not yet joined by the tracker's: the adapter's alone)
+        self.record_info = info
 
     def add(self, train: float = 0.0, eval: float = 0.0) -> None:
         """FLOPs counted by the adapter itself (Keras on JAX/TensorFlow counts its noted batch signatures at the

@@ -526,31 +526,89 @@ class EpochFlopsLabel:
         return self.method in ("sampled", "estimated")
 
 
+_ADAPTER_KEYS = ("backend", "method", "convention", "per_step")
+"""What an adapter that counts its own way (Keras) writes first: its backend, how, the convention, per signature."""
+
+
 @dataclass(frozen=True)
 class FlopInfo:
-    """The record's ``flops`` section: how the FLOPs were counted, per epoch and for the run."""
+    """The record's ``flops`` section: how the FLOPs were counted, per epoch and for the run.
 
-    engine: str | None = None
-    method: str | None = None
+    The FLOP tracker builds it (:meth:`~green_callbacks.core.flops.FlopTracker.describe`), an adapter that counts
+    its own way (Keras) adds its fields (:meth:`beside`), and the writer writes it with :func:`to_json`. A field is
+    ``None`` when the writer did not write it (a Keras run on TensorFlow has no tracker's fields, a Lightning run no
+    ``backend``): such a key is left out, so the record holds what it always held.
+    """
+
     backend: str | None = None
-    """Keras: the backend the FLOPs were counted on, and how (``xla-cost-analysis``, ...)."""
+    """Keras: the backend the FLOPs were counted on."""
+    method: str | None = None
+    """Keras: how that backend counts (``xla-cost-analysis``, ...; ``unavailable``)."""
+    engine: str | None = None
     where: str | None = None
+    """How the counts were made: observed on the training's own steps, on a meta copy, traced."""
     convention: str | None = None
-    lower_bound: bool = False
-    uncounted_ops: tuple[str, ...] = ()
-    activation_checkpointing: bool = False
+    lower_bound: bool | None = None
+    """Some ops or steps were not counted: the FLOPs are at least the figures."""
+    uncounted_ops: tuple[str, ...] | None = None
+    interpolation: str | None = None
+    """How new lengths are predicted (the verified polynomial), or ``off``."""
+    counts: Mapping[str, int] | None = None
+    """How many signatures were observed, counted on a meta copy, interpolated, checked, ...; the steps."""
+    activation_checkpointing: bool | None = None
     hardware_flops: str | None = None
     """What the hardware FLOPs (``green/hfu``) hold beside the model FLOPs, in words."""
-    verification: str | None = None
-    epochs: tuple[EpochFlopsLabel, ...] = ()
+    epoch_methods: tuple[str, ...] | None = None
     """One per epoch this process counted, in order (a resumed run's earlier epochs are not among them)."""
-    data_dependent: tuple[DataDependentSignature, ...] = ()
+    epoch_notes: tuple[str | None, ...] | None = None
+    epoch_train_flops_range: tuple[tuple[float, float] | None, ...] | None = None
+    verification: str | None = None
+    data_dependent: tuple[DataDependentSignature, ...] | None = None
+    lines_failed: int | None = None
+    counting_time_s: float | None = None
+    per_step: Mapping[str, Mapping[str, float | str]] | None = None
+    """``"<kind> <shapes>"`` -> that signature's FLOPs per step (and how, or its matmul part): Keras."""
+
+    @property
+    def epochs(self) -> tuple[EpochFlopsLabel, ...]:
+        """Each epoch's label, note and range (``epoch_methods``, ``epoch_notes``, ``epoch_train_flops_range``)."""
+        notes, ranges = self.epoch_notes or (), self.epoch_train_flops_range or ()
+        return tuple(EpochFlopsLabel(method, (notes[i] if i < len(notes) else None) or None,
+                                     *(ranges[i] or (None, None) if i < len(ranges) else (None, None)))
+                     for i, method in enumerate(self.epoch_methods or ()))
 
     def epoch_label(self, index: int, epochs: int) -> EpochFlopsLabel | None:
         """The label of the record's ``index``-th of ``epochs`` epochs (aligned at the end: a resumed run counted
         only its last epochs); ``None`` when the record says nothing about it."""
-        offset = index - (epochs - len(self.epochs))
-        return self.epochs[offset] if 0 <= offset < len(self.epochs) else None
+        labels = self.epochs
+        offset = index - (epochs - len(labels))
+        return labels[offset] if 0 <= offset < len(labels) else None
+
+    def beside(self, adapter: FlopInfo | None) -> FlopInfo:
+        """These fields (the tracker's), with what ``adapter`` adds where these have none (Keras: its backend,
+        method and figures per signature)."""
+        if adapter is None:
+            return self
+        return FlopInfo(**{f.name: getattr(self, f.name) if getattr(self, f.name) is not None
+                           else getattr(adapter, f.name) for f in fields(self)})
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields that are set, in the order the writer always wrote them: an adapter's keys first (Keras),
+        then the tracker's."""
+        names = [f.name for f in fields(self)]
+        if self.backend is not None:
+            names = [*_ADAPTER_KEYS, *(n for n in names if n not in _ADAPTER_KEYS)]
+        out: dict[str, Any] = {}
+        for name in names:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name == "data_dependent":
+                out[name] = {d.signature: {"watched": d.watched, "mean": d.mean, "min": d.min, "max": d.max}
+                             for d in value}
+            else:
+                out[name] = to_json(value)
+        return out
 
 
 def _bool(value: Any, where: str) -> bool:
@@ -569,50 +627,89 @@ def _list(value: Any, where: str) -> list[Any]:
     return value
 
 
-def _range(span: Any, where: str) -> tuple[float | None, float | None]:
+def _flag(value: Any, where: str) -> bool | None:
+    """A boolean the writer may have left out (``None``)."""
+    return None if value is None else _bool(value, where)
+
+
+def _array(value: Any, where: str) -> list[Any] | None:
+    """An array the writer may have left out (``None``)."""
+    return None if value is None else _list(value, where)
+
+
+def _range(span: Any, where: str) -> tuple[float, float] | None:
     if span is None:
-        return None, None
+        return None
     if not isinstance(span, list) or len(span) != 2:
         raise Invalid(where, f"must be [low, high] or null, found {type_name(span)} {str(span)[:40]}")
-    return number(span[0], where + "[0]"), number(span[1], where + "[1]")
+    return number(span[0], where + "[0]", optional=False), number(span[1], where + "[1]", optional=False)
 
 
-def _epoch_labels(data: Mapping[str, Any]) -> tuple[EpochFlopsLabel, ...]:
-    methods = strings(data.get("epoch_methods"), "flops.epoch_methods")
-    notes = [text(n, f"flops.epoch_notes[{i}]") for i, n in enumerate(_list(data.get("epoch_notes"),
-                                                                             "flops.epoch_notes"))]
-    ranges = [_range(r, f"flops.epoch_train_flops_range[{i}]")
-              for i, r in enumerate(_list(data.get("epoch_train_flops_range"), "flops.epoch_train_flops_range"))]
-    return tuple(EpochFlopsLabel(method, (notes[i] if i < len(notes) else None) or None,
-                                 *(ranges[i] if i < len(ranges) else (None, None)))
-                 for i, method in enumerate(methods))
+def _optional_strings(value: Any, where: str) -> tuple[str, ...] | None:
+    return None if value is None else strings(value, where)
 
 
-def parse_flops(value: Any) -> FlopInfo | None:
+def _per_step(value: Any) -> dict[str, dict[str, float | str]] | None:
     if value is None:
         return None
-    data = obj(value, "flops", optional=False)
+    out: dict[str, dict[str, float | str]] = {}
+    for signature, entry in obj(value, "flops.per_step", optional=False).items():
+        where = f"flops.per_step.{signature}"
+        out[str(signature)] = {
+            str(k): (v if isinstance(v, str) else number(v, f"{where}.{k}", optional=False))
+            for k, v in obj(entry, where, optional=False).items()}
+    return out
+
+
+def _counts(value: Any) -> dict[str, int] | None:
+    if value is None:
+        return None
+    return {str(k): integer(v, f"flops.counts.{k}", optional=False, maximum=10**15)
+            for k, v in obj(value, "flops.counts", optional=False).items()}
+
+
+def _data_dependent(value: Any) -> tuple[DataDependentSignature, ...] | None:
+    if value is None:
+        return None
     dependent = []
-    for signature, entry in obj(data.get("data_dependent"), "flops.data_dependent").items():
+    for signature, entry in obj(value, "flops.data_dependent", optional=False).items():
         where = f"flops.data_dependent.{signature}"
         item = obj(entry, where, optional=False)
         dependent.append(DataDependentSignature(
             signature=str(signature), watched=integer(item.get("watched"), f"{where}.watched", maximum=10**15),
             mean=number(item.get("mean"), f"{where}.mean"), min=number(item.get("min"), f"{where}.min"),
             max=number(item.get("max"), f"{where}.max")))
+    return tuple(dependent)
+
+
+def parse_flops(value: Any) -> FlopInfo | None:
+    if value is None:
+        return None
+    data = obj(value, "flops", optional=False)
+    notes = _array(data.get("epoch_notes"), "flops.epoch_notes")
+    ranges = _array(data.get("epoch_train_flops_range"), "flops.epoch_train_flops_range")
     return FlopInfo(
-        engine=text(data.get("engine"), "flops.engine"),
-        method=text(data.get("method"), "flops.method"),
         backend=text(data.get("backend"), "flops.backend"),
+        method=text(data.get("method"), "flops.method"),
+        engine=text(data.get("engine"), "flops.engine"),
         where=text(data.get("where"), "flops.where"),
         convention=text(data.get("convention"), "flops.convention"),
-        lower_bound=_bool(data.get("lower_bound"), "flops.lower_bound"),
-        uncounted_ops=strings(data.get("uncounted_ops"), "flops.uncounted_ops"),
-        activation_checkpointing=_bool(data.get("activation_checkpointing"), "flops.activation_checkpointing"),
+        lower_bound=_flag(data.get("lower_bound"), "flops.lower_bound"),
+        uncounted_ops=_optional_strings(data.get("uncounted_ops"), "flops.uncounted_ops"),
+        interpolation=text(data.get("interpolation"), "flops.interpolation"),
+        counts=_counts(data.get("counts")),
+        activation_checkpointing=_flag(data.get("activation_checkpointing"), "flops.activation_checkpointing"),
         hardware_flops=text(data.get("hardware_flops"), "flops.hardware_flops"),
+        epoch_methods=_optional_strings(data.get("epoch_methods"), "flops.epoch_methods"),
+        epoch_notes=None if notes is None else tuple(text(n, f"flops.epoch_notes[{i}]")
+                                                     for i, n in enumerate(notes)),
+        epoch_train_flops_range=None if ranges is None else tuple(
+            _range(r, f"flops.epoch_train_flops_range[{i}]") for i, r in enumerate(ranges)),
         verification=text(data.get("verification"), "flops.verification"),
-        epochs=_epoch_labels(data),
-        data_dependent=tuple(dependent),
+        data_dependent=_data_dependent(data.get("data_dependent")),
+        lines_failed=integer(data.get("lines_failed"), "flops.lines_failed", maximum=10**15),
+        counting_time_s=number(data.get("counting_time_s"), "flops.counting_time_s"),
+        per_step=_per_step(data.get("per_step")),
     )
 
 

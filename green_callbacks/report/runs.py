@@ -316,7 +316,7 @@ def summarize_run(record: RunRecord | Mapping[str, Any]) -> RunSummary:
         train_flops_low=low,
         train_flops_high=high,
         flops_notes=tuple(dict.fromkeys(label.note for label in labels if label is not None and label.note)),
-        data_dependent=() if record.flops is None else tuple(d.signature for d in record.flops.data_dependent),
+        data_dependent=() if record.flops is None else tuple(d.signature for d in record.flops.data_dependent or ()),
         train_hardware_flops=hardware,
         record=record,
     )

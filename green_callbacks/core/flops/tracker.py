@@ -5,7 +5,7 @@
     ...                                            # the framework's own forward + backward
     tracker.end()                                  # after the backward, before the optimizer step
     epoch = tracker.take_epoch()                   # EpochFlops(train_flops, eval_flops, method, steps)
-    tracker.info()                                 # how the FLOPs were counted, for the run record
+    tracker.describe()                             # how the FLOPs were counted (FlopInfo), for the record
 
 **Counting never re-runs user code.** The first step of each new input signature is *observed*: the tracker
 enters torch's ``FlopCounterMode`` (with the engine's formulas) at ``begin`` and leaves it at ``end``, so the
@@ -42,6 +42,7 @@ from green_callbacks.core.flops.verification import (
     data_reason,
     describe_checks,
 )
+from green_callbacks.core.record_sections import DataDependentSignature, FlopInfo, to_json
 
 __all__ = ["EPOCH_METHODS", "EpochFlops", "FlopTracker"]
 
@@ -414,33 +415,38 @@ class FlopTracker:
         self._end_run()
         self._book.drop()
 
-    def info(self) -> dict[str, Any]:
-        """How the FLOPs were counted: engine, convention, lower-bound flag, counts made; JSON-ready."""
+    def describe(self) -> FlopInfo:
+        """How the FLOPs were counted: engine, convention, lower-bound flag, counts made, each epoch's label; the
+        record's ``flops`` section."""
         self._end_run()
-        uncounted = list(getattr(self.engine, "uncounted_ops", ()))
+        uncounted = tuple(getattr(self.engine, "uncounted_ops", ()))
         counts = {**self._counts, "steps": self._book.steps_total}
         book = self._book
-        return {
-            "engine": getattr(self.engine, "name", None) or _engine_name(),
-            "where": _where(counts, self._replay_where),
-            "convention": getattr(self.engine, "convention", None) or CONVENTION,
-            "lower_bound": bool(uncounted) or bool(counts.get("unobserved_steps")),
-            "uncounted_ops": uncounted,
-            "interpolation": describe_lines(self.max_degree) if self.interpolate else "off",
-            "counts": counts,
-            "activation_checkpointing": bool(self._recompute),
-            "hardware_flops": ("model FLOPs plus the forwards activation checkpointing re-runs in the backward "
-                               "(counted apart on the observed step; green/hfu)") if self._recompute
+        return FlopInfo(
+            engine=getattr(self.engine, "name", None) or _engine_name(),
+            where=_where(counts, self._replay_where),
+            convention=getattr(self.engine, "convention", None) or CONVENTION,
+            lower_bound=bool(uncounted) or bool(counts.get("unobserved_steps")),
+            uncounted_ops=uncounted,
+            interpolation=describe_lines(self.max_degree) if self.interpolate else "off",
+            counts=counts,
+            activation_checkpointing=bool(self._recompute),
+            hardware_flops=("model FLOPs plus the forwards activation checkpointing re-runs in the backward "
+                            "(counted apart on the observed step; green/hfu)") if self._recompute
             else "equal to the model FLOPs (no recompute seen)",
-            "epoch_methods": list(book.methods),
-            "epoch_notes": list(book.notes),
-            "epoch_train_flops_range": list(book.ranges),
-            "verification": describe_checks(self.every_step, len(self._once), self._replay_where),
-            "data_dependent": {f"{key[0][0]} {list(key[1])}": c.info()
-                               for key, c in self._checks.items() if c.dependent},
-            "lines_failed": self._lines.failed,
-            "counting_time_s": self._counting_s,
-        }
+            epoch_methods=tuple(book.methods),
+            epoch_notes=tuple(book.notes),
+            epoch_train_flops_range=tuple(None if r is None else (r[0], r[1]) for r in book.ranges),
+            verification=describe_checks(self.every_step, len(self._once), self._replay_where),
+            data_dependent=tuple(DataDependentSignature(f"{key[0][0]} {list(key[1])}", **c.info())
+                                 for key, c in self._checks.items() if c.dependent),
+            lines_failed=self._lines.failed,
+            counting_time_s=self._counting_s,
+        )
+
+    def info(self) -> dict[str, Any]:
+        """:meth:`describe` as the record's JSON."""
+        return to_json(self.describe())
 
     def per_signature(self) -> dict[str, dict[str, Any]]:
         """``"<kind> <tensor dims>" -> {"flops", "method"}`` for every signature met so far (JSON-ready)."""
