@@ -431,9 +431,7 @@ class FlopTracker:
             interpolation=describe_lines(self.max_degree) if self.interpolate else "off",
             counts=counts,
             activation_checkpointing=bool(self._recompute),
-            hardware_flops=("model FLOPs plus the forwards activation checkpointing re-runs in the backward "
-                            "(counted apart on the observed step; green/hfu)") if self._recompute
-            else "equal to the model FLOPs (no recompute seen)",
+            hardware_flops=_hardware_text(bool(self._recompute)),
             epoch_methods=tuple(book.methods),
             epoch_notes=tuple(book.notes),
             epoch_train_flops_range=tuple(None if r is None else (r[0], r[1]) for r in book.ranges),
@@ -452,6 +450,14 @@ class FlopTracker:
         """``"<kind> <tensor dims>" -> {"flops", "method"}`` for every signature met so far (JSON-ready)."""
         return {f"{static[0]} {list(dims)}": {"flops": flops, "method": method}
                 for (static, dims), (flops, method) in self._exact.items()}
+
+
+def _hardware_text(recompute: bool) -> str:
+    """What the record's hardware FLOPs are, with or without activation checkpointing's recompute."""
+    if recompute:
+        return ("model FLOPs plus the forwards activation checkpointing re-runs in the backward (counted apart on the "
+                "observed step; green/hfu)")
+    return "equal to the model FLOPs (no recompute seen)"
 
 
 def _split(step: Any) -> tuple[int, int]:
