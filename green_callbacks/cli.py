@@ -62,6 +62,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _demo_country_error(rest: Sequence[str]) -> str | None:
+    """Why the demo's ``--country`` names no grid in the packaged table, or ``None`` (absent or known)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--country")
+    known, _ = early.parse_known_args(list(rest))
+    if known.country is None:
+        return None
+    from green_callbacks.core.carbon import lookup_country
+
+    try:
+        lookup_country(known.country)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
@@ -70,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "measure":
         return _measure(args)
     if args.command == "demo":
+        country_error = _demo_country_error(rest)
+        if country_error is not None:  # said at once, before torch and Lightning take seconds to import
+            print(f"green-callbacks demo: --country: {country_error}", file=sys.stderr)
+            return 2
         try:
             from green_callbacks.demo import main as demo_main
         except ImportError as err:  # torch or Lightning missing: say what to install, not a traceback

@@ -102,3 +102,15 @@ def test_demo_without_torch_says_what_to_install() -> None:
     assert result.returncode != 0
     assert 'pip install "green-callbacks[lightning]"' in result.stderr
     assert "Traceback" not in result.stderr and "'torch'" in result.stderr
+
+
+def test_demo_with_an_unknown_country_says_so_before_importing_torch() -> None:
+    """A bad ``--country`` is one line and exit 2 at once: torch is not even importable here, and the error is the
+    country's, not the missing install's (importing torch and Lightning first took seconds)."""
+    code = ("import sys; sys.modules['torch'] = None; from green_callbacks.cli import main; "
+            "raise SystemExit(main(['demo', '--epochs', '1', '--country', 'XX']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("green-callbacks demo: --country: No packaged carbon intensity for country='XX'")
+    assert "pip install" not in result.stderr and "Traceback" not in result.stderr
