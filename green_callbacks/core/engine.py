@@ -274,6 +274,23 @@ class Engine:
     def last_metrics(self) -> dict[str, float]:
         return self.session.last_metrics
 
+    @property
+    def status(self) -> str:
+        return self.session.status
+
+    @property
+    def epochs_done(self) -> int:
+        return self.session.epochs_done
+
+    @property
+    def flops_available(self) -> bool:
+        """FLOPs are counted in this run (not switched off by a failure or a known limitation)."""
+        return self.session.flops_available
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.session.dist.is_global_zero
+
     @staticmethod
     def status_for(error: BaseException | str | None) -> str:
         return status_for(error)
@@ -281,6 +298,10 @@ class Engine:
     def guard(self, part: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         """``fn(*args, **kwargs)``, or ``None`` when ``part`` failed now or before (warned once, then off)."""
         return self.session.guard.call(part, fn, *args, **kwargs)
+
+    def unavailable(self, part: str, reason: str) -> None:
+        """Switch ``part`` off for a known limitation (said once, as it is, and kept in the record's ``lost``)."""
+        self.session.guard.unavailable(part, reason)
 
     # ------------------------------------------------------------------ lifecycle
     def begin_fit(self, dist: DistInfo | None = None) -> None:
@@ -399,25 +420,3 @@ class Engine:
         """Keep the run's state in ``folder`` (a framework's own backup folder), on rank zero."""
         if self.session.dist.is_global_zero:
             self.guard("checkpoint", lambda: write_state_beside(folder, self.session.state_dict()))
-
-    # ------------------------------------------------------------------ more state, read-only
-    @property
-    def status(self) -> str:
-        return self.session.status
-
-    @property
-    def epochs_done(self) -> int:
-        return self.session.epochs_done
-
-    @property
-    def flops_available(self) -> bool:
-        """FLOPs are counted in this run (not switched off by a failure or a known limitation)."""
-        return self.session.flops_available
-
-    @property
-    def is_global_zero(self) -> bool:
-        return self.session.dist.is_global_zero
-
-    def unavailable(self, part: str, reason: str) -> None:
-        """Switch ``part`` off for a known limitation (said once, as it is, and kept in the record's ``lost``)."""
-        self.session.guard.unavailable(part, reason)
