@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from green_callbacks.core.flops import FlopCountWarning, FlopTracker  # noqa: E402
 from green_callbacks.core.flops.formulas import custom_flop_mapping  # noqa: E402
-from tests.models import Branch  # noqa: E402
+from tests.models import Branch, CappedLength  # noqa: E402
 
 
 def _truth_of(model, batch, loss):
@@ -128,24 +128,12 @@ def test_bart_layerdrop_is_found_data_dependent_and_sampled_within_range():
     _check_sampled(epoch, truth, tracker, flop_warnings)
 
 
-class Capped(nn.Module):
-    """Quadratic in the length up to 20, then capped: predictions past the cap are wrong."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(4, 4)
-
-    def forward(self, x):
-        x = x[:, :20]
-        return self.lin(x @ x.transpose(1, 2) @ x)
-
-
 def test_a_spot_check_that_contradicts_predictions_relabels_the_epoch():
     torch.manual_seed(0)
     # 4 lengths fit and verify; 21.. are predicted past the cap, the 16th predicted value is counted and fails
     lengths = [2, 3, 4, 5, *range(21, 45)]
     batches = [(torch.randn(2, n, 4),) for n in lengths]
-    epoch, truth, tracker, _ = _epoch(Capped(), batches, _loss)
+    epoch, truth, tracker, _ = _epoch(CappedLength(20), batches, _loss)
     assert tracker.info()["counts"]["verifications_failed"] == 1
     assert epoch.train_flops != truth  # predicted lengths past the cap were too high ...
     assert epoch.method == "estimated" and "not corrected" in epoch.note  # ... and the epoch no longer says so

@@ -11,18 +11,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from green_callbacks.core.flops import FlopCountWarning, FlopTracker  # noqa: E402
-
-
-class Windowed(nn.Module):
-    """FLOPs that are not a polynomial in the length: every length past 6 is cut to 6 (a capped window)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(4, 4)
-
-    def forward(self, x):
-        x = x[:, :6]
-        return self.lin(x @ x.transpose(1, 2) @ x)
+from tests.models import CappedLength  # noqa: E402
 
 
 def _step(tracker, model, x, replay=None):
@@ -48,7 +37,7 @@ def test_where_names_observed_and_meta_counts_as_they_were_made():
 
 def test_one_failed_verification_is_counted_once_however_many_counts_follow():
     tracker = FlopTracker()
-    model = Windowed()
+    model = CappedLength(6)  # every length past 6 is cut to 6 (a capped window)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for seq in (2, 3, 4, 8, 9, 10, 11):  # 8 contradicts the fit through 2, 3, 4; 9, 10, 11 are counted after
