@@ -42,14 +42,19 @@ def samples() -> list[dict[str, Any]]:
     return [{"x": x[i], "labels": y[i]} for i in range(16)]
 
 
-def search(tmp_path: Path, callbacks: list[Any]) -> tuple[list[float], list[list[str]]]:
-    """Run a 3-trial search; the objective of each trial and the keys of the dict it was computed from."""
+def quiet_setup(tmp_path: Path, *, epochs: int, eval_strategy: str) -> tuple[list[dict[str, Any]], Any]:
+    """The samples and the Trainer's arguments of a search, with HF's and Optuna's logging quiet."""
     hf_logging.set_verbosity_error()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    data = samples()
-    args = TrainingArguments(str(tmp_path / "hf"), num_train_epochs=1, per_device_train_batch_size=4,
-                             per_device_eval_batch_size=8, eval_strategy="no", save_strategy="no",
+    args = TrainingArguments(str(tmp_path / "hf"), num_train_epochs=epochs, per_device_train_batch_size=4,
+                             per_device_eval_batch_size=8, eval_strategy=eval_strategy, save_strategy="no",
                              logging_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, seed=0)
+    return samples(), args
+
+
+def search(tmp_path: Path, callbacks: list[Any]) -> tuple[list[float], list[list[str]]]:
+    """Run a 3-trial search; the objective of each trial and the keys of the dict it was computed from."""
+    data, args = quiet_setup(tmp_path, epochs=1, eval_strategy="no")
 
     def model_init(trial: Any) -> Tiny:
         return Tiny(8 if trial is None else trial.suggest_int("width", 2, 16))  # the Trainer asks before hp_space
@@ -122,12 +127,7 @@ def test_a_pruned_hyperparameter_search_trial_is_pruned_in_its_record(tmp_path: 
     from green_callbacks.report.sweep import analyze_sweep, comparable_groups
     from green_callbacks.transformers import GreenCallback
 
-    hf_logging.set_verbosity_error()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    data = samples()
-    args = TrainingArguments(str(tmp_path / "hf"), num_train_epochs=2, per_device_train_batch_size=4,
-                             per_device_eval_batch_size=8, eval_strategy="epoch", save_strategy="no",
-                             logging_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, seed=0)
+    data, args = quiet_setup(tmp_path, epochs=2, eval_strategy="epoch")
     green = GreenCallback(sensors=[StepEnergySensor("cpu", 2.0, scope="node")], carbon_intensity=100.0,
                           output_dir=str(tmp_path / "records"), monitor="eval_loss", mode="min")
     trainer = Trainer(args=args, model_init=lambda trial: Tiny(4), train_dataset=data, eval_dataset=data,
