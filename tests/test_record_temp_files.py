@@ -168,3 +168,42 @@ def test_a_signal_that_kills_the_process_mid_write_leaves_no_temporary_file(tmp_
     assert proc.returncode == -15, proc.stderr  # died of the signal, as without the handler
     assert "survived" not in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no record (the rename never ran), no temporary file
+
+
+_SIGTERM_DURING_A_HELD_WRITE = textwrap.dedent(
+    """
+    import os, signal, sys, threading
+    from pathlib import Path
+    from green_callbacks.core.signals import ExitHandlers, signals_held
+
+    folder = Path(sys.argv[1])
+    handlers = ExitHandlers(lambda status, reason: (folder / "closed").write_text(
+        f"{status}, {'after' if (folder / 'final').exists() else 'before'} the final write"))
+    handlers.install()
+    go = threading.Event()
+    # a thread started before the write does not hold signals back (a torch or writer thread): a process-directed
+    # SIGTERM reaches it, and Python then runs the handler in the main thread, inside the held write
+    killer = threading.Thread(target=lambda: (go.wait(), os.kill(os.getpid(), signal.SIGTERM)))
+    killer.start()
+    with signals_held():
+        go.set()
+        killer.join()
+        for _ in range(1000):  # bytecodes: where the handler would run
+            pass
+        (folder / "final").write_text("whole")
+    print("survived the signal", flush=True)
+    """
+)
+
+
+def test_a_signal_during_the_final_write_is_put_off_until_the_write_is_done(tmp_path: Path) -> None:
+    """The final record's write is held: a SIGTERM that arrives meanwhile (through another thread) is handled when
+    the write is done, so the record on disk is the whole final one, then the process dies of the signal."""
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_DURING_A_HELD_WRITE, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -15, proc.stderr
+    assert "survived" not in proc.stdout
+    assert (tmp_path / "final").read_text() == "whole"
+    # handled once the write was done, by the same handler (before: inside it, where a thread that does not hold
+    # the signal then took its default action and killed the process in the middle of the final record)
+    assert (tmp_path / "closed").read_text() == "interrupted, after the final write"

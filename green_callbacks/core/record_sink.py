@@ -155,7 +155,8 @@ class RecordSink:
         """The run's last write, safe from other code's signal handlers.
 
         A handler that raises can cut a write short anywhere (PyTorch raises from SIGCHLD when a DataLoader worker
-        is killed, e.g. by a scheduler's SIGTERM to the whole job). Signals are held back during the write, and a
+        is killed, e.g. by a scheduler's SIGTERM to the whole job). Signals are held back during the write (our
+        own SIGTERM/SIGHUP handling is put off in the whole process: another thread may receive the signal), and a
         write cut short by one already pending is done again; that exception then goes on to the training loop.
         """
         if not self.writes_here:

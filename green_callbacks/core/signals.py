@@ -69,6 +69,8 @@ class ExitHandlers:
         self._previous = {}
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if _defer(signum):  # the run's final write is under way: this signal comes back when it is done
+            return
         previous = self._previous.get(signum)
         if os.getpid() == self._pid:  # not in a forked child, whose session is a stale copy
             self._close("interrupted", signal.Signals(signum).name)
@@ -88,14 +90,40 @@ class ExitHandlers:
             self._close(*exit_status())
 
 
+_held_lock = threading.Lock()
+_held_depth = 0  # writes under signals_held() now, in any thread of this process
+_deferred: list[int] = []  # signals our handler put off meanwhile, delivered again when the last one ends
+
+
+def _defer(signum: int) -> bool:
+    """Put ``signum`` off while a held write is under way: a process-directed signal reaches a thread that does not
+    block it (a torch or writer thread), and Python then runs the handler in the main thread, inside the write."""
+    with _held_lock:
+        if _held_depth == 0:
+            return False
+        if signum not in _deferred:
+            _deferred.append(signum)
+        return True
+
+
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Hold back SIGINT, SIGTERM, SIGCHLD and SIGHUP in this thread (where the OS allows it); delivered after."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    """Hold back SIGINT, SIGTERM, SIGCHLD and SIGHUP in this thread (where the OS allows it) and put off our own
+    SIGTERM/SIGHUP handling in the whole process; each is delivered after."""
+    global _held_depth
+    with _held_lock:
+        _held_depth += 1
+    masked = hasattr(signal, "pthread_sigmask")
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD) if masked else None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if masked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        with _held_lock:
+            _held_depth -= 1
+            again = list(_deferred) if _held_depth == 0 else []
+            if again:
+                _deferred.clear()
+        for signum in again:
+            os.kill(os.getpid(), signum)
